@@ -1,0 +1,274 @@
+"""In-memory :class:`burst.store.base.Store`, for the simulator and unit tests.
+
+Same contract as the SQL store (one contract suite runs against both). Written by hand because
+it *is* the fake: plain dicts, no transactions needed in a single thread. It is not thread-safe
+and keeps nothing across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from burst.domain import (
+    ChallengeState,
+    GrandChallenge,
+    Instance,
+    InstanceState,
+    OnDemandRequest,
+    RequestState,
+    Timestamp,
+    check_challenge_transition,
+    check_instance_transition,
+    check_request_transition,
+)
+from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
+from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+
+BILLING_MINIMUM_S = 60.0
+
+
+def _ledger_entry(inst: Instance) -> SpendEntry:
+    assert inst.terminated_at is not None
+    start = inst.launched_at if inst.launched_at is not None else inst.terminated_at
+    return SpendEntry(
+        instance_id=inst.id,
+        cloud=inst.cloud,
+        region=inst.region,
+        purpose=str(inst.purpose),
+        team=inst.team,
+        owner=inst.owner,
+        start=start,
+        end=inst.terminated_at,
+        usd=inst.cost(inst.terminated_at, BILLING_MINIMUM_S) if inst.launched_at is not None else 0.0,
+    )
+
+
+class MemoryStore:
+    def __init__(self, *, audit_limit: int | None = None) -> None:
+        self._instances: dict[str, Instance] = {}
+        self._live: dict[str, Instance] = {}
+        self._audit: list[AuditRow] = []
+        self._audit_limit = audit_limit
+        self._backoffs: dict[str, Backoff] = {}
+        self._ledger: list[SpendEntry] = []
+        self._requests: dict[str, OnDemandRequest] = {}
+        self._challenges: dict[str, GrandChallenge] = {}
+        self._mirrors: dict[tuple[str, str], MirrorRecord] = {}
+        self._settings: dict[tuple[str, str], str] = {}
+        self._leases: dict[str, tuple[str, Timestamp]] = {}
+        self.audit_count = 0
+
+    # ---- instances ---------------------------------------------------------------------
+    def create_intent(
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+    ) -> Instance:
+        existing = self._instances.get(inst.id)
+        if existing is not None:
+            return existing
+        if budget is not None:
+            committed = self.spend(since=budget.period_start, now=now, team=budget.team or None)
+            live = [i for i in self._live.values() if not budget.team or i.team == budget.team]
+            committed += budget.reserve_per_live_usd * len(live)
+            if committed + budget.asked_usd > budget.cap_usd:
+                raise BudgetExceeded(budget.scope, budget.cap_usd, committed, budget.asked_usd)
+        if inst.state is not InstanceState.PLANNED:
+            inst = dataclasses.replace(inst, state=InstanceState.PLANNED)
+        inst = dataclasses.replace(inst, created_at=inst.created_at or now)
+        self._instances[inst.id] = inst
+        self._live[inst.id] = inst
+        self.audit(at=now, actor=actor, kind="instance", subject=inst.id, action="->planned", reason=reason)
+        return inst
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    def live_instances(self) -> list[Instance]:
+        return list(self._live.values())
+
+    def instances(self, *, since: Timestamp | None = None, limit: int | None = None) -> list[Instance]:
+        rows = [i for i in self._instances.values() if since is None or i.created_at >= since]
+        rows.sort(key=lambda i: i.created_at, reverse=True)
+        return rows[:limit] if limit is not None else rows
+
+    def transition_instance(
+        self, instance_id: str, to: InstanceState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> Instance:
+        cur = self._instances.get(instance_id)
+        if cur is None:
+            raise RecordNotFound(f"instance {instance_id!r}")
+        check_instance_transition(cur.state, to)
+        if to is InstanceState.TERMINATED and cur.terminated_at is None and "terminated_at" not in fields:
+            fields["terminated_at"] = now
+        new = dataclasses.replace(cur, state=to, **fields)
+        self._instances[instance_id] = new
+        if to is InstanceState.TERMINATED:
+            self._live.pop(instance_id, None)
+            self._ledger.append(_ledger_entry(new))
+        else:
+            self._live[instance_id] = new
+        self.audit(
+            at=now, actor=actor, kind="instance", subject=instance_id, action=f"{cur.state}->{to}", reason=reason
+        )
+        return new
+
+    def update_instance(self, instance_id: str, **fields: Any) -> Instance:
+        cur = self._instances.get(instance_id)
+        if cur is None:
+            raise RecordNotFound(f"instance {instance_id!r}")
+        if "state" in fields:
+            raise ValueError("state changes go through transition_instance")
+        new = dataclasses.replace(cur, **fields)
+        self._instances[instance_id] = new
+        if instance_id in self._live:
+            self._live[instance_id] = new
+        return new
+
+    # ---- audit -------------------------------------------------------------------------
+    def audit(
+        self,
+        *,
+        at: Timestamp,
+        actor: str,
+        kind: str,
+        subject: str,
+        action: str,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.audit_count += 1
+        self._audit.append(AuditRow(at, actor, kind, subject, action, reason, dict(data or {})))
+        if self._audit_limit is not None and len(self._audit) > 2 * self._audit_limit:
+            del self._audit[: len(self._audit) - self._audit_limit]
+
+    def audit_rows(self, *, subject: str | None = None, kind: str | None = None, limit: int = 100) -> list[AuditRow]:
+        out: list[AuditRow] = []
+        for row in reversed(self._audit):
+            if (subject is None or row.subject == subject) and (kind is None or row.kind == kind):
+                out.append(row)
+                if len(out) >= limit:
+                    break
+        return out
+
+    # ---- backoff -----------------------------------------------------------------------
+    def backoffs(self, now: Timestamp) -> dict[str, Backoff]:
+        return {k: b for k, b in self._backoffs.items() if b.until > now}
+
+    def record_offer_failure(
+        self, offer_key: str, *, now: Timestamp, base_s: float, cap_s: float, error: str
+    ) -> Backoff:
+        prev = self._backoffs.get(offer_key)
+        failures = (prev.failures if prev else 0) + 1
+        b = Backoff(offer_key, failures, now + min(cap_s, base_s * 2 ** (failures - 1)), error)
+        self._backoffs[offer_key] = b
+        return b
+
+    def record_offer_success(self, offer_key: str) -> None:
+        self._backoffs.pop(offer_key, None)
+
+    # ---- spend -------------------------------------------------------------------------
+    def spend_entries(self, *, since: Timestamp, until: Timestamp | None = None) -> list[SpendEntry]:
+        return [e for e in self._ledger if e.end >= since and (until is None or e.end < until)]
+
+    def spend(self, *, since: Timestamp, now: Timestamp, team: str | None = None) -> float:
+        total = 0.0
+        for e in self._ledger:
+            if e.end >= since and (team is None or e.team == team):
+                total += e.usd
+        for i in self._live.values():
+            if i.launched_at is not None and (team is None or i.team == team):
+                total += i.cost(now, BILLING_MINIMUM_S)
+        return total
+
+    # ---- requests ----------------------------------------------------------------------
+    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest:
+        if req.id in self._requests:
+            raise DuplicateRecord(f"request {req.id!r}")
+        self._requests[req.id] = req
+        self.audit(at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
+        return req
+
+    def get_request(self, request_id: str) -> OnDemandRequest | None:
+        return self._requests.get(request_id)
+
+    def requests(
+        self, *, user: str | None = None, states: Sequence[RequestState] | None = None
+    ) -> list[OnDemandRequest]:
+        rows = [
+            r
+            for r in self._requests.values()
+            if (user is None or r.user == user) and (states is None or r.state in states)
+        ]
+        rows.sort(key=lambda r: r.created_at)
+        return rows
+
+    def transition_request(
+        self, request_id: str, to: RequestState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> OnDemandRequest:
+        cur = self._requests.get(request_id)
+        if cur is None:
+            raise RecordNotFound(f"request {request_id!r}")
+        check_request_transition(cur.state, to)
+        new = dataclasses.replace(cur, state=to, **fields)
+        self._requests[request_id] = new
+        self.audit(at=now, actor=actor, kind="request", subject=request_id, action=f"{cur.state}->{to}", reason=reason)
+        return new
+
+    # ---- challenges --------------------------------------------------------------------
+    def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
+        if gc.id in self._challenges:
+            raise DuplicateRecord(f"challenge {gc.id!r}")
+        self._challenges[gc.id] = gc
+        self.audit(at=now, actor=actor, kind="challenge", subject=gc.id, action=f"->{gc.state}", reason="scheduled")
+        return gc
+
+    def get_challenge(self, challenge_id: str) -> GrandChallenge | None:
+        return self._challenges.get(challenge_id)
+
+    def challenges(self, *, states: Sequence[ChallengeState] | None = None) -> list[GrandChallenge]:
+        rows = [c for c in self._challenges.values() if states is None or c.state in states]
+        rows.sort(key=lambda c: c.start_at)
+        return rows
+
+    def transition_challenge(
+        self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> GrandChallenge:
+        cur = self._challenges.get(challenge_id)
+        if cur is None:
+            raise RecordNotFound(f"challenge {challenge_id!r}")
+        check_challenge_transition(cur.state, to)
+        new = dataclasses.replace(cur, state=to, **fields)
+        self._challenges[challenge_id] = new
+        self.audit(
+            at=now, actor=actor, kind="challenge", subject=challenge_id, action=f"{cur.state}->{to}", reason=reason
+        )
+        return new
+
+    # ---- mirrors / settings / leases -----------------------------------------------------
+    def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None:
+        self._mirrors[(image, target)] = MirrorRecord(image, target, digest, now)
+
+    def get_mirror(self, image: str, target: str) -> MirrorRecord | None:
+        return self._mirrors.get((image, target))
+
+    def set_user_setting(self, user: str, key: str, value: str, *, now: Timestamp) -> None:
+        self._settings[(user, key)] = value
+
+    def get_user_setting(self, user: str, key: str) -> str | None:
+        return self._settings.get((user, key))
+
+    def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
+        cur = self._leases.get(name)
+        if cur is None or cur[0] == holder or cur[1] <= now:
+            self._leases[name] = (holder, now + ttl_s)
+            return True
+        return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        cur = self._leases.get(name)
+        if cur is not None and cur[0] == holder:
+            del self._leases[name]
+
+    def close(self) -> None:
+        pass
