@@ -1,0 +1,685 @@
+"""SQL :class:`burst.store.base.Store` on SQLAlchemy 2.0: SQLite (default) or PostgreSQL.
+
+Semantics are those of :class:`burst.store.memory.MemoryStore` (one contract suite runs against
+both). How the guarantees are kept:
+
+* **One transaction per method.** Every public method opens a fresh ``Session`` and commits or
+  rolls back before returning, so a store object may be shared by threads and several processes
+  may use the same database.
+* **Writes are serialised where it matters.** On PostgreSQL, rows about to change are read with
+  ``SELECT ... FOR UPDATE``; a budget check locks its scope's row in ``budget_locks`` first. On
+  SQLite, pysqlite's own BEGIN handling is switched off (the documented SQLAlchemy recipe) and
+  every writing method starts with ``BEGIN IMMEDIATE``, which takes the database write lock up
+  front, so read-check-write sequences cannot interleave and never fail half-way with
+  ``SQLITE_BUSY`` on lock upgrade. Reads use plain ``BEGIN`` and, under WAL, do not block writers.
+* **Errors write nothing**: checks run before any write, and an exception rolls the transaction
+  back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from burst.domain import (
+    ChallengeState,
+    GrandChallenge,
+    Instance,
+    InstanceState,
+    Market,
+    OnDemandRequest,
+    Purpose,
+    RequestState,
+    Timestamp,
+    check_challenge_transition,
+    check_instance_transition,
+    check_request_transition,
+)
+from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
+from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.store.memory import BILLING_MINIMUM_S, _ledger_entry
+from burst.store.models import (
+    AuditModel,
+    Base,
+    BudgetLockRow,
+    GrandChallengeRow,
+    InstanceRow,
+    LeaseRow,
+    MirrorRow,
+    OfferBackoffRow,
+    OnDemandRequestRow,
+    SpendLedgerRow,
+    UserSettingRow,
+)
+
+DEFAULT_URL = "sqlite:///.burst/burst.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE = "burst_write"  # execution option: this connection's transaction will write
+
+M = TypeVar("M", bound=Base)
+
+
+# --------------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------------
+
+
+def _is_sqlite_memory(url: URL) -> bool:
+    db = url.database or ""
+    return db in ("", ":memory:") or (db.startswith("file:") and "mode=memory" in db)
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine configured for burst: SQLite gets WAL, a busy timeout, foreign keys and
+    serialised write transactions; PostgreSQL gets connection pre-ping.
+
+    For a SQLite file URL the parent directory is created. ``sqlite://`` (in memory) uses one
+    shared connection, so every session sees the same database.
+    """
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(u, pool_pre_ping=True)
+
+    memory = _is_sqlite_memory(u)
+    if memory:
+        engine = create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        assert u.database is not None
+        if not u.database.startswith("file:"):
+            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    # A StaticPool shares one sqlite3 connection between threads: serialise its transactions.
+    memory_lock = threading.RLock() if memory else None
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite; SQLAlchemy's "begin" event emits BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if memory_lock is not None:
+            memory_lock.acquire()
+            conn.info["burst_memory_lock"] = memory_lock
+        mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    if memory_lock is not None:
+
+        def _release(conn: Any) -> None:
+            lock = conn.info.pop("burst_memory_lock", None)
+            if lock is not None:
+                lock.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
+
+    return engine
+
+
+# --------------------------------------------------------------------------------------------
+# Row <-> domain
+# --------------------------------------------------------------------------------------------
+
+_INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Instance))
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(OnDemandRequest))
+_CHALLENGE_FIELDS = tuple(f.name for f in dataclasses.fields(GrandChallenge))
+
+
+def _plain(value: Any) -> Any:
+    """Domain value -> column value: enums to their string, tuples to lists (JSON)."""
+    if isinstance(value, tuple):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # StrEnum -> str
+    return value
+
+
+def _instance_values(inst: Instance) -> dict[str, Any]:
+    return {name: _plain(getattr(inst, name)) for name in _INSTANCE_FIELDS}
+
+
+def _to_instance(row: InstanceRow) -> Instance:
+    kw = {name: getattr(row, name) for name in _INSTANCE_FIELDS}
+    kw["market"] = Market(row.market)
+    kw["purpose"] = Purpose(row.purpose)
+    kw["state"] = InstanceState(row.state)
+    kw["for_jobs"] = tuple(row.for_jobs or ())
+    return Instance(**kw)
+
+
+def _request_values(req: OnDemandRequest) -> dict[str, Any]:
+    return {name: _plain(getattr(req, name)) for name in _REQUEST_FIELDS}
+
+
+def _to_request(row: OnDemandRequestRow) -> OnDemandRequest:
+    kw = {name: getattr(row, name) for name in _REQUEST_FIELDS}
+    kw["state"] = RequestState(row.state)
+    return OnDemandRequest(**kw)
+
+
+def _challenge_values(gc: GrandChallenge) -> dict[str, Any]:
+    return {name: _plain(getattr(gc, name)) for name in _CHALLENGE_FIELDS}
+
+
+def _to_challenge(row: GrandChallengeRow) -> GrandChallenge:
+    kw = {name: getattr(row, name) for name in _CHALLENGE_FIELDS}
+    kw["state"] = ChallengeState(row.state)
+    kw["preempted_jobs"] = tuple(row.preempted_jobs or ())
+    return GrandChallenge(**kw)
+
+
+def _assign(row: Base, values: Mapping[str, Any]) -> None:
+    for k, v in values.items():
+        setattr(row, k, v)
+
+
+def _to_backoff(row: OfferBackoffRow) -> Backoff:
+    return Backoff(row.offer_key, row.failures, row.until, row.last_error)
+
+
+def _to_entry(row: SpendLedgerRow) -> SpendEntry:
+    return SpendEntry(
+        instance_id=row.instance_id,
+        cloud=row.cloud,
+        region=row.region,
+        purpose=row.purpose,
+        team=row.team,
+        owner=row.owner,
+        start=row.start_at,
+        end=row.end_at,
+        usd=row.usd,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+class SqlStore:
+    """The persistent :class:`burst.store.base.Store`. Thread-safe; one transaction per call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self._reads = sessionmaker(bind=engine, expire_on_commit=False)
+        self._writes = sessionmaker(bind=engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, upgrade: bool = True) -> SqlStore:
+        """Open the store at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+        With ``upgrade`` (the default) the schema is migrated to the newest Alembic revision first.
+        """
+        engine = make_engine(url)
+        if upgrade:
+            from burst.store import migrate  # migrate imports this module
+
+            migrate.upgrade_engine(engine)
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ---- plumbing ------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._reads.begin() as s:
+            yield s
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._writes.begin() as s:
+            yield s
+
+    def _locked(self, s: Session, model: type[M], *key: Any) -> M | None:
+        """Fetch a row by primary key, locked for update where the database supports it."""
+        return s.get(model, key if len(key) > 1 else key[0], with_for_update=self._dialect == "postgresql")
+
+    def _ensure_locked(self, s: Session, model: type[M], values: Mapping[str, Any], *key: Any) -> M:
+        """Insert the row if missing (a concurrent insert of the same key is fine), then lock it."""
+        self._insert_ignore(s, model, values)
+        row = self._locked(s, model, *key)
+        assert row is not None
+        return row
+
+    def _insert_ignore(self, s: Session, model: type[Base], values: Mapping[str, Any]) -> None:
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            s.execute(pg_insert(model).values(**values).on_conflict_do_nothing())
+        elif self._dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            s.execute(sqlite_insert(model).values(**values).on_conflict_do_nothing())
+        else:  # pragma: no cover - other databases are not supported targets
+            try:
+                with s.begin_nested():
+                    s.execute(insert(model).values(**values))
+            except IntegrityError:
+                pass
+
+    def _audit(
+        self,
+        s: Session,
+        *,
+        at: Timestamp,
+        actor: str,
+        kind: str,
+        subject: str,
+        action: str,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        s.add(
+            AuditModel(
+                at=at,
+                actor=actor,
+                kind=kind,
+                subject=subject,
+                action=action,
+                reason=reason,
+                data=dict(data or {}),
+            )
+        )
+
+    # ---- instances -----------------------------------------------------------------------
+    def create_intent(
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+    ) -> Instance:
+        try:
+            return self._create_intent(inst, now=now, actor=actor, reason=reason, budget=budget)
+        except IntegrityError:
+            # Another writer inserted the same id between our check and our insert.
+            existing = self.get_instance(inst.id)
+            if existing is None:
+                raise
+            return existing
+
+    def _create_intent(
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None
+    ) -> Instance:
+        with self._write() as s:
+            if budget is not None:
+                # Lock the scope first: whoever holds it sees every intent committed before it.
+                self._ensure_locked(s, BudgetLockRow, {"scope": budget.scope}, budget.scope)
+            existing = s.get(InstanceRow, inst.id)
+            if existing is not None:
+                return _to_instance(existing)
+            if budget is not None:
+                team = budget.team or None
+                committed = self._spend(s, since=budget.period_start, now=now, team=team)
+                q = (
+                    select(func.count())
+                    .select_from(InstanceRow)
+                    .where(InstanceRow.state != InstanceState.TERMINATED.value)
+                )
+                if team is not None:
+                    q = q.where(InstanceRow.team == team)
+                committed += budget.reserve_per_live_usd * int(s.scalar(q) or 0)
+                if committed + budget.asked_usd > budget.cap_usd:
+                    raise BudgetExceeded(budget.scope, budget.cap_usd, committed, budget.asked_usd)
+            if inst.state is not InstanceState.PLANNED:
+                inst = dataclasses.replace(inst, state=InstanceState.PLANNED)
+            inst = dataclasses.replace(inst, created_at=inst.created_at or now)
+            row = InstanceRow(**_instance_values(inst))
+            s.add(row)
+            s.flush()  # surface a duplicate id here, before the audit row
+            self._audit(
+                s, at=now, actor=actor, kind="instance", subject=inst.id, action="->planned", reason=reason
+            )
+            return _to_instance(row)
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        with self._read() as s:
+            row = s.get(InstanceRow, instance_id)
+            return None if row is None else _to_instance(row)
+
+    def live_instances(self) -> list[Instance]:
+        with self._read() as s:
+            rows = s.scalars(
+                select(InstanceRow)
+                .where(InstanceRow.state != InstanceState.TERMINATED.value)
+                .order_by(InstanceRow.created_at, InstanceRow.id)
+            )
+            return [_to_instance(r) for r in rows]
+
+    def instances(self, *, since: Timestamp | None = None, limit: int | None = None) -> list[Instance]:
+        q = select(InstanceRow).order_by(InstanceRow.created_at.desc(), InstanceRow.id)
+        if since is not None:
+            q = q.where(InstanceRow.created_at >= since)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as s:
+            return [_to_instance(r) for r in s.scalars(q)]
+
+    def transition_instance(
+        self, instance_id: str, to: InstanceState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> Instance:
+        with self._write() as s:
+            row = self._locked(s, InstanceRow, instance_id)
+            if row is None:
+                raise RecordNotFound(f"instance {instance_id!r}")
+            cur = _to_instance(row)
+            check_instance_transition(cur.state, to)
+            if to is InstanceState.TERMINATED and cur.terminated_at is None and "terminated_at" not in fields:
+                fields["terminated_at"] = now
+            new = dataclasses.replace(cur, state=to, **fields)
+            _assign(row, _instance_values(new))
+            if to is InstanceState.TERMINATED:
+                e = _ledger_entry(new)
+                self._insert_ignore(
+                    s,
+                    SpendLedgerRow,
+                    {
+                        "instance_id": e.instance_id,
+                        "cloud": e.cloud,
+                        "region": e.region,
+                        "purpose": e.purpose,
+                        "team": e.team,
+                        "owner": e.owner,
+                        "start_at": e.start,
+                        "end_at": e.end,
+                        "usd": e.usd,
+                    },
+                )
+            self._audit(
+                s,
+                at=now,
+                actor=actor,
+                kind="instance",
+                subject=instance_id,
+                action=f"{cur.state}->{to}",
+                reason=reason,
+            )
+            return _to_instance(row)
+
+    def update_instance(self, instance_id: str, **fields: Any) -> Instance:
+        if "state" in fields:
+            raise ValueError("state changes go through transition_instance")
+        with self._write() as s:
+            row = self._locked(s, InstanceRow, instance_id)
+            if row is None:
+                raise RecordNotFound(f"instance {instance_id!r}")
+            new = dataclasses.replace(_to_instance(row), **fields)
+            _assign(row, _instance_values(new))
+            return _to_instance(row)
+
+    # ---- audit ---------------------------------------------------------------------------
+    def audit(
+        self,
+        *,
+        at: Timestamp,
+        actor: str,
+        kind: str,
+        subject: str,
+        action: str,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self._write() as s:
+            self._audit(
+                s, at=at, actor=actor, kind=kind, subject=subject, action=action, reason=reason, data=data
+            )
+
+    def audit_rows(
+        self, *, subject: str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[AuditRow]:
+        q = select(AuditModel).order_by(AuditModel.id.desc()).limit(limit)
+        if subject is not None:
+            q = q.where(AuditModel.subject == subject)
+        if kind is not None:
+            q = q.where(AuditModel.kind == kind)
+        with self._read() as s:
+            return [
+                AuditRow(r.at, r.actor, r.kind, r.subject, r.action, r.reason, dict(r.data or {}))
+                for r in s.scalars(q)
+            ]
+
+    # ---- offer backoff -------------------------------------------------------------------
+    def backoffs(self, now: Timestamp) -> dict[str, Backoff]:
+        with self._read() as s:
+            rows = s.scalars(
+                select(OfferBackoffRow).where(OfferBackoffRow.until > now).order_by(OfferBackoffRow.offer_key)
+            )
+            return {r.offer_key: _to_backoff(r) for r in rows}
+
+    def record_offer_failure(
+        self, offer_key: str, *, now: Timestamp, base_s: float, cap_s: float, error: str
+    ) -> Backoff:
+        with self._write() as s:
+            row = self._ensure_locked(
+                s,
+                OfferBackoffRow,
+                {"offer_key": offer_key, "failures": 0, "until": now, "last_error": ""},
+                offer_key,
+            )
+            failures = row.failures + 1
+            b = Backoff(offer_key, failures, now + min(cap_s, base_s * 2 ** (failures - 1)), error)
+            row.failures, row.until, row.last_error = b.failures, b.until, b.last_error
+            return b
+
+    def record_offer_success(self, offer_key: str) -> None:
+        with self._write() as s:
+            s.execute(delete(OfferBackoffRow).where(OfferBackoffRow.offer_key == offer_key))
+
+    # ---- spend ---------------------------------------------------------------------------
+    def spend_entries(self, *, since: Timestamp, until: Timestamp | None = None) -> list[SpendEntry]:
+        q = select(SpendLedgerRow).where(SpendLedgerRow.end_at >= since).order_by(SpendLedgerRow.id)
+        if until is not None:
+            q = q.where(SpendLedgerRow.end_at < until)
+        with self._read() as s:
+            return [_to_entry(r) for r in s.scalars(q)]
+
+    def spend(self, *, since: Timestamp, now: Timestamp, team: str | None = None) -> float:
+        with self._read() as s:
+            return self._spend(s, since=since, now=now, team=team)
+
+    def _spend(self, s: Session, *, since: Timestamp, now: Timestamp, team: str | None) -> float:
+        q = select(SpendLedgerRow.usd).where(SpendLedgerRow.end_at >= since).order_by(SpendLedgerRow.id)
+        if team is not None:
+            q = q.where(SpendLedgerRow.team == team)
+        total = 0.0
+        for usd in s.scalars(q):
+            total += usd
+        live = select(InstanceRow).where(
+            InstanceRow.state != InstanceState.TERMINATED.value, InstanceRow.launched_at.is_not(None)
+        )
+        if team is not None:
+            live = live.where(InstanceRow.team == team)
+        for row in s.scalars(live.order_by(InstanceRow.created_at, InstanceRow.id)):
+            total += _to_instance(row).cost(now, BILLING_MINIMUM_S)
+        return total
+
+    # ---- on-demand requests --------------------------------------------------------------
+    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest:
+        try:
+            with self._write() as s:
+                if s.get(OnDemandRequestRow, req.id) is not None:
+                    raise DuplicateRecord(f"request {req.id!r}")
+                row = OnDemandRequestRow(**_request_values(req))
+                s.add(row)
+                s.flush()
+                self._audit(
+                    s,
+                    at=now,
+                    actor=actor,
+                    kind="request",
+                    subject=req.id,
+                    action=f"->{req.state}",
+                    reason="created",
+                )
+                return _to_request(row)
+        except IntegrityError:
+            raise DuplicateRecord(f"request {req.id!r}") from None
+
+    def get_request(self, request_id: str) -> OnDemandRequest | None:
+        with self._read() as s:
+            row = s.get(OnDemandRequestRow, request_id)
+            return None if row is None else _to_request(row)
+
+    def requests(
+        self, *, user: str | None = None, states: Sequence[RequestState] | None = None
+    ) -> list[OnDemandRequest]:
+        q = select(OnDemandRequestRow).order_by(OnDemandRequestRow.created_at, OnDemandRequestRow.id)
+        if user is not None:
+            q = q.where(OnDemandRequestRow.user == user)
+        if states is not None:
+            q = q.where(OnDemandRequestRow.state.in_([str(st) for st in states]))
+        with self._read() as s:
+            return [_to_request(r) for r in s.scalars(q)]
+
+    def transition_request(
+        self, request_id: str, to: RequestState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> OnDemandRequest:
+        with self._write() as s:
+            row = self._locked(s, OnDemandRequestRow, request_id)
+            if row is None:
+                raise RecordNotFound(f"request {request_id!r}")
+            cur = _to_request(row)
+            check_request_transition(cur.state, to)
+            new = dataclasses.replace(cur, state=to, **fields)
+            _assign(row, _request_values(new))
+            self._audit(
+                s,
+                at=now,
+                actor=actor,
+                kind="request",
+                subject=request_id,
+                action=f"{cur.state}->{to}",
+                reason=reason,
+            )
+            return _to_request(row)
+
+    # ---- grand challenges ----------------------------------------------------------------
+    def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
+        try:
+            with self._write() as s:
+                if s.get(GrandChallengeRow, gc.id) is not None:
+                    raise DuplicateRecord(f"challenge {gc.id!r}")
+                row = GrandChallengeRow(**_challenge_values(gc))
+                s.add(row)
+                s.flush()
+                self._audit(
+                    s,
+                    at=now,
+                    actor=actor,
+                    kind="challenge",
+                    subject=gc.id,
+                    action=f"->{gc.state}",
+                    reason="scheduled",
+                )
+                return _to_challenge(row)
+        except IntegrityError:
+            raise DuplicateRecord(f"challenge {gc.id!r}") from None
+
+    def get_challenge(self, challenge_id: str) -> GrandChallenge | None:
+        with self._read() as s:
+            row = s.get(GrandChallengeRow, challenge_id)
+            return None if row is None else _to_challenge(row)
+
+    def challenges(self, *, states: Sequence[ChallengeState] | None = None) -> list[GrandChallenge]:
+        q = select(GrandChallengeRow).order_by(GrandChallengeRow.start_at, GrandChallengeRow.id)
+        if states is not None:
+            q = q.where(GrandChallengeRow.state.in_([str(st) for st in states]))
+        with self._read() as s:
+            return [_to_challenge(r) for r in s.scalars(q)]
+
+    def transition_challenge(
+        self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> GrandChallenge:
+        with self._write() as s:
+            row = self._locked(s, GrandChallengeRow, challenge_id)
+            if row is None:
+                raise RecordNotFound(f"challenge {challenge_id!r}")
+            cur = _to_challenge(row)
+            check_challenge_transition(cur.state, to)
+            new = dataclasses.replace(cur, state=to, **fields)
+            _assign(row, _challenge_values(new))
+            self._audit(
+                s,
+                at=now,
+                actor=actor,
+                kind="challenge",
+                subject=challenge_id,
+                action=f"{cur.state}->{to}",
+                reason=reason,
+            )
+            return _to_challenge(row)
+
+    # ---- mirrors -------------------------------------------------------------------------
+    def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None:
+        with self._write() as s:
+            row = self._ensure_locked(
+                s, MirrorRow, {"image": image, "target": target, "digest": digest, "at": now}, image, target
+            )
+            row.digest, row.at = digest, now
+
+    def get_mirror(self, image: str, target: str) -> MirrorRecord | None:
+        with self._read() as s:
+            row = s.get(MirrorRow, (image, target))
+            return None if row is None else MirrorRecord(row.image, row.target, row.digest, row.at)
+
+    # ---- user settings -------------------------------------------------------------------
+    def set_user_setting(self, user: str, key: str, value: str, *, now: Timestamp) -> None:
+        with self._write() as s:
+            row = self._ensure_locked(
+                s, UserSettingRow, {"user": user, "key": key, "value": value, "updated_at": now}, user, key
+            )
+            row.value, row.updated_at = value, now
+
+    def get_user_setting(self, user: str, key: str) -> str | None:
+        with self._read() as s:
+            row = s.get(UserSettingRow, (user, key))
+            return None if row is None else row.value
+
+    # ---- leadership ----------------------------------------------------------------------
+    def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
+        expires = now + ttl_s
+        take = (
+            update(LeaseRow)
+            .where(LeaseRow.name == name, (LeaseRow.holder == holder) | (LeaseRow.expires_at <= now))
+            .values(holder=holder, expires_at=expires)
+            .execution_options(synchronize_session=False)
+        )
+        for _ in range(2):
+            try:
+                with self._write() as s:
+                    # PostgreSQL re-checks the WHERE after waiting for a concurrent writer's row
+                    # lock, so of two racing holders only one matches.
+                    if s.execute(take).rowcount == 1:  # type: ignore[attr-defined]
+                        return True
+                    if s.get(LeaseRow, name) is not None:
+                        return False  # held by someone else and not expired
+                    s.execute(insert(LeaseRow).values(name=name, holder=holder, expires_at=expires))
+                    return True
+            except IntegrityError:
+                continue  # a concurrent first acquisition inserted the row; look again
+        return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as s:
+            s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
