@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
 
 from burst.store.sql import _WRITE, make_engine
 
@@ -79,7 +80,13 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current(url: str) -> str | None:
-    """The revision the database at ``url`` is at, or None when it has never been migrated."""
+    """The revision the database at ``url`` is at, or None when it has never been migrated.
+
+    A SQLite file that does not exist yet is reported as None and is not created."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and not u.database.startswith("file:"):
+        if u.database != ":memory:" and not Path(u.database).expanduser().exists():
+            return None
     engine = make_engine(url)
     try:
         return current_engine(engine)
