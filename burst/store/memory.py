@@ -7,6 +7,7 @@ and keeps nothing across processes.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,11 @@ class MemoryStore:
         self._audit_limit = audit_limit
         self._backoffs: dict[str, Backoff] = {}
         self._ledger: list[SpendEntry] = []
+        # Prefix sums over the ledger in append order, so spend(since) is O(log n) when entries
+        # arrive in time order (always, under one clock); out-of-order entries fall back to a scan.
+        self._ledger_ends: list[float] = []
+        self._ledger_cum: list[float] = [0.0]
+        self._ledger_sorted = True
         self._requests: dict[str, OnDemandRequest] = {}
         self._challenges: dict[str, GrandChallenge] = {}
         self._mirrors: dict[tuple[str, str], MirrorRecord] = {}
@@ -105,7 +111,7 @@ class MemoryStore:
         self._instances[instance_id] = new
         if to is InstanceState.TERMINATED:
             self._live.pop(instance_id, None)
-            self._ledger.append(_ledger_entry(new))
+            self._append_ledger(_ledger_entry(new))
         else:
             self._live[instance_id] = new
         self.audit(
@@ -168,14 +174,25 @@ class MemoryStore:
         self._backoffs.pop(offer_key, None)
 
     # ---- spend -------------------------------------------------------------------------
+    def _append_ledger(self, e: SpendEntry) -> None:
+        if self._ledger_ends and e.end < self._ledger_ends[-1]:
+            self._ledger_sorted = False
+        self._ledger.append(e)
+        self._ledger_ends.append(e.end)
+        self._ledger_cum.append(self._ledger_cum[-1] + e.usd)
+
     def spend_entries(self, *, since: Timestamp, until: Timestamp | None = None) -> list[SpendEntry]:
         return [e for e in self._ledger if e.end >= since and (until is None or e.end < until)]
 
     def spend(self, *, since: Timestamp, now: Timestamp, team: str | None = None) -> float:
         total = 0.0
-        for e in self._ledger:
-            if e.end >= since and (team is None or e.team == team):
-                total += e.usd
+        if team is None and self._ledger_sorted:
+            k = bisect.bisect_left(self._ledger_ends, since)
+            total = self._ledger_cum[-1] - self._ledger_cum[k]
+        else:
+            for e in self._ledger:
+                if e.end >= since and (team is None or e.team == team):
+                    total += e.usd
         for i in self._live.values():
             if i.launched_at is not None and (team is None or i.team == team):
                 total += i.cost(now, BILLING_MINIMUM_S)

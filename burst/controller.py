@@ -1,0 +1,318 @@
+"""The reconcile loop: ``Controller.tick(now)``.
+
+One tick, five steps (DESIGN.md), and nothing sleeps:
+
+1. **observe**: the queue's snapshot; every provider's instances, listed by our cluster tag;
+2. **mirror external state into the store** (Ray autoscaler v2 style): resolve PLANNED intents,
+   mark launches running/joined, close lost and terminated instances, track idleness, collect
+   orphans after a grace period;
+3. **snapshot**: one frozen :class:`policies.Snapshot`;
+4. **decide**: ``policies.decide(snapshot, config)``, pure;
+5. **act and record**: the :class:`burst.executor.Executor` carries the Plan out; every state
+   change is audited by the store; the tick's result is returned and logged.
+
+The live daemon (APScheduler interval job, ``burst run``) and the simulator (virtual clock,
+``burst simulate``) both call this same method. If the queue cannot be read, the tick does not
+act: acting on a partial picture is how autoscalers terminate busy nodes.
+
+Who may call: one active controller per cluster (leader election is in burst/daemon.py); a
+standby observes only. ``tick`` is not re-entrant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from burst.domain import (
+    CloudInstance,
+    CloudState,
+    Instance,
+    InstanceState,
+    Mirror as MirrorAction,
+    Node,
+    Offer,
+    Plan,
+    QueueSnapshot,
+    Timestamp,
+)
+from burst.errors import ProviderError, QueueError
+from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
+from burst.ports import Mirror as MirrorPort
+from burst.ports import Notifier, Provider, QueueSource
+from burst.store.base import Store
+from policies import PolicyConfig, Snapshot, SpendView
+from policies import decide as default_decide
+
+log = logging.getLogger("burst.controller")
+
+Decide = Callable[[Snapshot, PolicyConfig], Plan]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCaps:
+    month_usd: float = 0.0  # 0 = no cap
+    day_usd: float = 0.0
+
+
+@dataclass
+class TickResult:
+    now: Timestamp
+    plan: Plan
+    snapshot: Snapshot | None
+    executed: ExecResult = field(default_factory=ExecResult)
+    skipped: str = ""  # why the tick did not act, "" when it did
+    orphans_terminated: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+
+
+def month_start(now: Timestamp) -> Timestamp:
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def day_start(now: Timestamp) -> Timestamp:
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        queue: QueueSource,
+        providers: Mapping[str, Provider],
+        store: Store,
+        offers: Sequence[Offer],
+        policy: PolicyConfig,
+        decide: Decide = default_decide,
+        mirror: MirrorPort | None = None,
+        notifier: Notifier | None = None,
+        caps: BudgetCaps = BudgetCaps(),
+        backoff: BackoffPolicy = BackoffPolicy(),
+        orphan_grace_s: float = 300.0,
+        list_grace_s: float = 180.0,
+        planned_timeout_s: float = 600.0,
+        user_data_for: UserDataFn | None = None,
+        budget_for: BudgetFn | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.queue = queue
+        self.providers = dict(providers)
+        self.store = store
+        self.offers = tuple(offers)
+        self.policy = policy
+        self.decide = decide
+        self.caps = caps
+        self.orphan_grace_s = orphan_grace_s
+        self.list_grace_s = list_grace_s
+        self.planned_timeout_s = planned_timeout_s
+        self.disabled: set[str] = set()
+        self._orphan_seen: dict[str, float] = {}
+        self._mirrored: set[tuple[str, str, str]] = set()
+        self.executor = Executor(
+            cluster=cluster,
+            store=store,
+            queue=queue,
+            providers=self.providers,
+            mirror=mirror,
+            notifier=notifier,
+            backoff=backoff,
+            budget_for=budget_for,
+            user_data_for=user_data_for,
+            disabled_providers=self.disabled,
+        )
+        self.last: TickResult | None = None
+
+    # ---- the tick ------------------------------------------------------------------------------
+    def tick(self, now: Timestamp) -> TickResult:
+        # 1. observe
+        try:
+            qs = self.queue.snapshot()
+        except QueueError as e:
+            log.warning("tick %.0f: queue unreadable, not acting: %s", now, e)
+            self.last = TickResult(now, Plan(), None, skipped=f"queue: {e}")
+            return self.last
+        cloud, unobserved = self._observe_clouds()
+
+        # 2. mirror external state into the store
+        res = TickResult(now, Plan(), None)
+        self._reconcile(now, qs, cloud, unobserved, res)
+
+        # 3. snapshot
+        snap = self.build_snapshot(now, qs)
+
+        # 4. decide
+        plan = self.decide(snap, self.policy)
+
+        # 5. act and record
+        res.plan = plan
+        res.snapshot = snap
+        res.executed = self.executor.execute(plan, now)
+        for m in plan.actions:
+            if isinstance(m, MirrorAction):
+                self._mirrored.add((m.image, m.cloud, m.region))
+        if log.isEnabledFor(logging.INFO):
+            for a in plan.actions:
+                log.info("decision %s: %s", type(a).__name__, getattr(a, "reason", ""))
+        self.last = res
+        return res
+
+    # ---- observe -------------------------------------------------------------------------------
+    def _observe_clouds(self) -> tuple[dict[str, CloudInstance], set[str]]:
+        by_id: dict[str, CloudInstance] = {}
+        unobserved: set[str] = set()
+        for name, p in self.providers.items():
+            try:
+                listed = p.list_instances()
+            except ProviderError as e:
+                log.warning("cannot list %s instances: %s", name, e)
+                unobserved.add(name)
+                continue
+            for ci in listed:
+                key = ci.burst_id or f"untagged:{ci.cloud}:{ci.cloud_id}"
+                prev = by_id.get(key)
+                # Several cloud instances under one intent id (a double launch) are all kept:
+                # the extra ones become orphans below.
+                if prev is not None and prev.cloud_id != ci.cloud_id:
+                    by_id[f"dup:{ci.cloud}:{ci.cloud_id}"] = ci
+                else:
+                    by_id[key] = ci
+        return by_id, unobserved
+
+    # ---- reconcile -----------------------------------------------------------------------------
+    def _reconcile(
+        self,
+        now: Timestamp,
+        qs: QueueSnapshot,
+        cloud: dict[str, CloudInstance],
+        unobserved: set[str],
+        res: TickResult,
+    ) -> None:
+        st = self.store
+        nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id}
+        pending_ids: set[str] | None = None
+        known: set[str] = set()
+        ex = ExecResult()
+        retry_terminate: list[Instance] = []
+        for inst in st.live_instances():
+            known.add(inst.id)
+            if inst.cloud in unobserved:
+                continue
+            ci = cloud.get(inst.id)
+            gone = ci is None or ci.state is CloudState.TERMINATED or ci.state is CloudState.FAILED
+            s = inst.state
+            if s is InstanceState.PLANNED:
+                if ci is not None and not gone:
+                    st.transition_instance(
+                        inst.id, InstanceState.LAUNCHING, now=now, actor="recovery",
+                        reason=f"adopted {ci.cloud_id} listed under its burst:id tag",
+                        cloud_id=ci.cloud_id, launched_at=ci.launched_at if ci.launched_at is not None else now,
+                        address=ci.address,
+                    )
+                    res.recovered.append(inst.id)
+                    continue
+                if pending_ids is None:
+                    pending_ids = {j.id for j in qs.pending}
+                stale = now - inst.created_at >= self.planned_timeout_s
+                unneeded = bool(inst.for_jobs) and not any(j in pending_ids for j in inst.for_jobs)
+                self.executor.recover_planned(inst, now, ex, abandon=stale or unneeded)
+                res.recovered.append(inst.id)
+                continue
+            if s is InstanceState.TERMINATING:
+                if gone:
+                    st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="the cloud confirms it is gone")
+                else:
+                    retry_terminate.append(inst)
+                continue
+            if gone:
+                if s is InstanceState.LAUNCHING and ci is None and now - (inst.launched_at or inst.created_at) < self.list_grace_s:
+                    continue  # eventual consistency: a fresh launch may not be listed yet
+                why = "spot reclaim" if (ci is not None and ci.interrupted) else "the cloud no longer has it"
+                lost = st.transition_instance(inst.id, InstanceState.LOST, now=now, actor="controller", reason=why, terminated_at=now)
+                if lost.node_name:
+                    try:
+                        self.queue.remove_node(lost.node_name)
+                    except QueueError as e:
+                        log.warning("remove node %s: %s", lost.node_name, e)
+                st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="books closed; its jobs go back to the queue")
+                continue
+            if ci is not None and ci.interrupted and s is not InstanceState.TERMINATING:
+                st.transition_instance(inst.id, InstanceState.LOST, now=now, actor="controller", reason="spot interruption notice", terminated_at=now)
+                st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="books closed; its jobs go back to the queue")
+                continue
+            node = nodes_by_instance.get(inst.id)
+            if s is InstanceState.LAUNCHING and ci is not None and ci.state is CloudState.RUNNING and node is None:
+                st.transition_instance(inst.id, InstanceState.RUNNING, now=now, actor="controller", reason="the cloud reports it running", address=ci.address or inst.address)
+                continue
+            if s in (InstanceState.LAUNCHING, InstanceState.RUNNING) and node is not None:
+                st.transition_instance(
+                    inst.id, InstanceState.JOINED, now=now, actor="controller",
+                    reason=f"node {node.name} registered with the scheduler",
+                    node_name=node.name, joined_at=now, idle_since=now if node.idle else None,
+                )
+                continue
+            if s in (InstanceState.JOINED, InstanceState.DRAINING) and node is not None:
+                if node.idle:
+                    if inst.idle_since is None:
+                        st.update_instance(inst.id, idle_since=now)
+                elif inst.idle_since is not None:
+                    st.update_instance(inst.id, idle_since=None)
+        if retry_terminate:
+            self.executor.terminate_in_cloud(retry_terminate, now, ex)
+        # Orphans: tagged instances of this cluster that the store does not know as live.
+        seen_orphans: set[str] = set()
+        to_kill: dict[str, list[CloudInstance]] = {}
+        for key, ci in cloud.items():
+            if key in known or ci.state in (CloudState.TERMINATED, CloudState.FAILED):
+                continue
+            seen_orphans.add(ci.cloud_id)
+            first = self._orphan_seen.setdefault(ci.cloud_id, now)
+            if now - first >= self.orphan_grace_s:
+                to_kill.setdefault(ci.cloud, []).append(ci)
+        for cid in list(self._orphan_seen):
+            if cid not in seen_orphans:
+                del self._orphan_seen[cid]
+        for cname, cis in to_kill.items():
+            try:
+                self.providers[cname].terminate([c.cloud_id for c in cis])
+            except ProviderError as e:
+                log.warning("orphan terminate on %s failed: %s", cname, e)
+                continue
+            for c in cis:
+                self._orphan_seen.pop(c.cloud_id, None)
+                st.audit(
+                    at=now, actor="controller", kind="orphan", subject=c.cloud_id, action="terminate-orphan",
+                    reason=f"tagged for this cluster (burst:id={c.burst_id or '-'}) but unknown or terminal in the store for over {self.orphan_grace_s:.0f}s",
+                )
+                res.orphans_terminated.append(c.cloud_id)
+        res.executed = ex
+
+    # ---- snapshot ------------------------------------------------------------------------------
+    def build_snapshot(self, now: Timestamp, qs: QueueSnapshot) -> Snapshot:
+        spend = SpendView()
+        if self.caps.month_usd or self.caps.day_usd:
+            spend = SpendView(
+                month_usd=self.store.spend(since=month_start(now), now=now),
+                day_usd=self.store.spend(since=day_start(now), now=now) if self.caps.day_usd else 0.0,
+                month_cap_usd=self.caps.month_usd,
+                day_cap_usd=self.caps.day_usd,
+            )
+        backoffs = self.store.backoffs(now)
+        return Snapshot(
+            now=now,
+            cluster=self.cluster,
+            pending=qs.pending,
+            running=qs.running,
+            nodes=qs.nodes,
+            instances=tuple(self.store.live_instances()),
+            offers=self.offers,
+            backoff_until={k: b.until for k, b in backoffs.items()},
+            disabled_providers=frozenset(self.disabled),
+            spend=spend,
+            mirrored=frozenset(self._mirrored),
+        )
+

@@ -1,0 +1,402 @@
+"""Carries out a Plan: intent rows, provider/mirror/queue calls, outcomes, backoff.
+
+Rules this module keeps (DESIGN.md):
+
+* **Intent before action.** A Launch first writes the PLANNED instance row (with the budget check
+  in the same transaction when a cap is set); only then is the provider called, with the intent
+  id as ``ClientToken`` / VM name and ``burst:id`` tag. A crash between the two leaves a PLANNED
+  row, which :meth:`Executor.recover_planned` resolves on the next tick: adopt what the cloud has
+  under that tag, or finish the launch under the same idempotency key.
+* **Errors decide by type.** Capacity and quota errors close the intent (LAUNCH_FAILED ->
+  TERMINATED, cost 0) and cool the offer down 1, 2, 4... minutes (quota: 5, 10, 20...), capped at
+  30; the next tick's policy picks the next offer. Transient errors leave the intent PLANNED for
+  recovery. Permanent errors disable the provider and alert admins. Deleting what is gone is
+  success.
+* A gang is all or nothing: when one of its launches fails, the members already launched in this
+  tick are terminated again.
+* Nothing sleeps; one failure never aborts the rest of the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from burst.domain import (
+    TAG_CLUSTER,
+    TAG_EXPIRES,
+    TAG_ID,
+    TAG_OWNER,
+    TAG_PURPOSE,
+    TAG_TEAM,
+    Drain,
+    Instance,
+    InstanceState,
+    Launch,
+    LaunchSpec,
+    Mirror,
+    Notify,
+    Plan,
+    Preempt,
+    Resume,
+    Terminate,
+    Timestamp,
+    Undrain,
+)
+from burst.errors import (
+    BudgetExceeded,
+    CapacityError,
+    MirrorError,
+    NotFound,
+    PermanentProviderError,
+    ProviderError,
+    QueueError,
+    QuotaError,
+    TransientProviderError,
+)
+from burst.ports import Mirror as MirrorPort
+from burst.ports import Notifier, Provider, QueueSource
+from burst.store.base import BudgetCheck, Store
+
+log = logging.getLogger("burst.executor")
+
+ACTOR = "controller"
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    base_s: float = 60.0
+    quota_base_s: float = 300.0
+    transient_base_s: float = 30.0
+    cap_s: float = 1800.0
+
+
+@dataclass
+class ExecResult:
+    launched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)
+    mirrored: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notified: int = 0
+
+
+BudgetFn = Callable[[Launch, Timestamp], BudgetCheck | None]
+UserDataFn = Callable[[Launch], str]
+
+
+class Executor:
+    """Turns actions into effects. Called only by :class:`burst.controller.Controller`."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        store: Store,
+        queue: QueueSource,
+        providers: Mapping[str, Provider],
+        mirror: MirrorPort | None = None,
+        notifier: Notifier | None = None,
+        backoff: BackoffPolicy = BackoffPolicy(),
+        budget_for: BudgetFn | None = None,
+        user_data_for: UserDataFn | None = None,
+        disabled_providers: set[str] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.queue = queue
+        self.providers = providers
+        self.mirror = mirror
+        self.notifier = notifier
+        self.backoff = backoff
+        self.budget_for = budget_for
+        self.user_data_for = user_data_for
+        self.disabled = disabled_providers if disabled_providers is not None else set()
+
+    # ---- plan ------------------------------------------------------------------------------
+    def execute(self, plan: Plan, now: Timestamp) -> ExecResult:
+        res = ExecResult()
+        failed_gangs: set[str] = set()
+        gang_members: dict[str, list[Instance]] = {}
+        for action in plan.actions:
+            try:
+                if isinstance(action, Launch):
+                    if action.gang_id and action.gang_id in failed_gangs:
+                        continue
+                    inst = self._launch(action, now, res)
+                    if action.gang_id:
+                        if inst is None:
+                            failed_gangs.add(action.gang_id)
+                            for member in gang_members.pop(action.gang_id, []):
+                                self._terminate(member.id, now, f"gang {action.gang_id} incomplete: rolled back", res)
+                        else:
+                            gang_members.setdefault(action.gang_id, []).append(inst)
+                elif isinstance(action, Terminate):
+                    self._terminate(action.instance_id, now, action.reason, res)
+                elif isinstance(action, Drain):
+                    self._drain(action, now, res)
+                elif isinstance(action, Undrain):
+                    self._undrain(action, now, res)
+                elif isinstance(action, Mirror):
+                    self._mirror(action, now, res)
+                elif isinstance(action, Notify):
+                    self._notify(action.audience, action.text)
+                    res.notified += 1
+                elif isinstance(action, Preempt | Resume):
+                    # Carried out by the grand-challenge runner, which owns their bookkeeping.
+                    log.debug("skipping %s: handled by the grand-challenge runner", type(action).__name__)
+            except QueueError as e:
+                res.errors.append(f"{type(action).__name__}: queue: {e}")
+                log.warning("queue error during %s: %s", type(action).__name__, e)
+        return res
+
+    # ---- launch ------------------------------------------------------------------------------
+    def _instance_from(self, a: Launch, now: Timestamp) -> Instance:
+        o = a.offer
+        return Instance(
+            id=a.intent_id,
+            cloud=o.cloud,
+            region=o.region,
+            zone=o.zone,
+            instance_type=o.instance_type,
+            market=o.market,
+            purpose=a.purpose,
+            gpus=o.gpu_count,
+            gpu_model=o.gpu_model,
+            price_per_hour=o.price_per_hour,
+            owner=a.owner,
+            team=a.team,
+            created_at=now,
+            for_jobs=a.for_jobs,
+            gang_id=a.gang_id,
+            request_id=a.request_id,
+            expires_at=a.expires_at,
+            image=a.image,
+        )
+
+    def spec_for(self, inst: Instance, launch: Launch | None = None) -> LaunchSpec:
+        from burst.domain import Offer  # local: only to rebuild the offer of a stored intent
+
+        offer = (
+            launch.offer
+            if launch is not None
+            else Offer(
+                cloud=inst.cloud,
+                instance_type=inst.instance_type,
+                region=inst.region,
+                zone=inst.zone,
+                gpu_model=inst.gpu_model,
+                gpu_count=inst.gpus,
+                gpu_memory_gib=0.0,
+                price_per_hour=inst.price_per_hour,
+                market=inst.market,
+            )
+        )
+        tags = {
+            TAG_CLUSTER: self.cluster,
+            TAG_ID: inst.id,
+            TAG_PURPOSE: str(inst.purpose),
+            TAG_OWNER: inst.owner or "burst",
+            TAG_TEAM: inst.team or "none",
+            TAG_EXPIRES: str(int(inst.expires_at)) if inst.expires_at else "none",
+        }
+        user_data = self.user_data_for(launch) if (self.user_data_for and launch is not None) else ""
+        return LaunchSpec(
+            intent_id=inst.id,
+            offer=offer,
+            purpose=inst.purpose,
+            tags=tags,
+            owner=inst.owner,
+            team=inst.team,
+            user_data=user_data,
+            image=inst.image,
+            placement_group=f"{self.cluster}-{inst.gang_id}" if inst.gang_id else "",
+        )
+
+    def _launch(self, a: Launch, now: Timestamp, res: ExecResult) -> Instance | None:
+        provider = self.providers.get(a.offer.cloud)
+        if provider is None or a.offer.cloud in self.disabled:
+            res.errors.append(f"{a.intent_id}: provider {a.offer.cloud!r} not available")
+            return None
+        inst = self._instance_from(a, now)
+        budget = self.budget_for(a, now) if self.budget_for else None
+        try:
+            stored = self.store.create_intent(inst, now=now, actor=ACTOR, reason=a.reason, budget=budget)
+        except BudgetExceeded as e:
+            res.errors.append(f"{a.intent_id}: {e}")
+            self._notify("admins", f"burst: launch held back, {e}")
+            return None
+        if stored.state is not InstanceState.PLANNED:
+            return stored  # idempotent replay of a plan already carried out
+        return self._call_launch(stored, self.spec_for(stored, a), provider, now, res)
+
+    def _call_launch(
+        self, inst: Instance, spec: LaunchSpec, provider: Provider, now: Timestamp, res: ExecResult
+    ) -> Instance | None:
+        try:
+            ci = provider.launch(spec)
+        except CapacityError as e:
+            quota = isinstance(e, QuotaError)
+            b = self.store.record_offer_failure(
+                inst.offer_key,
+                now=now,
+                base_s=self.backoff.quota_base_s if quota else self.backoff.base_s,
+                cap_s=self.backoff.cap_s,
+                error=f"{type(e).__name__}: {e.code or e}",
+            )
+            self._close_failed(inst, now, f"{'quota' if quota else 'capacity'}: {e.code or e}; offer cools down until {b.until:.0f}")
+            res.failed.append(inst.id)
+            return None
+        except PermanentProviderError as e:
+            self.disabled.add(inst.cloud)
+            self._close_failed(inst, now, f"permanent provider error: {e.code or e}")
+            self.store.audit(
+                at=now, actor=ACTOR, kind="provider", subject=inst.cloud, action="disabled", reason=str(e.code or e)
+            )
+            self._notify("admins", f"burst stopped using {inst.cloud}: {e.code or type(e).__name__}. Check its credentials and configuration.")
+            res.failed.append(inst.id)
+            return None
+        except (TransientProviderError, ProviderError) as e:
+            # The call may or may not have created the instance: keep the intent PLANNED so the
+            # next tick looks it up by tag before trying again under the same idempotency key.
+            self.store.record_offer_failure(
+                inst.offer_key, now=now, base_s=self.backoff.transient_base_s, cap_s=self.backoff.cap_s, error=str(e)
+            )
+            self.store.update_instance(inst.id, last_error=f"transient: {e.code or e}")
+            res.errors.append(f"{inst.id}: transient: {e}")
+            return None
+        self.store.record_offer_success(inst.offer_key)
+        adopted = self.store.transition_instance(
+            inst.id,
+            InstanceState.LAUNCHING,
+            now=now,
+            actor=ACTOR,
+            reason=f"{inst.cloud} accepted the launch as {ci.cloud_id}",
+            cloud_id=ci.cloud_id,
+            launched_at=ci.launched_at if ci.launched_at is not None else now,
+            address=ci.address,
+        )
+        res.launched.append(inst.id)
+        return adopted
+
+    def _close_failed(self, inst: Instance, now: Timestamp, reason: str) -> None:
+        self.store.transition_instance(inst.id, InstanceState.LAUNCH_FAILED, now=now, actor=ACTOR, reason=reason, last_error=reason)
+        self.store.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor=ACTOR, reason="nothing was created")
+
+    def recover_planned(self, inst: Instance, now: Timestamp, res: ExecResult, *, abandon: bool) -> None:
+        """Resolve an intent left PLANNED by a crash or a transient error.
+
+        The cloud is asked by tag first. Found: adopt it. Not found: launch again under the same
+        intent id (ClientToken / VM name keep this idempotent on real clouds), unless ``abandon``
+        (the work no longer needs it), in which case the intent is closed; should the cloud
+        still create it later, orphan collection terminates it.
+        """
+        provider = self.providers.get(inst.cloud)
+        if provider is None or inst.cloud in self.disabled:
+            self.store.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor=ACTOR, reason="provider unavailable; intent abandoned")
+            return
+        try:
+            found = provider.find(inst.id)
+        except ProviderError as e:
+            res.errors.append(f"{inst.id}: lookup failed: {e}")
+            return
+        if found is not None:
+            self.store.transition_instance(
+                inst.id,
+                InstanceState.LAUNCHING,
+                now=now,
+                actor="recovery",
+                reason=f"adopted {found.cloud_id} found by its burst:id tag",
+                cloud_id=found.cloud_id,
+                launched_at=found.launched_at if found.launched_at is not None else now,
+                address=found.address,
+            )
+            return
+        if abandon:
+            self.store.transition_instance(
+                inst.id, InstanceState.TERMINATED, now=now, actor="recovery", reason="intent no longer needed; nothing found under its tag"
+            )
+            return
+        self._call_launch(inst, self.spec_for(inst), provider, now, res)
+
+    # ---- scale-in ----------------------------------------------------------------------------
+    def _drain(self, a: Drain, now: Timestamp, res: ExecResult) -> None:
+        inst = self.store.get_instance(a.instance_id)
+        if inst is None or inst.state is not InstanceState.JOINED:
+            return
+        if inst.node_name:
+            self.queue.drain_node(inst.node_name, a.reason)
+        self.store.transition_instance(inst.id, InstanceState.DRAINING, now=now, actor=ACTOR, reason=a.reason)
+        res.drained.append(inst.id)
+
+    def _undrain(self, a: Undrain, now: Timestamp, res: ExecResult) -> None:
+        inst = self.store.get_instance(a.instance_id)
+        if inst is None or inst.state is not InstanceState.DRAINING:
+            return
+        if inst.node_name:
+            self.queue.undrain_node(inst.node_name, a.reason)
+        self.store.transition_instance(inst.id, InstanceState.JOINED, now=now, actor=ACTOR, reason=a.reason)
+
+    def _terminate(self, instance_id: str, now: Timestamp, reason: str, res: ExecResult) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None or inst.state in (InstanceState.TERMINATED, InstanceState.LOST, InstanceState.LAUNCH_FAILED):
+            return
+        if inst.state is InstanceState.PLANNED and not inst.cloud_id:
+            self.store.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor=ACTOR, reason=reason)
+            return
+        if inst.state is not InstanceState.TERMINATING:
+            inst = self.store.transition_instance(
+                inst.id, InstanceState.TERMINATING, now=now, actor=ACTOR, reason=reason, terminated_at=now
+            )
+        self.terminate_in_cloud([inst], now, res)
+
+    def terminate_in_cloud(self, insts: Sequence[Instance], now: Timestamp, res: ExecResult) -> None:
+        """Batched per provider; already-gone counts as success. Node removal follows."""
+        by_cloud: dict[str, list[Instance]] = {}
+        for i in insts:
+            if i.cloud_id:
+                by_cloud.setdefault(i.cloud, []).append(i)
+        for cloud, group in by_cloud.items():
+            provider = self.providers.get(cloud)
+            if provider is None:
+                continue
+            try:
+                provider.terminate([i.cloud_id for i in group])
+            except NotFound:
+                pass
+            except ProviderError as e:
+                res.errors.append(f"terminate on {cloud}: {e}")
+                continue  # still TERMINATING: retried on the next tick
+            for i in group:
+                res.terminated.append(i.id)
+                if i.node_name:
+                    try:
+                        self.queue.remove_node(i.node_name)
+                    except QueueError as e:
+                        res.errors.append(f"remove node {i.node_name}: {e}")
+
+    # ---- mirror / notify ------------------------------------------------------------------------
+    def _mirror(self, a: Mirror, now: Timestamp, res: ExecResult) -> None:
+        if self.mirror is None:
+            return
+        key = f"mirror:{a.image}@{a.cloud}/{a.region}"
+        try:
+            out = self.mirror.ensure(a.image, a.cloud, a.region)
+        except MirrorError as e:
+            # A failed mirror never blocks the launch: instances fall back to pulling from Harbor.
+            self.store.record_offer_failure(key, now=now, base_s=self.backoff.base_s, cap_s=self.backoff.cap_s, error=str(e))
+            self.store.audit(at=now, actor=ACTOR, kind="mirror", subject=a.image, action="failed", reason=str(e))
+            res.errors.append(f"{key}: {e}")
+            return
+        self.store.record_mirror(a.image, out.target, out.digest, now=now)
+        res.mirrored.append(out.target)
+
+    def _notify(self, audience: str, text: str) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.notify(audience, text)
+        except Exception as e:  # noqa: BLE001 - notifications are best effort by contract
+            log.warning("notify %s failed: %s", audience, type(e).__name__)

@@ -1,0 +1,166 @@
+"""``decide(snapshot, config) -> Plan``: the one entry point of the pure policies.
+
+Order of the passes, and why:
+
+1. **overflow**: which pending jobs need new capacity (policies/overflow.py);
+2. **scale-in**: which burst capacity to drain or give back (policies/scale_in.py). It skips
+   draining while pending cloud-eligible work is counted on existing burst capacity;
+3. **selection and packing**: instances for the work of pass 1 (selection.py, packing.py);
+4. **limits**: per-tick launch cap, fleet size and GPU caps, oldest work first;
+5. **budget**: the money gate (budget.py);
+6. **mirror**: a Mirror action before the first Launch of an image into a region.
+
+Same snapshot and config, same Plan: intent ids are derived from the snapshot (time, offer,
+jobs), and every ordering has a total tie-break.
+"""
+
+from __future__ import annotations
+
+from burst.domain import (
+    Action,
+    Drain,
+    Job,
+    Launch,
+    Mirror,
+    Notify,
+    Offer,
+    Plan,
+    Purpose,
+    deterministic_id,
+)
+from policies.budget import admit
+from policies.model import PolicyConfig, Snapshot
+from policies.overflow import select_overflow
+from policies.packing import Bin, pack_small_jobs
+from policies.scale_in import decide_scale_in
+from policies.selection import Context, Need, Ranker
+
+
+def _launch_reason(jobs: tuple[Job, ...], offer: Offer, now: float, threshold_s: float) -> str:
+    oldest = min(jobs, key=lambda j: j.submit_time)
+    who = oldest.id if len(jobs) == 1 else f"{oldest.id} and {len(jobs) - 1} more"
+    gpus = sum(j.gpus for j in jobs)
+    return (
+        f"{who} ({gpus} GPU) waited {oldest.waited(now) / 60:.1f} min (threshold {threshold_s / 60:.0f} min) "
+        f"with no on-prem or burst capacity free; {offer.instance_type} in {offer.cloud}/{offer.region}"
+        f"{'/' + offer.zone if offer.zone else ''} {offer.market} at ${offer.price_per_gpu_hour:.3f}/GPU-h "
+        f"is the cheapest eligible offer"
+    )
+
+
+def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
+    now = snap.now
+    actions: list[Action] = []
+    notes: list[str] = []
+    wakes: list[float] = []
+
+    # 1. overflow -------------------------------------------------------------------------
+    ov = select_overflow(now, snap.pending, snap.nodes, snap.instances, cfg.overflow)
+    if ov.wake_at is not None:
+        wakes.append(ov.wake_at)
+
+    # 2. scale-in --------------------------------------------------------------------------
+    nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id}
+    si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
+    scale_actions = list(si.actions)
+    if ov.covered_cloud:
+        # Pending work is counted on burst capacity that exists: do not start draining it.
+        scale_actions = [a for a in scale_actions if not isinstance(a, Drain)]
+    actions.extend(scale_actions)
+    if si.wake_at is not None:
+        wakes.append(si.wake_at)
+
+    # 3. selection and packing ---------------------------------------------------------------
+    launches: list[Launch] = []
+    if ov.burst:
+        ctx = Context(now, snap.backoff_until, snap.disabled_providers, cfg.selection.prefer_spot_discount)
+        ranker = Ranker(snap.offers, ctx)
+        allow_spot = cfg.selection.allow_spot
+        small = [j for j in ov.burst if not j.is_gang]
+        gangs = [j for j in ov.burst if j.is_gang]
+
+        def rank_small(gpus: int, job: Job) -> list[Offer]:
+            return ranker(Need(gpus, job.gpu_model, job.min_gpu_memory_gib, 0, allow_spot))
+
+        bins, unplaceable = pack_small_jobs(
+            small, rank_small, pack=cfg.selection.pack, min_saving=cfg.selection.pack_min_saving
+        )
+        planned: list[tuple[float, list[Launch]]] = []
+        for b in bins:
+            planned.append((min(j.submit_time for j in b.jobs), [_launch(snap, b, cfg)]))
+        for g in gangs:
+            exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
+            offers = ranker(Need(g.per_node, g.gpu_model, g.min_gpu_memory_gib, exact, allow_spot))
+            if not offers:
+                unplaceable.append(g)
+                continue
+            offer = offers[0]
+            gang_id = deterministic_id(snap.cluster, "gang", repr(now), g.id, offer.key, prefix="g")
+            group = [
+                _launch(snap, Bin(offer, (g,)), cfg, gang_id=gang_id, index=k) for k in range(g.nodes)
+            ]
+            planned.append((g.submit_time, group))
+        planned.sort(key=lambda p: (p[0], p[1][0].intent_id))
+        for j in unplaceable:
+            notes.append(f"no eligible offer for {j.id} ({j.gpus} GPU {j.gpu_model or 'any'}); all backed off or filtered")
+
+        # 4. limits: whole groups only, oldest work first ---------------------------------------
+        live = len(snap.instances)
+        cloud_gpus = sum(i.gpus for i in snap.instances)
+        budget_slots = cfg.overflow.max_launches_per_tick
+        for _, group in planned:
+            n = len(group)
+            g_gpus = sum(lc.offer.gpu_count for lc in group)
+            if n > budget_slots or live + n > cfg.overflow.max_instances or cloud_gpus + g_gpus > cfg.overflow.max_cloud_gpus:
+                notes.append(f"limit reached: {group[0].for_jobs[0]} waits (fleet {live} instances, {cloud_gpus} GPUs)")
+                continue
+            budget_slots -= n
+            live += n
+            cloud_gpus += g_gpus
+            launches.extend(group)
+
+        # 5. budget ------------------------------------------------------------------------------
+        br = admit(launches, snap.spend, cfg.budget)
+        if br.refused:
+            jobs = sorted({j for lc in br.refused for j in lc.for_jobs})
+            actions.append(
+                Notify(
+                    "admins",
+                    f"burst budget reached: {len(br.refused)} launch(es) for {len(jobs)} job(s) held back",
+                    "budget cap",
+                )
+            )
+        # A gang is admitted whole or not at all.
+        refused_gangs = {lc.gang_id for lc in br.refused if lc.gang_id}
+        launches = [lc for lc in br.admitted if not lc.gang_id or lc.gang_id not in refused_gangs]
+
+    # 6. mirror before launch -------------------------------------------------------------------
+    seen: set[tuple[str, str, str]] = set()
+    for lc in launches:
+        if lc.image:
+            key = (lc.image, lc.offer.cloud, lc.offer.region)
+            if key not in snap.mirrored and key not in seen:
+                seen.add(key)
+                actions.append(Mirror(lc.image, lc.offer.cloud, lc.offer.region, f"{lc.intent_id} will pull it"))
+    actions.extend(launches)
+    if launches:
+        wakes.append(now + cfg.tick_interval_s)
+    return Plan(tuple(actions), min(wakes) if wakes else None, tuple(notes))
+
+
+def _launch(snap: Snapshot, b: Bin, cfg: PolicyConfig, *, gang_id: str = "", index: int = 0) -> Launch:
+    job_ids = tuple(j.id for j in b.jobs)
+    first = b.jobs[0]
+    iid = deterministic_id(snap.cluster, "overflow", repr(snap.now), b.offer.key, str(index), *job_ids)
+    threshold = cfg.overflow.wait_threshold_s
+    return Launch(
+        intent_id=iid,
+        offer=b.offer,
+        purpose=Purpose.OVERFLOW,
+        reason=_launch_reason(b.jobs, b.offer, snap.now, threshold),
+        for_jobs=job_ids,
+        owner=first.owner,
+        team=first.team,
+        gang_id=gang_id,
+        image=first.image,
+    )

@@ -1,0 +1,115 @@
+"""Which pending work should burst now.
+
+A job qualifies when all of these hold:
+
+1. it may burst (the queue says so: label, partition, QOS, team rule);
+2. no capacity will take it: the policy replays the on-prem scheduler's own rule (submission
+   order, first fit, gangs need whole nodes, nothing reserved) over the free GPUs of on-prem
+   nodes, then over burst nodes that have joined and instances still booting. A job that fits
+   there is *covered* and needs nothing new;
+3. it has waited at least the threshold.
+
+The estimate uses only what a queue shows (submit times, sizes, free GPUs). It never uses job
+durations. Cost is O(pending x GPUs-per-node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from burst.domain import Instance, InstanceState, Job, Node, Timestamp
+from policies.model import OverflowConfig
+from policies.packing import SlotPool
+
+ONPREM = "onprem"
+IN_FLIGHT = frozenset({InstanceState.PLANNED, InstanceState.LAUNCHING, InstanceState.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class OverflowResult:
+    burst: tuple[Job, ...]  # need new capacity now, oldest first
+    covered: int  # pending jobs that existing or incoming capacity will take
+    covered_cloud: int  # of those, jobs counted on burst capacity (joined or in flight)
+    waiting: int  # uncovered, burstable, below the threshold
+    wake_at: Timestamp | None  # when the next waiting job crosses its threshold
+
+
+def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tuple[SlotPool, SlotPool]:
+    """(on-prem pool, cloud pool). Cloud capacity counts joined nodes and instances in flight."""
+    onprem = SlotPool()
+    cloud = SlotPool()
+    by_instance: dict[str, Instance] = {i.id: i for i in instances}
+    node_of: set[str] = set()
+    for n in nodes:
+        if n.instance_id:
+            inst = by_instance.get(n.instance_id)
+            node_of.add(n.instance_id)
+            # Only capacity burst still wants counts: a draining node is on its way out.
+            if inst is not None and inst.state is InstanceState.DRAINING:
+                continue
+            loc = f"{inst.cloud}/{inst.region}" if inst is not None else "cloud/?"
+            cloud.add(n.gpus_free, loc, n.gpu_model)
+        else:
+            onprem.add(n.gpus_free, ONPREM, n.gpu_model)
+    for i in instances:
+        if i.state in IN_FLIGHT and i.id not in node_of:
+            cloud.add(i.gpus, f"{i.cloud}/{i.region}", i.gpu_model)
+    return onprem, cloud
+
+
+def threshold_for(job: Job, cfg: OverflowConfig) -> float:
+    if job.is_gang and cfg.gang_wait_threshold_s is not None:
+        return cfg.gang_wait_threshold_s
+    return cfg.wait_threshold_s
+
+
+def select_overflow(
+    now: Timestamp,
+    pending: tuple[Job, ...],
+    nodes: tuple[Node, ...],
+    instances: tuple[Instance, ...],
+    cfg: OverflowConfig,
+) -> OverflowResult:
+    """Pure: which pending jobs need new cloud capacity at ``now``."""
+    onprem, cloud = build_pools(nodes, instances)
+    burst: list[Job] = []
+    covered = covered_cloud = waiting = 0
+    wake: float | None = None
+    order = sorted(pending, key=lambda j: (j.submit_time, j.id)) if not _is_sorted(pending) else pending
+    for job in order:
+        per_node = job.per_node
+        if job.is_gang:
+            if onprem.take_gang(job.nodes, per_node, job.gpu_model) is not None:
+                covered += 1
+                continue
+            if job.may_burst and cloud.take_gang(job.nodes, per_node, job.gpu_model) is not None:
+                covered += 1
+                covered_cloud += 1
+                continue
+        else:
+            if onprem.take(per_node, job.gpu_model) is not None:
+                covered += 1
+                continue
+            if job.may_burst and cloud.take(per_node, job.gpu_model) is not None:
+                covered += 1
+                covered_cloud += 1
+                continue
+        if not job.may_burst or not cfg.enabled:
+            continue
+        due = job.submit_time + threshold_for(job, cfg)
+        if due <= now:
+            burst.append(job)
+        else:
+            waiting += 1
+            if wake is None or due < wake:
+                wake = due
+    return OverflowResult(tuple(burst), covered, covered_cloud, waiting, wake)
+
+
+def _is_sorted(jobs: tuple[Job, ...]) -> bool:
+    prev = float("-inf")
+    for j in jobs:
+        if j.submit_time < prev:
+            return False
+        prev = j.submit_time
+    return True
