@@ -1,0 +1,518 @@
+"""A real Slurm 22.05 cluster on 127.0.0.1 in a temporary directory (RECIPES.md, "Slurm 22.05 from
+Debian" and "Slurm burst nodes").
+
+What it starts, all as root and all in the foreground so that teardown holds every pid:
+
+* ``munged`` with its own key, socket, pid, log and seed files under the tmp dir;
+* ``slurmctld`` on a free port;
+* one ``slurmd -N gpuNN`` per on-prem node (``gpu01..gpu04``), 8 fake A100s each (character
+  devices made with ``mknod``, gres.conf with ``File=`` and ``AutoDetect=off``);
+* a FUTURE burst pool ``burst01..burst04`` (``Feature=cloud,aws``) whose slurmd is started only
+  when a test "boots" the instance: :meth:`SlurmCluster.start_burst_node`.
+
+Every client call goes through :meth:`SlurmCluster.run`, with ``SLURM_CONF`` exported and a
+timeout. Waits poll with a deadline. Usable outside pytest too (``with SlurmCluster(dir) as c:``).
+
+Hooks for an end-to-end harness (the controller test):
+
+* ``cluster.conf`` / ``cluster.env`` - build a ``SlurmSettings(slurm_conf=cluster.conf)``;
+* ``cluster.burst_nodes`` - the FUTURE pool names;
+* ``cluster.start_burst_node(name)`` - play the booted instance: its slurmd registers the node;
+* ``cluster.stop_burst_node(name)`` - play the terminated instance: its slurmd stops;
+* ``cluster.fill_onprem()`` - occupy every on-prem GPU with sleep jobs (waits until RUNNING);
+* ``cluster.sbatch(...)``, ``cluster.job_state(id)``, ``cluster.wait_for(pred, timeout)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "squeue", "sinfo", "scontrol", "sbatch", "scancel")
+GPUS_PER_NODE = 8
+CLIENT_TIMEOUT_S = 15.0
+
+
+def missing_binaries() -> list[str]:
+    """The Slurm/munge programs that are not installed (empty when the cluster can start)."""
+    found = []
+    for b in SLURM_BINARIES:
+        if shutil.which(b) is None and not Path("/usr/sbin", b).exists():
+            found.append(b)
+    return found
+
+
+def skip_reason() -> str | None:
+    """Why a real Slurm cluster cannot start here, or None."""
+    miss = missing_binaries()
+    if miss:
+        return (
+            f"Slurm/munge not installed (missing: {', '.join(miss)}); run scripts/install-system-deps.sh"
+        )
+    if os.geteuid() != 0:
+        return "the real Slurm cluster fixture needs root (munged/slurmd run as root, mknod)"
+    return None
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _which(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``pred`` until it returns something truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            got = pred()
+            if got:
+                return got
+        except Exception as e:  # noqa: BLE001 - keep polling; report the last failure
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}" + (
+                f" (last error: {last_exc})" if last_exc else ""))
+        time.sleep(interval)
+
+
+class SlurmCluster:
+    """A throw-away Slurm cluster; see the module docstring."""
+
+    def __init__(
+        self,
+        root: Path,
+        onprem: int = 4,
+        burst: int = 4,
+        gpus_per_node: int = GPUS_PER_NODE,
+        gpu_type: str = "a100",
+    ) -> None:
+        self.root = Path(root)
+        self.onprem_nodes = [f"gpu{i:02d}" for i in range(1, onprem + 1)]
+        self.burst_nodes = [f"burst{i:02d}" for i in range(1, burst + 1)]
+        self.gpus_per_node = gpus_per_node
+        self.gpu_type = gpu_type
+        self.conf = self.root / "etc" / "slurm.conf"
+        self.munge_socket = self.root / "munge" / "munge.socket.2"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ctld_port = 0
+        self.node_ports: dict[str, int] = {}
+        self.env = dict(os.environ)
+        self.env["SLURM_CONF"] = str(self.conf)
+        # A user's own environment must not leak into the test cluster.
+        for k in list(self.env):
+            if k.startswith(("SLURM_", "SBATCH_", "SQUEUE_", "SINFO_", "SALLOC_", "SRUN_")) and k != "SLURM_CONF":
+                del self.env[k]
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> SlurmCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30.0) -> None:
+        t0 = time.monotonic()
+        try:
+            self._layout()
+            self._start_munge()
+            self._write_conf()
+            self.start_ctld()
+            for n in self.onprem_nodes:
+                self._start_slurmd(n)
+            wait_for(lambda: self._all_idle(self.onprem_nodes), timeout, "on-prem nodes to be idle")
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Kill every daemon this cluster started (slurmds first, munged last), and every job step
+        (``slurmstepd`` and job scripts detach from slurmd, so they are found by their environment)."""
+        order = sorted(self.procs, key=lambda k: (k == "munged", k == "slurmctld"))
+        for name in order:
+            if name.startswith("slurmd-"):
+                self._kill(name)
+        self.kill_strays()
+        for name in order:
+            self._kill(name)
+        self.procs.clear()
+        self.kill_strays()
+
+    def _own_pids(self, node: str | None = None) -> list[int]:
+        """Processes started on behalf of this cluster (optionally: of one node), by environment."""
+        mark = f"SLURM_CONF={self.conf}".encode()
+        node_marks = (f"BURST_TEST_NODE={node}".encode(), f"SLURMD_NODENAME={node}".encode())
+        me = os.getpid()
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) == me:
+                continue
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if mark not in env:
+                continue
+            if node is not None and not any(m in env for m in node_marks):
+                continue
+            pids.append(int(d.name))
+        return pids
+
+    def kill_strays(self, node: str | None = None) -> None:
+        """SIGKILL job steps and job scripts left behind by (a node of) this cluster."""
+        daemon_pids = {p.pid for p in self.procs.values() if p.poll() is None}
+        for pid in self._own_pids(node):
+            if pid in daemon_pids:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _kill(self, name: str, timeout: float = 5.0) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            p.wait(timeout)
+
+    # ---- files ---------------------------------------------------------------------------
+
+    def _layout(self) -> None:
+        for d in ("etc", "state", "log", "spool", "dev", "jobs"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        munge = self.root / "munge"
+        munge.mkdir(exist_ok=True)
+        os.chmod(self.root, 0o755)
+        os.chmod(munge, 0o755)  # munged insists on a socket dir that others cannot write
+        for i in range(self.gpus_per_node):
+            dev = self.root / "dev" / f"nvidia{i}"
+            if not dev.exists():
+                os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(195, i))
+
+    def _start_munge(self) -> None:
+        d = self.root / "munge"
+        key = d / "munge.key"
+        if not key.exists():
+            key.write_bytes(secrets.token_bytes(1024))
+        os.chmod(key, 0o600)
+        log = open(d / "munged.out", "ab")  # noqa: SIM115 - owned by the process
+        self.procs["munged"] = subprocess.Popen(
+            [
+                _which("munged"), "--foreground", "--force",
+                f"--socket={self.munge_socket}", f"--key-file={key}",
+                f"--pid-file={d / 'munged.pid'}", f"--log-file={d / 'munged.log'}",
+                f"--seed-file={d / 'munged.seed'}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        wait_for(lambda: self._munge_ok(), 10, "munged socket")
+
+    def _munge_ok(self) -> bool:
+        p = self.procs["munged"]
+        if p.poll() is not None:
+            raise RuntimeError(f"munged exited {p.returncode}: {self._tail(self.root / 'munge' / 'munged.log')}")
+        return self.munge_socket.exists()
+
+    def _write_conf(self) -> None:
+        n_nodes = len(self.onprem_nodes) + len(self.burst_nodes)
+        ports = free_ports(1 + n_nodes)
+        self.ctld_port = ports[0]
+        all_nodes = self.onprem_nodes + self.burst_nodes
+        self.node_ports = dict(zip(all_nodes, ports[1:], strict=True))
+        r = self.root
+        node_common = (
+            f"NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=16 RealMemory=64000 "
+            f"Gres=gpu:{self.gpu_type}:{self.gpus_per_node}"
+        )
+        lines = [
+            "ClusterName=bursttest",
+            f"SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)",
+            f"SlurmctldPort={self.ctld_port}",
+            f"SlurmdPort={ports[1]}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_socket},cred_expire=5",
+            f"StateSaveLocation={r / 'state'}",
+            f"SlurmdSpoolDir={r / 'spool'}/%n",
+            f"SlurmctldPidFile={r / 'slurmctld.pid'}",
+            f"SlurmdPidFile={r / 'spool'}/slurmd-%n.pid",
+            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={r / 'log'}/slurmd-%n.log",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/none",
+            "MpiDefault=none",
+            "SwitchType=switch/none",
+            "MailProg=/bin/true",
+            "SchedulerType=sched/backfill",
+            "SchedulerParameters=bf_interval=1,sched_interval=1",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "GresTypes=gpu",
+            "SlurmdParameters=config_overrides",
+            "CommunicationParameters=NoInAddrAny,NoCtldInAddrAny",
+            "ReturnToService=2",
+            "MessageTimeout=5",
+            "SlurmdTimeout=30",
+            "InactiveLimit=0",
+            "KillWait=2",
+            "MinJobAge=300",
+            "JobRequeue=1",
+            "TreeWidth=65533",
+        ]
+        for n in self.onprem_nodes:
+            lines.append(f"NodeName={n} {node_common} Port={self.node_ports[n]} Feature=onprem")
+        for n in self.burst_nodes:
+            lines.append(f"NodeName={n} {node_common} Port={self.node_ports[n]} Feature=cloud,aws State=FUTURE")
+        lines += [
+            "PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            "PartitionName=burstable Nodes=ALL MaxTime=INFINITE State=UP",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+        dev = r / "dev"
+        last = self.gpus_per_node - 1
+        gres = ["AutoDetect=off"]
+        for n in all_nodes:
+            gres.append(f"NodeName={n} Name=gpu Type={self.gpu_type} File={dev}/nvidia[0-{last}]")
+        (self.conf.parent / "gres.conf").write_text("\n".join(gres) + "\n")
+
+    # ---- daemons -------------------------------------------------------------------------
+
+    def start_ctld(self, timeout: float = 20.0) -> None:
+        """Start slurmctld (clean state) and wait until it answers."""
+        out = open(self.root / "log" / "slurmctld.out", "ab")  # noqa: SIM115
+        self.procs["slurmctld"] = subprocess.Popen(
+            [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+        )
+        out.close()
+
+        def up() -> bool:
+            p = self.procs["slurmctld"]
+            if p.poll() is not None:
+                raise RuntimeError(
+                    f"slurmctld exited {p.returncode}: {self._tail(self.root / 'log' / 'slurmctld.log')}"
+                )
+            return self.run("scontrol", "ping", check=False, timeout=5).returncode == 0
+
+        wait_for(up, timeout, "slurmctld to answer scontrol ping", interval=0.2)
+
+    def stop_ctld(self) -> None:
+        self._kill("slurmctld")
+
+    def _start_slurmd(self, node: str) -> None:
+        (self.root / "spool" / node).mkdir(parents=True, exist_ok=True)
+        out = open(self.root / "log" / f"slurmd-{node}.out", "ab")  # noqa: SIM115
+        env = dict(self.env, BURST_TEST_NODE=node)  # inherited by slurmstepd: lets teardown find it
+        self.procs[f"slurmd-{node}"] = subprocess.Popen(
+            [_which("slurmd"), "-D", "-N", node, "-f", str(self.conf)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+        out.close()
+
+    def start_burst_node(self, node: str, timeout: float = 20.0) -> float:
+        """Play a booted burst instance: start ``slurmd -N node`` and wait until the node is usable.
+
+        Returns the seconds it took for the node to leave FUTURE and be idle/mixed/allocated.
+        """
+        if node not in self.burst_nodes:
+            raise ValueError(f"{node} is not in the burst pool {self.burst_nodes}")
+        t0 = time.monotonic()
+        self._start_slurmd(node)
+        wait_for(lambda: self._node_in_service(node), timeout, f"{node} to join")
+        return time.monotonic() - t0
+
+    def stop_burst_node(self, node: str) -> None:
+        """Play the instance going away: stop its slurmd and kill whatever ran on it (the
+        scheduler's own state is not touched)."""
+        self._kill(f"slurmd-{node}")
+        self.kill_strays(node)
+
+    def slurmd_running(self, node: str) -> bool:
+        p = self.procs.get(f"slurmd-{node}")
+        return p is not None and p.poll() is None
+
+    # ---- client calls --------------------------------------------------------------------
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = CLIENT_TIMEOUT_S, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm client command with SLURM_CONF exported and a timeout."""
+        cp = subprocess.run(
+            list(args), env=self.env, capture_output=True, text=True, timeout=timeout, input=input,
+            cwd=self.root / "jobs",
+        )
+        if check and cp.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited {cp.returncode}: {cp.stderr.strip()}")
+        return cp
+
+    def sbatch(self, *opts: str, script: str = "#!/bin/sh\nsleep 600\n") -> str:
+        """Submit a batch script; returns the job id."""
+        path = self.root / "jobs" / f"job-{secrets.token_hex(4)}.sh"
+        path.write_text(script)
+        cp = self.run("sbatch", "--parsable", f"--chdir={self.root / 'jobs'}",
+                      f"--output={self.root / 'jobs'}/slurm-%j.out", *opts, str(path))
+        return cp.stdout.strip().split(";")[0]
+
+    def show_node(self, node: str) -> dict[str, str]:
+        """``scontrol show node -o`` as a dict (empty when Slurm does not know the node)."""
+        cp = self.run("scontrol", "show", "node", "-o", node, check=False)
+        if cp.returncode != 0:
+            return {}
+        return dict(re.findall(r"(\w+)=(\S*)", cp.stdout))
+
+    def node_state(self, node: str) -> str:
+        return self.show_node(node).get("State", "")
+
+    def show_job(self, job_id: str) -> dict[str, str]:
+        cp = self.run("scontrol", "show", "job", "-o", job_id, check=False)
+        if cp.returncode != 0:
+            return {}
+        return dict(re.findall(r"(\w+)=(\S*)", cp.stdout))
+
+    def job_state(self, job_id: str) -> str:
+        return self.show_job(job_id).get("JobState", "")
+
+    def wait_job_state(self, job_id: str, state: str, timeout: float = 20.0) -> dict[str, str]:
+        def reached() -> dict[str, str]:
+            j = self.show_job(job_id)
+            return j if j.get("JobState") == state else {}
+
+        return wait_for(reached, timeout, f"job {job_id} to be {state}")
+
+    def cancel_all(self, timeout: float = 20.0) -> None:
+        """Cancel every job and wait until no job is left running or pending."""
+        self.run("scancel", "--user=root", check=False)
+
+        def empty() -> bool:
+            cp = self.run("squeue", "-h", "-o", "%i %T", check=False)
+            return cp.returncode == 0 and not cp.stdout.strip()
+
+        wait_for(empty, timeout, "the queue to empty")
+
+    def reset(self, timeout: float = 30.0) -> None:
+        """Back to a clean cluster between tests: no jobs or reservations, burst pool FUTURE with
+        no instance recorded and no slurmd, on-prem nodes undrained and idle."""
+        if self.procs.get("slurmctld") is None or self.procs["slurmctld"].poll() is not None:
+            self.start_ctld()
+        for line in self.run("scontrol", "show", "reservation", "-o", check=False).stdout.splitlines():
+            m = re.search(r"ReservationName=(\S+)", line)
+            if m:
+                self.run("scontrol", "delete", f"reservationname={m.group(1)}", check=False)
+        self.run("scancel", "--user=root", check=False)
+        self.run("scancel", "--user=root", "--state=PENDING", check=False)
+        for n in self.burst_nodes:
+            self.stop_burst_node(n)
+        wait_for(lambda: not self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip(),
+                 timeout, "the queue to empty")
+        for n in self.burst_nodes:
+            st = self.run("scontrol", "--future", "show", "node", "-o", n, check=False).stdout
+            if "State=FUTURE " not in st + " " or "State=FUTURE+" in st:
+                self.run("scontrol", "update", f"nodename={n}", "state=drain", "reason=reset", check=False)
+                self.run("scontrol", "update", f"nodename={n}", "state=down", "reason=reset", check=False)
+                self.run("scontrol", "update", f"nodename={n}", "state=future", check=False)
+            if "Comment=" in st and "Comment=(null)" not in st:
+                self.run("scontrol", "update", f"nodename={n}", "comment=", check=False)
+        for n in self.onprem_nodes:
+            if not self.slurmd_running(n):
+                self._start_slurmd(n)
+            if "DRAIN" in self.node_state(n):
+                # undrain marks the node NOT_RESPONDING until slurmctld pings it (~0.2 s)
+                self.run("scontrol", "update", f"nodename={n}", "state=undrain", check=False)
+        wait_for(lambda: self._all_idle(self.onprem_nodes), timeout, "on-prem nodes to be idle")
+
+    def fill_onprem(self, timeout: float = 30.0) -> list[str]:
+        """Occupy every on-prem GPU with one whole-node sleep job per node; wait until all RUN."""
+        ids = [
+            self.sbatch(f"--nodelist={n}", "-N", "1", f"--gres=gpu:{self.gpus_per_node}",
+                        "--job-name=filler", "-c", "1")
+            for n in self.onprem_nodes
+        ]
+        for j in ids:
+            self.wait_job_state(j, "RUNNING", timeout)
+        return ids
+
+    def wait_for(self, pred: Callable[[], T], timeout: float, what: str) -> T:
+        return wait_for(pred, timeout, what)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _node_in_service(self, node: str) -> bool:
+        st = self.node_state(node)
+        base = st.split("+")[0]
+        return base in {"IDLE", "MIXED", "ALLOCATED"} and "DRAIN" not in st and "NOT_RESPONDING" not in st
+
+    def _all_idle(self, nodes: Sequence[str]) -> bool:
+        for n, p in self.procs.items():
+            if n.startswith("slurmd-") and p.poll() is not None:
+                raise RuntimeError(
+                    f"{n} exited {p.returncode}: {self._tail(self.root / 'log' / (n + '.log'))}"
+                    f" {self._tail(self.root / 'log' / (n + '.out'))}"
+                )
+        return all(self.node_state(n) == "IDLE" for n in nodes)
+
+    @staticmethod
+    def _tail(path: Path, n: int = 15) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return f"({path} unreadable)"
+
+    def logs(self) -> dict[str, str]:
+        """Last lines of every log, for failure messages."""
+        out: dict[str, str] = {}
+        for p in sorted((self.root / "log").glob("*")):
+            out[p.name] = self._tail(p)
+        return out
+
+
+@contextlib.contextmanager
+def slurm_cluster(root: Path, **kw: Any) -> Iterator[SlurmCluster]:
+    c = SlurmCluster(root, **kw)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
