@@ -108,7 +108,7 @@ class TokenServer:
         self._lock = threading.Lock()
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "burst test token signer")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -218,7 +218,7 @@ class TokenServer:
         token = jwt.encode(claims, self._key_pem, algorithm="ES256",
                            headers={"kid": self.kid, "x5c": self._x5c, "typ": "JWT"})
         body = json.dumps({"token": token, "access_token": token, "expires_in": announced,
-                           "issued_at": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
+                           "issued_at": dt.datetime.now(dt.UTC).isoformat()}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))
@@ -532,7 +532,7 @@ class LayoutWriter:
 
         with open(tmp, "wb") as f:
             sink = _Hashing(f)
-            with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[arg-type]
+            with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=1, mtime=0) as gz:
                 with tarfile.open(fileobj=gz, mode="w") as tar:
                     info = tarfile.TarInfo("data.bin")
                     info.size = size
