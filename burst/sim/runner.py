@@ -175,6 +175,9 @@ class Simulation:
             caps=BudgetCaps(settings.month_cap_usd, settings.day_cap_usd),
         )
         self.series = Series()
+        self._i = 0  # next trace job to submit
+        self._plist = list(self.providers.values())
+        self.clock_origin = self.clock.now()
         self.ticks = 0
         self.plans: list[tuple[float, tuple[str, ...]]] = []
 
@@ -212,45 +215,60 @@ class Simulation:
         base = self.clock_origin
         return base + math.ceil((t - base) / self.s.tick_s - 1e-9) * self.s.tick_s
 
+    def _next_world_event(self) -> float | None:
+        cands: list[float] = []
+        if self._i < len(self.trace):
+            cands.append(TRACE_EPOCH + self.trace[self._i].submit)
+        c = self.cluster.next_completion()
+        if c is not None:
+            cands.append(c)
+        for p in self._plist:
+            e = p.next_event()
+            if e is not None:
+                cands.append(e)
+        return min(cands) if cands else None
+
+    def _world_at(self, t: float) -> None:
+        """Apply every world event due at ``t``: completions, boots/reclaims, arrivals; schedule."""
+        self.clock.set(max(t, self.clock.now()))
+        t = self.clock.now()
+        self.cluster.complete_until(t)
+        for p in self._plist:
+            p.advance(t)
+        trace = self.trace
+        while self._i < len(trace) and TRACE_EPOCH + trace[self._i].submit <= t:
+            self.cluster.submit(trace[self._i], TRACE_EPOCH + trace[self._i].submit)
+            self._i += 1
+        self.cluster.schedule(t)
+
+    def advance_to(self, target: float) -> None:
+        """Live mode (``burst run`` on the simulated queue): move the world, not the controller."""
+        while True:
+            t = self._next_world_event()
+            if t is None or t > target:
+                break
+            self._world_at(t)
+        if target > self.clock.now():
+            self._world_at(target)
+
     def run(self, progress: Progress | None = None) -> SimResult:
         wall0 = time.perf_counter()
         trace = self.trace
         n = len(trace)
-        i = 0
-        start = TRACE_EPOCH + trace[0].submit
-        self.clock_origin = start
+        start = self.clock_origin
         span = max(1.0, trace[-1].submit - trace[0].submit)
         next_tick: float | None = None
         last_version = -1
         next_sample = start
         cluster = self.cluster
-        providers = list(self.providers.values())
         last_progress = 0.0
         while True:
-            cands = []
-            if i < n:
-                cands.append(TRACE_EPOCH + trace[i].submit)
-            c = cluster.next_completion()
-            if c is not None:
-                cands.append(c)
-            for p in providers:
-                e = p.next_event()
-                if e is not None:
-                    cands.append(e)
-            if next_tick is not None:
-                cands.append(next_tick)
-            if not cands:
+            t_world = self._next_world_event()
+            if t_world is None and next_tick is None:
                 break
-            t = min(cands)
-            self.clock.set(max(t, self.clock.now()))
+            t = t_world if next_tick is None or (t_world is not None and t_world < next_tick) else next_tick
+            self._world_at(t)
             t = self.clock.now()
-            cluster.complete_until(t)
-            for p in providers:
-                p.advance(t)
-            while i < n and TRACE_EPOCH + trace[i].submit <= t:
-                cluster.submit(trace[i], TRACE_EPOCH + trace[i].submit)
-                i += 1
-            cluster.schedule(t)
             if cluster.version != last_version:
                 g = self._grid(t)
                 next_tick = g if next_tick is None else min(next_tick, g)
@@ -269,8 +287,8 @@ class Simulation:
             if t >= next_sample:
                 self._sample(t)
                 next_sample = t + self.s.sample_every_s
-            if progress is not None and i < n:
-                frac = (trace[i].submit - trace[0].submit) / span
+            if progress is not None and self._i < n:
+                frac = (trace[self._i].submit - trace[0].submit) / span
                 if frac - last_progress >= 0.01:
                     last_progress = frac
                     progress(frac)
@@ -279,6 +297,7 @@ class Simulation:
         if progress is not None:
             progress(1.0)
         wall = time.perf_counter() - wall0
+        providers = self._plist
         cost = sum(p.cost(end) for p in providers)
         paid = sum(p.gpu_hours_paid(end) for p in providers)
         ledger = self.store.spend(since=0.0, now=end)

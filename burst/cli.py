@@ -1,0 +1,274 @@
+"""The ``burst`` command.
+
+Bad input (a trace row, a config key, an option value) ends with one line on stderr naming the
+file, line or key, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from burst.errors import BurstError, ConfigError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="burst: hybrid-cloud burst orchestrator for on-prem GPU clusters.")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+app.add_typer(config_app, name="config")
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _register_optional() -> None:
+    """Sub-commands that live with their own issue's modules."""
+    try:
+        from burst.store.cli_db import app as db_app
+
+        app.add_typer(db_app, name="db")
+    except ImportError:  # pragma: no cover - the store always ships
+        pass
+    try:
+        from burst.mirror_cli import mirror_command
+
+        app.command("mirror")(mirror_command)
+    except ImportError:
+        pass
+
+
+# ---- simulate ---------------------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path | None, typer.Option(help="Trace file; default: the bundled ITP cluster04 trace.")] = None,
+    format: Annotated[str, typer.Option("--format", help="itp or csv")] = "itp",
+    nodes: Annotated[int, typer.Option(help="On-prem nodes.")] = 80,
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs per on-prem node.")] = 8,
+    policy: Annotated[str, typer.Option(help="Comma-separated: burst,greedy,never,clairvoyant")] = "never,greedy,burst,clairvoyant",
+    days: Annotated[float | None, typer.Option(help="Replay only the first D days.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Directory for summary.json and PNG plots.")] = None,
+    config: Annotated[Path | None, typer.Option(help="burst config whose policy/offers settings to use for 'burst'.")] = None,
+    spot: Annotated[bool, typer.Option(help="Allow spot offers.")] = False,
+    capacity_error_rate: Annotated[float, typer.Option(help="Injected capacity error rate per launch, 0..1.")] = 0.0,
+    spot_interrupt_hours: Annotated[float | None, typer.Option(help="Mean hours until a spot reclaim.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for injected faults.")] = 0,
+    store: Annotated[str | None, typer.Option(help="Store URL for the simulated controller (default: in memory).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line at the end.")] = False,
+) -> None:
+    """Replay a job trace through the controller under each policy; compare waits and dollars."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from burst.config import load_config
+    from burst.sim.compare import headline, parse_policies, run_policies
+    from burst.sim.report import render_table, write_report
+    from burst.sim.runner import SimSettings, b1_offers
+    from burst.sim.trace import bundled_trace_path, load_trace
+    from burst.wiring import offers_for
+
+    try:
+        names = parse_policies(policy)
+    except ValueError as e:
+        _fail(f"--policy: {e}")
+    if nodes < 1 or nodes > 100_000:
+        _fail(f"--nodes: must be between 1 and 100000, got {nodes}")
+    if gpus_per_node < 1 or gpus_per_node > 64:
+        _fail(f"--gpus-per-node: must be between 1 and 64, got {gpus_per_node}")
+    if not 0.0 <= capacity_error_rate < 1.0:
+        _fail(f"--capacity-error-rate: must be in [0, 1), got {capacity_error_rate}")
+    if spot_interrupt_hours is not None and spot_interrupt_hours <= 0:
+        _fail(f"--spot-interrupt-hours: must be positive, got {spot_interrupt_hours}")
+    try:
+        path = trace or bundled_trace_path()
+        jobs = load_trace(path, format, gpus_per_node=gpus_per_node, days=days)
+        burst_cfg = None
+        offers = b1_offers(spot=spot)
+        if config is not None:
+            cfg = load_config(config)
+            burst_cfg = cfg.policy_config()
+            offers = offers_for(cfg)
+            if spot and not cfg.offers.allow_spot:
+                offers = b1_offers(spot=True)
+        if spot:
+            from dataclasses import replace
+
+            from policies import PolicyConfig
+            from policies.model import SelectionConfig
+
+            base = burst_cfg or PolicyConfig()
+            burst_cfg = replace(base, selection=replace(base.selection if base else SelectionConfig(), allow_spot=True))
+    except InputError as e:
+        _fail(str(e))
+    if not offers:
+        _fail("no offers match the configured clouds, regions and accelerators")
+    settings = SimSettings(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        capacity_error_rate=capacity_error_rate,
+        spot_interrupt_mean_s=spot_interrupt_hours * 3600 if spot_interrupt_hours else None,
+        seed=seed,
+    )
+    store_factory = None
+    if store is not None:
+        from burst.wiring import open_store
+
+        store_factory = lambda: open_store(store)  # noqa: E731
+    console.print(
+        f"trace [bold]{path}[/bold]: {len(jobs):,} jobs over {(jobs[-1].submit - jobs[0].submit) / 86400:.1f} days; "
+        f"on-prem {nodes} x {gpus_per_node} GPUs; {len(offers)} offers"
+    )
+    with Progress(TextColumn("{task.description:>12}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err_console, transient=True) as prog:
+
+        def factory(name: str) -> Callable[[float], None]:
+            task = prog.add_task(name, total=1.0)
+            return lambda frac: prog.update(task, completed=frac)
+
+        runs = run_policies(jobs, names, settings=settings, offers=offers, burst_config=burst_cfg, progress=factory, store_factory=store_factory)
+    console.print(render_table(runs, f"{nodes} nodes x {gpus_per_node} GPUs, {len(jobs):,} jobs (waits in minutes)"))
+    head = headline(runs)
+    if head:
+        console.print(" ".join(f"{k}={v:.3f}" for k, v in head.items()))
+    if report is not None:
+        files = write_report(report, runs, {"trace": str(path), "nodes": nodes, "gpus_per_node": gpus_per_node, "jobs": len(jobs), "spot": spot, **head})
+        console.print(f"report: {', '.join(str(f) for f in files)}")
+    if json_out:
+        print(json.dumps({"policies": {r.name: r.figures for r in runs}, **head}, default=float))
+
+
+# ---- run ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option(help="Config file; default: the embedded defaults.")] = None,
+    once: Annotated[bool, typer.Option(help="Do a single tick and exit.")] = False,
+    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (demo/testing).")] = None,
+    verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
+) -> None:
+    """The live controller daemon (APScheduler interval tick, leader election in the store)."""
+    from burst.config import load_config
+    from burst.daemon import Daemon
+    from burst.wiring import build_runtime
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        cfg = load_config(config)
+        rt = build_runtime(cfg)
+    except InputError as e:
+        _fail(str(e))
+    except BurstError as e:
+        _fail(f"cannot start: {e}", 1)
+    daemon = Daemon(rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick)
+    if once or ticks:
+        n = 1 if once else int(ticks or 1)
+        for k in range(n):
+            res = daemon.run_once()
+            if res is None:
+                err_console.print("standby: another controller holds the lease")
+            if k + 1 < n:
+                time.sleep(rt.tick_every_wall_s)
+        daemon.stop()
+        return
+    from burst.scheduling import run_forever
+
+    run_forever(daemon, rt.tick_every_wall_s)
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    config: Annotated[Path | None, typer.Option(help="Config file (for the database URL).")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Overrides the config's database_url.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Instances, spend and pending overflow, read from the store."""
+    from rich.table import Table
+
+    from burst.config import load_config
+    from burst.controller import day_start, month_start
+    from burst.daemon import STATUS_USER
+    from burst.wiring import open_store
+
+    try:
+        cfg = load_config(config)
+    except InputError as e:
+        _fail(str(e))
+    st = open_store(database_url or cfg.database_url)
+    last_raw = st.get_user_setting(STATUS_USER, "last_tick")
+    last = json.loads(last_raw) if last_raw else None
+    now = last["at"] if last else time.time()
+    live = st.live_instances()
+    month = st.spend(since=month_start(now), now=now)
+    day = st.spend(since=day_start(now), now=now)
+    data = {
+        "as_of": now,
+        "instances": [
+            {"id": i.id, "state": str(i.state), "purpose": str(i.purpose), "cloud": i.cloud, "region": i.region, "type": i.instance_type, "gpus": i.gpus, "usd_per_hour": i.price_per_hour, "node": i.node_name}
+            for i in live
+        ],
+        "spend_today_usd": day,
+        "spend_month_usd": month,
+        "budget_month_usd": cfg.budget.month_usd,
+        "last_tick": last,
+    }
+    if json_out:
+        print(json.dumps(data, default=float))
+        return
+    t = Table(title=f"burst instances ({len(live)} live)")
+    for col in ("id", "state", "purpose", "cloud/region", "type", "GPUs", "$/h", "node"):
+        t.add_column(col)
+    for i in live:
+        t.add_row(i.id, str(i.state), str(i.purpose), f"{i.cloud}/{i.region}", i.instance_type, str(i.gpus), f"{i.price_per_hour:.2f}", i.node_name or "-")
+    console.print(t)
+    cap = f" of ${cfg.budget.month_usd:,.0f}" if cfg.budget.month_usd else ""
+    console.print(f"spend: today ${day:,.2f}, this month ${month:,.2f}{cap}")
+    if last:
+        console.print(
+            f"last tick: {last.get('pending')} pending (longest wait {(last.get('longest_wait_s') or 0) / 60:.1f} min), "
+            f"on-prem GPUs {last.get('onprem_gpus_used')}/{last.get('onprem_gpus')}, actions {', '.join(last.get('actions') or []) or 'none'}"
+        )
+    else:
+        console.print("no tick recorded yet (is `burst run` running?)")
+
+
+# ---- config -------------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="Config file to validate.")]) -> None:
+    """Validate a config file; print every problem, one per line."""
+    from burst.config import load_config
+
+    try:
+        cfg = load_config(file)
+    except ConfigError as e:
+        lines = getattr(e, "lines", None) or [str(e)]
+        for line in lines:
+            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})")
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except InputError as e:  # anything that escaped a command's own handling
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,261 @@
+"""burst's configuration: pydantic models, loaded from YAML, validated before anything runs.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Errors come back as one line each, naming the file and the dotted key path::
+
+    burst.yaml: policy.wait_threshold_min: Input should be greater than 0 (got -5)
+
+Secrets are never part of this file: cloud credentials come from each SDK's default chain,
+registry passwords and Slack tokens from the environment or secret files named here.
+
+With no file at all, :func:`default_config` gives the embedded defaults: SQLite under
+``.burst/``, the simulated on-prem cluster replaying the bundled ITP trace, simulated AWS and
+Azure priced from the bundled catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from burst.domain import Market
+from burst.errors import ConfigError
+from policies import BudgetConfig, OverflowConfig, PolicyConfig, ScaleInConfig, SelectionConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimQueueSettings(_Strict):
+    """The simulated on-prem cluster used by ``burst run`` on the embedded defaults."""
+
+    nodes: int = Field(80, ge=1, le=100_000)
+    gpus_per_node: int = Field(8, ge=1, le=64)
+    gpu_model: str = "A100"
+    trace: str | None = None  # None: the bundled ITP cluster04 trace
+    trace_format: Literal["itp", "csv"] = "itp"
+    speed: float = Field(600.0, gt=0, le=1e7)  # simulated seconds per wall second
+    boot_s: float = Field(240.0, ge=0, le=7200)
+    capacity_error_rate: float = Field(0.0, ge=0, le=1)
+
+
+class QueueSettings(_Strict):
+    kind: Literal["sim", "slurm", "kubernetes"] = "sim"
+    sim: SimQueueSettings = SimQueueSettings()
+    slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.SlurmSettings
+    kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> QueueSettings:
+        if self.kind == "slurm":
+            from burst.queues.slurm import SlurmSettings
+
+            SlurmSettings.model_validate(self.slurm or {})
+        if self.kind == "kubernetes":
+            from burst.queues.kubernetes import K8sSettings
+
+            K8sSettings.model_validate(self.kubernetes or {})
+        return self
+
+
+class CloudSettings(_Strict):
+    enabled: bool = True
+    simulated: bool = True  # False: the real SDK provider with ``settings``
+    settings: dict[str, Any] | None = None  # AwsSettings / AzureSettings
+
+
+class CloudsSettings(_Strict):
+    aws: CloudSettings = CloudSettings()
+    azure: CloudSettings = CloudSettings()
+
+    @model_validator(mode="after")
+    def _real_settings(self) -> CloudsSettings:
+        if self.aws.enabled and not self.aws.simulated:
+            from providers.aws import AwsSettings
+
+            AwsSettings.model_validate(self.aws.settings or {})
+        if self.azure.enabled and not self.azure.simulated:
+            try:
+                from providers.azure import AzureSettings  # type: ignore[import-not-found]
+            except ImportError as e:  # the Azure provider lands with its own issue
+                raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
+            AzureSettings.model_validate(self.azure.settings or {})
+        return self
+
+
+class OfferSettings(_Strict):
+    """Which offers burst may buy. Empty lists mean any."""
+
+    catalog: str | None = None  # a price CSV; None = bundled
+    regions: list[str] = ["us-east-1", "us-west-2", "eastus", "westus2"]
+    accelerators: list[str] = ["V100", "V100-32GB", "A100", "A100-80GB", "H100"]
+    instance_types: list[str] = []
+    min_gpu_memory_gib: float = Field(0.0, ge=0)
+    allow_spot: bool = False
+
+
+class PolicySettings(_Strict):
+    """Overflow, selection and scale-in knobs, in minutes where a person would think in minutes."""
+
+    burst_enabled: bool = True
+    wait_threshold_min: float = Field(20.0, gt=0, le=7 * 24 * 60)
+    gang_wait_threshold_min: float | None = Field(None, gt=0, le=7 * 24 * 60)
+    idle_timeout_min: float = Field(4.0, gt=0, le=24 * 60)
+    join_timeout_min: float = Field(20.0, gt=0, le=24 * 60)
+    pack_small_jobs: bool = True
+    pack_min_saving: float = Field(0.0, ge=0, lt=1)
+    gang_gpus_per_node: int = Field(8, ge=1, le=64)
+    max_launches_per_tick: int = Field(200, ge=1, le=10_000)
+    max_instances: int = Field(1000, ge=0, le=100_000)
+    max_cloud_gpus: int = Field(8000, ge=0, le=1_000_000)
+    reserve_hours_per_launch: float = Field(0.25, ge=0, le=24)
+
+
+class BudgetSettings(_Strict):
+    month_usd: float = Field(0.0, ge=0)  # 0 = no hard cap
+    day_usd: float = Field(0.0, ge=0)
+
+
+class BackoffSettings(_Strict):
+    base_s: float = Field(60.0, gt=0)
+    quota_base_s: float = Field(300.0, gt=0)
+    cap_s: float = Field(1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> BackoffSettings:
+        if self.cap_s < self.base_s:
+            raise ValueError(f"cap_s ({self.cap_s:g}) must be >= base_s ({self.base_s:g})")
+        return self
+
+
+class BurstConfig(_Strict):
+    cluster: str = Field("burst-demo", min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    database_url: str = "sqlite:///.burst/burst.db"
+    tick_interval_s: float = Field(30.0, ge=1, le=3600)
+    orphan_grace_s: float = Field(300.0, ge=0, le=86400)
+    lease_ttl_s: float = Field(90.0, ge=5, le=3600)
+    queue: QueueSettings = QueueSettings()
+    clouds: CloudsSettings = CloudsSettings()
+    offers: OfferSettings = OfferSettings()
+    policy: PolicySettings = PolicySettings()
+    budget: BudgetSettings = BudgetSettings()
+    backoff: BackoffSettings = BackoffSettings()
+    mirror: dict[str, Any] | None = None  # validated by burst.mirror.MirrorSettings
+    slack: dict[str, Any] | None = None  # validated by the bot
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not (v.startswith("sqlite:") or v.startswith("postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> BurstConfig:
+        if self.policy.idle_timeout_min * 60 < self.tick_interval_s:
+            raise ValueError("policy.idle_timeout_min must be at least one tick_interval_s")
+        if not (self.clouds.aws.enabled or self.clouds.azure.enabled) and self.policy.burst_enabled:
+            raise ValueError("no cloud is enabled; set policy.burst_enabled: false or enable a cloud")
+        if self.mirror is not None:
+            from burst.mirror import MirrorSettings
+
+            MirrorSettings.model_validate(self.mirror)
+        return self
+
+    # ---- conversion to the pure policy's config --------------------------------------------
+    def policy_config(self, name: str = "burst") -> PolicyConfig:
+        p = self.policy
+        return PolicyConfig(
+            name=name,
+            overflow=OverflowConfig(
+                enabled=p.burst_enabled,
+                wait_threshold_s=p.wait_threshold_min * 60,
+                gang_wait_threshold_s=p.gang_wait_threshold_min * 60 if p.gang_wait_threshold_min else None,
+                max_launches_per_tick=p.max_launches_per_tick,
+                max_instances=p.max_instances,
+                max_cloud_gpus=p.max_cloud_gpus,
+            ),
+            selection=SelectionConfig(
+                pack=p.pack_small_jobs,
+                pack_min_saving=p.pack_min_saving,
+                gang_gpus_per_node=p.gang_gpus_per_node,
+                allow_spot=self.offers.allow_spot,
+            ),
+            scale_in=ScaleInConfig(idle_timeout_s=p.idle_timeout_min * 60, join_timeout_s=p.join_timeout_min * 60),
+            budget=BudgetConfig(reserve_hours_per_launch=p.reserve_hours_per_launch),
+            tick_interval_s=self.tick_interval_s,
+        )
+
+    def markets(self) -> tuple[Market, ...]:
+        return (Market.ON_DEMAND, Market.SPOT) if self.offers.allow_spot else (Market.ON_DEMAND,)
+
+    def enabled_clouds(self) -> tuple[str, ...]:
+        return tuple(c for c in ("aws", "azure") if getattr(self.clouds, c).enabled)
+
+
+def default_config() -> BurstConfig:
+    return BurstConfig()
+
+
+def _fmt_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _fmt_input(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def format_validation_errors(source: str, err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = _fmt_loc(tuple(e.get("loc", ())))
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e.get("type") != "missing" and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {_fmt_input(e['input'])})"
+        lines.append(f"{source}: {loc}: {msg}")
+    return lines
+
+
+def parse_config(data: Any, source: str = "<config>") -> BurstConfig:
+    """Validate ``data`` (a mapping). Raises ConfigError whose message lists every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return BurstConfig.model_validate(data)
+    except ValidationError as e:
+        lines = format_validation_errors(source, e)
+        err = ConfigError(source, "; ".join(line.split(": ", 1)[1] for line in lines))
+        err.lines = lines  # type: ignore[attr-defined]
+        raise err from None
+
+
+def load_config(path: Path | str | None) -> BurstConfig:
+    if path is None:
+        return default_config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), f"cannot read config: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), "config is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(where, f"not valid YAML: {problem}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,92 @@
+"""The live controller process: leader election around ``Controller.tick``.
+
+Exactly one controller acts per cluster. Each tick first takes or renews a lease row in the
+store (``Store.try_acquire_lease``; atomic on SQLite and PostgreSQL). A process that does not
+hold the lease is a standby: it does not tick at all, so it cannot act on a stale view. The
+lease outlives a few missed ticks (``lease_ttl_s``), so a brief stall does not flap leadership,
+and a dead leader is replaced within one TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from burst.controller import Controller, TickResult
+from burst.domain import InstanceState, Timestamp
+from burst.ports import Clock
+from burst.store.base import Store
+
+log = logging.getLogger("burst.daemon")
+
+LEASE = "controller"
+STATUS_USER = "_controller"  # store key space for the last tick's summary (read by `burst status`)
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Daemon:
+    def __init__(
+        self,
+        controller: Controller,
+        clock: Clock,
+        store: Store,
+        *,
+        holder: str | None = None,
+        lease_ttl_s: float = 90.0,
+        before_tick: Callable[[Timestamp], None] | None = None,
+    ) -> None:
+        self.controller = controller
+        self.clock = clock
+        self.store = store
+        self.holder = holder or default_holder()
+        self.lease_ttl_s = lease_ttl_s
+        self.before_tick = before_tick
+        self.leader = False
+        self.ticks = 0
+
+    def run_once(self) -> TickResult | None:
+        """One daemon step: lease, then tick. Returns None when standing by. Never raises for a
+        failed tick (a daemon that dies on one bad answer is worse than one that logs it)."""
+        now = self.clock.now()
+        leader = self.store.try_acquire_lease(LEASE, self.holder, now=now, ttl_s=self.lease_ttl_s)
+        if leader != self.leader:
+            log.info("%s is now %s", self.holder, "the leader" if leader else "a standby")
+            self.leader = leader
+        if not leader:
+            return None
+        if self.before_tick is not None:
+            self.before_tick(now)
+        try:
+            res = self.controller.tick(now)
+        except Exception:
+            log.exception("tick at %.0f failed", now)
+            return None
+        self.ticks += 1
+        self._record(res)
+        return res
+
+    def _record(self, res: TickResult) -> None:
+        snap = res.snapshot
+        summary = {
+            "at": res.now,
+            "holder": self.holder,
+            "skipped": res.skipped,
+            "pending": len(snap.pending) if snap else None,
+            "running": len(snap.running) if snap else None,
+            "onprem_gpus": sum(n.gpus for n in snap.nodes if not n.instance_id) if snap else None,
+            "onprem_gpus_used": sum(n.gpus_used for n in snap.nodes if not n.instance_id) if snap else None,
+            "longest_wait_s": max((res.now - j.submit_time for j in snap.pending), default=0.0) if snap else None,
+            "actions": [type(a).__name__ for a in res.plan.actions],
+            "notes": list(res.plan.notes)[:20],
+            "live_instances": sum(1 for i in self.store.live_instances() if i.state is not InstanceState.TERMINATED),
+        }
+        self.store.set_user_setting(STATUS_USER, "last_tick", json.dumps(summary), now=res.now)
+
+    def stop(self) -> None:
+        self.store.release_lease(LEASE, self.holder)

@@ -1,0 +1,50 @@
+"""APScheduler wiring for the daemon, and nothing else.
+
+The tick is an interval job. APScheduler jobs must be module-level functions (not lambdas or
+bound methods) to be storable, so the job calls :func:`_tick_job`, which finds the daemon in
+this module's registry. ``max_instances=1`` and ``coalesce=True``: a slow tick is never run
+twice at once, and missed runs collapse into one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from burst.daemon import Daemon
+
+log = logging.getLogger("burst.scheduling")
+
+_DAEMONS: dict[str, Daemon] = {}
+
+
+def _tick_job(name: str) -> None:
+    daemon = _DAEMONS.get(name)
+    if daemon is not None:
+        daemon.run_once()
+
+
+def run_forever(daemon: Daemon, every_s: float, name: str = "controller") -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    _DAEMONS[name] = daemon
+    sched = BlockingScheduler()
+    sched.add_job(
+        _tick_job,
+        "interval",
+        args=[name],
+        seconds=every_s,
+        id=f"tick-{name}",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+        misfire_grace_time=None,
+    )
+    log.info("ticking every %.3g s", every_s)
+    daemon.run_once()
+    try:
+        sched.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        daemon.stop()
+        _DAEMONS.pop(name, None)

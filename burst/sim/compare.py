@@ -1,0 +1,83 @@
+"""Run several policies over one trace and scenario, side by side (``burst simulate``, bench B1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from burst.domain import Offer
+from burst.sim.clairvoyant import run_clairvoyant
+from burst.sim.report import PolicyRun, wait_figures
+from burst.sim.runner import SimSettings, Simulation
+from burst.sim.trace import TraceJob
+from burst.store.base import Store
+from policies import PolicyConfig
+from policies.reference import BY_NAME
+
+KNOWN = ("never", "greedy", "burst", "clairvoyant")
+
+ProgressFactory = Callable[[str], Callable[[float], None] | None]
+
+
+def parse_policies(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in KNOWN]
+    if bad or not names:
+        raise ValueError(f"unknown policy {', '.join(bad) or '(none)'}; choose from {', '.join(KNOWN)}")
+    return names
+
+
+def run_policies(
+    trace: Sequence[TraceJob],
+    names: Sequence[str],
+    *,
+    settings: SimSettings,
+    offers: Sequence[Offer],
+    burst_config: PolicyConfig | None = None,
+    progress: ProgressFactory | None = None,
+    store_factory: Callable[[], Store] | None = None,
+) -> list[PolicyRun]:
+    runs: list[PolicyRun] = []
+    for name in names:
+        if name == "clairvoyant":
+            price = min(o.price_per_gpu_hour for o in offers)
+            cv = run_clairvoyant(
+                trace, nodes=settings.nodes, gpus_per_node=settings.gpus_per_node, price_per_gpu_hour=price
+            )
+            figs: dict[str, float | int | str] = {
+                "policy": "clairvoyant",
+                "jobs": len(trace),
+                **wait_figures(cv.waits_s),
+                "cloud_usd": cv.cloud_usd,
+                "gpu_hours_paid": cv.cloud_gpu_hours,
+                "gpu_hours_used": cv.cloud_gpu_hours,
+                "utilisation": 1.0 if cv.cloud_gpu_hours else 0.0,
+                "instances": 0,
+                "wall_s": cv.wall_s,
+                "sim_days": cv.sim_s / 86400.0,
+            }
+            runs.append(PolicyRun("clairvoyant", figs, cv.waits_s, None, {"cloud_jobs": cv.cloud_jobs, "price_per_gpu_hour": price}))
+            continue
+        cfg = BY_NAME[name]
+        if name == "burst" and burst_config is not None:
+            cfg = replace(burst_config, name="burst")
+        sim = Simulation(trace, cfg, settings=settings, offers=offers, store=store_factory() if store_factory else None)
+        res = sim.run(progress(name) if progress else None)
+        runs.append(PolicyRun(name, res.figures(), res.waits_s, res.series, {"ledger_usd": res.ledger_usd}))
+    return runs
+
+
+def headline(runs: Sequence[PolicyRun]) -> dict[str, float]:
+    by = {r.name: r.figures for r in runs}
+    out: dict[str, float] = {}
+    if "burst" in by:
+        out["p95_wait_min"] = float(by["burst"]["p95_wait_min"])
+        out["burst_cloud_usd"] = float(by["burst"]["cloud_usd"])
+        if "clairvoyant" in by and by["clairvoyant"]["cloud_usd"]:
+            out["cost_ratio_vs_clairvoyant"] = float(by["burst"]["cloud_usd"]) / float(by["clairvoyant"]["cloud_usd"])
+        if "greedy" in by and by["greedy"]["cloud_usd"]:
+            out["cost_ratio_vs_greedy"] = float(by["burst"]["cloud_usd"]) / float(by["greedy"]["cloud_usd"])
+        if by["burst"].get("wall_s"):
+            out["sim_speedup"] = float(by["burst"].get("speedup", 0.0))
+            out["sim_wall_s"] = float(by["burst"]["wall_s"])
+    return out

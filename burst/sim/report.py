@@ -1,0 +1,170 @@
+"""Simulation reports: the comparison table, a JSON summary and PNG plots.
+
+Plots (matplotlib, Agg backend, no display needed):
+
+* ``gpus_over_time.png``: GPUs in use on-prem and in the cloud, one panel per policy;
+* ``queue_length.png``: pending jobs over time;
+* ``wait_cdf.png``: CDF of job waits per policy (log scale);
+* ``spend.png``: cumulative cloud spend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from burst.sim.runner import Series
+
+COLUMNS = (
+    ("jobs", "jobs", "{:,}"),
+    ("mean_wait_min", "mean wait", "{:.1f}"),
+    ("p50_wait_min", "p50", "{:.1f}"),
+    ("p95_wait_min", "p95", "{:.1f}"),
+    ("p99_wait_min", "p99", "{:.1f}"),
+    ("max_wait_min", "max", "{:.1f}"),
+    ("cloud_usd", "cloud $", "{:,.0f}"),
+    ("gpu_hours_paid", "GPU-h paid", "{:,.0f}"),
+    ("gpu_hours_used", "GPU-h used", "{:,.0f}"),
+    ("utilisation", "used/paid", "{:.3f}"),
+    ("instances", "instances", "{:,}"),
+    ("wall_s", "wall s", "{:.1f}"),
+)
+
+
+@dataclass
+class PolicyRun:
+    name: str
+    figures: dict[str, Any]
+    waits_s: Sequence[float]
+    series: Series | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile_min(waits_s: Sequence[float], p: float) -> float:
+    w = sorted(waits_s)
+    if not w:
+        return 0.0
+    k = min(len(w) - 1, max(0, math.ceil(p / 100.0 * len(w)) - 1))
+    return w[k] / 60.0
+
+
+def wait_figures(waits_s: Sequence[float]) -> dict[str, float]:
+    w = list(waits_s)
+    return {
+        "mean_wait_min": (sum(w) / len(w) / 60.0) if w else 0.0,
+        "p50_wait_min": percentile_min(w, 50),
+        "p95_wait_min": percentile_min(w, 95),
+        "p99_wait_min": percentile_min(w, 99),
+        "max_wait_min": (max(w) / 60.0) if w else 0.0,
+    }
+
+
+def render_table(runs: Sequence[PolicyRun], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("policy", style="bold")
+    for _, head, _ in COLUMNS:
+        t.add_column(head, justify="right")
+    for r in runs:
+        row = [r.name]
+        for key, _, fmt in COLUMNS:
+            v = r.figures.get(key)
+            row.append("-" if v is None else fmt.format(v))
+        t.add_row(*row)
+    return t
+
+
+def write_report(out: Path, runs: Sequence[PolicyRun], meta: Mapping[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"meta": dict(meta), "policies": {r.name: {**r.figures, **r.extra} for r in runs}}
+    files = [out / "summary.json"]
+    files[0].write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+    files.extend(_plots(out, runs))
+    return files
+
+
+def _plots(out: Path, runs: Sequence[PolicyRun]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    timed = [r for r in runs if r.series is not None and r.series.t]
+    t0 = min((r.series.t[0] for r in timed if r.series is not None), default=0.0)
+
+    def days(ts: Sequence[float]) -> list[float]:
+        return [(x - t0) / 86400.0 for x in ts]
+
+    if timed:
+        fig, axes = plt.subplots(len(timed), 1, figsize=(11, 2.6 * len(timed)), sharex=True, squeeze=False)
+        for ax, r in zip(axes[:, 0], timed, strict=True):
+            s = r.series
+            assert s is not None
+            d = days(s.t)
+            ax.fill_between(d, s.onprem_used, step="post", alpha=0.6, label="on-prem GPUs in use")
+            ax.fill_between(d, [a + b for a, b in zip(s.onprem_used, s.cloud_used, strict=True)], s.onprem_used, step="post", alpha=0.6, label="cloud GPUs in use")
+            ax.plot(d, [a + b for a, b in zip(s.onprem_used, s.cloud_provisioned, strict=True)], lw=0.6, color="k", label="on-prem + cloud provisioned")
+            ax.set_ylabel("GPUs")
+            ax.set_title(r.name, loc="left", fontsize=10)
+        axes[0, 0].legend(loc="upper right", fontsize=8)
+        axes[-1, 0].set_xlabel("days")
+        fig.tight_layout()
+        p = out / "gpus_over_time.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+
+        fig, ax = plt.subplots(figsize=(11, 3.5))
+        for r in timed:
+            assert r.series is not None
+            ax.step(days(r.series.t), r.series.pending, where="post", lw=0.8, label=r.name)
+        ax.set_xlabel("days")
+        ax.set_ylabel("pending jobs")
+        ax.legend()
+        fig.tight_layout()
+        p = out / "queue_length.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+
+        fig, ax = plt.subplots(figsize=(11, 3.5))
+        for r in timed:
+            assert r.series is not None
+            ax.plot(days(r.series.t), r.series.spend, lw=1.2, label=r.name)
+        for r in runs:
+            if r.series is None and r.figures.get("cloud_usd"):
+                ax.axhline(r.figures["cloud_usd"], ls="--", lw=0.8, color="grey", label=f"{r.name} (total)")
+        ax.set_xlabel("days")
+        ax.set_ylabel("cumulative cloud spend, USD")
+        ax.legend()
+        fig.tight_layout()
+        p = out / "spend.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in runs:
+        w = sorted(x / 60.0 for x in r.waits_s)
+        if not w:
+            continue
+        n = len(w)
+        xs = [max(x, 0.01) for x in w]
+        ax.step(xs, [(k + 1) / n for k in range(n)], where="post", label=r.name)
+    ax.set_xscale("log")
+    ax.axvline(30, ls=":", color="grey")
+    ax.set_xlabel("wait, minutes (log; 0 shown at 0.01)")
+    ax.set_ylabel("fraction of jobs")
+    ax.legend()
+    fig.tight_layout()
+    p = out / "wait_cdf.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths

@@ -1,0 +1,140 @@
+"""Builds a running burst from a :class:`burst.config.BurstConfig`: store, queue, providers and
+the controller. The only place that knows which implementation stands behind each port."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from burst.catalog import Catalog, OfferFilter
+from burst.config import BurstConfig
+from burst.controller import BudgetCaps, Controller
+from burst.domain import Offer, Timestamp
+from burst.executor import BackoffPolicy
+from burst.ports import Clock, Provider, QueueSource
+from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
+from burst.sim.trace import bundled_trace_path, load_trace
+from burst.store.base import Store
+
+log = logging.getLogger("burst.wiring")
+
+
+class ScaledClock:
+    """Simulated time for ``burst run`` on the simulated queue: starts at ``origin`` and runs
+    ``speed`` times faster than the wall clock."""
+
+    def __init__(self, origin: Timestamp, speed: float, wall: Callable[[], float] = time.monotonic) -> None:
+        self.origin = origin
+        self.speed = speed
+        self._wall = wall
+        self._wall0 = wall()
+
+    def now(self) -> Timestamp:
+        return self.origin + (self._wall() - self._wall0) * self.speed
+
+
+@dataclass
+class Runtime:
+    config: BurstConfig
+    store: Store
+    queue: QueueSource
+    providers: dict[str, Provider]
+    controller: Controller
+    clock: Clock
+    before_tick: Callable[[Timestamp], None] | None = None
+    sim: Simulation | None = None
+    tick_every_wall_s: float = 30.0
+
+
+def offers_for(cfg: BurstConfig) -> list[Offer]:
+    cat = Catalog.load(cfg.offers.catalog) if cfg.offers.catalog else Catalog.bundled()
+    flt = OfferFilter(
+        clouds=cfg.enabled_clouds(),
+        regions=tuple(cfg.offers.regions),
+        accelerators=tuple(cfg.offers.accelerators),
+        instance_types=tuple(cfg.offers.instance_types),
+        min_gpu_memory_gib=cfg.offers.min_gpu_memory_gib,
+        markets=cfg.markets(),
+    )
+    return cat.offers(flt)
+
+
+def open_store(url: str) -> Store:
+    from burst.store.sql import SqlStore
+
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return SqlStore.from_url(url, upgrade=True)
+
+
+def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None) -> Runtime:
+    store = store if store is not None else open_store(cfg.database_url)
+    offers = offers_for(cfg)
+    policy = cfg.policy_config()
+    caps = BudgetCaps(cfg.budget.month_usd, cfg.budget.day_usd)
+    backoff = BackoffPolicy(base_s=cfg.backoff.base_s, quota_base_s=cfg.backoff.quota_base_s, cap_s=cfg.backoff.cap_s)
+    sim: Simulation | None = None
+    before: Callable[[Timestamp], None] | None = None
+    providers: dict[str, Provider] = {}
+    tick_wall = cfg.tick_interval_s
+    if cfg.queue.kind == "sim":
+        q = cfg.queue.sim
+        trace = load_trace(q.trace or bundled_trace_path(), q.trace_format, gpus_per_node=q.gpus_per_node)
+        sim = Simulation(
+            trace,
+            policy,
+            settings=SimSettings(
+                nodes=q.nodes,
+                gpus_per_node=q.gpus_per_node,
+                gpu_model=q.gpu_model,
+                tick_s=cfg.tick_interval_s,
+                boot_s=q.boot_s,
+                capacity_error_rate=q.capacity_error_rate,
+                cluster=cfg.cluster,
+            ),
+            offers=offers,
+            store=store,
+        )
+        queue: QueueSource = sim.cluster
+        providers = {k: v for k, v in sim.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
+        clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit, q.speed)
+        before = sim.advance_to
+        tick_wall = cfg.tick_interval_s / q.speed
+    elif cfg.queue.kind == "slurm":
+        from burst.queues.slurm import SlurmQueue, SlurmSettings
+
+        queue = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
+    else:
+        from burst.queues.kubernetes import K8sSettings, KubernetesQueue
+
+        queue = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
+    from burst.sim.clock import WallClock
+
+    clock = clock or WallClock()
+    if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
+        from providers.aws import AwsProvider, AwsSettings
+
+        providers["aws"] = AwsProvider(AwsSettings.model_validate(cfg.clouds.aws.settings or {}), cluster=cfg.cluster)
+    if cfg.queue.kind != "sim":
+        from burst.sim.cloud import SimProvider
+
+        for name in cfg.enabled_clouds():
+            if getattr(cfg.clouds, name).simulated:
+                providers[name] = SimProvider(name, cfg.cluster, clock)
+    controller = Controller(
+        cluster=cfg.cluster,
+        queue=queue,
+        providers=providers,
+        store=store,
+        offers=[o for o in offers if o.cloud in providers],
+        policy=policy,
+        caps=caps,
+        backoff=backoff,
+        orphan_grace_s=cfg.orphan_grace_s,
+    )
+    if sim is not None:
+        sim.controller = controller
+    return Runtime(cfg, store, queue, providers, controller, clock, before, sim, tick_wall)
