@@ -18,10 +18,10 @@ both). How the guarantees are kept:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,8 +98,6 @@ def make_engine(url: str | URL) -> Engine:
         if not u.database.startswith("file:"):
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    # A StaticPool shares one sqlite3 connection between threads: serialise its transactions.
-    memory_lock = threading.RLock() if memory else None
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -116,21 +114,8 @@ def make_engine(url: str | URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if memory_lock is not None:
-            memory_lock.acquire()
-            conn.info["burst_memory_lock"] = memory_lock
         mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-    if memory_lock is not None:
-
-        def _release(conn: Any) -> None:
-            lock = conn.info.pop("burst_memory_lock", None)
-            if lock is not None:
-                lock.release()
-
-        event.listen(engine, "commit", _release)
-        event.listen(engine, "rollback", _release)
 
     return engine
 
@@ -223,6 +208,9 @@ class SqlStore:
         self._dialect = engine.dialect.name
         self._reads = sessionmaker(bind=engine, expire_on_commit=False)
         self._writes = sessionmaker(bind=engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
+        # An in-memory SQLite database is one connection shared by every thread (StaticPool):
+        # its transactions must not interleave, so they take turns here.
+        self._serial = threading.RLock() if isinstance(engine.pool, StaticPool) else contextlib.nullcontext()
 
     @classmethod
     def from_url(cls, url: str, *, upgrade: bool = True) -> SqlStore:
@@ -245,14 +233,14 @@ class SqlStore:
         self._engine.dispose()
 
     # ---- plumbing ------------------------------------------------------------------------
-    @contextmanager
+    @contextlib.contextmanager
     def _read(self) -> Iterator[Session]:
-        with self._reads.begin() as s:
+        with self._serial, self._reads.begin() as s:
             yield s
 
-    @contextmanager
+    @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
-        with self._writes.begin() as s:
+        with self._serial, self._writes.begin() as s:
             yield s
 
     def _locked(self, s: Session, model: type[M], *key: Any) -> M | None:
@@ -499,12 +487,10 @@ class SqlStore:
             return self._spend(s, since=since, now=now, team=team)
 
     def _spend(self, s: Session, *, since: Timestamp, now: Timestamp, team: str | None) -> float:
-        q = select(SpendLedgerRow.usd).where(SpendLedgerRow.end_at >= since).order_by(SpendLedgerRow.id)
+        q = select(func.coalesce(func.sum(SpendLedgerRow.usd), 0.0)).where(SpendLedgerRow.end_at >= since)
         if team is not None:
             q = q.where(SpendLedgerRow.team == team)
-        total = 0.0
-        for usd in s.scalars(q):
-            total += usd
+        total = float(s.scalar(q) or 0.0)
         live = select(InstanceRow).where(
             InstanceRow.state != InstanceState.TERMINATED.value, InstanceRow.launched_at.is_not(None)
         )

@@ -155,3 +155,32 @@ def test_backoff_failures_are_counted_under_contention(url: str) -> None:
     )
     failures = sorted(r.failures for r in results if not isinstance(r, BaseException))
     assert failures == list(range(1, N + 1)), results
+
+
+def test_one_store_shared_by_threads(url: str) -> None:
+    store = SqlStore.from_url(url, upgrade=False)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(N)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            for k in range(5):
+                store.create_intent(intent(i * 10 + k), now=float(k), actor=f"t{i}", reason="shared")
+                store.audit(
+                    at=float(k), actor=f"t{i}", kind="decision", subject=f"t{i}", action="x", reason="y"
+                )
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(N)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        assert len(store.instances()) == 5 * N
+        assert len(store.audit_rows(kind="decision", limit=1000)) == 5 * N
+    finally:
+        store.close()

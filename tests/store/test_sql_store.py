@@ -97,3 +97,38 @@ def test_postgres_url_roundtrip(postgres_url: str) -> None:
         assert [i.id for i in s.live_instances()] == ["b-1"]
     finally:
         s.close()
+
+
+def test_in_memory_store_is_usable_from_threads() -> None:
+    import threading
+
+    from burst.errors import BudgetExceeded
+    from burst.store.base import BudgetCheck
+
+    store = SqlStore.from_url("sqlite://")
+    budget = BudgetCheck("global", 3.0, 0.0, asked_usd=1.0, reserve_per_live_usd=1.0)
+    admitted: list[bool] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            try:
+                store.create_intent(_inst(f"b-{i}"), now=1.0, actor="a", reason="r", budget=budget)
+                admitted.append(True)
+            except BudgetExceeded:
+                admitted.append(False)
+            for _ in range(10):
+                store.try_acquire_lease("leader", f"h{i}", now=1.0, ttl_s=5.0)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert admitted.count(True) == 3 and len(store.instances()) == 3
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ that user. The data directory lives under ``/tmp`` rather than pytest's ``tmp_pa
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -171,6 +172,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         pytest.skip("running as root but 'runuser' is missing, so initdb cannot drop privileges")
     server = PostgresServer(bindir)
+    atexit.register(server.stop)  # also on an interpreter exit that skips fixture teardown
     try:
         server.start()
     except BaseException:
@@ -180,6 +182,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+        atexit.unregister(server.stop)
 
 
 @pytest.fixture
