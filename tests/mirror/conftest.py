@@ -25,18 +25,8 @@ from tests.support.registry import (
     tools_available,
 )
 
-pytestmark = pytest.mark.registry
-
 HARBOR_USER, HARBOR_SECRET = "robot$burst-mirror", "harbor-robot-s3cr3t-Xq9"
 TARGET_USER, TARGET_PASSWORD = "pusher", "target-pa55-Zk7"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not tools_available():
-        skip = pytest.mark.skip(reason="docker-registry/skopeo/htpasswd not installed (scripts/install-system-deps.sh)")
-        for item in items:
-            if "tests/mirror" in str(item.fspath):
-                item.add_marker(skip)
 
 
 @dataclass
@@ -143,3 +133,16 @@ def copier(sleeps: Sleeps) -> Iterator[OciCopier]:
 @pytest.fixture
 def fresh_repo(request: pytest.FixtureRequest) -> str:
     return f"mirror/{request.node.name.lower().replace('_', '-')[:40]}-{os.urandom(3).hex()}"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

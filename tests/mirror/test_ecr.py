@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,19 +14,6 @@ import pytest
 from burst.errors import MirrorError
 from providers.ecr import EcrTokenProvider, decode_authorization_token, ensure_repository, registry_host
 from providers.registry_auth import RegistryAuthError
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
