@@ -896,20 +896,23 @@ class SlurmQueue:
         flag_list = ",".join(flags)
         if flag_list:
             args.append(f"flags={flag_list}")
-        try:
-            self._run(["scontrol", "create", "reservation", *args])
-        except SlurmCommandError as e:
-            if not re.search(r"Duplicate reservation name|already exists", e.stderr, re.I):
-                raise
-            self._run(["scontrol", "update", f"reservationname={name}", f"starttime={when}",
-                       f"duration={minutes}"])
+        if any(r.get("ReservationName") == name for r in self.reservations()):
+            try:
+                self._run(["scontrol", "update", f"reservationname={name}", f"starttime={when}",
+                           f"duration={minutes}"])
+            except SlurmCommandError as e:
+                if not re.search(r"already started", e.stderr, re.I):
+                    raise
+                self._run(["scontrol", "update", f"reservationname={name}", f"duration={minutes}"])
+            return name
+        self._run(["scontrol", "create", "reservation", *args])
         return name
 
     def delete_reservation(self, name: str) -> None:
         try:
             self._run(["scontrol", "delete", f"reservationname={name}"])
         except SlurmCommandError as e:
-            if not re.search(r"not found|Invalid reservation|does not exist", e.stderr, re.I):
+            if not re.search(r"not found|Invalid reservation|reservation is invalid|does not exist", e.stderr, re.I):
                 raise
 
     def reservations(self) -> list[dict[str, str]]:
