@@ -83,10 +83,13 @@ def make_engine(url: str | URL) -> Engine:
     """An engine configured for burst: SQLite gets WAL, a busy timeout, foreign keys and
     serialised write transactions; PostgreSQL gets connection pre-ping.
 
-    For a SQLite file URL the parent directory is created. ``sqlite://`` (in memory) uses one
+    ``postgresql://`` means ``postgresql+psycopg://``. For a SQLite file URL the parent directory
+    is created. ``sqlite://`` (in memory) uses one
     shared connection, so every session sees the same database.
     """
     u = make_url(url)
+    if u.drivername == "postgresql":  # psycopg 3 is the driver we ship, not SQLAlchemy's default psycopg2
+        u = u.set(drivername="postgresql+psycopg")
     if u.get_backend_name() != "sqlite":
         return create_engine(u, pool_pre_ping=True)
 

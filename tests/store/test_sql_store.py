@@ -132,3 +132,14 @@ def test_in_memory_store_is_usable_from_threads() -> None:
         assert admitted.count(True) == 3 and len(store.instances()) == 3
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_plain_postgresql_url_uses_psycopg3(postgres_url: str) -> None:
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    s = SqlStore.from_url(url)
+    try:
+        assert s.engine.dialect.driver == "psycopg"
+        assert s.get_instance("x") is None
+    finally:
+        s.close()
