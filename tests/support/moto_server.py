@@ -32,6 +32,7 @@ import io
 import itertools
 import os
 import threading
+import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -53,20 +54,30 @@ FAKE_AWS_ENV = {
 StartResponse = Callable[..., Any]
 
 
-def use_fake_aws_env(environ: dict[str, str] | None = None) -> None:
-    """Fake credentials, and moto's instance-type validation on (unknown types are rejected)."""
-    target = os.environ if environ is None else environ
-    target.update(FAKE_AWS_ENV)
-    # Ignore any developer config that could point boto3 at real credentials or endpoints.
-    target["AWS_CONFIG_FILE"] = os.devnull
-    target["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    target.pop("AWS_PROFILE", None)
-    try:  # moto reads the flag at import time; make it true even if moto is already imported
-        import moto.settings
+def fake_aws_env() -> dict[str, str]:
+    """Environment for boto3 in tests: fake credentials, and no developer config that could point
+    boto3 at real credentials or endpoints. Apply with ``monkeypatch.setenv`` (or
+    :func:`use_fake_aws_env` in a subprocess environment)."""
+    return {
+        **FAKE_AWS_ENV,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_PROFILE": "",
+    }
 
-        moto.settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
-    except ImportError:  # pragma: no cover
-        pass
+
+def use_fake_aws_env(environ: dict[str, str]) -> None:
+    environ.update(fake_aws_env())
+    environ.pop("AWS_PROFILE", None)
+
+
+def enable_instance_type_validation() -> None:
+    """moto reads MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION at import time; set both the variable
+    and moto's flag, so unknown instance types are rejected even if moto was imported earlier."""
+    os.environ["MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION"] = "true"
+    import moto.settings
+
+    moto.settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
 
 
 @dataclass
@@ -76,7 +87,8 @@ class Fault:
     Matching: ``action`` always; each of ``instance_type``, ``subnet_id``, ``zone`` and ``region``
     only when set. ``subnet_id`` matches ``SubnetId`` or any ``NetworkInterface.N.SubnetId``;
     ``zone`` matches ``Placement.AvailabilityZone``. ``times`` limits how often the rule fires
-    (``None``: every time). ``hits`` counts how often it did.
+    (``None``: every time). ``hits`` counts how often it did. ``delay_s`` holds the answer back
+    (a client read timeout); ``raw_body`` replaces the XML error body (an unparseable answer).
     """
 
     code: str = "InsufficientInstanceCapacity"
@@ -88,6 +100,8 @@ class Fault:
     region: str | None = None
     times: int | None = None
     message: str = ""
+    delay_s: float = 0.0  # sleep before answering (for client read timeouts)
+    raw_body: bytes | None = None  # answer this instead of the EC2 XML error (e.g. an HTML 500)
     hits: int = 0
 
     def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
@@ -250,18 +264,23 @@ class FaultInjectingMiddleware:
             )
 
         if fault is not None:
-            body = ec2_error_body(fault.code, fault.message or f"Injected {fault.code} for {action}")
-            return self._respond(start_response, fault.status, body)
+            if fault.delay_s:
+                time.sleep(fault.delay_s)
+            body = fault.raw_body
+            if body is None:
+                body = ec2_error_body(fault.code, fault.message or f"Injected {fault.code} for {action}")
+            return self._respond(start_response, fault.status, body, html=fault.raw_body is not None)
         if emulated is not None:
             return self._respond(start_response, *emulated)
         return self.app(environ, start_response)
 
     @staticmethod
-    def _respond(start_response: StartResponse, status: int, body: bytes) -> list[bytes]:
+    def _respond(start_response: StartResponse, status: int, body: bytes, html: bool = False) -> list[bytes]:
         reason = {200: "OK", 400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}
+        ctype = "text/html; charset=utf-8" if html else "text/xml;charset=UTF-8"
         start_response(
             f"{status} {reason.get(status, 'Error')}",
-            [("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(body)))],
+            [("Content-Type", ctype), ("Content-Length", str(len(body)))],
         )
         return [body]
 
@@ -277,7 +296,7 @@ class MotoServer:
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
 
-        use_fake_aws_env()
+        enable_instance_type_validation()
         self.middleware = FaultInjectingMiddleware(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             "127.0.0.1", 0, self.middleware, threaded=True, request_handler=_Quiet

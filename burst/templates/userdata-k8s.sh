@@ -1,0 +1,66 @@
+#!/bin/bash
+# burst user data: join the on-prem Kubernetes cluster with kubeadm.
+#
+# Rendered by burst (providers/aws.py, string.Template): $$name is burst's, $$$$ is a literal $$.
+# Variables: cluster=$cluster instance_id=$instance_id node_name=$node_name provider=$provider
+#            region=$region zone=$zone instance_type=$instance_type gpu_model=$gpu_model gpus=$gpus
+#            harbor_host=$harbor_host mirror_host=$mirror_host
+# From aws.template_vars: k8s_api_endpoint (host:port of the API server), k8s_ca_cert_hash
+#            (sha256:...), bootstrap_token_ssm_param (SSM SecureString holding the bootstrap
+#            token; read with the instance role at boot). The token is never put in user data:
+#            BOOTSTRAP_TOKEN below stays a placeholder unless the parameter is set.
+#
+# The node registers with the taint burst.dev/cloud=true:NoSchedule, so only pods that tolerate
+# it (jobs that opted in to bursting) land here, and with labels for provider, region, instance
+# type, GPU model and burst's instance id.
+set -euo pipefail
+exec > >(tee -a /var/log/burst-userdata.log) 2>&1
+
+NODE_NAME="$node_name"
+HARBOR_HOST="$harbor_host"
+BOOTSTRAP_TOKEN="__BURST_BOOTSTRAP_TOKEN__"
+BOOTSTRAP_TOKEN_SSM_PARAM="$bootstrap_token_ssm_param"
+
+hostnamectl set-hostname "$${NODE_NAME}" || hostname "$${NODE_NAME}"
+
+# ---- containerd: pull Harbor images through this region's mirror ---------------------------
+mkdir -p "/etc/containerd/certs.d/$${HARBOR_HOST}"
+cat > "/etc/containerd/certs.d/$${HARBOR_HOST}/hosts.toml" <<TOML
+server = "https://$harbor_host"
+
+[host."https://$mirror_host"]
+  capabilities = ["pull", "resolve"]
+TOML
+if [ -f /etc/containerd/config.toml ] && ! grep -q 'config_path *= *"/etc/containerd/certs.d"' /etc/containerd/config.toml; then
+  sed -i 's#config_path = ""#config_path = "/etc/containerd/certs.d"#' /etc/containerd/config.toml
+fi
+systemctl restart containerd 2>/dev/null || true
+
+# ---- bootstrap token from SSM (instance role) ------------------------------------------------
+if [ -n "$${BOOTSTRAP_TOKEN_SSM_PARAM}" ]; then
+  TOKEN=$$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+  REGION=$$(curl -sf -H "X-aws-ec2-metadata-token: $${TOKEN}" http://169.254.169.254/latest/meta-data/placement/region)
+  BOOTSTRAP_TOKEN=$$(aws ssm get-parameter --region "$${REGION}" --with-decryption \
+      --name "$${BOOTSTRAP_TOKEN_SSM_PARAM}" --query Parameter.Value --output text)
+fi
+
+# ---- kubeadm join ---------------------------------------------------------------------------
+mkdir -p /etc/burst
+cat > /etc/burst/kubeadm-join.yaml <<YAML
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "$k8s_api_endpoint"
+    token: "$${BOOTSTRAP_TOKEN}"
+    caCertHashes: ["$k8s_ca_cert_hash"]
+nodeRegistration:
+  name: "$node_name"
+  taints:
+    - key: burst.dev/cloud
+      value: "true"
+      effect: NoSchedule
+  kubeletExtraArgs:
+    node-labels: "burst.dev/provider=$provider,burst.dev/region=$region,burst.dev/zone=$zone,burst.dev/instance-type=$instance_type,burst.dev/gpu-model=$gpu_model,burst.dev/gpus=$gpus,burst.dev/instance-id=$instance_id,burst.dev/cluster=$cluster,topology.kubernetes.io/region=$region,node.kubernetes.io/instance-type=$instance_type"
+YAML
+kubeadm join --config /etc/burst/kubeadm-join.yaml

@@ -1,0 +1,62 @@
+#!/bin/bash
+# burst user data: join the on-prem Slurm cluster as a dynamic node.
+#
+# Rendered by burst (providers/aws.py, string.Template): $$name is burst's, $$$$ is a literal $$.
+# Variables: cluster=$cluster instance_id=$instance_id node_name=$node_name provider=$provider
+#            region=$region zone=$zone instance_type=$instance_type gpu_model=$gpu_model gpus=$gpus
+#            harbor_host=$harbor_host mirror_host=$mirror_host
+# From aws.template_vars: slurmctld_host (configless "--conf-server" host[:port]) and
+#            munge_key_ssm_param (SSM SecureString holding the base64 munge key; read with the
+#            instance role, so no secret ever sits in user data).
+#
+# Why dynamic nodes (slurmd -Z) rather than a FUTURE pool: a cloud node's name, GPU count and
+# address are only known at launch, and dynamic nodes need no slurm.conf edit per instance.
+# slurm.conf needs MaxNodeCount and TreeWidth=65533; gres.conf uses AutoDetect=nvml on the node.
+# Jobs reach this node with --constraint=cloud (or =$provider / =$region).
+set -euo pipefail
+exec > >(tee -a /var/log/burst-userdata.log) 2>&1
+
+BURST_CLUSTER="$cluster"
+BURST_INSTANCE_ID="$instance_id"
+NODE_NAME="$node_name"
+HARBOR_HOST="$harbor_host"
+MIRROR_HOST="$mirror_host"
+SLURMCTLD_HOST="$slurmctld_host"
+MUNGE_KEY_SSM_PARAM="$munge_key_ssm_param"
+
+hostnamectl set-hostname "$${NODE_NAME}" || hostname "$${NODE_NAME}"
+
+# ---- containerd: pull Harbor images through this region's mirror ---------------------------
+mkdir -p "/etc/containerd/certs.d/$${HARBOR_HOST}"
+cat > "/etc/containerd/certs.d/$${HARBOR_HOST}/hosts.toml" <<TOML
+server = "https://$harbor_host"
+
+[host."https://$mirror_host"]
+  capabilities = ["pull", "resolve"]
+TOML
+if [ -f /etc/containerd/config.toml ] && ! grep -q 'config_path *= *"/etc/containerd/certs.d"' /etc/containerd/config.toml; then
+  sed -i 's#config_path = ""#config_path = "/etc/containerd/certs.d"#' /etc/containerd/config.toml
+fi
+systemctl restart containerd 2>/dev/null || true
+
+# ---- munge key from SSM (instance role), never from user data ------------------------------
+if [ -n "$${MUNGE_KEY_SSM_PARAM}" ]; then
+  TOKEN=$$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+  REGION=$$(curl -sf -H "X-aws-ec2-metadata-token: $${TOKEN}" http://169.254.169.254/latest/meta-data/placement/region)
+  aws ssm get-parameter --region "$${REGION}" --with-decryption --name "$${MUNGE_KEY_SSM_PARAM}" \
+      --query Parameter.Value --output text | base64 -d > /etc/munge/munge.key
+  chown munge:munge /etc/munge/munge.key && chmod 0600 /etc/munge/munge.key
+  systemctl restart munge
+fi
+
+# ---- slurmd as a dynamic node ---------------------------------------------------------------
+# Weight=1000 makes Slurm prefer on-prem nodes (lower weight) when both fit.
+mkdir -p /etc/systemd/system/slurmd.service.d
+cat > /etc/systemd/system/slurmd.service.d/burst.conf <<CONF
+[Service]
+ExecStart=
+ExecStart=/usr/sbin/slurmd -D -s -Z -N $node_name --conf-server $slurmctld_host --conf "Gres=gpu:$gpu_model:$gpus Feature=cloud,$provider,$region Weight=1000"
+CONF
+echo "burst: cluster=$${BURST_CLUSTER} instance=$${BURST_INSTANCE_ID} node=$${NODE_NAME} ctld=$${SLURMCTLD_HOST} mirror=$${MIRROR_HOST}"
+systemctl daemon-reload
+systemctl enable --now slurmd
