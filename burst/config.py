@@ -102,9 +102,12 @@ class PolicySettings(_Strict):
     """Overflow, selection and scale-in knobs, in minutes where a person would think in minutes."""
 
     burst_enabled: bool = True
-    wait_threshold_min: float = Field(20.0, gt=0, le=7 * 24 * 60)
+    wait_target_min: float = Field(30.0, gt=0, le=7 * 24 * 60)
+    wait_threshold_min: float | None = Field(None, gt=0, le=7 * 24 * 60)  # overrides the computed one
+    safety_margin_min: float = Field(1.0, ge=0, le=60)
+    default_boot_min: float = Field(4.0, ge=0, le=120)
     gang_wait_threshold_min: float | None = Field(None, gt=0, le=7 * 24 * 60)
-    idle_timeout_min: float = Field(4.0, gt=0, le=24 * 60)
+    idle_timeout_min: float = Field(2.0, gt=0, le=24 * 60)
     join_timeout_min: float = Field(20.0, gt=0, le=24 * 60)
     pack_small_jobs: bool = True
     pack_min_saving: float = Field(0.0, ge=0, lt=1)
@@ -158,6 +161,12 @@ class BurstConfig(_Strict):
     def _checks(self) -> BurstConfig:
         if self.policy.idle_timeout_min * 60 < self.tick_interval_s:
             raise ValueError("policy.idle_timeout_min must be at least one tick_interval_s")
+        p = self.policy
+        if p.wait_threshold_min is None and p.default_boot_min + p.safety_margin_min + self.tick_interval_s / 60 >= p.wait_target_min:
+            raise ValueError(
+                "policy.wait_target_min must exceed default_boot_min + safety_margin_min + one tick, "
+                "or no instance can be ready in time"
+            )
         if not (self.clouds.aws.enabled or self.clouds.azure.enabled) and self.policy.burst_enabled:
             raise ValueError("no cloud is enabled; set policy.burst_enabled: false or enable a cloud")
         if self.mirror is not None:
@@ -173,7 +182,10 @@ class BurstConfig(_Strict):
             name=name,
             overflow=OverflowConfig(
                 enabled=p.burst_enabled,
-                wait_threshold_s=p.wait_threshold_min * 60,
+                wait_target_s=p.wait_target_min * 60,
+                wait_threshold_s=p.wait_threshold_min * 60 if p.wait_threshold_min else None,
+                safety_margin_s=p.safety_margin_min * 60,
+                default_boot_s=p.default_boot_min * 60,
                 gang_wait_threshold_s=p.gang_wait_threshold_min * 60 if p.gang_wait_threshold_min else None,
                 max_launches_per_tick=p.max_launches_per_tick,
                 max_instances=p.max_instances,

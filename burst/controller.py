@@ -22,6 +22,7 @@ standby observes only. ``tick`` is not re-entrant.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,6 +114,9 @@ class Controller:
         self.disabled: set[str] = set()
         self._orphan_seen: dict[str, float] = {}
         self._mirrored: set[tuple[str, str, str]] = set()
+        # Recent launch-to-joined times; their p90 is the boot estimate the policy plans with.
+        # In memory only: after a restart the policy falls back to its configured prior.
+        self._boots: deque[float] = deque(maxlen=50)
         self.executor = Executor(
             cluster=cluster,
             store=store,
@@ -249,6 +253,8 @@ class Controller:
                 st.transition_instance(inst.id, InstanceState.RUNNING, now=now, actor="controller", reason="the cloud reports it running", address=ci.address or inst.address)
                 continue
             if s in (InstanceState.LAUNCHING, InstanceState.RUNNING) and node is not None:
+                if inst.launched_at is not None:
+                    self._boots.append(now - inst.launched_at)
                 st.transition_instance(
                     inst.id, InstanceState.JOINED, now=now, actor="controller",
                     reason=f"node {node.name} registered with the scheduler",
@@ -314,5 +320,13 @@ class Controller:
             disabled_providers=frozenset(self.disabled),
             spend=spend,
             mirrored=frozenset(self._mirrored),
+            boot_estimate_s=self.boot_estimate(),
         )
+
+    def boot_estimate(self) -> float | None:
+        """p90 of recent launch-to-joined times, or None before the first join."""
+        if not self._boots:
+            return None
+        b = sorted(self._boots)
+        return b[min(len(b) - 1, int(0.9 * len(b)))]
 

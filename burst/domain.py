@@ -568,5 +568,5 @@ class Plan:
     wake_at: Timestamp | None = None
     notes: tuple[str, ...] = field(default=())
 
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+    def of(self, kind: type) -> list[Action]:
         return [a for a in self.actions if isinstance(a, kind)]

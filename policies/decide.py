@@ -55,7 +55,10 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     wakes: list[float] = []
 
     # 1. overflow -------------------------------------------------------------------------
-    ov = select_overflow(now, snap.pending, snap.nodes, snap.instances, cfg.overflow)
+    ov = select_overflow(
+        now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
+        boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s,
+    )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)
 
@@ -87,7 +90,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         )
         planned: list[tuple[float, list[Launch]]] = []
         for b in bins:
-            planned.append((min(j.submit_time for j in b.jobs), [_launch(snap, b, cfg)]))
+            planned.append((min(j.submit_time for j in b.jobs), [_launch(snap, b, ov.threshold_s)]))
         for g in gangs:
             exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
             offers = ranker(Need(g.per_node, g.gpu_model, g.min_gpu_memory_gib, exact, allow_spot))
@@ -97,7 +100,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
             offer = offers[0]
             gang_id = deterministic_id(snap.cluster, "gang", repr(now), g.id, offer.key, prefix="g")
             group = [
-                _launch(snap, Bin(offer, (g,)), cfg, gang_id=gang_id, index=k) for k in range(g.nodes)
+                _launch(snap, Bin(offer, (g,)), ov.threshold_s, gang_id=gang_id, index=k) for k in range(g.nodes)
             ]
             planned.append((g.submit_time, group))
         planned.sort(key=lambda p: (p[0], p[1][0].intent_id))
@@ -148,11 +151,10 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     return Plan(tuple(actions), min(wakes) if wakes else None, tuple(notes))
 
 
-def _launch(snap: Snapshot, b: Bin, cfg: PolicyConfig, *, gang_id: str = "", index: int = 0) -> Launch:
+def _launch(snap: Snapshot, b: Bin, threshold: float, *, gang_id: str = "", index: int = 0) -> Launch:
     job_ids = tuple(j.id for j in b.jobs)
     first = b.jobs[0]
     iid = deterministic_id(snap.cluster, "overflow", repr(snap.now), b.offer.key, str(index), *job_ids)
-    threshold = cfg.overflow.wait_threshold_s
     return Launch(
         intent_id=iid,
         offer=b.offer,

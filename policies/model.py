@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from burst.domain import Instance, Job, Node, Offer, Timestamp
+from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
 
 
 def _empty() -> Mapping[str, float]:
@@ -43,20 +43,32 @@ class Snapshot:
     disabled_providers: frozenset[str] = frozenset()
     spend: SpendView = SpendView()
     mirrored: frozenset[tuple[str, str, str]] = frozenset()  # (image, cloud, region) present
+    boot_estimate_s: float | None = None  # learnt launch-to-joined time; None: no history yet
+    requests: tuple[OnDemandRequest, ...] = ()  # active on-demand requests (policies/requests.py)
 
 
 @dataclass(frozen=True, slots=True)
 class OverflowConfig:
     """When pending work goes to the cloud.
 
-    ``wait_threshold_s``: a job that may burst and cannot be placed on any existing or incoming
-    capacity bursts once it has waited this long. The default leaves room under a 30-minute wait
-    target for the instance to boot (about 4 minutes) and a tick or two of lag.
+    Admins set a **wait target**: no job that may burst should wait longer than this. burst
+    launches for a job that no existing or incoming capacity will take once it has waited
+
+        threshold = wait_target - boot estimate - one tick - safety margin
+
+    so that the instance has booted and joined just before the target. The boot estimate is
+    learnt from recent launches (launch request to node joined; ``Snapshot.boot_estimate_s``)
+    and falls back to ``default_boot_s``. Waiting until then, rather than bursting at once,
+    is what saves money: most jobs start on-prem before the threshold. ``wait_threshold_s``
+    overrides the computed threshold (the greedy reference uses 30 s).
     """
 
     enabled: bool = True
-    wait_threshold_s: float = 20 * 60.0
-    gang_wait_threshold_s: float | None = None  # None: same as wait_threshold_s
+    wait_target_s: float = 30 * 60.0
+    wait_threshold_s: float | None = None
+    gang_wait_threshold_s: float | None = None  # None: same as single-node jobs
+    safety_margin_s: float = 60.0
+    default_boot_s: float = 240.0
     max_launches_per_tick: int = 200
     max_instances: int = 1000
     max_cloud_gpus: int = 8000
@@ -80,7 +92,7 @@ class SelectionConfig:
 
 @dataclass(frozen=True, slots=True)
 class ScaleInConfig:
-    idle_timeout_s: float = 4 * 60.0
+    idle_timeout_s: float = 2 * 60.0
     join_timeout_s: float = 20 * 60.0  # an instance that has not joined by then is given back
     drain_grace_s: float = 0.0
 

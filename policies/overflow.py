@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from burst.domain import Instance, InstanceState, Job, Node, Timestamp
+from burst.domain import Instance, InstanceState, Job, Node, Purpose, Timestamp
 from policies.model import OverflowConfig
 from policies.packing import SlotPool
 
@@ -28,6 +28,7 @@ IN_FLIGHT = frozenset({InstanceState.PLANNED, InstanceState.LAUNCHING, InstanceS
 @dataclass(frozen=True, slots=True)
 class OverflowResult:
     burst: tuple[Job, ...]  # need new capacity now, oldest first
+    threshold_s: float  # the wait after which a single-node job bursts, this tick
     covered: int  # pending jobs that existing or incoming capacity will take
     covered_cloud: int  # of those, jobs counted on burst capacity (joined or in flight)
     waiting: int  # uncovered, burstable, below the threshold
@@ -52,15 +53,25 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
         else:
             onprem.add(n.gpus_free, ONPREM, n.gpu_model)
     for i in instances:
+        if i.purpose is Purpose.ON_DEMAND:
+            continue  # a user's own instance: never capacity for queued work
         if i.state in IN_FLIGHT and i.id not in node_of:
             cloud.add(i.gpus, f"{i.cloud}/{i.region}", i.gpu_model)
     return onprem, cloud
 
 
-def threshold_for(job: Job, cfg: OverflowConfig) -> float:
+def base_threshold(cfg: OverflowConfig, boot_estimate_s: float | None, tick_s: float) -> float:
+    """How long a job waits before it bursts (see OverflowConfig)."""
+    if cfg.wait_threshold_s is not None:
+        return cfg.wait_threshold_s
+    boot = cfg.default_boot_s if boot_estimate_s is None else boot_estimate_s
+    return max(0.0, cfg.wait_target_s - boot - tick_s - cfg.safety_margin_s)
+
+
+def threshold_for(job: Job, cfg: OverflowConfig, base: float) -> float:
     if job.is_gang and cfg.gang_wait_threshold_s is not None:
         return cfg.gang_wait_threshold_s
-    return cfg.wait_threshold_s
+    return base
 
 
 def select_overflow(
@@ -69,8 +80,12 @@ def select_overflow(
     nodes: tuple[Node, ...],
     instances: tuple[Instance, ...],
     cfg: OverflowConfig,
+    *,
+    boot_estimate_s: float | None = None,
+    tick_s: float = 30.0,
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``."""
+    base = base_threshold(cfg, boot_estimate_s, tick_s)
     onprem, cloud = build_pools(nodes, instances)
     burst: list[Job] = []
     covered = covered_cloud = waiting = 0
@@ -96,14 +111,14 @@ def select_overflow(
                 continue
         if not job.may_burst or not cfg.enabled:
             continue
-        due = job.submit_time + threshold_for(job, cfg)
+        due = job.submit_time + threshold_for(job, cfg, base)
         if due <= now:
             burst.append(job)
         else:
             waiting += 1
             if wake is None or due < wake:
                 wake = due
-    return OverflowResult(tuple(burst), covered, covered_cloud, waiting, wake)
+    return OverflowResult(tuple(burst), base, covered, covered_cloud, waiting, wake)
 
 
 def _is_sorted(jobs: tuple[Job, ...]) -> bool:
