@@ -79,8 +79,19 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         ctx = Context(now, snap.backoff_until, snap.disabled_providers, cfg.selection.prefer_spot_discount)
         ranker = Ranker(snap.offers, ctx)
         allow_spot = cfg.selection.allow_spot
-        small = [j for j in ov.burst if not j.is_gang]
-        gangs = [j for j in ov.burst if j.is_gang]
+        # No tick launches more than max_launches_per_tick instances, so only the oldest work
+        # that could fill them is planned in detail; the rest waits for the next tick. This
+        # keeps a tick over 100k pending jobs linear and fast.
+        room = min(
+            cfg.overflow.max_launches_per_tick,
+            max(0, cfg.overflow.max_instances - len(snap.instances)),
+        )
+        widest = max((o.gpu_count for o in snap.offers), default=1)
+        considered = ov.burst[: room * widest]
+        if len(considered) < len(ov.burst):
+            notes.append(f"{len(ov.burst) - len(considered)} job(s) past the threshold wait for a later tick (launch limits)")
+        small = [j for j in considered if not j.is_gang]
+        gangs = [j for j in considered if j.is_gang]
 
         def rank_small(gpus: int, job: Job) -> list[Offer]:
             return ranker(Need(gpus, job.gpu_model, job.min_gpu_memory_gib, 0, allow_spot))
