@@ -122,9 +122,10 @@ def select_overflow(
 
 
 def _is_sorted(jobs: tuple[Job, ...]) -> bool:
-    prev = float("-inf")
+    """True when ``jobs`` are already in (submit_time, id) order, the order the replay needs."""
+    prev_t, prev_id = float("-inf"), ""
     for j in jobs:
-        if j.submit_time < prev:
+        if j.submit_time < prev_t or (j.submit_time == prev_t and j.id < prev_id):
             return False
-        prev = j.submit_time
+        prev_t, prev_id = j.submit_time, j.id
     return True
