@@ -1,0 +1,173 @@
+"""policies/overflow.py: which pending work bursts, checked directly and through decide()."""
+
+from __future__ import annotations
+
+import pytest
+
+from burst.domain import InstanceState, Launch
+from policies import decide
+from policies.model import OverflowConfig
+from policies.overflow import select_overflow
+from tests.policies.helpers import (
+    A100_8_AZ1,
+    A100_8_AZURE,
+    A100_8_WEST,
+    CFG,
+    MIN,
+    NOW,
+    OV,
+    cloud_node,
+    full_cluster,
+    instance,
+    job,
+    onprem,
+    snap,
+)
+
+# (case, pending, nodes, instances, expected burst ids, expected covered, expected covered_cloud)
+CASES = [
+    ("below-threshold-waits", [job("a", 1, 5 * MIN)], full_cluster(), [], [], 0, 0),
+    ("over-threshold-no-capacity-bursts", [job("a", 1, 25 * MIN)], full_cluster(), [], ["a"], 0, 0),
+    ("exactly-at-threshold-bursts", [job("a", 1, 20 * MIN)], full_cluster(), [], ["a"], 0, 0),
+    ("fits-free-onprem", [job("a", 4, 2 * 60 * MIN)], (*full_cluster(), onprem("free", used=4)), [], [], 1, 0),
+    ("too-big-for-partly-free-onprem", [job("a", 8, 60 * MIN)], (*full_cluster(), onprem("free", used=4)), [], ["a"], 0, 0),
+    (
+        "first-fit-in-submit-order",
+        [job("old", 4, 60 * MIN), job("new", 4, 50 * MIN)],
+        (*full_cluster(), onprem("free", used=4)),
+        [],
+        ["new"],
+        1,
+        0,
+    ),
+    ("non-burstable-never-bursts", [job("a", 1, 7 * 24 * 60 * MIN, may_burst=False)], full_cluster(), [], [], 0, 0),
+    (
+        "covered-by-launching-instance",
+        [job("a", 8, 60 * MIN)],
+        full_cluster(),
+        [instance("i1", InstanceState.LAUNCHING)],
+        [],
+        1,
+        1,
+    ),
+    ("covered-by-planned-instance", [job("a", 8, 60 * MIN)], full_cluster(), [instance("i1", InstanceState.PLANNED, launched_at=None)], [], 1, 1),
+    ("covered-by-running-instance", [job("a", 8, 60 * MIN)], full_cluster(), [instance("i1", InstanceState.RUNNING)], [], 1, 1),
+    (
+        "one-in-flight-instance-covers-one-job-only",
+        [job("a", 8, 60 * MIN), job("b", 8, 59 * MIN)],
+        full_cluster(),
+        [instance("i1", InstanceState.LAUNCHING)],
+        ["b"],
+        1,
+        1,
+    ),
+    (
+        "in-flight-capacity-not-for-non-burstable",
+        [job("a", 8, 60 * MIN, may_burst=False)],
+        full_cluster(),
+        [instance("i1", InstanceState.LAUNCHING)],
+        [],
+        0,
+        0,
+    ),
+    (
+        "wrong-model-in-flight-does-not-cover",
+        [job("a", 8, 60 * MIN, gpu_model="H100")],
+        full_cluster(),
+        [instance("i1", InstanceState.LAUNCHING)],
+        ["a"],
+        0,
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("pending", "nodes", "instances", "burst", "covered", "covered_cloud"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_select_overflow(pending, nodes, instances, burst, covered, covered_cloud) -> None:  # type: ignore[no-untyped-def]
+    r = select_overflow(NOW, tuple(pending), tuple(nodes), tuple(instances), OV)
+    assert [j.id for j in r.burst] == burst
+    assert (r.covered, r.covered_cloud) == (covered, covered_cloud)
+
+
+def test_joined_idle_burst_node_covers_and_draining_does_not() -> None:
+    joined = instance("j", InstanceState.JOINED, idle_since=NOW - 60)
+    r = select_overflow(NOW, (job("a", 8, 60 * MIN),), (*full_cluster(), cloud_node(joined)), (joined,), OV)
+    assert r.burst == () and r.covered_cloud == 1
+    draining = instance("d", InstanceState.DRAINING, idle_since=NOW - 600)
+    r = select_overflow(NOW, (job("a", 8, 60 * MIN),), (*full_cluster(), cloud_node(draining, schedulable=False)), (draining,), OV)
+    assert [j.id for j in r.burst] == ["a"]
+
+
+def test_waiting_job_sets_wake_at_its_threshold() -> None:
+    p = decide(snap([job("a", 1, 5 * MIN), job("b", 1, 12 * MIN)], full_cluster()), CFG)
+    assert p.of(Launch) == []
+    assert p.wake_at == NOW - 12 * MIN + 20 * MIN  # b crosses first
+
+
+def test_gang_threshold_is_separate() -> None:
+    cfg = OverflowConfig(wait_threshold_s=20 * MIN, gang_wait_threshold_s=60 * MIN)
+    r = select_overflow(NOW, (job("g", 16, 30 * MIN, nodes=2), job("s", 8, 30 * MIN)), full_cluster(), (), cfg)
+    assert [j.id for j in r.burst] == ["s"]
+    assert r.wake_at == NOW + 30 * MIN
+
+
+def test_disabled_overflow_never_bursts() -> None:
+    r = select_overflow(NOW, (job("a", 1, 10_000 * MIN),), full_cluster(), (), OverflowConfig(enabled=False))
+    assert r.burst == () and r.wake_at is None
+
+
+def test_over_threshold_job_launches_through_decide() -> None:
+    p = decide(snap([job("a", 8, 25 * MIN)], full_cluster()), CFG)
+    (lc,) = p.of(Launch)
+    assert lc.for_jobs == ("a",) and lc.offer.gpu_count >= 8
+    assert "a" in lc.reason and "threshold" in lc.reason
+
+
+def test_in_flight_instance_prevents_second_launch_through_decide() -> None:
+    first = decide(snap([job("a", 8, 25 * MIN)], full_cluster()), CFG)
+    (lc,) = first.of(Launch)
+    inst = instance(lc.intent_id, InstanceState.LAUNCHING, lc.offer, launched_at=NOW)
+    later = decide(snap([job("a", 8, 26 * MIN)], full_cluster(), [inst], now=NOW + MIN), CFG)
+    assert later.of(Launch) == []
+
+
+# ---- gangs: whole nodes, one location --------------------------------------------------------
+
+
+def _gang() -> list:  # type: ignore[type-arg]
+    return [job("g", 16, 60 * MIN, nodes=2)]
+
+
+def test_gang_not_covered_by_partly_free_onprem_nodes() -> None:
+    nodes = (onprem("a", used=4), onprem("b", used=4), onprem("c", used=4))  # 12 GPUs free, no whole node
+    r = select_overflow(NOW, tuple(_gang()), nodes, (), OV)
+    assert [j.id for j in r.burst] == ["g"]
+
+
+def test_gang_covered_by_two_free_onprem_nodes() -> None:
+    nodes = (onprem("a", used=0), onprem("b", used=0), onprem("c"))
+    r = select_overflow(NOW, tuple(_gang()), nodes, (), OV)
+    assert r.burst == () and r.covered == 1 and r.covered_cloud == 0
+
+
+def test_gang_not_covered_across_regions() -> None:
+    east = instance("e", InstanceState.LAUNCHING, A100_8_AZ1)
+    west = instance("w", InstanceState.LAUNCHING, A100_8_WEST)
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (east, west), OV)
+    assert [j.id for j in r.burst] == ["g"]
+    azure = instance("z", InstanceState.LAUNCHING, A100_8_AZURE)
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (east, azure), OV)
+    assert [j.id for j in r.burst] == ["g"]
+
+
+def test_gang_covered_by_two_instances_in_one_region() -> None:
+    a = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
+    b = instance("e2", InstanceState.RUNNING, A100_8_AZ1)
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (a, b), OV)
+    assert r.burst == () and r.covered_cloud == 1
+
+
+def test_gang_mixing_onprem_and_cloud_is_not_covered() -> None:
+    a = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
+    r = select_overflow(NOW, tuple(_gang()), (*full_cluster(), onprem("free", used=0)), (a,), OV)
+    assert [j.id for j in r.burst] == ["g"]

@@ -1,0 +1,125 @@
+"""policies/scale_in.py: idle timeout, drain, terminate, join timeout; busy nodes are never touched."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from burst.domain import Drain, InstanceState, Purpose, Terminate
+from policies import decide
+from policies.scale_in import decide_scale_in
+from tests.policies.helpers import A100_8_AZ1, CFG, MIN, NOW, SI, cloud_node, full_cluster, instance, job, snap
+
+J, D = InstanceState.JOINED, InstanceState.DRAINING
+
+# (id, state, idle for (None: busy), node present, expected action type or None, expected wake)
+CASES = [
+    ("joined-idle-below-timeout", J, 60.0, True, None, NOW - 60 + 4 * MIN),
+    ("joined-idle-at-timeout", J, 4 * MIN, True, Drain, NOW + 30),
+    ("joined-idle-past-timeout", J, 10 * MIN, True, Drain, NOW + 30),
+    ("joined-busy", J, None, True, None, None),
+    ("draining-idle", D, 10 * MIN, True, Terminate, None),
+    ("draining-busy", D, None, True, None, NOW + 30),
+    ("draining-node-gone", D, 10 * MIN, False, Terminate, None),
+]
+
+
+@pytest.mark.parametrize(("state", "idle_for", "has_node", "kind", "wake"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_scale_in_table(state, idle_for, has_node, kind, wake) -> None:  # type: ignore[no-untyped-def]
+    busy = idle_for is None
+    inst = instance("i", state, idle_since=None if busy else NOW - idle_for)
+    nodes = {"i": cloud_node(inst, used=4 if busy else 0, schedulable=state is J)} if has_node else {}
+    r = decide_scale_in(NOW, (inst,), nodes, SI, 30.0)
+    assert [type(a) for a in r.actions] == ([kind] if kind else [])
+    assert all(a.instance_id == "i" and a.reason for a in r.actions)
+    assert r.wake_at == wake
+
+
+def test_busy_node_with_stale_idle_since_is_not_drained() -> None:
+    # idle_since left over from before a job landed: the node's use is what counts
+    inst = instance("i", J, idle_since=NOW - 3600)
+    r = decide_scale_in(NOW, (inst,), {"i": cloud_node(inst, used=0, jobs=1)}, SI, 30.0)
+    assert r.actions == ()
+
+
+@pytest.mark.parametrize("purpose", [Purpose.ON_DEMAND, Purpose.GRAND_CHALLENGE])
+def test_only_overflow_instances_are_scaled_in_for_idleness(purpose: Purpose) -> None:
+    inst = instance("i", J, idle_since=NOW - 3600, purpose=purpose)
+    r = decide_scale_in(NOW, (inst,), {"i": cloud_node(inst)}, SI, 30.0)
+    assert r.actions == ()
+
+
+@pytest.mark.parametrize(("state", "launched_ago", "expect"), [
+    (InstanceState.LAUNCHING, 5 * MIN, None),
+    (InstanceState.LAUNCHING, 20 * MIN, Terminate),
+    (InstanceState.RUNNING, 25 * MIN, Terminate),
+    (InstanceState.PLANNED, 60 * MIN, None),  # recovery owns PLANNED intents
+])
+def test_join_timeout(state: InstanceState, launched_ago: float, expect: type | None) -> None:
+    inst = instance("i", state, launched_at=NOW - launched_ago)
+    r = decide_scale_in(NOW, (inst,), {}, SI, 30.0)
+    assert [type(a) for a in r.actions] == ([expect] if expect else [])
+    if expect is None and state is InstanceState.LAUNCHING:
+        assert r.wake_at == NOW - launched_ago + 20 * MIN
+
+
+def test_launching_instance_whose_node_appeared_is_left_alone() -> None:
+    inst = instance("i", InstanceState.LAUNCHING, launched_at=NOW - 3 * 3600)
+    r = decide_scale_in(NOW, (inst,), {"i": cloud_node(inst)}, SI, 30.0)
+    assert r.actions == ()
+
+
+def test_drain_is_held_back_while_pending_work_is_counted_on_the_node() -> None:
+    inst = instance("i", J, idle_since=NOW - 10 * MIN)
+    base = [*full_cluster(), cloud_node(inst)]
+    p = decide(snap([], base, [inst]), CFG)
+    assert [type(a) for a in p.actions] == [Drain]
+    # a pending burstable 8-GPU job (below its threshold) will land on the idle burst node
+    p = decide(snap([job("a", 8, 1 * MIN)], base, [inst]), CFG)
+    assert p.of(Drain) == []
+
+
+# ---- property: a node with running work is never drained or terminated ----------------------
+
+STATES = [InstanceState.LAUNCHING, InstanceState.RUNNING, InstanceState.JOINED, InstanceState.DRAINING, InstanceState.TERMINATING]
+
+
+@st.composite
+def fleets(draw):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(0, 8))
+    insts, nodes = [], []
+    for k in range(n):
+        state = draw(st.sampled_from(STATES))
+        idle_since = draw(st.one_of(st.none(), st.floats(NOW - 7200, NOW)))
+        launched = draw(st.floats(NOW - 7200, NOW))
+        # on-demand instances are governed by their owner's time limit (policies/requests.py),
+        # which may end them busy; the rule under test is about queue capacity
+        purpose = draw(st.sampled_from([Purpose.OVERFLOW, Purpose.GRAND_CHALLENGE]))
+        inst = instance(f"i{k}", state, A100_8_AZ1, idle_since=idle_since, launched_at=launched, purpose=purpose)
+        insts.append(inst)
+        if draw(st.booleans()):
+            used = draw(st.integers(0, 8))
+            jobs = draw(st.integers(0, 3)) if used == 0 else draw(st.integers(1, 3))
+            nodes.append(cloud_node(inst, used=used, jobs=jobs, schedulable=draw(st.booleans())))
+    pending = [job(f"p{k}", draw(st.sampled_from([1, 2, 4, 8, 16])), draw(st.floats(0, 7200)), nodes=1) for k in range(draw(st.integers(0, 4)))]
+    pending = [p if p.gpus <= 8 else job(p.id, 16, NOW - p.submit_time, nodes=2) for p in pending]
+    return insts, nodes, pending
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets())
+def test_busy_nodes_are_never_drained_or_terminated(fleet) -> None:  # type: ignore[no-untyped-def]
+    insts, nodes, pending = fleet
+    by_id = {n.instance_id: n for n in nodes}
+    plan = decide(snap(pending, (*full_cluster(2), *nodes), insts), CFG)
+    for a in plan.actions:
+        if isinstance(a, Drain | Terminate):
+            node = by_id.get(a.instance_id)
+            assert node is None or node.idle, f"{type(a).__name__} of busy {a.instance_id}: {a.reason}"
+    # and scale-in alone, with nothing held back by pending work
+    r = decide_scale_in(NOW, tuple(insts), by_id, SI, 30.0)
+    for a in r.actions:
+        node = by_id.get(a.instance_id)
+        assert node is None or node.idle
+    assert r.wake_at is None or r.wake_at > NOW
