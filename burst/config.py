@@ -33,19 +33,19 @@ class _Strict(BaseModel):
 class SimQueueSettings(_Strict):
     """The simulated on-prem cluster used by ``burst run`` on the embedded defaults."""
 
-    nodes: int = Field(80, ge=1, le=100_000)
-    gpus_per_node: int = Field(8, ge=1, le=64)
+    nodes: int = Field(default=80, ge=1, le=100_000)
+    gpus_per_node: int = Field(default=8, ge=1, le=64)
     gpu_model: str = "A100"
     trace: str | None = None  # None: the bundled ITP cluster04 trace
     trace_format: Literal["itp", "csv"] = "itp"
-    speed: float = Field(600.0, gt=0, le=1e7)  # simulated seconds per wall second
-    boot_s: float = Field(240.0, ge=0, le=7200)
-    capacity_error_rate: float = Field(0.0, ge=0, le=1)
+    speed: float = Field(default=600.0, gt=0, le=1e7)  # simulated seconds per wall second
+    boot_s: float = Field(default=240.0, ge=0, le=7200)
+    capacity_error_rate: float = Field(default=0.0, ge=0, le=1)
 
 
 class QueueSettings(_Strict):
     kind: Literal["sim", "slurm", "kubernetes"] = "sim"
-    sim: SimQueueSettings = SimQueueSettings()
+    sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
     slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.SlurmSettings
     kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
 
@@ -69,8 +69,8 @@ class CloudSettings(_Strict):
 
 
 class CloudsSettings(_Strict):
-    aws: CloudSettings = CloudSettings()
-    azure: CloudSettings = CloudSettings()
+    aws: CloudSettings = Field(default_factory=CloudSettings)
+    azure: CloudSettings = Field(default_factory=CloudSettings)
 
     @model_validator(mode="after")
     def _real_settings(self) -> CloudsSettings:
@@ -80,7 +80,7 @@ class CloudsSettings(_Strict):
             AwsSettings.model_validate(self.aws.settings or {})
         if self.azure.enabled and not self.azure.simulated:
             try:
-                from providers.azure import AzureSettings  # type: ignore[import-not-found]
+                from providers.azure import AzureSettings
             except ImportError as e:  # the Azure provider lands with its own issue
                 raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
             AzureSettings.model_validate(self.azure.settings or {})
@@ -94,7 +94,7 @@ class OfferSettings(_Strict):
     regions: list[str] = ["us-east-1", "us-west-2", "eastus", "westus2"]
     accelerators: list[str] = ["V100", "V100-32GB", "A100", "A100-80GB", "H100"]
     instance_types: list[str] = []
-    min_gpu_memory_gib: float = Field(0.0, ge=0)
+    min_gpu_memory_gib: float = Field(default=0.0, ge=0)
     allow_spot: bool = False
 
 
@@ -102,31 +102,31 @@ class PolicySettings(_Strict):
     """Overflow, selection and scale-in knobs, in minutes where a person would think in minutes."""
 
     burst_enabled: bool = True
-    wait_target_min: float = Field(30.0, gt=0, le=7 * 24 * 60)
-    wait_threshold_min: float | None = Field(None, gt=0, le=7 * 24 * 60)  # overrides the computed one
-    safety_margin_min: float = Field(1.0, ge=0, le=60)
-    default_boot_min: float = Field(4.0, ge=0, le=120)
-    gang_wait_threshold_min: float | None = Field(None, gt=0, le=7 * 24 * 60)
-    idle_timeout_min: float = Field(2.0, gt=0, le=24 * 60)
-    join_timeout_min: float = Field(20.0, gt=0, le=24 * 60)
+    wait_target_min: float = Field(default=30.0, gt=0, le=7 * 24 * 60)
+    wait_threshold_min: float | None = Field(default=None, gt=0, le=7 * 24 * 60)  # overrides the computed one
+    safety_margin_min: float = Field(default=1.0, ge=0, le=60)
+    default_boot_min: float = Field(default=4.0, ge=0, le=120)
+    gang_wait_threshold_min: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    idle_timeout_min: float = Field(default=2.0, gt=0, le=24 * 60)
+    join_timeout_min: float = Field(default=20.0, gt=0, le=24 * 60)
     pack_small_jobs: bool = True
-    pack_min_saving: float = Field(0.0, ge=0, lt=1)
-    gang_gpus_per_node: int = Field(8, ge=1, le=64)
-    max_launches_per_tick: int = Field(200, ge=1, le=10_000)
-    max_instances: int = Field(1000, ge=0, le=100_000)
-    max_cloud_gpus: int = Field(8000, ge=0, le=1_000_000)
-    reserve_hours_per_launch: float = Field(0.25, ge=0, le=24)
+    pack_min_saving: float = Field(default=0.0, ge=0, lt=1)
+    gang_gpus_per_node: int = Field(default=8, ge=1, le=64)
+    max_launches_per_tick: int = Field(default=200, ge=1, le=10_000)
+    max_instances: int = Field(default=1000, ge=0, le=100_000)
+    max_cloud_gpus: int = Field(default=8000, ge=0, le=1_000_000)
+    reserve_hours_per_launch: float = Field(default=0.25, ge=0, le=24)
 
 
 class BudgetSettings(_Strict):
-    month_usd: float = Field(0.0, ge=0)  # 0 = no hard cap
-    day_usd: float = Field(0.0, ge=0)
+    month_usd: float = Field(default=0.0, ge=0)  # 0 = no hard cap
+    day_usd: float = Field(default=0.0, ge=0)
 
 
 class BackoffSettings(_Strict):
-    base_s: float = Field(60.0, gt=0)
-    quota_base_s: float = Field(300.0, gt=0)
-    cap_s: float = Field(1800.0, gt=0)
+    base_s: float = Field(default=60.0, gt=0)
+    quota_base_s: float = Field(default=300.0, gt=0)
+    cap_s: float = Field(default=1800.0, gt=0)
 
     @model_validator(mode="after")
     def _order(self) -> BackoffSettings:
@@ -136,17 +136,17 @@ class BackoffSettings(_Strict):
 
 
 class BurstConfig(_Strict):
-    cluster: str = Field("burst-demo", min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    cluster: str = Field(default="burst-demo", min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
     database_url: str = "sqlite:///.burst/burst.db"
-    tick_interval_s: float = Field(30.0, ge=1, le=3600)
-    orphan_grace_s: float = Field(300.0, ge=0, le=86400)
-    lease_ttl_s: float = Field(90.0, ge=5, le=3600)
-    queue: QueueSettings = QueueSettings()
-    clouds: CloudsSettings = CloudsSettings()
-    offers: OfferSettings = OfferSettings()
-    policy: PolicySettings = PolicySettings()
-    budget: BudgetSettings = BudgetSettings()
-    backoff: BackoffSettings = BackoffSettings()
+    tick_interval_s: float = Field(default=30.0, ge=1, le=3600)
+    orphan_grace_s: float = Field(default=300.0, ge=0, le=86400)
+    lease_ttl_s: float = Field(default=90.0, ge=5, le=3600)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    clouds: CloudsSettings = Field(default_factory=CloudsSettings)
+    offers: OfferSettings = Field(default_factory=OfferSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     mirror: dict[str, Any] | None = None  # validated by burst.mirror.MirrorSettings
     slack: dict[str, Any] | None = None  # validated by the bot
 
@@ -210,7 +210,7 @@ class BurstConfig(_Strict):
 
 
 def default_config() -> BurstConfig:
-    return BurstConfig()
+    return BurstConfig.model_validate({})
 
 
 def _fmt_loc(loc: tuple[int | str, ...]) -> str:

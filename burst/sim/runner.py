@@ -266,7 +266,11 @@ class Simulation:
             t_world = self._next_world_event()
             if t_world is None and next_tick is None:
                 break
-            t = t_world if next_tick is None or (t_world is not None and t_world < next_tick) else next_tick
+            if next_tick is None or (t_world is not None and t_world < next_tick):
+                assert t_world is not None
+                t = t_world
+            else:
+                t = next_tick
             self._world_at(t)
             t = self.clock.now()
             if cluster.version != last_version:
