@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -240,7 +241,7 @@ def test_pure_parsers() -> None:
     assert parse_quantity("8", "q") == 8 and parse_quantity("500m", "q") == 0.5 and parse_quantity("1Ki", "q") == 1024
     with pytest.raises(QueueParseError):
         parse_quantity("8 GPUs", "q")
-    base = {"metadata": {"name": "p", "namespace": "n", "creationTimestamp": ts(0)},
+    base: dict[str, Any] = {"metadata": {"name": "p", "namespace": "n", "creationTimestamp": ts(0)},
             "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 2}}}],
                      "initContainers": [{"resources": {"requests": {"nvidia.com/gpu": "4"}}}]},
             "status": {"phase": "Pending"}}

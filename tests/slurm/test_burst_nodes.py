@@ -131,3 +131,19 @@ def test_unconstrained_gang_lands_on_two_burst_nodes(cluster: SlurmCluster, queu
     j = _job(queue, jid)
     assert j is not None and j.state is not JobState.RUNNING  # requeued by the down node
     assert j.labels.get("restart_count") == "1"
+
+
+def test_harness_boots_and_terminates_instances(cluster: SlurmCluster, queue: SlurmQueue) -> None:
+    """The hooks an end-to-end controller test uses: boot/terminate by instance id."""
+    node = queue.assign_node(IID1, "aws")
+    assert cluster.node_for_instance(IID1) == node
+    assert cluster.boot_instance(IID1) == node
+    n = next(n for n in queue.snapshot().nodes if n.name == node)
+    assert n.instance_id == IID1 and n.schedulable and n.idle
+    queue.drain_node(node, "scale-in")
+    queue.remove_node(node)
+    assert cluster.terminate_instance(IID1) is None  # the reservation is gone with the node
+    cluster.stop_burst_node(node)
+    assert not cluster.slurmd_running(node)
+    with pytest.raises(LookupError):
+        cluster.boot_instance(IID1)

@@ -370,6 +370,31 @@ class SlurmCluster:
         self._kill(f"slurmd-{node}")
         self.kill_strays(node)
 
+    def node_for_instance(self, instance_id: str) -> str | None:
+        """The pool node whose Comment records ``instance_id`` (see burst.queues.slurm)."""
+        out = self.run("scontrol", "--future", "show", "node", "-o", check=False).stdout
+        for line in out.splitlines():
+            m = re.search(r"NodeName=(\S+)", line)
+            if m and re.search(rf"Comment=\S*burst-instance={re.escape(instance_id)}(\s|$)", line):
+                return m.group(1)
+        return None
+
+    def boot_instance(self, instance_id: str, timeout: float = 20.0) -> str:
+        """Play a cloud instance booting with user data: start slurmd for the pool node the
+        controller reserved for it (``SlurmQueue.assign_node``). Returns the node name."""
+        node = self.node_for_instance(instance_id)
+        if node is None:
+            raise LookupError(f"no pool node is reserved for instance {instance_id}")
+        self.start_burst_node(node, timeout)
+        return node
+
+    def terminate_instance(self, instance_id: str) -> str | None:
+        """Play the instance being terminated: its slurmd and job processes die."""
+        node = self.node_for_instance(instance_id)
+        if node is not None:
+            self.stop_burst_node(node)
+        return node
+
     def slurmd_running(self, node: str) -> bool:
         p = self.procs.get(f"slurmd-{node}")
         return p is not None and p.poll() is None
