@@ -1,13 +1,21 @@
-# burst — the two quickstart commands are `make demo` and `make test`.
+# burst: the two quickstart commands are `make demo` and `make test`.
+#
+# Everything installs into ./.venv (created with --system-site-packages so packages the machine
+# already has are reused, and so Debian's "externally managed" system Python is never touched).
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-STAMP := .burst/installed.stamp
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.burst-installed
 
 .PHONY: install system-deps demo test test-fast lint typecheck bench clean
 
-$(STAMP): pyproject.toml
-	$(PIP) install -q -e '.[test]'
-	@mkdir -p .burst && touch $(STAMP)
+$(BIN)/python:
+	@$(PYTHON) -m venv --system-site-packages $(VENV) || { \
+	  echo "cannot create a virtualenv: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -17,20 +25,24 @@ system-deps:
 ## The main job: replay the bundled ITP cluster04 trace (59.5 days, 15,802 jobs) under every
 ## policy on the embedded defaults, print the comparison and write plots to ./report.
 demo: install
-	burst simulate --policy never,greedy,burst,clairvoyant --report report
+	$(BIN)/burst simulate --policy never,greedy,burst,clairvoyant --report report
 
 ## Everything CI runs: system components, Python packages, lint, types, all tests.
-test: system-deps install
-	$(PYTHON) -m ruff check burst providers policies bot tests bench
-	$(PYTHON) -m mypy
-	$(PYTHON) -m pytest -q
+test: system-deps install lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/python -m ruff check burst providers policies bot tests bench
+
+typecheck: install
+	$(BIN)/python -m mypy
 
 test-fast: install
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
-	$(PYTHON) bench/policy.py
-	$(PYTHON) bench/tick.py
+	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/tick.py
 
 clean:
-	rm -rf .burst report build *.egg-info
+	rm -rf $(VENV) .burst report build *.egg-info

@@ -39,6 +39,9 @@ class SimQueueSettings(_Strict):
     trace: str | None = None  # None: the bundled ITP cluster04 trace
     trace_format: Literal["itp", "csv"] = "itp"
     speed: float = Field(default=600.0, gt=0, le=1e7)  # simulated seconds per wall second
+    # `burst run` starts the replay this many days into the trace (the world before it is
+    # fast-forwarded without bursting), so the demo opens on a busy cluster.
+    start_day: float = Field(default=5.9, ge=0, le=3650)
     boot_s: float = Field(default=240.0, ge=0, le=7200)
     capacity_error_rate: float = Field(default=0.0, ge=0, le=1)
 

@@ -100,7 +100,7 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         )
         queue: QueueSource = sim.cluster
         providers = {k: v for k, v in sim.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
-        clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit, q.speed)
+        clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
         before = sim.advance_to
         tick_wall = cfg.tick_interval_s / q.speed
     elif cfg.queue.kind == "slurm":
