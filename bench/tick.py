@@ -53,7 +53,7 @@ def build(pending: int, seed: int = 0):  # type: ignore[no-untyped-def]
     for i in range(NODES):
         used = 8 if rng.random() > 0.1 else rng.choice((4, 6, 7))
         nodes.append(Node(name=f"gpu{i:05d}", gpus=8, gpus_used=used, gpu_model="A100", running_jobs=1))
-    from burst.domain import LaunchSpec, TAG_CLUSTER, TAG_ID
+    from burst.domain import TAG_CLUSTER, TAG_ID, LaunchSpec
 
     for k in range(INSTANCES):
         iid = f"b-bench{k:06d}"
