@@ -47,10 +47,11 @@ class SimQueueSettings(_Strict):
 
 
 class QueueSettings(_Strict):
-    kind: Literal["sim", "slurm", "kubernetes"] = "sim"
+    kind: Literal["sim", "slurm", "kubernetes", "jsonfile"] = "sim"
     sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
     slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.SlurmSettings
     kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
+    jsonfile: str | None = None  # path of the JSON queue document (burst/queues/jsonfile.py)
 
     @model_validator(mode="after")
     def _kind_settings(self) -> QueueSettings:
@@ -62,6 +63,8 @@ class QueueSettings(_Strict):
             from burst.queues.kubernetes import K8sSettings
 
             K8sSettings.model_validate(self.kubernetes or {})
+        if self.kind == "jsonfile" and not self.jsonfile:
+            raise ValueError("queue.jsonfile: the path of the queue document is required for kind jsonfile")
         return self
 
 

@@ -107,6 +107,10 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         from burst.queues.slurm import SlurmQueue, SlurmSettings
 
         queue = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
+    elif cfg.queue.kind == "jsonfile":
+        from burst.queues.jsonfile import JsonFileQueue
+
+        queue = JsonFileQueue(cfg.queue.jsonfile or "")
     else:
         from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 
