@@ -12,17 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from burst.errors import InputError, MirrorError
 from burst.mirror import MirrorService, MirrorSettings
@@ -41,6 +32,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def load_mirror_settings(path: Path) -> dict[str, Any]:
     """The ``mirror:`` section of a burst config file (or a file holding only that section)."""
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -98,7 +91,7 @@ def build_settings(image: str, to: str, config: Path | None, *, insecure: bool, 
 
 def mirror_command(
     image: Annotated[str, typer.Argument(help="Image to copy, e.g. harbor.example.com/team/app:v1")],
-    to: Annotated[str, typer.Option("--to", help="aws:REGION, azure:REGION, or a registry host[:port][/prefix]")],
+    to: Annotated[str, typer.Option("--to", help="aws:REGION, azure:REGION, or a registry HOST:PORT/PREFIX (port and prefix optional)")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="burst config file (its mirror: section)")] = None,
     platform: Annotated[list[str] | None, typer.Option("--platform", help="Copy only these os/arch (repeatable)")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain http to registries not in the config (tests)")] = False,
@@ -138,6 +131,15 @@ def mirror_command(
 def _run(service: MirrorService, image: str, cloud: str, region: str, *, show: bool) -> CopyResult:
     if not show:
         return service.copy(image, cloud, region)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

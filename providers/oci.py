@@ -746,6 +746,8 @@ class OciCopier:
                 self._copy_blob(sc, src_repo, dc, repo, desc, stats, progress, cancel)
                 return
             except RetryableRegistryError as exc:
+                if cancel.is_set():
+                    return
                 attempt += 1
                 if attempt >= self.retry.attempts:
                     raise

@@ -207,6 +207,11 @@ def cli() -> typer.Typer:
     return app
 
 
+def test_cli_help_renders() -> None:
+    r = CliRunner().invoke(cli(), ["mirror", "--help"])
+    assert r.exit_code == 0 and "--to" in r.output
+
+
 def test_cli_bad_input_exits_2() -> None:
     r = CliRunner().invoke(cli(), ["mirror", "Not A Ref", "--to", "aws:us-east-1"])
     assert r.exit_code == 2

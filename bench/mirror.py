@@ -1,0 +1,178 @@
+"""B3: image mirroring, burst's copy engine against ``skopeo copy`` (BENCHMARKS.md).
+
+Two local docker-registry servers. Registry A holds an image of 10 layers of random bytes
+(1 GiB in all, gzip-wrapped, incompressible). Each run copies A -> a *fresh* registry B (new
+storage, new port, so neither tool can reuse or mount anything from an earlier run), alternating
+``burst mirror`` (``python -m burst.mirror_cli``, a subprocess like skopeo), ``skopeo copy``, and
+the same ``burst mirror`` command function called in-process (the engine without interpreter
+start-up), ``--runs`` times each. The headline ratio is subprocess against subprocess. Then a second image sharing 9 of the 10 layers is mirrored after the first
+into the same repository, and the bytes uploaded are reported: only the new layer should travel.
+
+    python bench/mirror.py [--size-mib 1024] [--layers 10] [--runs 3] [--parallel 4]
+
+The last line of output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.registry import (  # noqa: E402
+    LayoutWriter,
+    RegistryServer,
+    inspect_digest,
+    push_layout,
+    skopeo,
+    tools_available,
+)
+
+
+def burst_copy(src: str, dest_registry: str, parallel: int) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "burst.mirror_cli", src, "--to", dest_registry, "--insecure", "--json",
+         "--parallel", str(parallel)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"burst mirror failed: {out.stderr.strip()}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def burst_copy_in_process(src: str, dest_registry: str, parallel: int) -> dict[str, object]:
+    """The same ``burst mirror`` command function, called in this process (no interpreter start)."""
+    import contextlib
+    import io
+
+    from burst.mirror_cli import mirror_command
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        mirror_command(src, dest_registry, None, insecure=True, parallel=parallel, progress=False, json_out=True)
+    result: dict[str, object] = json.loads(buf.getvalue().strip().splitlines()[-1])
+    return result
+
+
+def skopeo_copy(src: str, dest: str) -> None:
+    skopeo("copy", "--quiet", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+           f"docker://{src}", f"docker://{dest}", timeout=3600)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = ap.parse_args()
+    if not tools_available():
+        print("docker-registry, skopeo and htpasswd are needed (scripts/install-system-deps.sh)", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="burst-b3-"))
+    servers: list[RegistryServer] = []
+    try:
+        t0 = time.monotonic()
+        lw = LayoutWriter(tmp / "layout")
+        per_layer = args.size_mib * (1 << 20) // args.layers
+        layers = [lw.random_gzip_layer_file(per_layer) for _ in range(args.layers)]
+        img1 = lw.image(layers)
+        lw.tag(img1, "v1")
+        extra = lw.random_gzip_layer_file(per_layer)
+        img2 = lw.image([*layers[:-1], extra])
+        lw.tag(img2, "v2")
+        total = sum(d.size for d in layers)
+        print(f"generated {args.layers} layers, {total / (1 << 20):.0f} MiB, in {time.monotonic() - t0:.1f}s")
+
+        a = RegistryServer(tmp / "A", name="A").start()
+        servers.append(a)
+        push_layout(lw.root, "v1", f"{a.host}/bench/cuda:v1")
+        push_layout(lw.root, "v2", f"{a.host}/bench/cuda:v2")
+        src1, src2 = f"{a.host}/bench/cuda:v1", f"{a.host}/bench/cuda:v2"
+        src_digest = inspect_digest(src1)
+
+        times: dict[str, list[float]] = {"burst": [], "skopeo": [], "burst_in_process": []}
+        for i in range(args.runs):
+            for tool in ("burst", "skopeo", "burst_in_process"):
+                b = RegistryServer(tmp / f"B-{tool}-{i}", name=f"B-{tool}-{i}").start()
+                try:
+                    start = time.monotonic()
+                    if tool == "burst":
+                        burst_copy(src1, b.host, args.parallel)
+                    elif tool == "burst_in_process":
+                        burst_copy_in_process(src1, b.host, args.parallel)
+                    else:
+                        skopeo_copy(src1, f"{b.host}/bench/cuda:v1")
+                    elapsed = time.monotonic() - start
+                    dst = f"{b.host}/bench/cuda:v1"
+                    ok = inspect_digest(dst) == src_digest
+                    if not ok:
+                        raise RuntimeError(f"{tool} run {i}: digest differs at the target")
+                    times[tool].append(elapsed)
+                    print(f"run {i + 1} {tool:16s} {elapsed:6.2f}s  {total / elapsed / (1 << 20):7.1f} MiB/s  digest ok")
+                finally:
+                    b.stop()
+                    shutil.rmtree(b.root, ignore_errors=True)
+
+        b = RegistryServer(tmp / "B-shared", name="B-shared").start()
+        servers.append(b)
+        first = burst_copy(src1, b.host, args.parallel)
+        second = burst_copy(src2, b.host, args.parallel)
+        assert inspect_digest(f"{b.host}/bench/cuda:v2") == inspect_digest(src2)
+        new_layer_bytes = extra.size
+
+        med_b, med_s = statistics.median(times["burst"]), statistics.median(times["skopeo"])
+        med_i = statistics.median(times["burst_in_process"])
+        print()
+        print(f"median burst  {med_b:6.2f}s   (runs: {', '.join(f'{t:.2f}' for t in times['burst'])})")
+        print(f"median skopeo {med_s:6.2f}s   (runs: {', '.join(f'{t:.2f}' for t in times['skopeo'])})")
+        print(f"median burst in-process {med_i:6.2f}s (runs: {', '.join(f'{t:.2f}' for t in times['burst_in_process'])})")
+        print(f"ratio burst/skopeo {med_b / med_s:.3f}  (< 1 means burst is faster; both are subprocesses)")
+        print(f"ratio burst in-process/skopeo {med_i / med_s:.3f}  (the engine without interpreter start-up)")
+        print(f"second image: {second['bytes_uploaded']:,} bytes uploaded "
+              f"(new layer {new_layer_bytes:,} bytes + config), {second['blobs_copied']} blobs copied, "
+              f"{second['blobs_skipped']} present; first image uploaded {first['bytes_uploaded']:,}")
+        figures = {
+            "benchmark": "B3",
+            "image_bytes": total,
+            "layers": args.layers,
+            "runs": args.runs,
+            "parallel": args.parallel,
+            "burst_median_s": round(med_b, 3),
+            "skopeo_median_s": round(med_s, 3),
+            "burst_runs_s": [round(t, 3) for t in times["burst"]],
+            "skopeo_runs_s": [round(t, 3) for t in times["skopeo"]],
+            "ratio_burst_over_skopeo": round(med_b / med_s, 3),
+            "burst_in_process_median_s": round(med_i, 3),
+            "burst_in_process_runs_s": [round(t, 3) for t in times["burst_in_process"]],
+            "ratio_burst_in_process_over_skopeo": round(med_i / med_s, 3),
+            "second_image_bytes_uploaded": second["bytes_uploaded"],
+            "second_image_new_layer_bytes": new_layer_bytes,
+            "second_image_blobs_copied": second["blobs_copied"],
+            "second_image_blobs_skipped": second["blobs_skipped"],
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(figures))
+        return 0
+    finally:
+        for s in servers:
+            s.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
