@@ -542,11 +542,19 @@ class AwsProvider:
     # ---- Provider: launch -------------------------------------------------------------------
 
     def _tags_for(self, spec: LaunchSpec) -> dict[str, str]:
+        """Tags for the instance and its volume. A spec whose burst:id or burst:cluster disagrees
+        with the intent or this provider is refused (as the simulated provider does): such an
+        instance would be invisible to this cluster's listing, i.e. leaked."""
         tags = {str(k): str(v) for k, v in spec.tags.items()}
+        problem = ""
         if tags.setdefault(TAG_ID, spec.intent_id) != spec.intent_id:
-            raise ValueError(f"tag {TAG_ID}={tags[TAG_ID]!r} differs from the intent id {spec.intent_id!r}")
-        if tags.setdefault(TAG_CLUSTER, self.cluster) != self.cluster:
-            raise ValueError(f"tag {TAG_CLUSTER}={tags[TAG_CLUSTER]!r} is not this provider's cluster {self.cluster!r}")
+            problem = f"tag {TAG_ID}={tags[TAG_ID]!r} differs from the intent id {spec.intent_id!r}"
+        elif tags.setdefault(TAG_CLUSTER, self.cluster) != self.cluster:
+            problem = f"tag {TAG_CLUSTER}={tags[TAG_CLUSTER]!r} is not this provider's cluster {self.cluster!r}"
+        if problem:
+            raise PermanentProviderError(
+                problem, provider=PROVIDER, code="InvalidParameterValue", offer_key=spec.offer.key
+            )
         tags.setdefault(TAG_PURPOSE, str(spec.purpose))
         tags.setdefault(TAG_OWNER, spec.owner)
         tags.setdefault(TAG_TEAM, spec.team)

@@ -217,12 +217,13 @@ def test_unconfigured_region_and_zone(provider: AwsProvider, moto: MotoServer) -
     assert moto.count("RunInstances") == 0
 
 
-def test_tags_must_match_intent_and_cluster(provider: AwsProvider) -> None:
+def test_tags_must_match_intent_and_cluster(provider: AwsProvider, moto: MotoServer) -> None:
     spec = make_spec("b-x")
-    with pytest.raises(ValueError):
+    with pytest.raises(PermanentProviderError, match="intent id"):
         provider.launch(_with_tags(spec, TAG_ID, "b-y"))
-    with pytest.raises(ValueError):
+    with pytest.raises(PermanentProviderError, match="cluster"):
         provider.launch(_with_tags(spec, TAG_CLUSTER, "other-site"))
+    assert moto.count("RunInstances") == 0
 
 
 def _with_tags(spec: Any, key: str, value: str) -> Any:
