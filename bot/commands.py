@@ -1,0 +1,144 @@
+"""The one slash command, ``/burst``, and its subcommands (grammar in bot/parse.py).
+
+Ack first, always: :func:`ack_burst` parses (pure, microseconds) and acknowledges. Malformed
+text is answered in the ack itself with the error and the usage line, and nothing else happens.
+``help`` is answered in the ack too. Everything else is acknowledged empty and carried out by the
+lazy listener :func:`run_burst`, which answers ephemerally through the ``response_url``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App
+
+from bot import parse as p
+from bot.actions import approval_blocks
+from bot.common import BotDeps, guard, safe_respond
+from bot.views import gc_confirm_modal
+from burst.ondemand import (
+    Denied,
+    ServiceError,
+    describe_challenge,
+    describe_request,
+    fmt_hours,
+    fmt_time,
+    slack_escape,
+)
+
+log = logging.getLogger("burst.bot")
+
+
+def _text(body: dict[str, Any]) -> str:
+    t = body.get("text")
+    return t if isinstance(t, str) else ""
+
+
+def register_commands(app: App, deps: BotDeps) -> None:
+    @guard
+    def ack_burst(ack: Any, body: dict[str, Any]) -> None:
+        try:
+            cmd = p.parse(_text(body))
+        except p.ParseError as e:
+            ack(text=e.render(), response_type="ephemeral")
+            return
+        if isinstance(cmd, p.Help):
+            ack(text=p.HELP, response_type="ephemeral")
+            return
+        ack()
+
+    @guard
+    def run_burst(body: dict[str, Any], respond: Any, client: Any) -> None:
+        try:
+            cmd = p.parse(_text(body))
+        except p.ParseError:
+            return  # answered in the ack
+        if isinstance(cmd, p.Help):
+            return
+        user = str(body.get("user_id") or "")
+        if not user:
+            return
+        try:
+            reply = execute(deps, cmd, user, body, client)
+        except Denied as e:
+            reply = f":no_entry: {e}"
+        except ServiceError as e:
+            reply = f":warning: {e}"
+        if reply:
+            safe_respond(respond, reply)
+
+    app.command("/burst")(ack=ack_burst, lazy=[run_burst])
+
+
+def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], client: Any) -> str:
+    """Carry out one parsed command for ``user``; return the ephemeral reply ("" for none)."""
+    svc = deps.service
+    if isinstance(cmd, p.Request):
+        res = svc.request(user, cmd.args)
+        r, o = res.request, res.offer
+        head = (
+            f"Request `{r.id}`: {r.gpus}x {r.gpu_model} for {fmt_hours(r.hours)}, about ${res.estimate_usd:,.2f} "
+            f"(cheapest now: {o.instance_type} in {o.cloud}/{o.region} at ${o.price_per_hour:.2f}/h)."
+        )
+        if not res.needs_approval:
+            return f":white_check_mark: {head}\nWithin your quota, so it is approved. I will DM you when the instance is ready."
+        channel = deps.settings.admin_channel
+        if channel:
+            client.chat_postMessage(
+                channel=channel,
+                text=f"On-demand request {r.id} from <@{user}> needs approval",
+                blocks=approval_blocks(r, res.verdict.reasons, res.estimate_usd, o),
+                unfurl_links=False,
+            )
+        reasons = "\n".join(f"• {slack_escape(x)}" for x in res.verdict.reasons)
+        return f":hourglass: {head}\nIt needs an admin's approval:\n{reasons}\nThe admins have been asked; I will DM you."
+    if isinstance(cmd, p.Extend):
+        r = svc.extend(user, cmd.request_id, cmd.hours)
+        return f":white_check_mark: Request `{r.id}` extended by {fmt_hours(cmd.hours)}; it now ends at {fmt_time(r.expires_at)}."
+    if isinstance(cmd, p.Release):
+        r = svc.release(user, cmd.request_id)
+        return f":wave: Request `{r.id}` released. Its instance, if any, is terminated on the next controller tick."
+    if isinstance(cmd, p.List):
+        rows = svc.list_requests(user, all_users=cmd.all_users)
+        if not rows:
+            return "No requests."
+        return "\n".join(describe_request(r) for r in rows)
+    if isinstance(cmd, p.Show):
+        return svc.show(user, cmd.request_id)
+    if isinstance(cmd, p.KeySet):
+        fp = svc.set_ssh_key(user, cmd.key)
+        return f":key: Saved your SSH public key ({fp}). New instances will accept it."
+    if isinstance(cmd, p.Status):
+        return svc.status()
+    if isinstance(cmd, p.Budget):
+        return svc.budget()
+    if isinstance(cmd, p.Approve):
+        r = svc.approve(user, cmd.request_id)
+        return f":white_check_mark: Approved `{r.id}`."
+    if isinstance(cmd, p.Reject):
+        r = svc.reject(user, cmd.request_id, cmd.reason)
+        return f":x: Rejected `{r.id}`."
+    if isinstance(cmd, p.GcSchedule):
+        svc.require_admin(user, "schedule grand challenges")
+        now = svc.clock.now()
+        start = cmd.start_at if cmd.start_at is not None else now + (cmd.start_in_s or 0.0)
+        if start <= now:
+            raise ServiceError("The start time is in the past.")
+        impact = svc.impact(start, cmd.duration_s)
+        trigger = str(body.get("trigger_id") or "")
+        if not trigger:
+            raise ServiceError("Slack sent no trigger for the confirmation dialog; try again.")
+        client.views_open(trigger_id=trigger, view=gc_confirm_modal(start, cmd.duration_s, cmd.job, cmd.note, impact))
+        return ""
+    if isinstance(cmd, p.GcList):
+        gcs = svc.gc_list()
+        return "\n".join(describe_challenge(g) for g in gcs) if gcs else "No grand challenges scheduled."
+    if isinstance(cmd, p.GcShow):
+        g = svc.gc_get(cmd.challenge_id)
+        extra = f"\npreempted jobs: {', '.join(slack_escape(j) for j in g.preempted_jobs)}" if g.preempted_jobs else ""
+        return describe_challenge(g) + extra
+    if isinstance(cmd, p.GcCancel):
+        g = svc.gc_cancel(user, cmd.challenge_id)
+        return f":x: Grand challenge `{g.id}` cancelled."
+    return ""
