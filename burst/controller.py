@@ -41,11 +41,13 @@ from burst.domain import (
 )
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
+from burst.ondemand import reconcile_requests
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource
 from burst.store.base import Store
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
+from policies.requests import ACTIVE_REQUEST_STATES
 
 log = logging.getLogger("burst.controller")
 
@@ -156,6 +158,7 @@ class Controller:
         res.plan = plan
         res.snapshot = snap
         res.executed = self.executor.execute(plan, now)
+        reconcile_requests(self.store, now, self.executor.notifier, plan=plan)  # on-demand lifecycle
         for m in plan.actions:
             if isinstance(m, MirrorAction):
                 self._mirrored.add((m.image, m.cloud, m.region))
@@ -321,6 +324,7 @@ class Controller:
             spend=spend,
             mirrored=frozenset(self._mirrored),
             boot_estimate_s=self.boot_estimate(),
+            requests=tuple(self.store.requests(states=ACTIVE_REQUEST_STATES)),
         )
 
     def boot_estimate(self) -> float | None:

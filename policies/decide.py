@@ -32,6 +32,7 @@ from policies.budget import admit
 from policies.model import PolicyConfig, Snapshot
 from policies.overflow import select_overflow
 from policies.packing import Bin, pack_small_jobs
+from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
 from policies.selection import Context, Need, Ranker
 
@@ -159,6 +160,12 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     actions.extend(launches)
     if launches:
         wakes.append(now + cfg.tick_interval_s)
+
+    # 7. on-demand requests: launches, time limits, reminders, releases (policies/requests.py)
+    od_actions, od_wake = decide_requests(snap, cfg)
+    actions.extend(od_actions)
+    if od_wake is not None:
+        wakes.append(od_wake)
     return Plan(tuple(actions), min(wakes) if wakes else None, tuple(notes))
 
 

@@ -56,6 +56,8 @@ def decide_scale_in(
             started = inst.launched_at if inst.launched_at is not None else inst.created_at
             if st is InstanceState.PLANNED:
                 continue  # the executor's recovery owns intents that never reached the cloud
+            if inst.purpose is Purpose.ON_DEMAND and st is InstanceState.RUNNING:
+                continue  # a user's own instance never joins the scheduler; its time limit governs it
             deadline = started + cfg.join_timeout_s
             if now >= deadline:
                 actions.append(
