@@ -53,6 +53,12 @@ cannot hold ``=``. The mapping therefore lives in Slurm itself, in the node's ``
    A launch that failed is undone with ``remove_node`` too (the node is FUTURE: only the comment
    is cleared).
 
+Dynamic nodes are understood too. The user-data template may register an instance as a dynamic
+node (``slurmd -Z -N <node_name_for(instance_id)>``, RECIPES option 2); such a node's instance id
+comes from its name (:func:`instance_id_for_node`, ``SlurmSettings.instance_node_prefix``), and
+``remove_node`` deletes it (``scontrol delete nodename=..``, refused while jobs run) instead of
+returning it to FUTURE. Both kinds can coexist; ``Node.instance_id`` is filled for both.
+
 Which jobs may burst: a job matches any configured rule (partition, QOS, account, or a feature in
 its constraint), or asks for the ``cloud`` feature itself (``--constraint=cloud``). Jobs that are
 pending for reasons that more nodes cannot fix (held, dependency, begin time, partition down,
@@ -111,6 +117,11 @@ class SlurmSettings(BaseModel):
     burstable: BurstRules = Field(default_factory=BurstRules)
     cloud_feature: str = "cloud"  # the pool's feature; a job constraining on it opts in
     burst_node_prefix: str = "burst"  # names of the FUTURE pool (only pool nodes are assigned)
+    # Dynamic nodes (slurmd -Z) named after their instance: node name = prefix + instance id
+    # (providers' ``node_name_prefix``; "" by default). Recognised in snapshots and removed with
+    # ``scontrol delete``; see the module docstring.
+    instance_node_prefix: str = ""
+    instance_id_pattern: str = r"b-[0-9a-f]{16}"  # burst.domain.deterministic_id
     gpu_gres: str = "gpu"  # GRES name that counts as GPUs
     checkpoint_signal: str = "USR1"
     user: str = ""  # reserved for reservations/submits made by burst ("" = the caller)
@@ -162,6 +173,19 @@ def instance_id_from_comment(comment: str | None) -> str:
     return m.group(1) if m else ""
 
 
+def node_name_for(instance_id: str, prefix: str = "") -> str:
+    """Name of the dynamic node an instance registers as (``slurmd -Z -N <name>``)."""
+    return f"{prefix}{instance_id}"
+
+
+def instance_id_for_node(node_name: str, prefix: str = "", pattern: str = r"b-[0-9a-f]{16}") -> str:
+    """Inverse of :func:`node_name_for`: the instance id, or ``""`` for any other node name."""
+    if not node_name.startswith(prefix):
+        return ""
+    rest = node_name[len(prefix):]
+    return rest if re.fullmatch(pattern, rest) else ""
+
+
 def _natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
@@ -180,6 +204,11 @@ class PoolNode:
     @property
     def is_future(self) -> bool:
         return "FUTURE" in self.state.upper().split("+")
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Registered with ``slurmd -Z``: leaves with ``scontrol delete``, not ``state=future``."""
+        return any(w.startswith("DYNAMIC") for w in self.state.upper().split("+"))
 
 
 def pick_pool_node(
@@ -578,7 +607,9 @@ def parse_sinfo(text: str, settings: SlurmSettings, running: Sequence[Job] = ())
             schedulable = False
         features = _str(n.get("active_features") or n.get("features"), f"{where}.features")
         comment = _str(n.get("comment"), f"{where}.comment")
-        iid = instance_id_from_comment(comment)
+        iid = instance_id_from_comment(comment) or instance_id_for_node(
+            name, settings.instance_node_prefix, settings.instance_id_pattern
+        )
         feats = [f for f in features.split(",") if f]
         labels = {
             "features": features,
@@ -769,6 +800,16 @@ class SlurmQueue:
             if not force:
                 raise NodeBusy(node_name, jobs)
             self._update_node(node_name, "state=down", "reason=burst:removing(forced)")
+        if info.is_dynamic:
+            try:
+                self._run(["scontrol", "delete", f"nodename={node_name}"])
+            except SlurmCommandError as e:
+                if re.search(r"Invalid node name|not found", e.stderr, re.I):
+                    return
+                if re.search(r"busy", e.stderr, re.I):
+                    raise NodeBusy(node_name, self.jobs_on_node(node_name)) from e
+                raise
+            return
         try:
             self._update_node(node_name, "state=future")
         except SlurmCommandError as e:

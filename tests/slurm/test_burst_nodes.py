@@ -128,9 +128,12 @@ def test_unconstrained_gang_lands_on_two_burst_nodes(cluster: SlurmCluster, queu
     print(f"[slurm] forced remove of a busy node: {time.monotonic() - t1:.2f}s")
     cluster.stop_burst_node("burst02")
     assert queue.node_info("burst02").is_future  # type: ignore[union-attr]
-    j = _job(queue, jid)
-    assert j is not None and j.state is not JobState.RUNNING  # requeued by the down node
-    assert j.labels.get("restart_count") == "1"
+    # requeued by the down node (Slurm tears the running gang down asynchronously)
+    def requeued() -> bool:
+        x = _job(queue, jid)
+        return x is not None and x.state is not JobState.RUNNING and x.labels.get("restart_count") == "1"
+
+    wait_for(requeued, 15, "the gang to be requeued")
 
 
 def test_harness_boots_and_terminates_instances(cluster: SlurmCluster, queue: SlurmQueue) -> None:
@@ -147,3 +150,26 @@ def test_harness_boots_and_terminates_instances(cluster: SlurmCluster, queue: Sl
     assert not cluster.slurmd_running(node)
     with pytest.raises(LookupError):
         cluster.boot_instance(IID1)
+
+
+def test_dynamic_node_named_after_its_instance(cluster: SlurmCluster, queue: SlurmQueue) -> None:
+    """The user-data template's way (slurmd -Z -N <instance id>): recognised and removed."""
+    from burst.queues.slurm import instance_id_for_node, node_name_for
+
+    name = node_name_for(IID2)
+    assert name == IID2 and instance_id_for_node(name) == IID2 and instance_id_for_node("gpu01") == ""
+    cluster.fill_onprem()
+    jid = cluster.sbatch("--constraint=cloud", "--gres=gpu:8", script="#!/bin/sh\nsleep 2\n")
+    took = cluster.start_dynamic_node(name, "cloud,aws,us-east-1")
+    wait_for(lambda: (j := _job(queue, jid)) is not None and j.node_names == (name,), 20, "job on the dynamic node")
+    print(f"\n[slurm] dynamic node registered in {took:.2f}s; the job runs on it")
+    n = next(n for n in queue.snapshot().nodes if n.name == name)
+    assert n.instance_id == IID2 and n.is_cloud and n.gpus_used == 8
+    with pytest.raises(NodeBusy):
+        queue.remove_node(name)
+    wait_for(lambda: _job(queue, jid) is None, 20, "the job to finish")
+    queue.remove_node(name)  # scontrol delete nodename=...
+    queue.remove_node(name)  # idempotent
+    cluster.stop_burst_node(name)
+    assert name not in {n.name for n in queue.snapshot().nodes}
+    assert queue.node_info(name) is None

@@ -222,7 +222,10 @@ class SlurmCluster:
         for i in range(self.gpus_per_node):
             dev = self.root / "dev" / f"nvidia{i}"
             if not dev.exists():
-                os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(195, i))
+                try:
+                    os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(195, i))
+                except OSError:  # no CAP_MKNOD (some containers): slurmd only needs the path
+                    dev.touch()
 
     def _start_munge(self) -> None:
         d = self.root / "munge"
@@ -251,10 +254,11 @@ class SlurmCluster:
 
     def _write_conf(self) -> None:
         n_nodes = len(self.onprem_nodes) + len(self.burst_nodes)
-        ports = free_ports(1 + n_nodes)
+        ports = free_ports(2 + n_nodes)
         self.ctld_port = ports[0]
+        self.dynamic_port = ports[1]  # SlurmdPort: used only by a dynamic node (slurmd -Z), one per IP
         all_nodes = self.onprem_nodes + self.burst_nodes
-        self.node_ports = dict(zip(all_nodes, ports[1:], strict=True))
+        self.node_ports = dict(zip(all_nodes, ports[2:], strict=True))
         r = self.root
         node_common = (
             f"NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=16 RealMemory=64000 "
@@ -301,6 +305,7 @@ class SlurmCluster:
             "MinJobAge=300",
             "JobRequeue=1",
             "TreeWidth=65533",
+            f"MaxNodeCount={n_nodes + 4}",  # room for dynamic nodes (slurmd -Z), RECIPES option 2
         ]
         for n in self.onprem_nodes:
             lines.append(f"NodeName={n} {node_common} Port={self.node_ports[n]} Feature=onprem")
@@ -369,6 +374,27 @@ class SlurmCluster:
         scheduler's own state is not touched)."""
         self._kill(f"slurmd-{node}")
         self.kill_strays(node)
+
+    def start_dynamic_node(self, node: str, features: str = "cloud,aws", timeout: float = 20.0) -> float:
+        """Play an instance whose user data registers a *dynamic* node (``slurmd -Z``, RECIPES
+        option 2). Only one at a time on 127.0.0.1 (``Port=`` is not allowed in ``--conf``)."""
+        gres = self.conf.parent / "gres.conf"
+        line = f"NodeName={node} Name=gpu Type={self.gpu_type} File={self.root / 'dev'}/nvidia[0-{self.gpus_per_node - 1}]"
+        if line not in gres.read_text():
+            with gres.open("a") as f:
+                f.write(line + "\n")
+        (self.root / "spool" / node).mkdir(parents=True, exist_ok=True)
+        out = open(self.root / "log" / f"slurmd-{node}.out", "ab")  # noqa: SIM115
+        conf = f"CPUs=16 RealMemory=64000 Gres=gpu:{self.gpu_type}:{self.gpus_per_node} Feature={features}"
+        t0 = time.monotonic()
+        self.procs[f"slurmd-{node}"] = subprocess.Popen(
+            [_which("slurmd"), "-D", "-Z", "-N", node, "--conf", conf, "-f", str(self.conf)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(self.env, BURST_TEST_NODE=node),
+        )
+        out.close()
+        wait_for(lambda: self._node_in_service(node), timeout, f"dynamic node {node} to register")
+        return time.monotonic() - t0
 
     def node_for_instance(self, instance_id: str) -> str | None:
         """The pool node whose Comment records ``instance_id`` (see burst.queues.slurm)."""
@@ -470,6 +496,11 @@ class SlurmCluster:
         self.run("scancel", "--user=root", "--state=PENDING", check=False)
         for n in self.burst_nodes:
             self.stop_burst_node(n)
+        dynamic = [k.removeprefix("slurmd-") for k in self.procs
+                   if k.startswith("slurmd-") and k.removeprefix("slurmd-") not in self.onprem_nodes + self.burst_nodes]
+        for n in dynamic:
+            self._kill(f"slurmd-{n}")
+            self.kill_strays(n)
         wait_for(lambda: not self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip(),
                  timeout, "the queue to empty")
         for n in self.burst_nodes:
@@ -480,6 +511,10 @@ class SlurmCluster:
                 self.run("scontrol", "update", f"nodename={n}", "state=future", check=False)
             if "Comment=" in st and "Comment=(null)" not in st:
                 self.run("scontrol", "update", f"nodename={n}", "comment=", check=False)
+        for line in self.run("scontrol", "show", "node", "-o", check=False).stdout.splitlines():
+            m = re.search(r"NodeName=(\S+) .*State=\S*DYNAMIC", line)
+            if m:
+                self.run("scontrol", "delete", f"nodename={m.group(1)}", check=False)
         for n in self.onprem_nodes:
             if not self.slurmd_running(n):
                 self._start_slurmd(n)
