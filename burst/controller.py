@@ -32,12 +32,14 @@ from burst.domain import (
     CloudState,
     Instance,
     InstanceState,
-    Mirror as MirrorAction,
     Node,
     Offer,
     Plan,
     QueueSnapshot,
     Timestamp,
+)
+from burst.domain import (
+    Mirror as MirrorAction,
 )
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
