@@ -12,8 +12,8 @@ import pytest
 from burst.domain import CloudState, Market
 from burst.errors import TransientProviderError
 from providers.aws import AwsProvider, AwsSettings, cloud_instance_from_ec2
-from tests.aws.helpers import CLUSTER, make_offer, make_spec
-from tests.support.moto_server import Fault, MotoServer
+from tests.aws.helpers import CLUSTER, make_offer, make_spec, settings_factory
+from tests.support.moto_server import Fault, MotoServer, fake_aws_env
 
 WEST = make_offer("g5.xlarge", region="us-west-2", zone="usw2-az1", gpu_model="A10G", gpus=1)
 
@@ -150,11 +150,26 @@ def test_user_terminate_is_not_an_interruption(provider: AwsProvider) -> None:
 # ---- pure mapping, on a describe_instances answer captured from moto --------------------------
 
 
-@pytest.fixture
-def captured(provider: AwsProvider, ec2: Callable[..., Any]) -> dict[str, Any]:
-    inst = provider.launch(make_spec("b-cap", make_offer(market=Market.SPOT)))
-    resp = ec2("us-east-1").describe_instances(InstanceIds=[inst.cloud_id])
+@pytest.fixture(scope="module")
+def captured_once(moto_server: MotoServer) -> dict[str, Any]:
+    """One describe_instances answer for a spot instance, captured from moto once per module."""
+    import boto3
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in fake_aws_env().items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE")
+        moto_server.reset()
+        provider = AwsProvider(settings_factory(moto_server.endpoint_url)(), cluster=CLUSTER)
+        inst = provider.launch(make_spec("b-cap", make_offer(market=Market.SPOT)))
+        client = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server.endpoint_url)
+        resp = client.describe_instances(InstanceIds=[inst.cloud_id])
     return dict(resp["Reservations"][0]["Instances"][0])
+
+
+@pytest.fixture
+def captured(captured_once: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(captured_once)
 
 
 @pytest.mark.parametrize(
