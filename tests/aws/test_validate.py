@@ -109,3 +109,23 @@ def test_settings_model_rejects_bad_input(aws_settings: Callable[..., AwsSetting
         AwsSettings(regions={"us-east-1": good}, template_vars={"x": "a; rm -rf /"})
     with pytest.raises(ConfigError):
         AwsProvider(aws_settings(), cluster="")
+
+
+def test_auth_failure_during_validate_is_not_a_config_error(
+    aws_settings: Callable[..., AwsSettings], moto: MotoServer
+) -> None:
+    from burst.errors import PermanentProviderError
+    from tests.support.moto_server import Fault
+
+    moto.inject(Fault(action="DescribeRegions", code="AuthFailure", status=401))
+    with pytest.raises(PermanentProviderError) as err:
+        AwsProvider(aws_settings(), cluster=CLUSTER).validate()
+    assert not isinstance(err.value, ConfigError) and err.value.code == "AuthFailure"
+
+
+def test_importing_the_provider_does_not_import_boto3() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, providers.aws, providers.errors; sys.exit('boto3' in sys.modules or 'botocore' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
