@@ -113,10 +113,10 @@ class PolicySettings(_Strict):
     safety_margin_min: float = Field(default=1.0, ge=0, le=60)
     default_boot_min: float = Field(default=4.0, ge=0, le=120)
     gang_wait_threshold_min: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
-    idle_timeout_min: float = Field(default=2.0, gt=0, le=24 * 60)
+    idle_timeout_min: float = Field(default=1.0, gt=0, le=24 * 60)
     join_timeout_min: float = Field(default=20.0, gt=0, le=24 * 60)
     pack_small_jobs: bool = True
-    pack_min_saving: float = Field(default=0.0, ge=0, lt=1)
+    pack_min_saving: float = Field(default=0.15, ge=0, lt=1)
     gang_gpus_per_node: int = Field(default=8, ge=1, le=64)
     max_launches_per_tick: int = Field(default=200, ge=1, le=10_000)
     max_instances: int = Field(default=1000, ge=0, le=100_000)

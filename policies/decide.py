@@ -19,6 +19,7 @@ from __future__ import annotations
 from burst.domain import (
     Action,
     Drain,
+    InstanceState,
     Job,
     Launch,
     Mirror,
@@ -26,11 +27,12 @@ from burst.domain import (
     Offer,
     Plan,
     Purpose,
+    Terminate,
     deterministic_id,
 )
 from policies.budget import admit
 from policies.model import PolicyConfig, Snapshot
-from policies.overflow import select_overflow
+from policies.overflow import in_flight_key, select_overflow
 from policies.packing import Bin, pack_small_jobs
 from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
@@ -73,10 +75,32 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     actions.extend(scale_actions)
     if si.wake_at is not None:
         wakes.append(si.wake_at)
+    if ov.surplus_in_flight and cfg.scale_in.cancel_unneeded_launches:
+        # Booting instances that no pending job will use: their work started on-prem or on
+        # other burst capacity while they booted. Billing is per second, so give them back now
+        # rather than after boot + idle timeout. Newest first: they are furthest from useful.
+        already = {a.instance_id for a in scale_actions if isinstance(a, Terminate)}
+        left = dict(ov.surplus_in_flight)
+        booting = sorted(
+            (
+                i
+                for i in snap.instances
+                if i.purpose is Purpose.OVERFLOW
+                and i.state in (InstanceState.LAUNCHING, InstanceState.RUNNING)
+                and i.id not in nodes_by_instance
+                and i.id not in already
+            ),
+            key=lambda i: (-i.created_at, i.id),
+        )
+        for i in booting:
+            k = in_flight_key(i)
+            if left.get(k, 0) > 0:
+                left[k] -= 1
+                actions.append(Terminate(i.id, "no pending job needs it any more (its work started elsewhere while it booted)"))
 
     # 3. selection and packing ---------------------------------------------------------------
     launches: list[Launch] = []
-    if ov.burst:
+    if ov.burst or ov.gang_topups:
         ctx = Context(now, snap.backoff_until, snap.disabled_providers, cfg.selection.prefer_spot_discount)
         ranker = Ranker(snap.offers, ctx)
         allow_spot = cfg.selection.allow_spot
@@ -103,6 +127,20 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         planned: list[tuple[float, list[Launch]]] = []
         for b in bins:
             planned.append((min(j.submit_time for j in b.jobs), [_launch(snap, b, ov.threshold_s)]))
+        for g, where, missing in ov.gang_topups[: room]:
+            exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
+            here = [
+                o
+                for o in ranker(Need(g.per_node, g.gpu_model, g.min_gpu_memory_gib, exact, allow_spot))
+                if o.location_key == where
+            ]
+            if not here:
+                gangs.append(g)  # nothing left to buy in that region: a whole gang elsewhere
+                continue
+            gang_id = deterministic_id(snap.cluster, "gang", repr(now), g.id, here[0].key, "topup", prefix="g")
+            planned.append(
+                (g.submit_time, [_launch(snap, Bin(here[0], (g,)), ov.threshold_s, gang_id=gang_id, index=k) for k in range(missing)])
+            )
         for g in gangs:
             exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
             offers = ranker(Need(g.per_node, g.gpu_model, g.min_gpu_memory_gib, exact, allow_spot))

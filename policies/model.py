@@ -84,7 +84,10 @@ class SelectionConfig:
     """
 
     pack: bool = True
-    pack_min_saving: float = 0.0
+    # Measured on itp-c04: sharing a p4d (10% cheaper per GPU than 1-GPU p3.2xlarge) cost 0.5-1.2%
+    # MORE overall, because packed jobs end at different times and strand paid GPUs. Packing
+    # therefore needs a clear margin over right-sizing before it is chosen.
+    pack_min_saving: float = 0.15
     gang_gpus_per_node: int = 8
     allow_spot: bool = False
     prefer_spot_discount: float = 0.3  # spot must be this much cheaper to be chosen first
@@ -92,8 +95,9 @@ class SelectionConfig:
 
 @dataclass(frozen=True, slots=True)
 class ScaleInConfig:
-    idle_timeout_s: float = 2 * 60.0
+    idle_timeout_s: float = 60.0  # per-second billing: idle capacity is pure waste (B1: 60 s beat 120 s)
     join_timeout_s: float = 20 * 60.0  # an instance that has not joined by then is given back
+    cancel_unneeded_launches: bool = True  # terminate booting instances no pending job needs
     drain_grace_s: float = 0.0
 
 

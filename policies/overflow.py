@@ -15,7 +15,7 @@ durations. Cost is O(pending x GPUs-per-node).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from burst.domain import Instance, InstanceState, Job, Node, Purpose, Timestamp
 from policies.model import OverflowConfig
@@ -28,17 +28,30 @@ IN_FLIGHT = frozenset({InstanceState.PLANNED, InstanceState.LAUNCHING, InstanceS
 @dataclass(frozen=True, slots=True)
 class OverflowResult:
     burst: tuple[Job, ...]  # need new capacity now, oldest first
+    # Gangs partly covered by burst capacity in one region: (job, "cloud/region", missing nodes).
+    # Topping them up in that region beats launching a whole new gang elsewhere.
+    gang_topups: tuple[tuple[Job, str, int], ...]
     threshold_s: float  # the wait after which a single-node job bursts, this tick
     covered: int  # pending jobs that existing or incoming capacity will take
     covered_cloud: int  # of those, jobs counted on burst capacity (joined or in flight)
     waiting: int  # uncovered, burstable, below the threshold
     wake_at: Timestamp | None  # when the next waiting job crosses its threshold
+    # Instances still booting that no pending work will use (their jobs started elsewhere),
+    # per in_flight_key: cancelling them before they join is pure saving.
+    surplus_in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tuple[SlotPool, SlotPool]:
-    """(on-prem pool, cloud pool). Cloud capacity counts joined nodes and instances in flight."""
+def in_flight_key(i: Instance) -> tuple[str, str]:
+    """Pool key of a booting instance: location carries the size so untouched ones are countable."""
+    return (f"{i.cloud}/{i.region}#{i.gpus}", i.gpu_model)
+
+
+def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tuple[SlotPool, SlotPool, SlotPool]:
+    """(on-prem, joined burst nodes, instances in flight). Work is placed in that order, so
+    capacity that exists is used before capacity that is still booting."""
     onprem = SlotPool()
-    cloud = SlotPool()
+    joined = SlotPool()
+    flying = SlotPool()
     by_instance: dict[str, Instance] = {i.id: i for i in instances}
     node_of: set[str] = set()
     for n in nodes:
@@ -48,16 +61,19 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
             # Only capacity burst still wants counts: a draining node is on its way out.
             if inst is not None and inst.state is InstanceState.DRAINING:
                 continue
+            if inst is not None and inst.purpose is Purpose.ON_DEMAND:
+                continue
             loc = f"{inst.cloud}/{inst.region}" if inst is not None else "cloud/?"
-            cloud.add(n.gpus_free, loc, n.gpu_model)
+            joined.add(n.gpus_free, loc, n.gpu_model)
         else:
             onprem.add(n.gpus_free, ONPREM, n.gpu_model)
     for i in instances:
         if i.purpose is Purpose.ON_DEMAND:
             continue  # a user's own instance: never capacity for queued work
         if i.state in IN_FLIGHT and i.id not in node_of:
-            cloud.add(i.gpus, f"{i.cloud}/{i.region}", i.gpu_model)
-    return onprem, cloud
+            loc, model = in_flight_key(i)
+            flying.add(i.gpus, loc, model)
+    return onprem, joined, flying
 
 
 def base_threshold(cfg: OverflowConfig, boot_estimate_s: float | None, tick_s: float) -> float:
@@ -86,8 +102,9 @@ def select_overflow(
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
-    onprem, cloud = build_pools(nodes, instances)
+    onprem, joined, flying = build_pools(nodes, instances)
     burst: list[Job] = []
+    topups: list[tuple[Job, str, int]] = []
     covered = covered_cloud = waiting = 0
     wake: float | None = None
     order = sorted(pending, key=lambda j: (j.submit_time, j.id)) if not _is_sorted(pending) else pending
@@ -97,15 +114,27 @@ def select_overflow(
             if onprem.take_gang(job.nodes, per_node, job.gpu_model) is not None:
                 covered += 1
                 continue
-            if job.may_burst and cloud.take_gang(job.nodes, per_node, job.gpu_model) is not None:
-                covered += 1
-                covered_cloud += 1
-                continue
+            if job.may_burst:
+                missing, where = _place_gang(job, joined, flying)
+                if missing == 0:
+                    covered += 1
+                    covered_cloud += 1
+                    continue
+                if where and cfg.enabled:
+                    due = job.submit_time + threshold_for(job, cfg, base)
+                    if due <= now:
+                        topups.append((job, where, missing))
+                    else:
+                        waiting += 1
+                        wake = due if wake is None or due < wake else wake
+                    continue
         else:
             if onprem.take(per_node, job.gpu_model) is not None:
                 covered += 1
                 continue
-            if job.may_burst and cloud.take(per_node, job.gpu_model) is not None:
+            if job.may_burst and (
+                joined.take(per_node, job.gpu_model) is not None or flying.take(per_node, job.gpu_model) is not None
+            ):
                 covered += 1
                 covered_cloud += 1
                 continue
@@ -118,7 +147,35 @@ def select_overflow(
             waiting += 1
             if wake is None or due < wake:
                 wake = due
-    return OverflowResult(tuple(burst), base, covered, covered_cloud, waiting, wake)
+    surplus: dict[tuple[str, str], int] = {}
+    for i in instances:
+        if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT:
+            key = in_flight_key(i)
+            if key not in surplus:
+                surplus[key] = flying.buckets.get(i.gpus, {}).get(key, 0)
+    return OverflowResult(
+        tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake, {k: v for k, v in surplus.items() if v}
+    )
+
+
+def _place_gang(job: Job, joined: SlotPool, flying: SlotPool) -> tuple[int, str]:
+    """Reserve the most whole nodes for a gang in one region, joined nodes first.
+
+    Returns (nodes still missing, "cloud/region" where they were reserved; "" when none).
+    """
+    per = job.per_node
+    by_region: dict[str, list[tuple[SlotPool, tuple[str, str], int]]] = {}
+    for pool in (joined, flying):
+        for key, c in pool.gang_slots(per, job.gpu_model).items():
+            by_region.setdefault(key[0].split("#", 1)[0], []).append((pool, key, c))
+    if not by_region:
+        return job.nodes, ""
+    region, slots = max(sorted(by_region.items()), key=lambda kv: sum(c for _, _, c in kv[1]))
+    need = job.nodes
+    for pool, key, _ in slots:
+        if need:
+            need -= pool.take_nodes(key, need, per)
+    return need, region
 
 
 def _is_sorted(jobs: tuple[Job, ...]) -> bool:

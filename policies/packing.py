@@ -75,27 +75,36 @@ class SlotPool:
                     return key
         return None
 
-    def take_gang(self, nodes: int, per_node: int, model: str = "") -> Key | None:
-        """Reserve ``per_node`` GPUs on each of ``nodes`` nodes in one location."""
-        if per_node > self.max_free:
-            return None
+    def gang_slots(self, per_node: int, model: str = "") -> dict[Key, int]:
+        """Per (location, model): how many nodes have at least ``per_node`` GPUs free."""
         per_loc: dict[Key, int] = {}
+        if per_node > self.max_free:
+            return per_loc
         for k in range(per_node, self.max_free + 1):
             for key, c in self.buckets.get(k, {}).items():
                 if model_ok(model, key[1]):
                     per_loc[key] = per_loc.get(key, 0) + c
-        for key, c in sorted(per_loc.items()):
+        return per_loc
+
+    def take_nodes(self, key: Key, nodes: int, per_node: int) -> int:
+        """Reserve ``per_node`` GPUs on up to ``nodes`` nodes of ``key``; returns how many."""
+        need = nodes
+        for k in range(per_node, self.max_free + 1):
+            have = self.buckets.get(k, {}).get(key, 0)
+            use = min(have, need)
+            if use:
+                self._remove(k, key, use)
+                self.add(k - per_node, key[0], key[1], use)
+                need -= use
+            if not need:
+                break
+        return nodes - need
+
+    def take_gang(self, nodes: int, per_node: int, model: str = "") -> Key | None:
+        """Reserve ``per_node`` GPUs on each of ``nodes`` nodes in one location."""
+        for key, c in sorted(self.gang_slots(per_node, model).items()):
             if c >= nodes:
-                need = nodes
-                for k in range(per_node, self.max_free + 1):
-                    have = self.buckets.get(k, {}).get(key, 0)
-                    use = min(have, need)
-                    if use:
-                        self._remove(k, key, use)
-                        self.add(k - per_node, key[0], key[1], use)
-                        need -= use
-                    if not need:
-                        break
+                self.take_nodes(key, nodes, per_node)
                 return key
         return None
 

@@ -19,7 +19,8 @@ GREEDY = PolicyConfig(
     name="greedy",
     overflow=OverflowConfig(wait_threshold_s=30.0),
     selection=SelectionConfig(pack=False),
-    scale_in=ScaleInConfig(idle_timeout_s=600.0),
+    # Cluster Autoscaler does not cancel a scale-up whose pods found room elsewhere.
+    scale_in=ScaleInConfig(idle_timeout_s=600.0, cancel_unneeded_launches=False),
 )
 
 BURST = PolicyConfig(name="burst")
