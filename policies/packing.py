@@ -23,7 +23,8 @@ Key = tuple[str, str]  # (location, gpu_model); location is "onprem" or "cloud/r
 
 
 def model_ok(want: str, have: str) -> bool:
-    return not want or want == have
+    """GPU models match case-insensitively: Slurm's GRES type says ``a100``, the catalog ``A100``."""
+    return not want or want.casefold() == have.casefold()
 
 
 class SlotPool:

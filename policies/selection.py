@@ -50,7 +50,7 @@ def fits(offers: Sequence[Offer], need: Need, ctx: Context) -> Sequence[Offer]:
         o
         for o in offers
         if (o.gpu_count == need.exact_gpus if need.exact_gpus else o.gpu_count >= need.gpus)
-        and (not need.gpu_model or o.gpu_model == need.gpu_model)
+        and (not need.gpu_model or o.gpu_model.casefold() == need.gpu_model.casefold())
         and o.gpu_memory_gib >= need.min_gpu_memory_gib
         and (need.allow_spot or o.market is Market.ON_DEMAND)
     ]
