@@ -179,6 +179,10 @@ class BurstConfig(_Strict):
             from burst.mirror import MirrorSettings
 
             MirrorSettings.model_validate(self.mirror)
+        if self.slack is not None:
+            from burst.ondemand import OnDemandSettings
+
+            OnDemandSettings.model_validate(self.slack)
         return self
 
     # ---- conversion to the pure policy's config --------------------------------------------

@@ -4,17 +4,19 @@ the controller. The only place that knows which implementation stands behind eac
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from burst.catalog import Catalog, OfferFilter
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.executor import BackoffPolicy
-from burst.ports import Clock, Provider, QueueSource
+from burst.ports import Clock, Notifier, Provider, QueueSource
 from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
 from burst.sim.trace import bundled_trace_path, load_trace
 from burst.store.base import Store
@@ -68,6 +70,22 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return SqlStore.from_url(url, upgrade=True)
+
+
+def slack_notifier(settings: Any) -> Notifier | None:
+    """The Slack notifier when a bot token is in the environment (or a file named by
+    SLACK_BOT_TOKEN_FILE); None otherwise (notifications are then only logged)."""
+    token = os.environ.get("SLACK_BOT_TOKEN", "")
+    path = os.environ.get("SLACK_BOT_TOKEN_FILE", "")
+    if not token and path:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        return None
+    from slack_sdk import WebClient
+
+    from bot.notifier import SlackNotifier
+
+    return SlackNotifier(WebClient(token=token), settings)
 
 
 def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None) -> Runtime:
@@ -128,6 +146,10 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         for name in cfg.enabled_clouds():
             if getattr(cfg.clouds, name).simulated:
                 providers[name] = SimProvider(name, cfg.cluster, clock)
+    from burst.ondemand import OnDemandSettings, make_user_data_for
+
+    od = OnDemandSettings.model_validate(cfg.slack or {})
+    notifier = slack_notifier(od)
     controller = Controller(
         cluster=cfg.cluster,
         queue=queue,
@@ -138,6 +160,10 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         caps=caps,
         backoff=backoff,
         orphan_grace_s=cfg.orphan_grace_s,
+        notifier=notifier,
+        # On-demand instances boot with the requester's SSH key and never join the scheduler;
+        # overflow instances get the provider's join template.
+        user_data_for=make_user_data_for(store, od.ssh_user),
     )
     if sim is not None:
         sim.controller = controller
