@@ -27,7 +27,10 @@ STATUS_USER = "_controller"  # store key space for the last tick's summary (read
 
 
 def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``BURST_HOLDER_ID`` when set (a stable identity: a restarted controller, e.g. the same pod
+    or systemd unit after a crash, reclaims its own lease at once instead of waiting out the
+    TTL), else ``hostname:pid``."""
+    return os.environ.get("BURST_HOLDER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Daemon:
