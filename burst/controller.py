@@ -43,6 +43,7 @@ from burst.domain import (
 )
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
+from burst.faults import crash_point
 from burst.ondemand import reconcile_requests
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource
@@ -293,6 +294,7 @@ class Controller:
             except ProviderError as e:
                 log.warning("orphan terminate on %s failed: %s", cname, e)
                 continue
+            crash_point("orphan-terminate")  # chaos tests only (burst/faults.py)
             for c in cis:
                 self._orphan_seen.pop(c.cloud_id, None)
                 st.audit(

@@ -55,6 +55,7 @@ from burst.errors import (
     QuotaError,
     TransientProviderError,
 )
+from burst.faults import crash_point
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource
 from burst.store.base import BudgetCheck, Store
@@ -235,6 +236,7 @@ class Executor:
     def _call_launch(
         self, inst: Instance, spec: LaunchSpec, provider: Provider, now: Timestamp, res: ExecResult
     ) -> Instance | None:
+        crash_point("after-intent")  # chaos tests only (burst/faults.py); inert in production
         try:
             ci = provider.launch(spec)
         except CapacityError as e:
@@ -267,6 +269,7 @@ class Executor:
             self.store.update_instance(inst.id, last_error=f"transient: {e.code or e}")
             res.errors.append(f"{inst.id}: transient: {e}")
             return None
+        crash_point("after-launch")
         self.store.record_offer_success(inst.offer_key)
         adopted = self.store.transition_instance(
             inst.id,
@@ -362,8 +365,10 @@ class Executor:
             provider = self.providers.get(cloud)
             if provider is None:
                 continue
+            crash_point("before-terminate-call")
             try:
                 provider.terminate([i.cloud_id for i in group])
+                crash_point("after-terminate-call")
             except NotFound:
                 pass
             except ProviderError as e:
