@@ -18,7 +18,7 @@ from rich.console import Console
 from burst.errors import InputError, MirrorError
 from burst.mirror import MirrorService, MirrorSettings
 from burst.store.memory import MemoryStore
-from providers.oci import CopyResult, InvalidReference, parse_reference
+from providers.oci import CopyResult, InvalidReference, parse_reference, tune_malloc_for_streaming
 from providers.oci import Progress as CopyProgress
 from providers.registry_auth import credentials_from_env
 
@@ -108,6 +108,7 @@ def mirror_command(
         raise _fail(str(exc)) from None
     except MirrorError as exc:
         raise _fail(str(exc)) from None
+    tune_malloc_for_streaming()
     try:
         result = _run(service, image, cloud, region, show=progress and not json_out)
     except MirrorError as exc:

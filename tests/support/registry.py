@@ -431,6 +431,8 @@ class CountingProxy:
                     break
         if fault is not None and fault.status is not None:
             payload = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected"}]}'
+            # Record before answering: the client may act (and a test reset) as soon as it reads.
+            self._record(method, url, fault.status, len(body))
             h.send_response(fault.status)
             for k, v in fault.headers.items():
                 h.send_header(k, v)
@@ -439,7 +441,6 @@ class CountingProxy:
             h.end_headers()
             if method != "HEAD":
                 h.wfile.write(payload)
-            self._record(method, url, fault.status, len(body))
             return
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP and k.lower() != "content-length"}
         if body or method in ("POST", "PUT", "PATCH"):
@@ -451,6 +452,7 @@ class CountingProxy:
             data = resp.read()
             if fault is not None and fault.corrupt and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
+            self._record(method, url, resp.status, len(body))
             h.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in _HOP and k.lower() != "content-length":
@@ -462,7 +464,6 @@ class CountingProxy:
             h.end_headers()
             if method != "HEAD":
                 h.wfile.write(data)
-            self._record(method, url, resp.status, len(body))
         finally:
             conn.close()
 
