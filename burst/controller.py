@@ -72,6 +72,13 @@ class TickResult:
     skipped: str = ""  # why the tick did not act, "" when it did
     orphans_terminated: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    # Earliest time something falls due: the plan's wake_at, or a deadline of the reconcile step
+    # (a launch's listing grace, an orphan's grace, a retry). The simulator sleeps until then.
+    wake_at: Timestamp | None = None
+
+    def due(self, t: Timestamp) -> None:
+        if self.wake_at is None or t < self.wake_at:
+            self.wake_at = t
 
 
 def month_start(now: Timestamp) -> Timestamp:
@@ -146,6 +153,7 @@ class Controller:
             self.last = TickResult(now, Plan(), None, skipped=f"queue: {e}")
             return self.last
         cloud, unobserved = self._observe_clouds()
+        self._collect_mirrors(now)
 
         # 2. mirror external state into the store
         res = TickResult(now, Plan(), None)
@@ -160,16 +168,44 @@ class Controller:
         # 5. act and record
         res.plan = plan
         res.snapshot = snap
+        if plan.wake_at is not None:
+            res.due(plan.wake_at)
         res.executed = self.executor.execute(plan, now)
         reconcile_requests(self.store, now, self.executor.notifier, plan=plan)  # on-demand lifecycle
         for m in plan.actions:
-            if isinstance(m, MirrorAction):
+            if isinstance(m, MirrorAction) and (self.executor.mirror is None or m.image in res.executed.mirrored_images):
+                # No mirror configured: nothing to wait for. A synchronous mirror: done now.
                 self._mirrored.add((m.image, m.cloud, m.region))
         if log.isEnabledFor(logging.INFO):
             for a in plan.actions:
                 log.info("decision %s: %s", type(a).__name__, getattr(a, "reason", ""))
         self.last = res
         return res
+
+    def _collect_mirrors(self, now: Timestamp) -> None:
+        from burst.mirror_worker import MirrorWorker, backoff_key
+
+        worker = self.executor.mirror
+        if not isinstance(worker, MirrorWorker):
+            return
+        for out in worker.collect():
+            image, cloud, region = out.key
+            if out.result is not None:
+                self._mirrored.add(out.key)
+                self.store.record_offer_success(backoff_key(*out.key))
+                self.store.audit(
+                    at=now, actor="controller", kind="mirror", subject=image, action="mirrored",
+                    reason=f"{out.result.target} {out.result.digest} ({out.result.bytes_uploaded} bytes uploaded)",
+                )
+            else:
+                b = self.store.record_offer_failure(
+                    backoff_key(*out.key), now=now, base_s=self.executor.backoff.base_s,
+                    cap_s=self.executor.backoff.cap_s, error=out.error,
+                )
+                self.store.audit(
+                    at=now, actor="controller", kind="mirror", subject=image, action="failed",
+                    reason=f"{cloud}/{region}: {out.error}; retry after {b.until - now:.0f}s, instances pull from Harbor meanwhile",
+                )
 
     # ---- observe -------------------------------------------------------------------------------
     def _observe_clouds(self) -> tuple[dict[str, CloudInstance], set[str]]:
@@ -231,15 +267,18 @@ class Controller:
                 unneeded = bool(inst.for_jobs) and not any(j in pending_ids for j in inst.for_jobs)
                 self.executor.recover_planned(inst, now, ex, abandon=stale or unneeded)
                 res.recovered.append(inst.id)
+                res.due(now + self.policy.tick_interval_s)  # a transient failure retries next tick
                 continue
             if s is InstanceState.TERMINATING:
                 if gone:
                     st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="the cloud confirms it is gone")
                 else:
                     retry_terminate.append(inst)
+                    res.due(now + self.policy.tick_interval_s)
                 continue
             if gone:
                 if s is InstanceState.LAUNCHING and ci is None and now - (inst.launched_at or inst.created_at) < self.list_grace_s:
+                    res.due((inst.launched_at or inst.created_at) + self.list_grace_s)
                     continue  # eventual consistency: a fresh launch may not be listed yet
                 why = "spot reclaim" if (ci is not None and ci.interrupted) else "the cloud no longer has it"
                 lost = st.transition_instance(inst.id, InstanceState.LOST, now=now, actor="controller", reason=why, terminated_at=now)
@@ -285,6 +324,8 @@ class Controller:
             first = self._orphan_seen.setdefault(ci.cloud_id, now)
             if now - first >= self.orphan_grace_s:
                 to_kill.setdefault(ci.cloud, []).append(ci)
+            else:
+                res.due(first + self.orphan_grace_s)
         for cid in list(self._orphan_seen):
             if cid not in seen_orphans:
                 del self._orphan_seen[cid]

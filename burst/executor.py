@@ -80,6 +80,7 @@ class ExecResult:
     terminated: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     mirrored: list[str] = field(default_factory=list)
+    mirrored_images: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     notified: int = 0
 
@@ -386,7 +387,14 @@ class Executor:
     def _mirror(self, a: Mirror, now: Timestamp, res: ExecResult) -> None:
         if self.mirror is None:
             return
-        key = f"mirror:{a.image}@{a.cloud}/{a.region}"
+        from burst.mirror_worker import MirrorWorker, backoff_key
+
+        if isinstance(self.mirror, MirrorWorker):
+            # Asynchronous: the copy runs beside the tick; the controller collects the outcome.
+            if self.mirror.submit(a.image, a.cloud, a.region):
+                self.store.audit(at=now, actor=ACTOR, kind="mirror", subject=a.image, action="queued", reason=a.reason)
+            return
+        key = backoff_key(a.image, a.cloud, a.region)
         try:
             out = self.mirror.ensure(a.image, a.cloud, a.region)
         except MirrorError as e:
@@ -397,6 +405,7 @@ class Executor:
             return
         self.store.record_mirror(a.image, out.target, out.digest, now=now)
         res.mirrored.append(out.target)
+        res.mirrored_images.add(a.image)
 
     def _notify(self, audience: str, text: str) -> None:
         if self.notifier is None:

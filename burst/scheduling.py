@@ -23,7 +23,26 @@ def _tick_job(name: str) -> None:
         daemon.run_once()
 
 
-def run_forever(daemon: Daemon, every_s: float, name: str = "controller") -> None:
+def _prewarm_job(name: str) -> None:
+    """Mirror the most used images of the last 30 days to every mirror target (leader only)."""
+    daemon = _DAEMONS.get(name)
+    if daemon is None or not daemon.leader:
+        return
+    mirror = daemon.controller.executor.mirror
+    inner = getattr(mirror, "mirror", mirror)
+    if inner is None or not hasattr(inner, "prewarm"):
+        return
+    now = daemon.clock.now()
+    uses: dict[str, int] = {}
+    for inst in daemon.store.instances(since=now - 30 * 86400):
+        if inst.image:
+            uses[inst.image] = uses.get(inst.image, 0) + 1
+    if uses:
+        results = inner.prewarm(uses)
+        log.info("prewarm: %d image copies ensured", len(results))
+
+
+def run_forever(daemon: Daemon, every_s: float, name: str = "controller", prewarm_every_s: float = 6 * 3600) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     _DAEMONS[name] = daemon
@@ -34,6 +53,19 @@ def run_forever(daemon: Daemon, every_s: float, name: str = "controller") -> Non
         args=[name],
         seconds=every_s,
         id=f"tick-{name}",
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+        misfire_grace_time=None,
+    )
+    # Date-less interval job; misfire_grace_time=None so a run due while the process was down is
+    # still made on start instead of being silently dropped (RECIPES: APScheduler traps).
+    sched.add_job(
+        _prewarm_job,
+        "interval",
+        args=[name],
+        seconds=prewarm_every_s,
+        id=f"prewarm-{name}",
         max_instances=1,
         coalesce=True,
         replace_existing=True,

@@ -72,6 +72,24 @@ def open_store(url: str) -> Store:
     return SqlStore.from_url(url, upgrade=True)
 
 
+def with_mirror_hosts(aws: Any, mirror: Any) -> Any:
+    """Fill each AWS region's containerd mirror host (user data) from the mirror targets, and the
+    Harbor host from the mirror source, where the AWS settings leave them empty; so the node
+    pulls from the same registry burst copies into."""
+    svc = mirror.mirror
+    regions = {}
+    for name, r in aws.regions.items():
+        if not r.mirror_host and f"aws:{name}" in svc.settings.targets:
+            prefix = svc.settings.targets[f"aws:{name}"].repository_prefix
+            host = svc.target_host("aws", name)
+            r = r.model_copy(update={"mirror_host": f"{host}/{prefix}" if prefix else host})
+        regions[name] = r
+    update: dict[str, Any] = {"regions": regions}
+    if not aws.harbor_host:
+        update["harbor_host"] = svc.settings.source.registry
+    return aws.model_copy(update=update)
+
+
 def slack_notifier(settings: Any) -> Notifier | None:
     """The Slack notifier when a bot token is in the environment (or a file named by
     SLACK_BOT_TOKEN_FILE); None otherwise (notifications are then only logged)."""
@@ -136,10 +154,19 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     from burst.sim.clock import WallClock
 
     clock = clock or WallClock()
+    mirror = None
+    if cfg.mirror is not None:
+        from burst.mirror import MirrorService, MirrorSettings
+        from burst.mirror_worker import MirrorWorker
+
+        mirror = MirrorWorker(MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock))
     if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
         from providers.aws import AwsProvider, AwsSettings
 
-        providers["aws"] = AwsProvider(AwsSettings.model_validate(cfg.clouds.aws.settings or {}), cluster=cfg.cluster)
+        aws = AwsSettings.model_validate(cfg.clouds.aws.settings or {})
+        if mirror is not None:
+            aws = with_mirror_hosts(aws, mirror)
+        providers["aws"] = AwsProvider(aws, cluster=cfg.cluster)
     if cfg.queue.kind != "sim":
         from burst.sim.cloud import SimProvider
 
@@ -161,6 +188,7 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         backoff=backoff,
         orphan_grace_s=cfg.orphan_grace_s,
         notifier=notifier,
+        mirror=mirror,
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),

@@ -192,7 +192,8 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     for lc in launches:
         if lc.image:
             key = (lc.image, lc.offer.cloud, lc.offer.region)
-            if key not in snap.mirrored and key not in seen:
+            cooling = snap.backoff_until.get(f"mirror:{lc.image}@{lc.offer.cloud}/{lc.offer.region}", 0.0) > now
+            if key not in snap.mirrored and key not in seen and not cooling:
                 seen.add(key)
                 actions.append(Mirror(lc.image, lc.offer.cloud, lc.offer.region, f"{lc.intent_id} will pull it"))
     actions.extend(launches)
