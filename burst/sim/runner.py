@@ -179,6 +179,7 @@ class Simulation:
         self._plist = list(self.providers.values())
         self.clock_origin = self.clock.now()
         self.ticks = 0
+        self._cloud_events = 0
         self.plans: list[tuple[float, tuple[str, ...]]] = []
 
     # ---- world hooks -------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class Simulation:
         t = self.clock.now()
         self.cluster.complete_until(t)
         for p in self._plist:
-            p.advance(t)
+            self._cloud_events += p.advance(t)
         trace = self.trace
         while self._i < len(trace) and TRACE_EPOCH + trace[self._i].submit <= t:
             self.cluster.submit(trace[self._i], TRACE_EPOCH + trace[self._i].submit)
@@ -273,7 +274,10 @@ class Simulation:
                 t = next_tick
             self._world_at(t)
             t = self.clock.now()
-            if cluster.version != last_version:
+            if cluster.version != last_version or self._cloud_events:
+                # Cloud events count too: a reclaim of an instance that has not joined yet
+                # changes no node, but the daemon's next tick would see it and replace it.
+                self._cloud_events = 0
                 g = self._grid(t)
                 next_tick = g if next_tick is None else min(next_tick, g)
             if next_tick is not None and t >= next_tick:
@@ -282,8 +286,14 @@ class Simulation:
                 cluster.schedule(t)
                 last_version = cluster.version
                 next_tick = None
-                if res.plan.wake_at is not None:
-                    next_tick = self._grid(max(res.plan.wake_at, t + self.s.tick_s))
+                if res.wake_at is not None:  # the plan's wake_at or a controller deadline
+                    next_tick = self._grid(max(res.wake_at, t + self.s.tick_s))
+                if res.plan.actions:
+                    # Acting changed the store and the clouds (e.g. a Terminate of in-flight
+                    # capacity uncovers a job) in ways the cluster's version does not show:
+                    # the daemon's next tick would see that, so tick then too.
+                    g = self._grid(t + self.s.tick_s)
+                    next_tick = g if next_tick is None else min(next_tick, g)
                 if self.record_plans and res.plan.actions:
                     self.plans.append((t, tuple(_describe(a) for a in res.plan.actions)))
                 if res.skipped:
