@@ -69,8 +69,9 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id}
     si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
     scale_actions = list(si.actions)
-    if ov.covered_cloud:
-        # Pending work is counted on burst capacity that exists: do not start draining it.
+    if ov.covered_cloud or ov.gang_topups:
+        # Pending work is counted on burst capacity that exists (a gang being topped up counts
+        # on the nodes it already has there): do not start draining it.
         scale_actions = [a for a in scale_actions if not isinstance(a, Drain)]
     actions.extend(scale_actions)
     if si.wake_at is not None:
