@@ -10,7 +10,18 @@ from pathlib import Path
 
 from burst.domain import Drain, InstanceState, Launch
 from policies import decide
-from tests.policies.helpers import A100_MARKET, CFG, MARKET, MIN, NOW, cloud_node, full_cluster, instance, job, snap
+from tests.policies.helpers import (
+    A100_MARKET,
+    CFG,
+    MARKET,
+    MIN,
+    NOW,
+    cloud_node,
+    full_cluster,
+    instance,
+    job,
+    snap,
+)
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 

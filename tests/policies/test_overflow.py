@@ -150,14 +150,43 @@ def test_gang_covered_by_two_free_onprem_nodes() -> None:
     assert r.burst == () and r.covered == 1 and r.covered_cloud == 0
 
 
-def test_gang_not_covered_across_regions() -> None:
+def _needs(r, jid: str) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]
+    """(where, missing nodes) when ``jid`` needs new capacity: a whole gang ("", n) or a top-up."""
+    if any(j.id == jid for j in r.burst):
+        return ("", next(j.nodes for j in r.burst if j.id == jid))
+    for j, where, missing in r.gang_topups:
+        if j.id == jid:
+            return (where, missing)
+    return None
+
+
+@pytest.mark.parametrize(
+    "other",
+    [A100_8_WEST, A100_8_AZURE],
+    ids=["other-region", "other-cloud"],
+)
+def test_gang_is_not_covered_across_regions(other) -> None:  # type: ignore[no-untyped-def]
     east = instance("e", InstanceState.LAUNCHING, A100_8_AZ1)
-    west = instance("w", InstanceState.LAUNCHING, A100_8_WEST)
-    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (east, west), OV)
-    assert [j.id for j in r.burst] == ["g"]
-    azure = instance("z", InstanceState.LAUNCHING, A100_8_AZURE)
-    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (east, azure), OV)
-    assert [j.id for j in r.burst] == ["g"]
+    far = instance("w", InstanceState.LAUNCHING, other)
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (east, far), OV)
+    assert r.covered_cloud == 0
+    need = _needs(r, "g")
+    assert need is not None
+    where, missing = need
+    # either a whole new gang, or a top-up of exactly the one node missing in one region
+    assert (where, missing) in {("", 2), ("aws/us-east-1", 1), (f"{other.cloud}/{other.region}", 1)}
+
+
+def test_gang_top_up_launches_only_in_the_region_it_counts_on() -> None:
+    east = instance("e", InstanceState.LAUNCHING, A100_8_AZ1)
+    p = decide(snap(_gang(), full_cluster(), [east], (A100_8_AZ1, A100_8_WEST, A100_8_AZURE)), CFG)
+    launches = p.of(Launch)
+    assert len(launches) == 1
+    assert launches[0].offer.location_key == "aws/us-east-1" and launches[0].for_jobs == ("g",)
+    # when that region has nothing left to sell, a whole gang goes elsewhere
+    p = decide(snap(_gang(), full_cluster(), [east], (A100_8_AZ1, A100_8_WEST), backoff={A100_8_AZ1.key: NOW + 60}), CFG)
+    launches = p.of(Launch)
+    assert len(launches) == 2 and {lc.offer.location_key for lc in launches} == {"aws/us-west-2"}
 
 
 def test_gang_covered_by_two_instances_in_one_region() -> None:
@@ -170,4 +199,6 @@ def test_gang_covered_by_two_instances_in_one_region() -> None:
 def test_gang_mixing_onprem_and_cloud_is_not_covered() -> None:
     a = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
     r = select_overflow(NOW, tuple(_gang()), (*full_cluster(), onprem("free", used=0)), (a,), OV)
-    assert [j.id for j in r.burst] == ["g"]
+    assert r.covered == 0
+    # the free on-prem node is not half of the gang: it needs one more node next to e1
+    assert _needs(r, "g") == ("aws/us-east-1", 1)

@@ -6,10 +6,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from burst.domain import Drain, InstanceState, Purpose, Terminate
+from burst.domain import Drain, InstanceState, Launch, Purpose, Terminate
 from policies import decide
 from policies.scale_in import decide_scale_in
-from tests.policies.helpers import A100_8_AZ1, CFG, MIN, NOW, SI, cloud_node, full_cluster, instance, job, snap
+from tests.policies.helpers import (
+    A100_8_AZ1,
+    CFG,
+    MIN,
+    NOW,
+    SI,
+    cloud_node,
+    full_cluster,
+    instance,
+    job,
+    snap,
+)
 
 J, D = InstanceState.JOINED, InstanceState.DRAINING
 
@@ -123,3 +134,14 @@ def test_busy_nodes_are_never_drained_or_terminated(fleet) -> None:  # type: ign
         node = by_id.get(a.instance_id)
         assert node is None or node.idle
     assert r.wake_at is None or r.wake_at > NOW
+
+
+def test_drain_is_held_back_while_a_gang_top_up_counts_on_the_node() -> None:
+    # A 2-node gang, one idle joined burst node in us-east-1: the policy tops the gang up with one
+    # more instance there, counting on the idle node. Draining that node in the same plan would
+    # leave the gang one node short again once the top-up arrives.
+    inst = instance("i", J, idle_since=NOW - 10 * MIN)
+    p = decide(snap([job("g", 16, 30 * MIN, nodes=2)], [*full_cluster(), cloud_node(inst)], [inst]), CFG)
+    launches = p.of(Launch)
+    assert launches and {(lc.offer.cloud, lc.offer.region) for lc in launches} == {(inst.cloud, inst.region)}
+    assert p.of(Drain) == []
