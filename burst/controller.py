@@ -330,18 +330,27 @@ class Controller:
             if cid not in seen_orphans:
                 del self._orphan_seen[cid]
         for cname, cis in to_kill.items():
-            try:
-                self.providers[cname].terminate([c.cloud_id for c in cis])
-            except ProviderError as e:
-                log.warning("orphan terminate on %s failed: %s", cname, e)
-                continue
-            crash_point("orphan-terminate")  # chaos tests only (burst/faults.py)
+            # Audit before the call (intent before action): a crash after the terminate but before
+            # an audit row would leave an unaudited deletion that no later tick can see again.
             for c in cis:
-                self._orphan_seen.pop(c.cloud_id, None)
                 st.audit(
                     at=now, actor="controller", kind="orphan", subject=c.cloud_id, action="terminate-orphan",
                     reason=f"tagged for this cluster (burst:id={c.burst_id or '-'}) but unknown or terminal in the store for over {self.orphan_grace_s:.0f}s",
                 )
+            crash_point("orphan-terminate")  # chaos tests only (burst/faults.py)
+            try:
+                self.providers[cname].terminate([c.cloud_id for c in cis])
+            except ProviderError as e:
+                log.warning("orphan terminate on %s failed: %s", cname, e)
+                for c in cis:
+                    self._orphan_seen[c.cloud_id] = now  # retried after another grace period
+                    st.audit(
+                        at=now, actor="controller", kind="orphan", subject=c.cloud_id, action="terminate-orphan-failed",
+                        reason=f"{type(e).__name__}: {e.code or e}; retried after another {self.orphan_grace_s:.0f}s",
+                    )
+                continue
+            for c in cis:
+                self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
         res.executed = ex
 
