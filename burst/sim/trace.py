@@ -81,7 +81,10 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str
         raise InputError(str(path), f"cannot read trace: {e.strerror}") from None
     with fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []  # reads (and decodes) the first buffer of the file
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}:{_bad_utf8_line(path)}", f"not UTF-8 text ({e.reason})") from None
         missing = [c for c in required if c not in header]
         if missing:
             raise InputError(f"{path}:1", f"missing column(s) {', '.join(missing)} (header: {','.join(header) or 'empty'})")
@@ -93,10 +96,20 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str
                 if any(v is None for v in row.values()):
                     raise InputError(where, "row has fewer fields than the header")
                 yield where, row
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}:{reader.line_num + 1}", f"not UTF-8 text ({e.reason})") from None
+        except UnicodeDecodeError as e:  # decoding runs a buffer ahead of the csv reader's line
+            raise InputError(f"{path}:{_bad_utf8_line(path)}", f"not UTF-8 text ({e.reason})") from None
         except csv.Error as e:
             raise InputError(f"{path}:{reader.line_num}", f"malformed CSV: {e}") from None
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The line of the first byte that is not UTF-8 (error path only: reads the whole file)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return data[: e.start].count(b"\n") + 1
+    return 1
 
 
 def _gang(gpus: int, gpus_per_node: int) -> tuple[int, int]:
