@@ -147,8 +147,7 @@ def test_clairvoyant_window_extremes_on_the_bundled_trace(nodes: int, days: floa
     # an endless window: nothing bursts, every job waits for on-prem
     patient = run_clairvoyant(jobs, nodes=nodes, gpus_per_node=8, price_per_gpu_hour=1.0, window_s=1e12)
     assert patient.cloud_jobs == 0 and patient.cloud_usd == 0.0 and len(patient.waits_s) == len(jobs)
-    never = Simulation(jobs, NEVER, settings=SimSettings(nodes=nodes)).run()
-    assert max(patient.waits_s) > 3600 and max(never.waits_s) > 3600  # the scenario is congested
+    assert max(patient.waits_s) > 3600  # the scenario is congested
     # a zero window: whatever cannot start at once goes to the cloud, nobody waits
     eager = run_clairvoyant(jobs, nodes=nodes, gpus_per_node=8, price_per_gpu_hour=1.0, window_s=0.0)
     assert eager.cloud_jobs > 0 and set(eager.waits_s) == {0.0} and len(eager.waits_s) == len(jobs)
