@@ -237,6 +237,20 @@ class Executor:
     def _call_launch(
         self, inst: Instance, spec: LaunchSpec, provider: Provider, now: Timestamp, res: ExecResult
     ) -> Instance | None:
+        cooling = self.store.backoffs(now).get(inst.offer_key)
+        if cooling is not None:
+            # The offer failed moments ago: earlier in this tick (the policy planned several
+            # launches on it), or this very intent hit a transient error. Calling it again within
+            # its cool-down is a retry loop; close the intent instead (nothing exists under its
+            # tag: new intents were never sent, and recovery looked the old ones up first), and
+            # the policy picks another offer. Should the cloud still create it, orphan collection
+            # removes it.
+            self.store.transition_instance(
+                inst.id, InstanceState.TERMINATED, now=now, actor=ACTOR,
+                reason=f"offer {inst.offer_key} cools down until {cooling.until:.0f} ({cooling.last_error}); not called",
+            )
+            res.failed.append(inst.id)
+            return None
         crash_point("after-intent")  # chaos tests only (burst/faults.py); inert in production
         try:
             ci = provider.launch(spec)
