@@ -739,8 +739,17 @@ class SlurmQueue:
     # ---- QueueSource ---------------------------------------------------------------------
 
     def snapshot(self) -> QueueSnapshot:
+        # Nodes first, then jobs. The two calls are not one atomic read, and a job that Slurm
+        # starts between them must not be counted twice: read jobs-then-nodes and it shows as
+        # pending (demand) while its GPUs already show as used (no supply), so the overflow
+        # policy launches an instance for a job that is running (seen end to end: a second
+        # launch when the job started on the burst node that had just joined). Read in this
+        # order, demand can only shrink after supply was read; a job starting in between shows
+        # as running on a node with free GPUs (never idle: running_jobs counts it), and a job
+        # ending in between leaves its GPUs used for one more tick. Both err on the safe side.
+        sinfo = self._run(["sinfo", "--json"])
         pending, running = parse_squeue(self._run(["squeue", "--json", "--all"]), self.settings)
-        nodes = parse_sinfo(self._run(["sinfo", "--json"]), self.settings, running)
+        nodes = parse_sinfo(sinfo, self.settings, running)
         pending.sort(key=lambda j: (-j.priority, j.submit_time, _natural_key(j.id)))
         return QueueSnapshot(pending=tuple(pending), running=tuple(running), nodes=tuple(nodes))
 
