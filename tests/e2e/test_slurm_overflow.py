@@ -208,8 +208,8 @@ def run_cycle(
                             before=before, after=watch)
     everything += results
     tl.mark(f"scontrol: job {jid} COMPLETED")
-    busy_ticks = [r for r in results[:-1]]
-    assert not any(isinstance(a, Drain | Terminate) for r in busy_ticks for a in r.plan.actions)
+    early = [a for r in results[:-1] for a in r.plan.actions if isinstance(a, Drain | Terminate)]
+    assert not early, f"drained/terminated before Slurm reported the job COMPLETED: {early}"
 
     # ... idle -> Drain (Slurm shows DRAIN) ...
     def draining(r: TickResult) -> bool:
@@ -253,6 +253,11 @@ def run_cycle(
         everything.append(res)
         assert not res.executed.launched and not res.plan.actions, res.plan.actions
     assert node not in sinfo_nodes(cluster)
+    # over the whole cycle: one launch, and the only instance ever terminated is that one
+    actions = [(r.now, a) for r in everything for a in r.plan.actions]
+    assert [a.intent_id for _, a in actions if isinstance(a, Launch)] == [iid], actions
+    assert {a.instance_id for _, a in actions if isinstance(a, Terminate)} == {iid}, actions
+    assert [i.id for i in store.instances()] == [iid]
     return iid, node, everything
 
 
