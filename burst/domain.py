@@ -518,10 +518,15 @@ class Undrain:
 
 @dataclass(frozen=True, slots=True)
 class Terminate:
-    """Give the instance back. Idempotent: terminating what is already gone is success."""
+    """Give the instance back. Idempotent: terminating what is already gone is success.
+
+    ``cool_offer``: the instance's offer is at fault (it never joined), so the offer cools down
+    like after a capacity error, instead of being relaunched straight into the same failure.
+    """
 
     instance_id: str
     reason: str
+    cool_offer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,8 @@ class Executor:
         self.budget_for = budget_for
         self.user_data_for = user_data_for
         self.disabled = disabled_providers if disabled_providers is not None else set()
+        self.notify_repeat_s = 3600.0
+        self._notified: dict[tuple[str, str], float] = {}
 
     # ---- plan ------------------------------------------------------------------------------
     def execute(self, plan: Plan, now: Timestamp) -> ExecResult:
@@ -136,6 +138,8 @@ class Executor:
                         else:
                             gang_members.setdefault(action.gang_id, []).append(inst)
                 elif isinstance(action, Terminate):
+                    if action.cool_offer:
+                        self._cool_offer_of(action.instance_id, now, action.reason)
                     self._terminate(action.instance_id, now, action.reason, res)
                 elif isinstance(action, Drain):
                     self._drain(action, now, res)
@@ -144,8 +148,14 @@ class Executor:
                 elif isinstance(action, Mirror):
                     self._mirror(action, now, res)
                 elif isinstance(action, Notify):
-                    self._notify(action.audience, action.text)
-                    res.notified += 1
+                    # The same alert (audience, reason) goes out at most once per notify_repeat_s:
+                    # a budget cap that holds for hours must not post every tick.
+                    key = (action.audience, action.reason)
+                    last = self._notified.get(key)
+                    if last is None or now - last >= self.notify_repeat_s:
+                        self._notified[key] = now
+                        self._notify(action.audience, action.text)
+                        res.notified += 1
                 elif isinstance(action, Preempt | Resume):
                     # Carried out by the grand-challenge runner, which owns their bookkeeping.
                     log.debug("skipping %s: handled by the grand-challenge runner", type(action).__name__)
@@ -356,6 +366,25 @@ class Executor:
         if inst.node_name:
             self.queue.undrain_node(inst.node_name, a.reason)
         self.store.transition_instance(inst.id, InstanceState.JOINED, now=now, actor=ACTOR, reason=a.reason)
+
+    def _cool_offer_of(self, instance_id: str, now: Timestamp, reason: str) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return
+        b = self.store.record_offer_failure(
+            inst.offer_key, now=now, base_s=self.backoff.base_s, cap_s=self.backoff.cap_s, error=reason
+        )
+        if b.failures >= 2:
+            # Twice in a row is a pattern (bad image, bootstrap or network), not bad luck.
+            key = ("admins", f"join-failures:{inst.offer_key}")
+            last = self._notified.get(key)
+            if last is None or now - last >= self.notify_repeat_s:
+                self._notified[key] = now
+                self._notify(
+                    "admins",
+                    f"burst: instances of {inst.offer_key} keep failing to join the scheduler ({b.failures} in a row); "
+                    f"the offer is cooling down. Check the image, user data and network of {inst.cloud}/{inst.region}.",
+                )
 
     def _terminate(self, instance_id: str, now: Timestamp, reason: str, res: ExecResult) -> None:
         inst = self.store.get_instance(instance_id)

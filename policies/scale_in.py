@@ -27,7 +27,7 @@ class ScaleInResult:
 
 
 def _fmt_min(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def decide_scale_in(
@@ -61,7 +61,9 @@ def decide_scale_in(
             deadline = started + cfg.join_timeout_s
             if now >= deadline:
                 actions.append(
-                    Terminate(inst.id, f"did not join the scheduler within {_fmt_min(cfg.join_timeout_s)}")
+                    Terminate(
+                        inst.id, f"did not join the scheduler within {_fmt_min(cfg.join_timeout_s)}", cool_offer=True
+                    )
                 )
             else:
                 at(deadline)
