@@ -544,24 +544,37 @@ class SqlStore:
     def transition_request(
         self, request_id: str, to: RequestState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> OnDemandRequest:
+        return self._transition(
+            OnDemandRequestRow, "request", request_id, to, _to_request, _request_values, check_request_transition,
+            now=now, actor=actor, reason=reason, fields=fields,
+        )
+
+    def _transition(
+        self,
+        row_cls: Any,
+        kind: str,
+        key: str,
+        to: Any,
+        to_domain: Any,
+        values: Any,
+        check: Any,
+        *,
+        now: Timestamp,
+        actor: str,
+        reason: str,
+        fields: dict[str, Any],
+    ) -> Any:
+        """One table-checked state change of a request or challenge, audited in the same transaction."""
         with self._write() as s:
-            row = self._locked(s, OnDemandRequestRow, request_id)
+            row = self._locked(s, row_cls, key)
             if row is None:
-                raise RecordNotFound(f"request {request_id!r}")
-            cur = _to_request(row)
-            check_request_transition(cur.state, to)
+                raise RecordNotFound(f"{kind} {key!r}")
+            cur = to_domain(row)
+            check(cur.state, to)
             new = dataclasses.replace(cur, state=to, **fields)
-            _assign(row, _request_values(new))
-            self._audit(
-                s,
-                at=now,
-                actor=actor,
-                kind="request",
-                subject=request_id,
-                action=f"{cur.state}->{to}",
-                reason=reason,
-            )
-            return _to_request(row)
+            _assign(row, values(new))
+            self._audit(s, at=now, actor=actor, kind=kind, subject=key, action=f"{cur.state}->{to}", reason=reason)
+            return to_domain(row)
 
     # ---- grand challenges ----------------------------------------------------------------
     def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
@@ -600,24 +613,10 @@ class SqlStore:
     def transition_challenge(
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> GrandChallenge:
-        with self._write() as s:
-            row = self._locked(s, GrandChallengeRow, challenge_id)
-            if row is None:
-                raise RecordNotFound(f"challenge {challenge_id!r}")
-            cur = _to_challenge(row)
-            check_challenge_transition(cur.state, to)
-            new = dataclasses.replace(cur, state=to, **fields)
-            _assign(row, _challenge_values(new))
-            self._audit(
-                s,
-                at=now,
-                actor=actor,
-                kind="challenge",
-                subject=challenge_id,
-                action=f"{cur.state}->{to}",
-                reason=reason,
-            )
-            return _to_challenge(row)
+        return self._transition(
+            GrandChallengeRow, "challenge", challenge_id, to, _to_challenge, _challenge_values, check_challenge_transition,
+            now=now, actor=actor, reason=reason, fields=fields,
+        )
 
     # ---- mirrors -------------------------------------------------------------------------
     def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None:
