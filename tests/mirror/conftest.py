@@ -126,7 +126,9 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 def copier(sleeps: Sleeps) -> Iterator[OciCopier]:
-    with OciCopier(parallel=4, retry=RetryPolicy(sleep=sleeps, max_retry_after_s=30)) as c:
+    # read_size well under the test layers (70-300 kB), so blob bodies take the direct read
+    # from the connection (providers.oci.body_chunks); the config blobs still go through httpx.
+    with OciCopier(parallel=4, read_size=16 * 1024, retry=RetryPolicy(sleep=sleeps, max_retry_after_s=30)) as c:
         yield c
 
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import socket
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from burst.errors import DigestMismatch, MirrorError
-from providers.oci import ImageRef, OciCopier, Progress, RegistryAuthError, RetryPolicy, parse_reference
+from providers.oci import (
+    ImageRef,
+    OciCopier,
+    Progress,
+    RegistryAuthError,
+    RetryPolicy,
+    body_chunks,
+    parse_reference,
+)
 from providers.registry_auth import ChallengeAuth, Credentials
 from tests.mirror.conftest import HARBOR_SECRET, HARBOR_USER, TARGET_PASSWORD, TARGET_USER, Env, Sleeps
 from tests.support.registry import inspect_digest, inspect_format_digest, inspect_raw, pull_all
@@ -223,3 +235,102 @@ def test_secrets_never_logged(env: Env, copier: OciCopier, fresh_repo: str, capl
         assert base64.b64encode(secret.encode()).decode()[:12] not in text
     assert base64.b64encode(f"{TARGET_USER}:{TARGET_PASSWORD}".encode()).decode() not in text
     assert TARGET_PASSWORD not in repr(Credentials(TARGET_USER, TARGET_PASSWORD))
+
+
+# ---- reading blob bodies straight off the connection (providers.oci.body_chunks) --------------
+
+
+class _SpyStream:
+    """Wraps a response's network stream and counts what was read through it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.bytes = 0
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data: bytes = self.inner.read(max_bytes, timeout)  # type: ignore[attr-defined]
+        self.reads += 1
+        self.bytes += len(data)
+        return data
+
+
+def _get_blob(env: Env, copier: OciCopier, digest: str) -> httpx.Response:
+    sc = copier.client(env.source())
+    resp = sc._send("GET", f"/v2/team/app/blobs/{digest}", ("repository:team/app:pull",), stream=True, follow_redirects=True)
+    assert resp.status_code == 200
+    return resp
+
+
+@pytest.mark.parametrize("read_size", [4096, 65536, 1 << 20])
+def test_body_chunks_reads_past_httpx_and_gets_every_byte(env: Env, copier: OciCopier, read_size: int) -> None:
+    digest = env.images.app_layers[0]  # 300 kB
+    resp = _get_blob(env, copier, digest)
+    spy = _SpyStream(resp.extensions["network_stream"])
+    resp.extensions["network_stream"] = spy
+    try:
+        chunks = list(body_chunks(resp, read_size, 30.0))
+    finally:
+        resp.close()
+    data = b"".join(chunks)
+    assert len(data) == int(resp.headers["Content-Length"])
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+    assert all(len(c) <= read_size for c in chunks[1:])
+    if read_size < len(data):
+        assert spy.reads >= 1 and spy.bytes == len(data) - len(chunks[0])  # the direct path
+    else:
+        assert spy.reads == 0  # small bodies go through httpx
+
+
+def test_body_chunks_leaves_no_half_read_connection_in_the_pool(env: Env, copier: OciCopier) -> None:
+    for digest in env.images.app_layers:  # the same keep-alive pool, one blob after another
+        resp = _get_blob(env, copier, digest)
+        try:
+            data = b"".join(body_chunks(resp, 8192, 30.0))
+        finally:
+            resp.close()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+    # and ordinary requests on the same client still work
+    assert copier.client(env.source()).blob_exists("team/app", env.images.app_layers[0])
+
+
+def _short_body_server(announced: int, sent: int) -> tuple[str, threading.Thread, socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(4096)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n\r\n".encode() + b"x" * sent)
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return f"127.0.0.1:{srv.getsockname()[1]}", t, srv
+
+
+def test_body_chunks_connection_closed_early_is_retryable_not_a_short_blob() -> None:
+    host, t, _ = _short_body_server(announced=200_000, sent=120_000)
+    with httpx.Client(base_url=f"http://{host}") as client:
+        with client.stream("GET", "/blob") as resp:
+            got: list[bytes] = []
+            with pytest.raises(httpx.RemoteProtocolError, match="unread"):
+                for chunk in body_chunks(resp, 16384, 5.0):
+                    got.append(chunk)
+    t.join(5)
+    assert sum(map(len, got)) == 120_000
+
+
+def test_corrupted_blob_via_direct_read_commits_nothing(env: Env, copier: OciCopier, fresh_repo: str) -> None:
+    """A byte flipped near the end, in the part read off the connection directly."""
+    bad = env.images.app_layers[1]
+    env.harbor_proxy.add_fault("GET", rf"/blobs/{bad}$", corrupt=True, corrupt_at=-10)
+    with pytest.raises(DigestMismatch):
+        copier.copy(env.source(), src_ref(env, "team/app:v1"), env.dest(), dst_ref(env, fresh_repo))
+    client = copier.client(env.dest(via_proxy=False))
+    assert not client.blob_exists(fresh_repo, bad)
+    assert client.head_manifest(fresh_repo, "v1", (f"repository:{fresh_repo}:pull",)) is None

@@ -319,6 +319,7 @@ class Fault:
     status: int | None = None  # answer this status instead of forwarding
     headers: dict[str, str] = field(default_factory=dict)
     corrupt: bool = False  # forward, but flip a byte in the response body
+    corrupt_at: int = 0  # which byte (clamped to the body); a negative index counts from the end
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and method == self.method and bool(self.path.search(path))
@@ -381,8 +382,8 @@ class CountingProxy:
             self.faults.clear()
 
     def add_fault(self, method: str, path_regex: str, *, times: int = 1, status: int | None = None,
-                  headers: dict[str, str] | None = None, corrupt: bool = False) -> Fault:
-        f = Fault(method, re.compile(path_regex), times, status, dict(headers or {}), corrupt)
+                  headers: dict[str, str] | None = None, corrupt: bool = False, corrupt_at: int = 0) -> Fault:
+        f = Fault(method, re.compile(path_regex), times, status, dict(headers or {}), corrupt, corrupt_at)
         with self._lock:
             self.faults.append(f)
         return f
@@ -451,7 +452,8 @@ class CountingProxy:
             resp = conn.getresponse()
             data = resp.read()
             if fault is not None and fault.corrupt and data:
-                data = bytes([data[0] ^ 0xFF]) + data[1:]
+                i = max(-len(data), min(fault.corrupt_at, len(data) - 1)) % len(data)
+                data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
             self._record(method, url, resp.status, len(body))
             h.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
