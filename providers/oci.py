@@ -38,7 +38,9 @@ import email.utils
 import hashlib
 import json
 import logging
+import os
 import re
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -298,6 +300,27 @@ def tune_malloc_for_streaming(buffer_bytes: int = 8 * MIB) -> bool:
         return False
 
 
+_tls_contexts: dict[tuple[str, str, str], ssl.SSLContext] = {}
+_tls_lock = threading.Lock()
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The verifying TLS context for a CA bundle (None: httpx's default roots, honouring
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``), built once per process and shared by every client.
+
+    Loading a CA bundle costs ~30 ms; each registry client used to load its own, so a CLI copy
+    loaded certifi's bundle twice (source and target) even over plain http, where a redirect to
+    https storage may still need it. An ``SSLContext`` is safe to share between connections.
+    """
+    key = (str(ca_bundle or ""), os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    with _tls_lock:
+        ctx = _tls_contexts.get(key)
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else httpx.create_ssl_context()
+            _tls_contexts[key] = ctx
+        return ctx
+
+
 # ---- one registry ---------------------------------------------------------------------------
 
 
@@ -312,10 +335,9 @@ class RegistryClient:
     def __init__(self, endpoint: Endpoint, *, retry: RetryPolicy, timeout: httpx.Timeout, max_connections: int) -> None:
         self.endpoint = endpoint
         self.retry = retry
-        verify: Any = str(endpoint.ca_bundle) if endpoint.ca_bundle else True
         self.http = httpx.Client(
             base_url=endpoint.base_url,
-            verify=verify,
+            verify=tls_context(endpoint.ca_bundle),
             timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": "burst-mirror/0.1"},
