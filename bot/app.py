@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from slack_bolt import App
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 from bot.actions import register_actions
@@ -40,26 +42,37 @@ def create_app(
     token_verification_enabled: bool = True,
     listener_executor: Executor | None = None,
     process_before_response: bool = False,
+    authorize: Callable[..., AuthorizeResult] | None = None,
 ) -> App:
+    """``authorize``: for a single workspace, a function returning a fixed result
+    (:func:`bot.runtime.fixed_authorize`) saves the ``auth.test`` call Bolt otherwise makes when the
+    app is built. Request signature verification is always on."""
     if client is None:
         client = WebClient(token=os.environ.get("SLACK_BOT_TOKEN"))
     secret = signing_secret if signing_secret is not None else os.environ.get("SLACK_SIGNING_SECRET", "")
     if not secret:
         raise ValueError("a Slack signing secret is needed (SLACK_SIGNING_SECRET)")
+    # One executor for Bolt's lazy listeners and for the work /burst defers itself (Bolt's default
+    # when none is given is a pool of 10 threads).
+    executor = listener_executor if listener_executor is not None else ThreadPoolExecutor(max_workers=10)
     app = App(
         client=client,
         signing_secret=secret,
         token_verification_enabled=token_verification_enabled,
-        listener_executor=listener_executor,
+        listener_executor=executor,
         process_before_response=process_before_response,
+        authorize=authorize,
         raise_error_for_unhandled_request=False,
+        request_verification_enabled=True,
+        # burst defines no custom workflow steps: nothing to attach a function token to.
+        attaching_function_token_enabled=False,
         logger=logging.getLogger("burst.bot.bolt"),
     )
     # Admins: configured ids plus the admin user group, read through this app's client.
     service.use_admin_check(AdminDirectory(client, settings))
     if service.notifier is None:
         service.notifier = SlackNotifier(client, settings)
-    deps = BotDeps(service, settings)
+    deps = BotDeps(service, settings, executor)
     register_commands(app, deps)
     register_actions(app, deps)
     register_views(app, deps)

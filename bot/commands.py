@@ -2,8 +2,9 @@
 
 Ack first, always: :func:`ack_burst` parses (pure, microseconds) and acknowledges. Malformed
 text is answered in the ack itself with the error and the usage line, and nothing else happens.
-``help`` is answered in the ack too. Everything else is acknowledged empty and carried out by the
-lazy listener :func:`run_burst`, which answers ephemerally through the ``response_url``.
+``help`` is answered in the ack too. Everything else is acknowledged empty and carried out by
+:func:`run_burst` on the lazy executor (bot/lazy.py: it yields to acks), which answers
+ephemerally through the ``response_url``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _text(body: dict[str, Any]) -> str:
 
 def register_commands(app: App, deps: BotDeps) -> None:
     @guard
-    def ack_burst(ack: Any, body: dict[str, Any]) -> None:
+    def ack_burst(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
         try:
             cmd = p.parse(_text(body))
         except p.ParseError as e:
@@ -46,19 +47,16 @@ def register_commands(app: App, deps: BotDeps) -> None:
         if isinstance(cmd, p.Help):
             ack(text=p.HELP, response_type="ephemeral")
             return
+        user = str(body.get("user_id") or "")
         ack()
+        if user:
+            # The slow half, handed straight to the lazy executor with the command already parsed:
+            # cheaper in the ack path than a Bolt lazy listener, which deep-copies the whole
+            # request and parses its body again before the ack's HTTP response can go out.
+            deps.defer(run_burst, cmd, user, body, respond=respond, client=client)
 
     @guard
-    def run_burst(body: dict[str, Any], respond: Any, client: Any) -> None:
-        try:
-            cmd = p.parse(_text(body))
-        except p.ParseError:
-            return  # answered in the ack
-        if isinstance(cmd, p.Help):
-            return
-        user = str(body.get("user_id") or "")
-        if not user:
-            return
+    def run_burst(cmd: p.Command, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
         try:
             reply = execute(deps, cmd, user, body, client)
         except Denied as e:
@@ -68,7 +66,7 @@ def register_commands(app: App, deps: BotDeps) -> None:
         if reply:
             safe_respond(respond, reply)
 
-    app.command("/burst")(ack=ack_burst, lazy=[run_burst])
+    app.command("/burst")(ack_burst)
 
 
 def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], client: Any) -> str:

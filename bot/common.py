@@ -12,6 +12,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +32,14 @@ INTERNAL_ERROR = (
 class BotDeps:
     service: OnDemandService
     settings: OnDemandSettings
+    executor: Executor | None = None  # where deferred (lazy) work runs; None: at once, inline
+
+    def defer(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Run ``fn`` after the ack, on the lazy executor. ``fn`` must be :func:`guard`-ed."""
+        if self.executor is None:
+            fn(*args, **kwargs)
+        else:
+            self.executor.submit(fn, *args, **kwargs)
 
 
 def safe_respond(respond: Any, text: str, **kw: Any) -> None:

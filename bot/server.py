@@ -1,10 +1,16 @@
 """Serving the Bolt app: over HTTP, or over Socket Mode.
 
-HTTP: Bolt's own WSGI adapter (``slack_bolt.adapter.wsgi.SlackRequestHandler``) behind the
-standard library's ``wsgiref`` server, made threaded with ``ThreadingMixIn``. That is a real HTTP
-server with no new dependency; one thread per request keeps a slow request from delaying the
-acks of others. Behind a TLS-terminating proxy in production (Slack requires HTTPS), or use any
-other WSGI server with :func:`wsgi_app`.
+HTTP, production: :func:`gunicorn_application`, Bolt's own WSGI adapter
+(``slack_bolt.adapter.wsgi.SlackRequestHandler``) under gunicorn's ``gthread`` workers: several
+worker processes (acks are CPU work under the GIL; processes use every core), each with a pool of
+request threads. The app is built in each worker after the fork by a factory
+(:class:`bot.runtime.BotFactory`), so no database connection crosses a fork. Bolt runs with
+``process_before_response=True``: the ack listener runs in the request's own thread and its
+result is the HTTP response; lazy listeners go to the worker's lazy pool after that. Behind a
+TLS-terminating proxy (Slack requires HTTPS). ``burst bot serve`` starts it.
+
+HTTP, tests: :class:`HttpServer`, the same WSGI app behind the standard library's ``wsgiref``
+server made threaded with ``ThreadingMixIn``, in-process and on any free port.
 
 Socket Mode: Bolt's adapter over slack_sdk's built-in client (no extra dependency); it needs an
 app-level token (``SLACK_APP_TOKEN``, scope ``connections:write``).
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -70,6 +77,47 @@ class HttpServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def gunicorn_options(
+    host: str = "127.0.0.1", port: int = 3000, *, workers: int = 2, threads: int = 16, timeout_s: int = 30,
+    log_level: str = "info",
+) -> dict[str, Any]:
+    """Settings for :func:`gunicorn_application` (gunicorn's names)."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "bind": [bind],
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": timeout_s,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "backlog": 2048,
+        "preload_app": False,  # the app (and its database engine) is built in each worker
+        "accesslog": None,  # no request lines; nothing secret is in them, but nothing is needed
+        "errorlog": "-",
+        "loglevel": log_level,
+        "proc_name": "burst-bot",
+        "forwarded_allow_ips": "127.0.0.1",
+    }
+
+
+def gunicorn_application(wsgi_factory: Callable[[], Any], options: dict[str, Any]) -> Any:
+    """A gunicorn application serving the WSGI app ``wsgi_factory()`` builds, once in each worker
+    (``BotFactory(...).wsgi``). ``.run()`` blocks until gunicorn is stopped (SIGTERM: graceful;
+    SIGINT: at once)."""
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return wsgi_factory()
+
+    return _App()
 
 
 def socket_mode_handler(app: App, app_token: str | None = None, **kw: Any) -> SocketModeHandler:
