@@ -55,8 +55,11 @@ def create_app(
     # One executor for Bolt's lazy listeners and for the work /burst defers itself (Bolt's default
     # when none is given is a pool of 10 threads).
     executor = listener_executor if listener_executor is not None else ThreadPoolExecutor(max_workers=10)
+    # With authorize=, every request's client gets its token from the AuthorizeResult; Bolt's own
+    # client then needs none (and warns if it has one). The tokened client stays for the notifier.
+    bolt_client = WebClient(base_url=client.base_url, timeout=client.timeout) if authorize is not None else client
     app = App(
-        client=client,
+        client=bolt_client,
         signing_secret=secret,
         token_verification_enabled=token_verification_enabled,
         listener_executor=executor,
