@@ -46,6 +46,9 @@ def _register_optional() -> None:
         app.command("mirror")(mirror_command)
     except ImportError:
         pass
+    from burst.bot_cli import bot_app
+
+    app.add_typer(bot_app, name="bot")
 
 
 # ---- simulate ---------------------------------------------------------------------------------
