@@ -96,6 +96,7 @@ USER_DATA_VARIABLES: Mapping[str, str] = {
     "instance_type": "EC2 instance type, e.g. p4d.24xlarge",
     "gpu_model": "GPU model from the offer, e.g. A100",
     "gpus": "GPU count of the instance",
+    "gpu_gres_type": "GPU model as a Slurm GRES type, lower case: a100, a100_80gb",
     "market": "'on-demand' or 'spot'",
     "purpose": "overflow, on-demand or grand-challenge",
     "harbor_host": "on-prem Harbor registry host[:port]",
@@ -524,6 +525,9 @@ class AwsProvider:
             "zone": offer.zone,
             "instance_type": offer.instance_type,
             "gpu_model": offer.gpu_model,
+            # Slurm GRES type names are matched case-sensitively; sites name them in lower case
+            # (gpu:a100:8), while the catalog says "A100" / "A100-80GB".
+            "gpu_gres_type": offer.gpu_model.lower().replace("-", "_"),
             "gpus": str(offer.gpu_count),
             "market": str(offer.market),
             "purpose": str(spec.purpose),

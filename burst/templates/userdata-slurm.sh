@@ -4,6 +4,7 @@
 # Rendered by burst (providers/aws.py, string.Template): $$name is burst's, $$$$ is a literal $$.
 # Variables: cluster=$cluster instance_id=$instance_id node_name=$node_name provider=$provider
 #            region=$region zone=$zone instance_type=$instance_type gpu_model=$gpu_model gpus=$gpus
+#            gpu_gres_type=$gpu_gres_type (lower case, for Slurm's case-sensitive GRES types)
 #            harbor_host=$harbor_host mirror_host=$mirror_host
 # From aws.template_vars: slurmctld_host (configless "--conf-server" host[:port]) and
 #            munge_key_ssm_param (SSM SecureString holding the base64 munge key; read with the
@@ -55,7 +56,7 @@ mkdir -p /etc/systemd/system/slurmd.service.d
 cat > /etc/systemd/system/slurmd.service.d/burst.conf <<CONF
 [Service]
 ExecStart=
-ExecStart=/usr/sbin/slurmd -D -s -Z -N $node_name --conf-server $slurmctld_host --conf "Gres=gpu:$gpu_model:$gpus Feature=cloud,$provider,$region Weight=1000"
+ExecStart=/usr/sbin/slurmd -D -s -Z -N $node_name --conf-server $slurmctld_host --conf "Gres=gpu:$gpu_gres_type:$gpus Feature=cloud,$provider,$region Weight=1000"
 CONF
 echo "burst: cluster=$${BURST_CLUSTER} instance=$${BURST_INSTANCE_ID} node=$${NODE_NAME} ctld=$${SLURMCTLD_HOST} mirror=$${MIRROR_HOST}"
 systemctl daemon-reload
