@@ -93,7 +93,7 @@ def test_user_data_is_rendered_from_the_template(provider: AwsProvider, ec2: Cal
     assert text.startswith("#!/bin/bash")
     assert "-Z -N b-ud --conf-server ctld.example.org:6817" in text
     assert "Feature=cloud,aws,us-east-1" in text
-    assert "Gres=gpu:A100:8" in text
+    assert "Gres=gpu:a100:8" in text  # GRES types are case-sensitive; sites use lower case
     assert 'server = "https://harbor.example.org"' in text
     assert '[host."https://123456789012.dkr.ecr.us-east-1.amazonaws.com"]' in text
     assert "$cluster" not in text and "${" in text  # burst's variables filled, shell's kept

@@ -33,7 +33,7 @@ def test_slurm_template(aws_settings: Callable[..., AwsSettings]) -> None:
     bash_syntax_ok(text)
     assert "/usr/sbin/slurmd -D -s -Z -N b-0123abcd --conf-server ctld.example.org:6817" in text
     assert 'Feature=cloud,aws,us-east-1' in text
-    assert "Gres=gpu:H100:8" in text
+    assert "Gres=gpu:h100:8" in text
     # containerd: Harbor pulls go through this region's mirror
     assert "/etc/containerd/certs.d/${HARBOR_HOST}/hosts.toml" in text
     assert 'HARBOR_HOST="harbor.example.org"' in text
