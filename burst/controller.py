@@ -54,6 +54,8 @@ from policies.requests import ACTIVE_REQUEST_STATES
 
 log = logging.getLogger("burst.controller")
 
+ORPHAN_KEYSPACE = "_orphans"  # store settings: cloud id -> first time seen as an orphan
+
 Decide = Callable[[Snapshot, PolicyConfig], Plan]
 
 
@@ -321,7 +323,7 @@ class Controller:
             if key in known or ci.state in (CloudState.TERMINATED, CloudState.FAILED):
                 continue
             seen_orphans.add(ci.cloud_id)
-            first = self._orphan_seen.setdefault(ci.cloud_id, now)
+            first = self._orphan_first_seen(ci.cloud_id, now)
             if now - first >= self.orphan_grace_s:
                 to_kill.setdefault(ci.cloud, []).append(ci)
             else:
@@ -353,6 +355,21 @@ class Controller:
                 self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
         res.executed = ex
+
+    def _orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
+        """When an orphan was first seen, kept in the store too: a controller that restarts (or
+        crash-loops) must not restart every orphan's grace period, or it never collects them."""
+        first = self._orphan_seen.get(cloud_id)
+        if first is None:
+            stored = self.store.get_user_setting(ORPHAN_KEYSPACE, cloud_id)
+            try:
+                first = float(stored) if stored is not None else now
+            except ValueError:
+                first = now
+            if stored is None:
+                self.store.set_user_setting(ORPHAN_KEYSPACE, cloud_id, repr(now), now=now)
+            self._orphan_seen[cloud_id] = first
+        return first
 
     # ---- snapshot ------------------------------------------------------------------------------
     def build_snapshot(self, now: Timestamp, qs: QueueSnapshot) -> Snapshot:

@@ -93,8 +93,14 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
             ),
             key=lambda i: (-i.created_at, i.id),
         )
+        boot = snap.boot_estimate_s if snap.boot_estimate_s is not None else cfg.overflow.default_boot_s
         for i in booting:
             k = in_flight_key(i)
+            started = i.launched_at if i.launched_at is not None else i.created_at
+            if now >= started + boot - cfg.tick_interval_s:
+                # About to join: terminating now could race the scheduler placing a job on it.
+                # It will be idle after joining and the idle timeout gives it back instead.
+                continue
             if left.get(k, 0) > 0:
                 left[k] -= 1
                 actions.append(Terminate(i.id, "no pending job needs it any more (its work started elsewhere while it booted)"))
