@@ -5,10 +5,20 @@ Two local docker-registry servers. Registry A holds an image of 10 layers of ran
 storage, new port, so neither tool can reuse or mount anything from an earlier run), alternating
 ``burst mirror`` (``python -m burst.mirror_cli``, a subprocess like skopeo), ``skopeo copy``, and
 the same ``burst mirror`` command function called in-process (the engine without interpreter
-start-up), ``--runs`` times each. The headline ratio is subprocess against subprocess. Then a second image sharing 9 of the 10 layers is mirrored after the first
-into the same repository, and the bytes uploaded are reported: only the new layer should travel.
+start-up), ``--runs`` times each. The headline ratio is subprocess against subprocess. Then a
+second image sharing 9 of the 10 layers is mirrored after the first into the same repository,
+and the bytes uploaded are reported: only the new layer should travel.
 
-    python bench/mirror.py [--size-mib 1024] [--layers 10] [--runs 3] [--parallel 4]
+Fairness: both tools copy the same image between the same two kinds of registry over plain http,
+each into its own fresh registry, and verify digests (skopeo with ``--preserve-digests``). The
+order of the three rotates every round, so no tool always follows the same one (or always runs
+first, on a cold page cache), and dirty pages of the previous run are flushed (``sync``) before
+each timed run, so its disk writeback does not land in the next one's time. Each tool runs with
+its own default concurrency unless ``--parallel`` is given for burst. CPU seconds of the tool
+and of the target registry are reported per run: on a shared machine they are steadier than
+wall time.
+
+    python bench/mirror.py [--size-mib 1024] [--layers 10] [--runs 3] [--parallel N]
 
 The last line of output is one JSON object with the figures.
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,10 +50,10 @@ from tests.support.registry import (  # noqa: E402
 )
 
 
-def burst_copy(src: str, dest_registry: str, parallel: int) -> dict[str, object]:
+def burst_copy(src: str, dest_registry: str, parallel: int | None) -> dict[str, object]:
+    extra = ["--parallel", str(parallel)] if parallel else []
     out = subprocess.run(
-        [sys.executable, "-m", "burst.mirror_cli", src, "--to", dest_registry, "--insecure", "--json",
-         "--parallel", str(parallel)],
+        [sys.executable, "-m", "burst.mirror_cli", src, "--to", dest_registry, "--insecure", "--json", *extra],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
     if out.returncode != 0:
@@ -51,7 +62,7 @@ def burst_copy(src: str, dest_registry: str, parallel: int) -> dict[str, object]
     return result
 
 
-def burst_copy_in_process(src: str, dest_registry: str, parallel: int) -> dict[str, object]:
+def burst_copy_in_process(src: str, dest_registry: str, parallel: int | None) -> dict[str, object]:
     """The same ``burst mirror`` command function, called in this process (no interpreter start)."""
     import contextlib
     import io
@@ -75,7 +86,7 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--parallel", type=int, default=None, help="burst's blobs at once (default: its own default)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
     if not tools_available():
@@ -104,11 +115,17 @@ def main() -> int:
         src1, src2 = f"{a.host}/bench/cuda:v1", f"{a.host}/bench/cuda:v2"
         src_digest = inspect_digest(src1)
 
-        times: dict[str, list[float]] = {"burst": [], "skopeo": [], "burst_in_process": []}
+        tools = ("burst", "skopeo", "burst_in_process")
+        times: dict[str, list[float]] = {t: [] for t in tools}
+        cpu: dict[str, list[float]] = {t: [] for t in tools}  # the tool's CPU seconds
+        reg_cpu: dict[str, list[float]] = {t: [] for t in tools}  # the target registry's
         for i in range(args.runs):
-            for tool in ("burst", "skopeo", "burst_in_process"):
+            for tool in tools[i % len(tools):] + tools[:i % len(tools)]:
                 b = RegistryServer(tmp / f"B-{tool}-{i}", name=f"B-{tool}-{i}").start()
                 try:
+                    os.sync()
+                    usage = resource.RUSAGE_SELF if tool == "burst_in_process" else resource.RUSAGE_CHILDREN
+                    ru0, reg0 = resource.getrusage(usage), b.cpu_seconds()
                     start = time.monotonic()
                     if tool == "burst":
                         burst_copy(src1, b.host, args.parallel)
@@ -117,12 +134,17 @@ def main() -> int:
                     else:
                         skopeo_copy(src1, f"{b.host}/bench/cuda:v1")
                     elapsed = time.monotonic() - start
+                    ru1, reg1 = resource.getrusage(usage), b.cpu_seconds()
+                    tool_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
                     dst = f"{b.host}/bench/cuda:v1"
                     ok = inspect_digest(dst) == src_digest
                     if not ok:
                         raise RuntimeError(f"{tool} run {i}: digest differs at the target")
                     times[tool].append(elapsed)
-                    print(f"run {i + 1} {tool:16s} {elapsed:6.2f}s  {total / elapsed / (1 << 20):7.1f} MiB/s  digest ok")
+                    cpu[tool].append(tool_cpu)
+                    reg_cpu[tool].append(reg1 - reg0)
+                    print(f"run {i + 1} {tool:16s} {elapsed:6.2f}s  {total / elapsed / (1 << 20):7.1f} MiB/s  "
+                          f"cpu {tool_cpu:5.2f}s  target registry cpu {reg1 - reg0:5.2f}s  digest ok")
                 finally:
                     b.stop()
                     shutil.rmtree(b.root, ignore_errors=True)
@@ -142,6 +164,9 @@ def main() -> int:
         print(f"median burst in-process {med_i:6.2f}s (runs: {', '.join(f'{t:.2f}' for t in times['burst_in_process'])})")
         print(f"ratio burst/skopeo {med_b / med_s:.3f}  (< 1 means burst is faster; both are subprocesses)")
         print(f"ratio burst in-process/skopeo {med_i / med_s:.3f}  (the engine without interpreter start-up)")
+        cpu_b, cpu_s = statistics.median(cpu["burst"]), statistics.median(cpu["skopeo"])
+        print(f"median CPU seconds: burst {cpu_b:.2f}, skopeo {cpu_s:.2f} (ratio {cpu_b / cpu_s:.3f}); "
+              f"target registry {statistics.median(reg_cpu['burst']):.2f} vs {statistics.median(reg_cpu['skopeo']):.2f}")
         print(f"second image: {second['bytes_uploaded']:,} bytes uploaded "
               f"(new layer {new_layer_bytes:,} bytes + config), {second['blobs_copied']} blobs copied, "
               f"{second['blobs_skipped']} present; first image uploaded {first['bytes_uploaded']:,}")
@@ -150,7 +175,7 @@ def main() -> int:
             "image_bytes": total,
             "layers": args.layers,
             "runs": args.runs,
-            "parallel": args.parallel,
+            "parallel": args.parallel or "default",
             "burst_median_s": round(med_b, 3),
             "skopeo_median_s": round(med_s, 3),
             "burst_runs_s": [round(t, 3) for t in times["burst"]],
@@ -159,6 +184,11 @@ def main() -> int:
             "burst_in_process_median_s": round(med_i, 3),
             "burst_in_process_runs_s": [round(t, 3) for t in times["burst_in_process"]],
             "ratio_burst_in_process_over_skopeo": round(med_i / med_s, 3),
+            "burst_cpu_median_s": round(cpu_b, 3),
+            "skopeo_cpu_median_s": round(cpu_s, 3),
+            "ratio_cpu_burst_over_skopeo": round(cpu_b / cpu_s, 3),
+            "target_registry_cpu_median_s": {t: round(statistics.median(v), 3) for t, v in reg_cpu.items()},
+            "load_avg_1m": round(os.getloadavg()[0], 2),
             "second_image_bytes_uploaded": second["bytes_uploaded"],
             "second_image_new_layer_bytes": new_layer_bytes,
             "second_image_blobs_copied": second["blobs_copied"],

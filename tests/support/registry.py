@@ -295,6 +295,16 @@ http:
         _wait_http(self.host, "/v2/")
         return self
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the registry process has used so far (Linux; 0 elsewhere)."""
+        if self._proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
