@@ -159,6 +159,8 @@ def run(
     once: Annotated[bool, typer.Option(help="Do a single tick and exit.")] = False,
     ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (demo/testing).")] = None,
     verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
+    metrics_addr: Annotated[str, typer.Option(help="Address for the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """The live controller daemon (APScheduler interval tick, leader election in the store)."""
     from burst.config import load_config
@@ -173,7 +175,15 @@ def run(
         _fail(str(e))
     except BurstError as e:
         _fail(f"cannot start: {e}", 1)
-    daemon = Daemon(rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick)
+    if not 0 <= metrics_port <= 65535:
+        _fail(f"--metrics-port: must be 0..65535, got {metrics_port}")
+    if metrics_port:
+        from burst.metrics import serve
+
+        serve(metrics_port, metrics_addr)
+    daemon = Daemon(
+        rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick, metrics=bool(metrics_port)
+    )
     if once or ticks:
         n = 1 if once else int(ticks or 1)
         for k in range(n):

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 
 from burst.controller import Controller, TickResult
@@ -43,6 +44,7 @@ class Daemon:
         holder: str | None = None,
         lease_ttl_s: float = 90.0,
         before_tick: Callable[[Timestamp], None] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.controller = controller
         self.clock = clock
@@ -52,6 +54,7 @@ class Daemon:
         self.before_tick = before_tick
         self.leader = False
         self.ticks = 0
+        self.metrics = metrics
 
     def run_once(self) -> TickResult | None:
         """One daemon step: lease, then tick. Returns None when standing by. Never raises for a
@@ -62,17 +65,27 @@ class Daemon:
             log.info("%s is now %s", self.holder, "the leader" if leader else "a standby")
             self.leader = leader
         if not leader:
+            self._observe(None, 0.0)
             return None
         if self.before_tick is not None:
             self.before_tick(now)
+        t0 = time.perf_counter()
         try:
             res = self.controller.tick(now)
         except Exception:
             log.exception("tick at %.0f failed", now)
+            self._observe(None, time.perf_counter() - t0)
             return None
         self.ticks += 1
         self._record(res)
+        self._observe(res, time.perf_counter() - t0)
         return res
+
+    def _observe(self, res: TickResult | None, seconds: float) -> None:
+        if self.metrics:
+            from burst.metrics import observe_tick
+
+            observe_tick(res, seconds, self.leader)
 
     def _record(self, res: TickResult) -> None:
         snap = res.snapshot

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the live controller (``burst run --metrics-port``).
+
+One registry per process; the daemon calls :func:`observe_tick` after every tick. Names follow
+Prometheus conventions (``_total`` counters, base units). Nothing here is needed by the
+simulator, which reports its own figures.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from burst.controller import TickResult
+
+REGISTRY = CollectorRegistry()
+
+TICKS = Counter("burst_ticks_total", "Controller ticks, by outcome", ["outcome"], registry=REGISTRY)
+TICK_SECONDS = Histogram(
+    "burst_tick_duration_seconds", "Wall time of one tick", registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ACTIONS = Counter("burst_actions_total", "Plan actions decided, by kind", ["kind"], registry=REGISTRY)
+LAUNCH_FAILURES = Counter("burst_launch_failures_total", "Launches refused by a cloud", registry=REGISTRY)
+EXEC_ERRORS = Counter("burst_execution_errors_total", "Errors while carrying out a plan", registry=REGISTRY)
+ORPHANS = Counter("burst_orphans_terminated_total", "Tagged instances unknown to the store, terminated", registry=REGISTRY)
+PENDING = Gauge("burst_pending_jobs", "Pending jobs in the on-prem queue", registry=REGISTRY)
+INSTANCES = Gauge("burst_live_instances", "burst instances not yet terminated", ["state"], registry=REGISTRY)
+CLOUD_GPUS = Gauge("burst_cloud_gpus", "GPUs of live burst instances", registry=REGISTRY)
+HOURLY_USD = Gauge("burst_cloud_usd_per_hour", "Hourly price of the live burst fleet", registry=REGISTRY)
+LEADER = Gauge("burst_leader", "1 while this process holds the controller lease", registry=REGISTRY)
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    start_http_server(port, addr=addr, registry=REGISTRY)
+
+
+def observe_tick(res: TickResult | None, seconds: float, leader: bool) -> None:
+    LEADER.set(1 if leader else 0)
+    if res is None:
+        TICKS.labels("standby" if not leader else "failed").inc()
+        return
+    TICKS.labels("skipped" if res.skipped else "acted").inc()
+    TICK_SECONDS.observe(seconds)
+    for a in res.plan.actions:
+        ACTIONS.labels(type(a).__name__).inc()
+    LAUNCH_FAILURES.inc(len(res.executed.failed))
+    EXEC_ERRORS.inc(len(res.executed.errors))
+    ORPHANS.inc(len(res.orphans_terminated))
+    snap = res.snapshot
+    if snap is None:
+        return
+    PENDING.set(len(snap.pending))
+    by_state: dict[str, int] = {}
+    for i in snap.instances:
+        by_state[str(i.state)] = by_state.get(str(i.state), 0) + 1
+    for state in ("planned", "launching", "running", "joined", "draining", "terminating"):
+        INSTANCES.labels(state).set(by_state.get(state, 0))
+    CLOUD_GPUS.set(sum(i.gpus for i in snap.instances))
+    HOURLY_USD.set(sum(i.price_per_hour for i in snap.instances))
+
