@@ -18,7 +18,8 @@ How one copy goes (:meth:`OciCopier.copy`):
 3. Per platform manifest already present at the target (HEAD by digest) its blobs are skipped.
    Every other blob, in parallel (``parallel`` workers): HEAD at the target (present: skipped);
    else a cross-repository mount when this process has seen the blob in another repository of
-   the same target registry; else an upload streamed from the source GET. The bytes are hashed
+   the same target registry; else an upload streamed from the source GET (its body read
+   straight off the connection past the first chunk, :func:`body_chunks`). The bytes are hashed
    while they stream; the upload is ``POST`` + ``PATCH`` (one streamed PATCH, or ``chunk_size``
    PATCHes with ``Content-Range`` above ``chunk_threshold``) and only after the hash matched the
    closing ``PUT ?digest=``. On a mismatch the session is DELETEd and :class:`DigestMismatch`
