@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import make_url
 
-from burst.store import migrate
-from burst.store.sql import DEFAULT_URL
+# Imported lazily: the main ``burst`` command mounts this sub-app, and every other command
+# (``burst mirror`` in particular) should not pay for SQLAlchemy and Alembic at start-up.
+DEFAULT_URL = "sqlite:///.burst/burst.db"  # the same default as burst.store.sql.DEFAULT_URL
 
 app = typer.Typer(
     help="Database schema: upgrade, show or downgrade the store's Alembic revision.",
@@ -37,6 +37,8 @@ UrlOption = Annotated[
 def _safe(url: str) -> str:
     """The URL for display, password hidden."""
     try:
+        from sqlalchemy.engine import make_url
+
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<invalid url>"
@@ -66,6 +68,8 @@ def upgrade(
 ) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     with _errors_exit_2("upgrade"):
+        from burst.store import migrate
+
         migrate.upgrade(url, revision)
         typer.echo(f"{_safe(url)}: at revision {migrate.current(url) or 'base'}")
 
@@ -74,6 +78,8 @@ def upgrade(
 def current(url: UrlOption = DEFAULT_URL) -> None:
     """Print the database's revision ("base" when it has never been migrated)."""
     with _errors_exit_2("current"):
+        from burst.store import migrate
+
         rev = migrate.current(url)
         head = migrate.head()
         note = "" if rev == head else f" (newest is {head})"
@@ -87,5 +93,7 @@ def downgrade(
 ) -> None:
     """Migrate the database down to REVISION."""
     with _errors_exit_2("downgrade"):
+        from burst.store import migrate
+
         migrate.downgrade(url, revision)
         typer.echo(f"{_safe(url)}: at revision {migrate.current(url) or 'base'}")
