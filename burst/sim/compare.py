@@ -34,6 +34,7 @@ def run_policies(
     settings: SimSettings,
     offers: Sequence[Offer],
     burst_config: PolicyConfig | None = None,
+    overrides: dict[str, PolicyConfig] | None = None,
     progress: ProgressFactory | None = None,
     store_factory: Callable[[], Store] | None = None,
 ) -> list[PolicyRun]:
@@ -58,7 +59,7 @@ def run_policies(
             }
             runs.append(PolicyRun("clairvoyant", figs, cv.waits_s, None, {"cloud_jobs": cv.cloud_jobs, "price_per_gpu_hour": price}))
             continue
-        cfg = BY_NAME[name]
+        cfg = (overrides or {}).get(name, BY_NAME[name])
         if name == "burst" and burst_config is not None:
             cfg = replace(burst_config, name="burst")
         sim = Simulation(trace, cfg, settings=settings, offers=offers, store=store_factory() if store_factory else None)
