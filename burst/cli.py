@@ -285,3 +285,7 @@ def main() -> None:
     except InputError as e:  # anything that escaped a command's own handling
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -166,7 +166,14 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         aws = AwsSettings.model_validate(cfg.clouds.aws.settings or {})
         if mirror is not None:
             aws = with_mirror_hosts(aws, mirror)
-        providers["aws"] = AwsProvider(aws, cluster=cfg.cluster)
+        aws_provider = AwsProvider(aws, cluster=cfg.cluster)
+        # Configuration is checked against EC2 before any launch (unknown region, missing AMI
+        # or subnet, bad template): a ConfigError here stops `burst run` with one line.
+        aws_provider.validate()
+        providers["aws"] = aws_provider
+        # Offers this configuration cannot serve (no subnet in that AZ, type not offered there,
+        # spot not allowed) never reach the policy, so failover moves between real options.
+        offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
     if cfg.queue.kind != "sim":
         from burst.sim.cloud import SimProvider
 
