@@ -687,8 +687,10 @@ class OnDemandService:
         t = self.last_tick()
         running = t.get("running")
         at = t.get("at")
+        users_raw = t.get("running_users")
+        users = tuple(u for u in users_raw if isinstance(u, str)) if isinstance(users_raw, list) else ()
         if isinstance(running, int):
-            return Impact(running, (), f"controller tick at {fmt_time(float(at)) if isinstance(at, int | float) else '-'}")
+            return Impact(running, users, f"controller tick at {fmt_time(float(at)) if isinstance(at, int | float) else '-'}")
         return Impact(0, (), "no controller tick recorded yet")
 
     def gc_schedule(

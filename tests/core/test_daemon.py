@@ -85,3 +85,20 @@ def test_a_failing_tick_does_not_kill_the_daemon() -> None:
     w.controller.decide = lambda snap, cfg: (_ for _ in ()).throw(RuntimeError("policy bug"))  # type: ignore[assignment]
     assert d.run_once() is None and d.leader
     assert d.ticks == 0
+
+
+def test_last_tick_names_the_users_running_on_prem() -> None:
+    import json
+
+    from burst.daemon import STATUS_USER, Daemon
+    from burst.sim.trace import TraceJob
+    from tests.core.world import T0, World
+
+    w = World(nodes=2)
+    w.cluster.submit(TraceJob("a", 0.0, 1000.0, 8, per_node=8, owner="ada"), T0)
+    w.cluster.submit(TraceJob("b", 0.0, 1000.0, 8, per_node=8, owner="grace"), T0)
+    w.cluster.schedule(T0)
+    d = Daemon(w.controller, w.clock, w.store, holder="h")
+    assert d.run_once() is not None
+    summary = json.loads(w.store.get_user_setting(STATUS_USER, "last_tick") or "{}")
+    assert summary["running"] == 2 and summary["running_users"] == ["ada", "grace"]
