@@ -87,3 +87,37 @@ def test_failed_mirror_backs_off_and_never_blocks_the_launch() -> None:
     assert key in w.store.backoffs(w.now())
     assert any(r.action == "failed" for r in w.store.audit_rows(kind="mirror", limit=10))
     assert (IMAGE, "aws", "us-east-1") not in w.controller._mirrored
+
+
+def test_prewarm_job_mirrors_the_most_used_images_of_the_last_30_days() -> None:
+    from burst import scheduling
+    from burst.daemon import Daemon
+
+    class PrewarmMirror(FakeMirror):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[dict[str, int]] = []
+
+        def prewarm(self, uses: dict[str, int]) -> list[MirrorResult]:
+            self.asked.append(dict(uses))
+            return []
+
+    inner = PrewarmMirror()
+    w, worker = _world(inner)
+    worker.mirror = inner
+    w.tick(T0 + 120)  # launches an instance for j1, whose image is IMAGE
+    d = Daemon(w.controller, w.clock, w.store, holder="h")
+    d.leader = True
+    scheduling._DAEMONS["t"] = d
+    try:
+        scheduling._prewarm_job("t")
+    finally:
+        scheduling._DAEMONS.pop("t", None)
+    assert inner.asked == [{IMAGE: 1}]
+    d.leader = False  # a standby never prewarms
+    scheduling._DAEMONS["t"] = d
+    try:
+        scheduling._prewarm_job("t")
+    finally:
+        scheduling._DAEMONS.pop("t", None)
+    assert len(inner.asked) == 1
