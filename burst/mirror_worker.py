@@ -63,8 +63,14 @@ class MirrorWorker:
         return True
 
     def in_flight(self) -> int:
+        """Copies submitted and not yet collected (running or finished)."""
         with self._lock:
             return len(self._inflight)
+
+    def running(self) -> int:
+        """Copies still running."""
+        with self._lock:
+            return sum(1 for f in self._inflight.values() if not f.done())
 
     def collect(self) -> list[MirrorOutcome]:
         """Finished copies since the last call (successes and failures)."""

@@ -50,7 +50,7 @@ def _world(mirror: FakeMirror) -> tuple[World, MirrorWorker]:
 
 def _wait_idle(worker: MirrorWorker) -> None:
     deadline = time.monotonic() + 5
-    while worker.in_flight() and time.monotonic() < deadline:
+    while worker.running() and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
