@@ -95,6 +95,18 @@ def _plots(out: Path, runs: Sequence[PolicyRun]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths: list[Path] = []
+
+    def save(fig: Any, name: str, xlabel: str, ylabel: str | None = None, legend: bool = True) -> None:
+        ax = fig.axes[-1]
+        ax.set_xlabel(xlabel)
+        if ylabel is not None:
+            ax.set_ylabel(ylabel)
+        if legend:
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
     timed = [r for r in runs if r.series is not None and r.series.t]
     t0 = min((r.series.t[0] for r in timed if r.series is not None), default=0.0)
 
@@ -113,25 +125,13 @@ def _plots(out: Path, runs: Sequence[PolicyRun]) -> list[Path]:
             ax.set_ylabel("GPUs")
             ax.set_title(r.name, loc="left", fontsize=10)
         axes[0, 0].legend(loc="upper right", fontsize=8)
-        axes[-1, 0].set_xlabel("days")
-        fig.tight_layout()
-        p = out / "gpus_over_time.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "gpus_over_time.png", "days", legend=False)
 
         fig, ax = plt.subplots(figsize=(11, 3.5))
         for r in timed:
             assert r.series is not None
             ax.step(days(r.series.t), r.series.pending, where="post", lw=0.8, label=r.name)
-        ax.set_xlabel("days")
-        ax.set_ylabel("pending jobs")
-        ax.legend()
-        fig.tight_layout()
-        p = out / "queue_length.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "queue_length.png", "days", "pending jobs")
 
         fig, ax = plt.subplots(figsize=(11, 3.5))
         for r in timed:
@@ -140,14 +140,7 @@ def _plots(out: Path, runs: Sequence[PolicyRun]) -> list[Path]:
         for r in runs:
             if r.series is None and r.figures.get("cloud_usd"):
                 ax.axhline(r.figures["cloud_usd"], ls="--", lw=0.8, color="grey", label=f"{r.name} (total)")
-        ax.set_xlabel("days")
-        ax.set_ylabel("cumulative cloud spend, USD")
-        ax.legend()
-        fig.tight_layout()
-        p = out / "spend.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "spend.png", "days", "cumulative cloud spend, USD")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in runs:
@@ -159,12 +152,5 @@ def _plots(out: Path, runs: Sequence[PolicyRun]) -> list[Path]:
         ax.step(xs, [(k + 1) / n for k in range(n)], where="post", label=r.name)
     ax.set_xscale("log")
     ax.axvline(30, ls=":", color="grey")
-    ax.set_xlabel("wait, minutes (log; 0 shown at 0.01)")
-    ax.set_ylabel("fraction of jobs")
-    ax.legend()
-    fig.tight_layout()
-    p = out / "wait_cdf.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    save(fig, "wait_cdf.png", "wait, minutes (log; 0 shown at 0.01)", "fraction of jobs")
     return paths
