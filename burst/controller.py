@@ -46,7 +46,7 @@ from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDa
 from burst.faults import crash_point
 from burst.ondemand import reconcile_requests
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource
+from burst.ports import Notifier, Provider, QueueSource, ReservingQueue
 from burst.store.base import Store
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
@@ -316,6 +316,7 @@ class Controller:
                     st.update_instance(inst.id, idle_since=None)
         if retry_terminate:
             self.executor.terminate_in_cloud(retry_terminate, now, ex)
+        self._release_reservations(now, known)
         # Orphans: tagged instances of this cluster that the store does not know as live.
         seen_orphans: set[str] = set()
         to_kill: dict[str, list[CloudInstance]] = {}
@@ -355,6 +356,29 @@ class Controller:
                 self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
         res.executed = ex
+
+    def _release_reservations(self, now: Timestamp, live_ids: set[str]) -> None:
+        """Scheduler nodes reserved for instances that are no longer live (a launch that failed
+        or was abandoned) go back to the pool. Intent rows are written before any reservation,
+        so an instance id unknown here is never a launch still in progress."""
+        if not isinstance(self.queue, ReservingQueue):
+            return
+        try:
+            held = self.queue.node_reservations()
+        except QueueError as e:
+            log.warning("cannot read node reservations: %s", e)
+            return
+        for node, iid in held.items():
+            if iid not in live_ids:
+                try:
+                    self.queue.release_node_reservation(node)
+                except QueueError as e:
+                    log.warning("release reservation of %s: %s", node, e)
+                    continue
+                self.store.audit(
+                    at=now, actor="controller", kind="queue", subject=node, action="release-reservation",
+                    reason=f"instance {iid} is not live (launch failed or abandoned)",
+                )
 
     def _orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
         """When an orphan was first seen, kept in the store too: a controller that restarts (or

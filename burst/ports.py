@@ -18,7 +18,7 @@ Shared rules, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -72,6 +72,19 @@ class PreemptionControl(Protocol):
     def hold(self, job_ids: Sequence[str]) -> None: ...
 
     def release(self, job_ids: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class ReservingQueue(Protocol):
+    """A queue that reserves a scheduler node for an instance before it boots (Slurm's FUTURE
+    pool). ``node_reservations()`` maps node name -> instance id for nodes reserved but not joined;
+    ``release_node_reservation`` gives one back (idempotent; an unknown node is success). The
+    controller releases reservations whose instance the store no longer holds as live, so a
+    failed or abandoned launch never strands a pool node."""
+
+    def node_reservations(self) -> Mapping[str, str]: ...
+
+    def release_node_reservation(self, node_name: str) -> None: ...
 
 
 @runtime_checkable

@@ -859,6 +859,16 @@ class SlurmQueue:
             self._update_node(name, f"comment={comment_for(instance_id)}")
         return name
 
+    def node_reservations(self) -> dict[str, str]:
+        """FUTURE pool nodes reserved for an instance that has not joined yet (ReservingQueue)."""
+        return {n.name: n.instance_id for n in self.pool() if n.is_future and n.instance_id}
+
+    def release_node_reservation(self, node_name: str) -> None:
+        """Give a reserved FUTURE node back to the pool (clears its comment). Idempotent."""
+        info = self.node_info(node_name)
+        if info is not None and info.is_future and info.comment:
+            self._update_node(node_name, "comment=")
+
     def instance_node(self, instance_id: str) -> str | None:
         """The node reserved for (or joined by) ``instance_id``, if any."""
         for n in self.pool():

@@ -454,16 +454,9 @@ def test_job_that_may_not_burst_never_launches(cluster: SlurmCluster, moto: Moto
     store.close()
 
 
-# ---- known gap: a pool node reserved for a launch that failed is never given back --------------
+# ---- a pool node reserved for a launch that failed goes back to the pool -----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the executor has no queue-side undo for a failed launch: a FUTURE pool node reserved "
-    "(assign_node) for an intent whose provider.launch raised CapacityError keeps its Comment, so "
-    "every capacity error leaks one pool node until the pool is exhausted. The dynamic-node join "
-    "mode (builtin:slurm user data) reserves nothing and is not affected.",
-)
 def test_capacity_error_gives_the_reserved_pool_node_back(cluster: SlurmCluster) -> None:
     queue = SlurmQueue(slurm_settings(cluster))
     offers = aws_offers()
