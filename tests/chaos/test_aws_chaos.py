@@ -64,8 +64,11 @@ def crash_env(fired: Counter[str], rng: random.Random) -> str:
     not fired yet, if any) is certain to fire at its first call, so every window is hit."""
     odds = dict(BASE_ODDS)
     if rng.random() < 0.5:
+        # The first unfired point in window order: launch-side windows exist only while jobs
+        # still need capacity, so they are forced first (a random pick could leave
+        # after-intent unfired until no launch is left to crash in, and the loop would never end).
         unfired = [p for p in BASE_ODDS if not fired[p]]
-        odds[rng.choice(unfired or list(BASE_ODDS))] = 1.0
+        odds[unfired[0] if unfired else rng.choice(list(BASE_ODDS))] = 1.0
     return ",".join(f"{k}:{v}" for k, v in odds.items())
 
 CHAOS_BUDGET_S = 170.0  # the kill phase; the whole test stays under ~4 minutes
