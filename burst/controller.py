@@ -44,6 +44,7 @@ from burst.domain import (
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
+from burst.mirror_worker import MirrorWorker, backoff_key
 from burst.ondemand import reconcile_requests
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource, ReservingQueue
@@ -185,8 +186,6 @@ class Controller:
         return res
 
     def _collect_mirrors(self, now: Timestamp) -> None:
-        from burst.mirror_worker import MirrorWorker, backoff_key
-
         worker = self.executor.mirror
         if not isinstance(worker, MirrorWorker):
             return

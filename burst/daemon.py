@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from burst.controller import Controller, TickResult
-from burst.domain import InstanceState, Timestamp
+from burst.domain import Timestamp
 from burst.ports import Clock
 from burst.store.base import Store
 
@@ -102,7 +102,7 @@ class Daemon:
             "longest_wait_s": max((res.now - j.submit_time for j in snap.pending), default=0.0) if snap else None,
             "actions": [type(a).__name__ for a in res.plan.actions],
             "notes": list(res.plan.notes)[:20],
-            "live_instances": sum(1 for i in self.store.live_instances() if i.state is not InstanceState.TERMINATED),
+            "live_instances": len(snap.instances) if snap else None,
         }
         self.store.set_user_setting(STATUS_USER, "last_tick", json.dumps(summary), now=res.now)
 

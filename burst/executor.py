@@ -37,6 +37,7 @@ from burst.domain import (
     LaunchSpec,
     Mirror,
     Notify,
+    Offer,
     Plan,
     Preempt,
     Resume,
@@ -56,6 +57,7 @@ from burst.errors import (
     TransientProviderError,
 )
 from burst.faults import crash_point
+from burst.mirror_worker import MirrorWorker, backoff_key
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource
 from burst.store.base import BudgetCheck, Store
@@ -189,8 +191,6 @@ class Executor:
         )
 
     def spec_for(self, inst: Instance, launch: Launch | None = None) -> LaunchSpec:
-        from burst.domain import Offer  # local: only to rebuild the offer of a stored intent
-
         offer = (
             launch.offer
             if launch is not None
@@ -430,8 +430,6 @@ class Executor:
     def _mirror(self, a: Mirror, now: Timestamp, res: ExecResult) -> None:
         if self.mirror is None:
             return
-        from burst.mirror_worker import MirrorWorker, backoff_key
-
         if isinstance(self.mirror, MirrorWorker):
             # Asynchronous: the copy runs beside the tick; the controller collects the outcome.
             if self.mirror.submit(a.image, a.cloud, a.region):

@@ -17,6 +17,7 @@ from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.executor import BackoffPolicy
 from burst.ports import Clock, Notifier, Provider, QueueSource
+from burst.sim.clock import WallClock
 from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
 from burst.sim.trace import bundled_trace_path, load_trace
 from burst.store.base import Store
@@ -151,8 +152,6 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 
         queue = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
-    from burst.sim.clock import WallClock
-
     clock = clock or WallClock()
     mirror = None
     if cfg.mirror is not None:

@@ -178,7 +178,7 @@ class SimProvider:
                 state=inst.state,
                 tags=inst.tags,
                 launched_at=inst.launched_at,
-                address=f"10.{hash(inst.cloud_id) % 250}.0.{self.launched % 250}",
+                address=_address(inst.cloud_id),
                 interrupted=inst.interrupted,
                 market=inst.offer.market,
             )
@@ -239,3 +239,9 @@ class SimProvider:
 
     def live_gpus(self) -> int:
         return sum(i.offer.gpu_count for i in self._live.values())
+
+
+def _address(cloud_id: str) -> str:
+    """A stable private address per instance (the launch counter in its id), same in any process."""
+    n = int(cloud_id.rsplit("-", 1)[-1])
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"

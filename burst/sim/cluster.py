@@ -158,7 +158,7 @@ class SimCluster:
         self._snap = None
         self.version += 1
 
-    def remove_node(self, node_name: str, now: float | None = None) -> None:
+    def remove_node(self, node_name: str) -> None:
         """Node gone (terminated or reclaimed). Jobs on it go back to the queue. Idempotent."""
         node = self._node(node_name)
         if node is None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from burst.catalog import Catalog, OfferFilter
-from burst.controller import BudgetCaps, Controller, TickResult
+from burst.controller import BudgetCaps, Controller
 from burst.domain import Market, Offer
 from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimInstance, SimProvider
@@ -359,6 +359,3 @@ def _describe(a: object) -> str:
     jobs = getattr(a, "for_jobs", ())
     return f"{name} {ident}{extra} {','.join(jobs)}".strip()
 
-
-def last_tick(sim: Simulation) -> TickResult | None:
-    return sim.controller.last
