@@ -505,25 +505,28 @@ class SqlStore:
 
     # ---- on-demand requests --------------------------------------------------------------
     def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest:
+        return self._add(
+            OnDemandRequestRow, "request", req.id, _request_values(req), _to_request,
+            now=now, actor=actor, action=f"->{req.state}", reason="created",
+        )
+
+    def _add(
+        self, row_cls: Any, kind: str, key: str, values: dict[str, Any], to_domain: Any,
+        *, now: Timestamp, actor: str, action: str, reason: str,
+    ) -> Any:
+        """Insert a request or challenge row and its audit row in one transaction; an existing
+        id (seen first, or lost in a race) is DuplicateRecord."""
         try:
             with self._write() as s:
-                if s.get(OnDemandRequestRow, req.id) is not None:
-                    raise DuplicateRecord(f"request {req.id!r}")
-                row = OnDemandRequestRow(**_request_values(req))
+                if s.get(row_cls, key) is not None:
+                    raise DuplicateRecord(f"{kind} {key!r}")
+                row = row_cls(**values)
                 s.add(row)
                 s.flush()
-                self._audit(
-                    s,
-                    at=now,
-                    actor=actor,
-                    kind="request",
-                    subject=req.id,
-                    action=f"->{req.state}",
-                    reason="created",
-                )
-                return _to_request(row)
+                self._audit(s, at=now, actor=actor, kind=kind, subject=key, action=action, reason=reason)
+                return to_domain(row)
         except IntegrityError:
-            raise DuplicateRecord(f"request {req.id!r}") from None
+            raise DuplicateRecord(f"{kind} {key!r}") from None
 
     def get_request(self, request_id: str) -> OnDemandRequest | None:
         with self._read() as s:
@@ -578,25 +581,10 @@ class SqlStore:
 
     # ---- grand challenges ----------------------------------------------------------------
     def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
-        try:
-            with self._write() as s:
-                if s.get(GrandChallengeRow, gc.id) is not None:
-                    raise DuplicateRecord(f"challenge {gc.id!r}")
-                row = GrandChallengeRow(**_challenge_values(gc))
-                s.add(row)
-                s.flush()
-                self._audit(
-                    s,
-                    at=now,
-                    actor=actor,
-                    kind="challenge",
-                    subject=gc.id,
-                    action=f"->{gc.state}",
-                    reason="scheduled",
-                )
-                return _to_challenge(row)
-        except IntegrityError:
-            raise DuplicateRecord(f"challenge {gc.id!r}") from None
+        return self._add(
+            GrandChallengeRow, "challenge", gc.id, _challenge_values(gc), _to_challenge,
+            now=now, actor=actor, action=f"->{gc.state}", reason="scheduled",
+        )
 
     def get_challenge(self, challenge_id: str) -> GrandChallenge | None:
         with self._read() as s:
