@@ -27,7 +27,7 @@ from burst.controller import Controller, TickResult
 from burst.domain import Offer
 from tests.support.fake_kube_api import FakeKube
 from tests.support.moto_server import MotoServer, fake_aws_env
-from tests.support.slurm_cluster import SlurmCluster, skip_reason
+from tests.support.slurm_cluster import SlurmCluster, started_cluster
 
 CLUSTER = "site-a"
 REGION = "us-east-1"
@@ -126,18 +126,7 @@ def aws_offers(instance_type: str = INSTANCE_TYPE, region: str = REGION) -> list
 
 @pytest.fixture(scope="module")
 def e2e_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    why = skip_reason()
-    if why:
-        pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("e2e-slurm"))
-    try:
-        cluster.start()
-    except Exception as e:
-        logs = "\n".join(f"--- {k}\n{v}" for k, v in cluster.logs().items())
-        pytest.fail(f"could not start the Slurm test cluster: {e}\n{logs}")
-    print(f"\n[e2e] Slurm cluster up in {cluster.startup_s:.2f}s at {cluster.root}")
-    yield cluster
-    cluster.stop()
+    yield from started_cluster(tmp_path_factory, "e2e-slurm")
 
 
 @pytest.fixture

@@ -7,23 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from burst.queues.slurm import SlurmQueue, SlurmSettings
-from tests.support.slurm_cluster import SlurmCluster, skip_reason
+from tests.support.slurm_cluster import SlurmCluster, started_cluster
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    why = skip_reason()
-    if why:
-        pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        cluster.start()
-    except Exception as e:
-        logs = "\n".join(f"--- {k}\n{v}" for k, v in cluster.logs().items())
-        pytest.fail(f"could not start the Slurm test cluster: {e}\n{logs}")
-    print(f"\n[slurm] cluster up in {cluster.startup_s:.2f}s at {cluster.root}")
-    yield cluster
-    cluster.stop()
+    yield from started_cluster(tmp_path_factory, "slurm")
 
 
 @pytest.fixture

@@ -576,3 +576,22 @@ def slurm_cluster(root: Path, **kw: Any) -> Iterator[SlurmCluster]:
         yield c
     finally:
         c.stop()
+
+
+def started_cluster(tmp_path_factory: Any, name: str) -> Iterator[SlurmCluster]:
+    """Body of a pytest fixture: skip without Slurm, start a cluster (failing with its daemons'
+    logs when it will not come up), yield it, stop it."""
+    import pytest
+
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp(name))
+    try:
+        cluster.start()
+    except Exception as e:
+        logs = "\n".join(f"--- {k}\n{v}" for k, v in cluster.logs().items())
+        pytest.fail(f"could not start the Slurm test cluster: {e}\n{logs}")
+    print(f"\n[{name}] Slurm cluster up in {cluster.startup_s:.2f}s at {cluster.root}")
+    yield cluster
+    cluster.stop()
