@@ -261,6 +261,11 @@ class PlayedCluster:
     def all_done(self) -> bool:
         return len(self.completed) == len(self.jobs)
 
+    @property
+    def waiting(self) -> set[str]:
+        """Jobs that have arrived and are neither running nor done: work that needs capacity."""
+        return self.submitted - self.completed - set(self.ends)
+
     def step(self) -> None:
         now = time.time()
         live: dict[str, dict[str, Any]] = {}  # burst id -> running instance
