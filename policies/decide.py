@@ -32,7 +32,7 @@ from burst.domain import (
 )
 from policies.budget import admit
 from policies.model import PolicyConfig, Snapshot
-from policies.overflow import in_flight_key, select_overflow
+from policies.overflow import in_flight_key, joined_key, select_overflow
 from policies.packing import Bin, pack_small_jobs
 from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
@@ -69,10 +69,27 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id}
     si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
     scale_actions = list(si.actions)
-    if ov.covered_cloud or ov.gang_topups:
-        # Pending work is counted on burst capacity that exists (a gang being topped up counts
-        # on the nodes it already has there): do not start draining it.
-        scale_actions = [a for a in scale_actions if not isinstance(a, Drain)]
+    if any(isinstance(a, Drain) for a in scale_actions):
+        # Pending work counted on an idle joined node (a gang being topped up counts on the
+        # nodes it already has) must not lose it to a drain. The replay says, per kind of node,
+        # how many idle ones no pending job took: drain at most that many, longest idle first.
+        # Other idle nodes are drained as usual, so a steady trickle of work in one region
+        # never pins the whole fleet.
+        by_id = {i.id: i for i in snap.instances}
+        left = dict(ov.idle_joined_left)
+        drains = sorted(
+            (a for a in scale_actions if isinstance(a, Drain)),
+            key=lambda a: (by_id[a.instance_id].idle_since or 0.0, a.instance_id),
+        )
+        keep: set[str] = set()
+        for a in drains:
+            inst, node = by_id[a.instance_id], nodes_by_instance[a.instance_id]
+            kind = joined_key(inst.cloud, inst.region, node.gpus, node.gpu_model)
+            if left.get(kind, 0) > 0:
+                left[kind] -= 1
+            else:
+                keep.add(a.instance_id)
+        scale_actions = [a for a in scale_actions if not (isinstance(a, Drain) and a.instance_id in keep)]
     actions.extend(scale_actions)
     if si.wake_at is not None:
         wakes.append(si.wake_at)

@@ -39,11 +39,20 @@ class OverflowResult:
     # Instances still booting that no pending work will use (their jobs started elsewhere),
     # per in_flight_key: cancelling them before they join is pure saving.
     surplus_in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Joined burst nodes still wholly free after all pending work was placed, per joined_key:
+    # only that many idle nodes of a kind may be drained this tick (the rest are counted on).
+    idle_joined_left: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def in_flight_key(i: Instance) -> tuple[str, str]:
     """Pool key of a booting instance: location carries the size so untouched ones are countable."""
     return (f"{i.cloud}/{i.region}#{i.gpus}", i.gpu_model)
+
+
+def joined_key(cloud: str, region: str, gpus: int, model: str) -> tuple[str, str]:
+    """Pool key of a joined burst node: location carries the node's size, so that after the
+    replay a node still wholly free (bucket == size) is known to be idle and uncounted-on."""
+    return (f"{cloud}/{region}#{gpus}", model)
 
 
 def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tuple[SlotPool, SlotPool, SlotPool]:
@@ -63,8 +72,12 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
                 continue
             if inst is not None and inst.purpose is Purpose.ON_DEMAND:
                 continue
-            loc = f"{inst.cloud}/{inst.region}" if inst is not None else "cloud/?"
-            joined.add(n.gpus_free, loc, n.gpu_model)
+            loc, model = (
+                joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
+                if inst is not None
+                else joined_key("cloud", "?", n.gpus, n.gpu_model)
+            )
+            joined.add(n.gpus_free, loc, model)
         else:
             onprem.add(n.gpus_free, ONPREM, n.gpu_model)
     for i in instances:
@@ -153,8 +166,14 @@ def select_overflow(
             key = in_flight_key(i)
             if key not in surplus:
                 surplus[key] = flying.buckets.get(i.gpus, {}).get(key, 0)
+    idle_left: dict[tuple[str, str], int] = {}
+    for free, bucket in joined.buckets.items():
+        for key, count in bucket.items():
+            if key[0].endswith(f"#{free}"):
+                idle_left[key] = count
     return OverflowResult(
-        tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake, {k: v for k, v in surplus.items() if v}
+        tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake,
+        {k: v for k, v in surplus.items() if v}, idle_left,
     )
 
 

@@ -11,6 +11,7 @@ from policies import decide
 from policies.scale_in import decide_scale_in
 from tests.policies.helpers import (
     A100_8_AZ1,
+    A100_8_WEST,
     CFG,
     MIN,
     NOW,
@@ -89,6 +90,28 @@ def test_drain_is_held_back_while_pending_work_is_counted_on_the_node() -> None:
     # a pending burstable 8-GPU job (below its threshold) will land on the idle burst node
     p = decide(snap([job("a", 8, 1 * MIN)], base, [inst]), CFG)
     assert p.of(Drain) == []
+
+
+def test_only_the_idle_nodes_pending_work_counts_on_are_kept() -> None:
+    # Three idle 8-GPU nodes of one kind and one idle node in another region; one pending 8-GPU
+    # job will land on one of the three. Exactly that one is kept (the most recently idle); the
+    # others drain as usual, so a trickle of work in one place never pins the whole fleet.
+    a = instance("a", J, idle_since=NOW - 30 * MIN)
+    b = instance("b", J, idle_since=NOW - 20 * MIN)
+    c = instance("c", J, idle_since=NOW - 10 * MIN)
+    w = instance("w", J, A100_8_WEST, idle_since=NOW - 10 * MIN)
+    fleet = [a, b, c, w]
+    base = [*full_cluster(), *(cloud_node(i) for i in fleet)]
+    assert sorted(d.instance_id for d in decide(snap([], base, fleet), CFG).of(Drain)) == ["a", "b", "c", "w"]
+    p = decide(snap([job("p", 8, 1 * MIN)], base, fleet), CFG)
+    assert sorted(d.instance_id for d in p.of(Drain)) == ["a", "b", "w"]
+    # Two 4-GPU jobs share one node (best fit puts the second on the first's node).
+    p = decide(snap([job("p", 4, 1 * MIN), job("q", 4, 1 * MIN)], base, fleet), CFG)
+    assert sorted(d.instance_id for d in p.of(Drain)) == ["a", "b", "w"]
+    # A partly busy node of the same kind takes the small job: every idle node drains.
+    busy = instance("x", J, idle_since=None)
+    p = decide(snap([job("p", 2, 1 * MIN)], [*base, cloud_node(busy, used=4)], [*fleet, busy]), CFG)
+    assert sorted(d.instance_id for d in p.of(Drain)) == ["a", "b", "c", "w"]
 
 
 # ---- property: a node with running work is never drained or terminated ----------------------
