@@ -130,8 +130,10 @@ class Controller:
         self._orphan_seen: dict[str, float] = {}
         self._mirrored: set[tuple[str, str, str]] = set()
         # Recent launch-to-joined times; their p90 is the boot estimate the policy plans with.
-        # In memory only: after a restart the policy falls back to its configured prior.
-        self._boots: deque[float] = deque(maxlen=50)
+        # Seeded from the store's books (launched_at/joined_at of the newest instances), so a
+        # restarted controller plans with what it measured before, not its configured prior.
+        self._boots: deque[float] = deque(maxlen=BOOT_SAMPLES)
+        self._boots.extend(_recent_boots(store))
         self.executor = Executor(
             cluster=cluster,
             store=store,
@@ -428,3 +430,16 @@ class Controller:
         b = sorted(self._boots)
         return b[min(len(b) - 1, int(0.9 * len(b)))]
 
+
+BOOT_SAMPLES = 50
+
+
+def _recent_boots(store: Store) -> list[float]:
+    """Launch-to-joined seconds of the newest instances that joined, oldest first (one query,
+    at construction only). Instances without both times (never joined) say nothing about boot."""
+    seen = [
+        (i.joined_at, i.joined_at - i.launched_at)
+        for i in store.instances(limit=4 * BOOT_SAMPLES)
+        if i.joined_at is not None and i.launched_at is not None and i.joined_at >= i.launched_at
+    ]
+    return [b for _, b in sorted(seen)[-BOOT_SAMPLES:]]
