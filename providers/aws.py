@@ -100,7 +100,11 @@ USER_DATA_VARIABLES: Mapping[str, str] = {
     "market": "'on-demand' or 'spot'",
     "purpose": "overflow, on-demand or grand-challenge",
     "harbor_host": "on-prem Harbor registry host[:port]",
-    "mirror_host": "this region's registry mirror host[:port] (ECR)",
+    "mirror_host": "this region's registry mirror host[:port][/prefix] (ECR), as configured",
+    "mirror_registry": "the mirror's registry host[:port] alone; empty when no mirror is configured",
+    "mirror_url": "containerd host URL of the mirror: https://host or https://host/v2/<prefix>",
+    "mirror_override_path": "'true' when mirror_url carries the API root (a repository prefix)",
+    "mirror_auth": "how the node gets a mirror pull token: ecr, acr or none",
 }
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@,=+\-]*")
 _BUILTIN_TEMPLATES = {"builtin:slurm": "userdata-slurm.sh", "builtin:k8s": "userdata-k8s.sh"}
@@ -205,6 +209,31 @@ def load_template(source: str) -> str:
     if not path.is_file():
         raise ConfigError("aws.user_data_template", f"no such file: {source}")
     return path.read_text("utf-8")
+
+
+_ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?(?::[0-9]+)?$")
+
+
+def mirror_variables(mirror_host: str) -> dict[str, str]:
+    """User-data variables for containerd's registry mirror (see USER_DATA_VARIABLES).
+
+    ``mirror_host`` is ``host[:port]`` optionally followed by the repository prefix burst copies
+    under; containerd needs such a prefix in the host URL as ``/v2/<prefix>`` with
+    ``override_path`` (the same rule as :func:`burst.mirror.containerd_hosts_toml`).
+    """
+    host, _, prefix = mirror_host.partition("/")
+    prefix = prefix.strip("/")
+    if not host:
+        return {"mirror_host": "", "mirror_registry": "", "mirror_url": "", "mirror_override_path": "false",
+                "mirror_auth": "none"}
+    auth = "ecr" if _ECR_HOST.match(host) else "acr" if host.split(":")[0].endswith(".azurecr.io") else "none"
+    return {
+        "mirror_host": mirror_host,
+        "mirror_registry": host,
+        "mirror_url": f"https://{host}/v2/{prefix}" if prefix else f"https://{host}",
+        "mirror_override_path": "true" if prefix else "false",
+        "mirror_auth": auth,
+    }
 
 
 def render_user_data(template: str, variables: Mapping[str, str]) -> str:
@@ -532,7 +561,7 @@ class AwsProvider:
             "market": str(offer.market),
             "purpose": str(spec.purpose),
             "harbor_host": self.settings.harbor_host,
-            "mirror_host": region.mirror_host if region else "",
+            **mirror_variables(region.mirror_host if region else ""),
         }
         return {**self.settings.template_vars, **core}
 
