@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,6 +156,9 @@ class AwsSettings(BaseModel):
 
     regions: dict[str, AwsRegionSettings]
     root_volume_gib: int = Field(default=200, ge=8, le=16384)
+    efa_secondary_interface_type: Literal["efa-only", "efa"] = Field(
+        default="efa-only", description="EFA interfaces on network cards 1..n; 'efa' also gives each an IP"
+    )
     root_volume_type: str = "gp3"
     root_device_name: str | None = Field(default=None, description="default: the AMI's RootDeviceName")
     user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
@@ -353,7 +356,7 @@ class AwsProvider:
         self._avail: dict[str, tuple[float, dict[str, frozenset[str]]]] = {}
         self._ssm_images: dict[str, tuple[float, str]] = {}
         self._root_devices: dict[tuple[str, str], str] = {}
-        self._efa: dict[tuple[str, str], bool] = {}
+        self._efa: dict[tuple[str, str], int] = {}
         self._placement_groups: set[tuple[str, str]] = set()
         self._region_of: dict[str, str] = {}  # cloud id -> region
         self._launched: dict[str, CloudInstance] = {}  # intent id -> what launch() returned
@@ -499,17 +502,22 @@ class AwsProvider:
             self._root_devices[key] = device
         return device
 
-    def _efa_supported(self, region: str, instance_type: str) -> bool:
+    def _efa_cards(self, region: str, instance_type: str) -> int:
+        """How many EFA interfaces the type takes, one per network card (0: no EFA). Cached."""
         key = (region, instance_type)
         with self._lock:
             cached = self._efa.get(key)
         if cached is not None:
             return cached
         types = self._ec2(region).describe_instance_types(InstanceTypes=[instance_type]).get("InstanceTypes", [])
-        supported = bool(types and (types[0].get("NetworkInfo") or {}).get("EfaSupported"))
+        net = (types[0].get("NetworkInfo") or {}) if types else {}
+        cards = 0
+        if net.get("EfaSupported"):
+            most = int((net.get("EfaInfo") or {}).get("MaximumEfaInterfaces") or 1)
+            cards = max(1, min(most, int(net.get("MaximumNetworkCards") or 1)))
         with self._lock:
-            self._efa[key] = supported
-        return supported
+            self._efa[key] = cards
+        return cards
 
     def _ensure_placement_group(self, region: str, name: str, tags: Mapping[str, str]) -> None:
         """Create the cluster placement group once; an existing one (Duplicate) is success."""
@@ -654,19 +662,23 @@ class AwsProvider:
         if spec.placement_group:
             self._ensure_placement_group(region, spec.placement_group, tags)
             req["Placement"] = {"GroupName": spec.placement_group}
-        if spec.efa and self._efa_supported(region, offer.instance_type):
-            # One EFA interface on network card 0. Types with several network cards (p4d: 4,
-            # p5: 32) reach full bandwidth only with one EFA per card; that is a later refinement.
-            nic: dict[str, Any] = {
-                "DeviceIndex": 0,
-                "NetworkCardIndex": 0,
-                "SubnetId": subnet,
-                "InterfaceType": "efa",
-                "DeleteOnTermination": True,
-            }
-            if cfg.security_group_ids:
-                nic["Groups"] = list(cfg.security_group_ids)
-            req["NetworkInterfaces"] = [nic]
+        cards = self._efa_cards(region, offer.instance_type) if spec.efa else 0
+        if cards:
+            # One EFA per network card, as AWS recommends for full bandwidth (p4d: 4, p5: 32).
+            # Card 0 carries the primary interface, an EFA with ENA (the instance's IP traffic);
+            # the others are EFA-only by default, which take no subnet IP address each (32 per
+            # p5 otherwise) and keep GPU traffic off the IP path.
+            groups = {"Groups": list(cfg.security_group_ids)} if cfg.security_group_ids else {}
+            nics: list[dict[str, Any]] = [
+                {"DeviceIndex": 0, "NetworkCardIndex": 0, "SubnetId": subnet, "InterfaceType": "efa",
+                 "DeleteOnTermination": True, **groups}
+            ]
+            nics += [
+                {"DeviceIndex": 1, "NetworkCardIndex": card, "SubnetId": subnet,
+                 "InterfaceType": self.settings.efa_secondary_interface_type, "DeleteOnTermination": True, **groups}
+                for card in range(1, cards)
+            ]
+            req["NetworkInterfaces"] = nics
         else:
             if spec.efa:
                 log.warning("EFA requested but %s does not support it; launching without", offer.instance_type)

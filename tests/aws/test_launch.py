@@ -163,6 +163,15 @@ def test_efa_interface_when_supported(provider: AwsProvider, moto: MotoServer, e
     assert efa_run.params["NetworkInterface.1.SubnetId"] == subnet
     assert efa_run.params["NetworkInterface.1.SecurityGroupId.1"].startswith("sg-")
     assert "SubnetId" not in efa_run.params
+    # p4d has 4 network cards and takes 4 EFAs: one per card, EFA-only beyond the primary
+    cards = [
+        (efa_run.params[f"NetworkInterface.{k}.NetworkCardIndex"], efa_run.params[f"NetworkInterface.{k}.DeviceIndex"],
+         efa_run.params[f"NetworkInterface.{k}.InterfaceType"])
+        for k in range(1, 5)
+    ]
+    assert cards == [("0", "0", "efa"), ("1", "1", "efa-only"), ("2", "1", "efa-only"), ("3", "1", "efa-only")]
+    assert "NetworkInterface.5.InterfaceType" not in efa_run.params
+    assert all(efa_run.params[f"NetworkInterface.{k}.SubnetId"] == subnet for k in range(1, 5))
     # g5.xlarge has no EFA: a plain launch in the same subnet
     assert plain_run.params["SubnetId"] == subnet
     assert not any(k.startswith("NetworkInterface") for k in plain_run.params)
