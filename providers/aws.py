@@ -904,6 +904,17 @@ class AwsProvider:
                     problems.append(
                         (key, f"subnet {subnet_id} is in {sub.get('AvailabilityZone')}/{sub.get('AvailabilityZoneId')}")
                     )
+            if cfg.key_name:
+                try:
+                    ec2.describe_key_pairs(KeyNames=[cfg.key_name])
+                except _client_error() as e:
+                    if not aws_error_code(e).startswith("InvalidKeyPair"):
+                        raise
+                    problems.append((f"{where}.key_name", f"key pair {cfg.key_name!r} does not exist in {region}"))
+            if cfg.instance_profile:
+                problem = self._instance_profile_problem(cfg.instance_profile)
+                if problem:
+                    problems.append((f"{where}.instance_profile", problem))
             for i, group in enumerate(cfg.security_group_ids):
                 try:
                     ec2.describe_security_groups(GroupIds=[group])
@@ -924,6 +935,25 @@ class AwsProvider:
                         problems.append(
                             (f"{where}.instance_types", f"{t} is not offered in any configured subnet's AZ ({sorted(zones)})")
                         )
+
+    def _instance_profile_problem(self, profile: str) -> str:
+        """'' when the instance profile exists (or cannot be checked), else what is wrong.
+
+        IAM is global; a controller role without ``iam:GetInstanceProfile`` cannot check, and
+        that is not a configuration mistake: it is logged and the launch will tell."""
+        name = profile.rsplit("/", 1)[-1] if profile.startswith("arn:") else profile
+        home = self.settings.api_region or self.regions[0]
+        try:
+            self._client("iam", home).get_instance_profile(InstanceProfileName=name)
+        except _client_error() as e:
+            code = aws_error_code(e)
+            if code == "NoSuchEntity":
+                return f"instance profile {name!r} does not exist"
+            if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+                log.info("cannot check instance profile %s (no iam:GetInstanceProfile); skipped", name)
+                return ""
+            raise
+        return ""
 
     def _offerings(self, region: str, types: list[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}

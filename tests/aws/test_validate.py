@@ -64,6 +64,31 @@ def test_missing_security_group(aws_settings: Callable[..., AwsSettings]) -> Non
     assert err.where == "aws.regions.us-west-2.security_group_ids[0]"
 
 
+def test_missing_instance_profile(aws_settings: Callable[..., AwsSettings]) -> None:
+    err = validate(aws_settings(east={"instance_profile": "burst-no-such-profile"}))
+    assert err.where == "aws.regions.us-east-1.instance_profile" and "burst-no-such-profile" in err.message
+    # by ARN: the name is its last path segment
+    err = validate(aws_settings(west={"instance_profile": "arn:aws:iam::123456789012:instance-profile/x/gone"}))
+    assert err.where == "aws.regions.us-west-2.instance_profile" and "'gone'" in err.message
+
+
+def test_existing_instance_profile_by_name_and_arn_pass(aws_settings: Callable[..., AwsSettings]) -> None:
+    base = aws_settings()
+    profile = base.regions["us-east-1"].instance_profile
+    assert profile
+    AwsProvider(aws_settings(west={"instance_profile": f"arn:aws:iam::123456789012:instance-profile/{profile}"}),
+                cluster=CLUSTER).validate()
+
+
+def test_missing_key_pair(aws_settings: Callable[..., AwsSettings], moto: MotoServer) -> None:
+    err = validate(aws_settings(east={"key_name": "nobody"}))
+    assert err.where == "aws.regions.us-east-1.key_name" and "'nobody'" in err.message
+    import boto3
+
+    boto3.client("ec2", region_name="us-east-1", endpoint_url=moto.endpoint_url).create_key_pair(KeyName="ops")
+    AwsProvider(aws_settings(east={"key_name": "ops"}), cluster=CLUSTER).validate()
+
+
 def test_type_not_offered(aws_settings: Callable[..., AwsSettings]) -> None:
     err = validate(aws_settings(east={"instance_types": ["p4d.24xlarge", "p9.bogus"]}))
     assert err.where == "aws.regions.us-east-1.instance_types" and "p9.bogus" in err.message
