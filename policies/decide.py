@@ -2,9 +2,11 @@
 
 Order of the passes, and why:
 
-1. **overflow**: which pending jobs need new capacity (policies/overflow.py);
-2. **scale-in**: which burst capacity to drain or give back (policies/scale_in.py). It skips
-   draining while pending cloud-eligible work is counted on existing burst capacity;
+1. **overflow**: which pending jobs need new capacity, and which draining nodes to take back
+   for work due now instead of launching (policies/overflow.py);
+2. **scale-in**: which burst capacity to drain or give back (policies/scale_in.py). Only as
+   many idle nodes of a kind drain as the replay left untouched by pending work; a node taken
+   back is not terminated;
 3. **selection and packing**: instances for the work of pass 1 (selection.py, packing.py);
 4. **limits**: per-tick launch cap, fleet size and GPU caps, oldest work first;
 5. **budget**: the money gate (budget.py);
@@ -28,6 +30,7 @@ from burst.domain import (
     Plan,
     Purpose,
     Terminate,
+    Undrain,
     deterministic_id,
 )
 from policies.budget import admit
@@ -83,13 +86,29 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         )
         keep: set[str] = set()
         for a in drains:
-            inst, node = by_id[a.instance_id], nodes_by_instance[a.instance_id]
-            kind = joined_key(inst.cloud, inst.region, node.gpus, node.gpu_model)
+            inst, drained = by_id[a.instance_id], nodes_by_instance[a.instance_id]
+            kind = joined_key(inst.cloud, inst.region, drained.gpus, drained.gpu_model)
             if left.get(kind, 0) > 0:
                 left[kind] -= 1
             else:
                 keep.add(a.instance_id)
         scale_actions = [a for a in scale_actions if not (isinstance(a, Drain) and a.instance_id in keep)]
+    if ov.undrain:
+        # Take draining nodes back for work that would otherwise launch now: the node is
+        # there, booted and paid for; a new instance costs a boot and risks a capacity error.
+        want = dict(ov.undrain)
+        back: set[str] = set()
+        for inst in sorted(snap.instances, key=lambda i: i.id):
+            node = nodes_by_instance.get(inst.id)
+            if inst.state is not InstanceState.DRAINING or node is None:
+                continue
+            loc, model = joined_key(inst.cloud, inst.region, node.gpus, node.gpu_model)
+            slot = (loc, model, max(0, node.gpus - node.gpus_used))
+            if want.get(slot, 0) > 0:
+                want[slot] -= 1
+                back.add(inst.id)
+                actions.append(Undrain(inst.id, "pending work that would burst now fits on it; cancel the drain instead of launching"))
+        scale_actions = [a for a in scale_actions if not (isinstance(a, Terminate) and a.instance_id in back)]
     actions.extend(scale_actions)
     if si.wake_at is not None:
         wakes.append(si.wake_at)

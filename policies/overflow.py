@@ -42,6 +42,10 @@ class OverflowResult:
     # Joined burst nodes still wholly free after all pending work was placed, per joined_key:
     # only that many idle nodes of a kind may be drained this tick (the rest are counted on).
     idle_joined_left: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Draining burst nodes to take back into service, per joined_key: work that would burst now
+    # fits there, and cancelling a drain costs nothing while a new instance costs a boot.
+    # Keyed by (joined_key location, model, free GPUs of the node).
+    undrain: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
 
 def in_flight_key(i: Instance) -> tuple[str, str]:
@@ -89,6 +93,21 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
     return onprem, joined, flying
 
 
+def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> SlotPool:
+    """Free GPUs of burst nodes being drained (a drained node shows none free to the scheduler,
+    so they are counted from its size and use). Overflow work only; never on-demand nodes."""
+    pool = SlotPool()
+    draining = {
+        i.id: i for i in instances if i.state is InstanceState.DRAINING and i.purpose is Purpose.OVERFLOW
+    }
+    for n in nodes:
+        inst = draining.get(n.instance_id) if n.instance_id else None
+        if inst is not None:
+            loc, model = joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
+            pool.add(max(0, n.gpus - n.gpus_used), loc, model)
+    return pool
+
+
 def base_threshold(cfg: OverflowConfig, boot_estimate_s: float | None, tick_s: float) -> float:
     """How long a job waits before it bursts (see OverflowConfig)."""
     if cfg.wait_threshold_s is not None:
@@ -116,6 +135,8 @@ def select_overflow(
     """Pure: which pending jobs need new cloud capacity at ``now``."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
     onprem, joined, flying = build_pools(nodes, instances)
+    draining = draining_pool(nodes, instances)
+    undrain: dict[tuple[str, str, int], int] = {}
     burst: list[Job] = []
     topups: list[tuple[Job, str, int]] = []
     covered = covered_cloud = waiting = 0
@@ -155,6 +176,17 @@ def select_overflow(
             continue
         due = job.submit_time + threshold_for(job, cfg, base)
         if due <= now:
+            if not job.is_gang and draining.max_free:
+                popped = draining.pop_node(per_node, job.gpu_model)
+                if popped is not None:
+                    # Work that would burst now fits on a node being drained: take the node
+                    # back. What the job leaves free serves later work as a joined node's would.
+                    (loc, model), free = popped
+                    joined.add(free - per_node, loc, model)
+                    undrain[(loc, model, free)] = undrain.get((loc, model, free), 0) + 1
+                    covered += 1
+                    covered_cloud += 1
+                    continue
             burst.append(job)
         else:
             waiting += 1
@@ -173,7 +205,7 @@ def select_overflow(
                 idle_left[key] = count
     return OverflowResult(
         tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake,
-        {k: v for k, v in surplus.items() if v}, idle_left,
+        {k: v for k, v in surplus.items() if v}, idle_left, undrain,
     )
 
 

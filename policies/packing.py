@@ -76,6 +76,20 @@ class SlotPool:
                     return key
         return None
 
+    def pop_node(self, gpus: int, model: str = "") -> tuple[Key, int] | None:
+        """Remove one node with at least ``gpus`` free (best fit) from the pool. Returns its
+        (location, model) and how many GPUs it had free, or None."""
+        if gpus > self.max_free:
+            return None
+        for k in range(gpus, self.max_free + 1):
+            if not self.total.get(k):
+                continue
+            for key in self.buckets[k]:
+                if model_ok(model, key[1]):
+                    self._remove(k, key)
+                    return key, k
+        return None
+
     def gang_slots(self, per_node: int, model: str = "") -> dict[Key, int]:
         """Per (location, model): how many nodes have at least ``per_node`` GPUs free."""
         per_loc: dict[Key, int] = {}

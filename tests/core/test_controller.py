@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from burst.domain import INSTANCE_TRANSITIONS, InstanceState, Launch
+from burst.domain import INSTANCE_TRANSITIONS, InstanceState, Launch, Terminate, Undrain
 from burst.store.base import Store
 from tests.core.world import AWS_AZ1, AWS_AZ2, AZURE, T0, TICK, World
 
@@ -256,3 +256,32 @@ def test_every_launch_is_audited_with_its_reason(n_jobs: int) -> None:
     for i in insts:
         (planned,) = [r for r in w.store.audit_rows(subject=i.id) if r.action == "->planned"]
         assert i.for_jobs[0] in planned.reason and "threshold" in planned.reason
+
+
+def test_draining_node_is_taken_back_for_work_due_now(any_store: Store) -> None:
+    # One overflow instance runs job b, goes idle and is drained. Before it is terminated, a
+    # job that has already waited past the threshold arrives: the controller cancels the drain
+    # (DRAINING -> JOINED, the scheduler node schedulable again) instead of launching.
+    w = World(store=any_store)
+    w.submit("hog", 8, 100_000, may_burst=False)
+    w.submit("b", 8, 600)
+    while True:
+        w.tick(w.now() + TICK)
+        assert w.now() < T0 + 3600, f"never drained: {w.store.instances()}"
+        if w.store.instances() and _only_instance(w).state is InstanceState.DRAINING:
+            break
+    inst = _only_instance(w)
+    node = next(n for n in w.cluster.snapshot().nodes if n.instance_id == inst.id)
+    assert not node.schedulable
+    w.submit("c", 8, 300, at=w.now() - 3600)  # waited an hour already: due now
+    res = w.tick(w.now() + 1)
+    assert [a.instance_id for a in res.plan.of(Undrain)] == [inst.id]
+    assert res.plan.of(Launch) == [] and res.plan.of(Terminate) == []
+    assert _only_instance(w).state is InstanceState.JOINED
+    assert w.actions(inst.id)[-1] == "draining->joined"
+    (c,) = [s for s in w.started if s.job == "c"]
+    assert c.nodes == (f"burst-{inst.id}",)
+    assert w.launched() == 1
+    # and once c is done, the node drains and goes as usual
+    w.run(w.now() + 600 + 300)
+    assert _only_instance(w).state is InstanceState.TERMINATED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from burst.domain import InstanceState, Launch
+from burst.domain import InstanceState, Launch, Terminate, Undrain
 from policies import decide
 from policies.model import OverflowConfig
 from policies.overflow import select_overflow
@@ -89,13 +89,38 @@ def test_select_overflow(pending, nodes, instances, burst, covered, covered_clou
     assert (r.covered, r.covered_cloud) == (covered, covered_cloud)
 
 
-def test_joined_idle_burst_node_covers_and_draining_does_not() -> None:
+def test_joined_idle_burst_node_covers_and_draining_is_taken_back_only_for_work_due_now() -> None:
     joined = instance("j", InstanceState.JOINED, idle_since=NOW - 60)
     r = select_overflow(NOW, (job("a", 8, 60 * MIN),), (*full_cluster(), cloud_node(joined)), (joined,), OV)
-    assert r.burst == () and r.covered_cloud == 1
+    assert r.burst == () and r.covered_cloud == 1 and r.undrain == {}
     draining = instance("d", InstanceState.DRAINING, idle_since=NOW - 600)
-    r = select_overflow(NOW, (job("a", 8, 60 * MIN),), (*full_cluster(), cloud_node(draining, schedulable=False)), (draining,), OV)
-    assert [j.id for j in r.burst] == ["a"]
+    nodes = (*full_cluster(), cloud_node(draining, schedulable=False))
+    # a job past its threshold: the draining node is taken back instead of a launch
+    r = select_overflow(NOW, (job("a", 8, 60 * MIN),), nodes, (draining,), OV)
+    assert r.burst == () and sum(r.undrain.values()) == 1
+    # a job still below its threshold does not stop the drain (it may start on-prem)
+    r = select_overflow(NOW, (job("a", 8, 1 * MIN),), nodes, (draining,), OV)
+    assert r.burst == () and r.undrain == {} and r.waiting == 1
+    # too big for the draining node: it bursts
+    r = select_overflow(NOW, (job("g", 16, 60 * MIN, nodes=2),), nodes, (draining,), OV)
+    assert [j.id for j in r.burst] == ["g"] and r.undrain == {}
+
+
+def test_undrain_through_decide_cancels_the_terminate() -> None:
+    # Two 4-GPU jobs due now; one draining 8-GPU node with 4 GPUs still busy, one idle draining
+    # node. Both nodes are taken back (4 free + 8 free), nothing launches, nothing terminates.
+    busy = instance("d1", InstanceState.DRAINING, idle_since=None)
+    idle = instance("d2", InstanceState.DRAINING, idle_since=NOW - 600)
+    nodes = (*full_cluster(), cloud_node(busy, used=4, schedulable=False), cloud_node(idle, schedulable=False))
+    p = decide(snap([job("a", 4, 60 * MIN), job("b", 4, 60 * MIN)], nodes, [busy, idle]), CFG)
+    assert sorted(a.instance_id for a in p.of(Undrain)) == ["d1", "d2"]
+    assert p.of(Launch) == [] and p.of(Terminate) == []
+    # one job: best fit takes back the node with 4 free; the idle one still goes
+    p = decide(snap([job("a", 4, 60 * MIN)], nodes, [busy, idle]), CFG)
+    assert [a.instance_id for a in p.of(Undrain)] == ["d1"] and [a.instance_id for a in p.of(Terminate)] == ["d2"]
+    # with nothing pending the idle draining node is terminated as usual
+    p = decide(snap([], nodes, [busy, idle]), CFG)
+    assert [a.instance_id for a in p.of(Terminate)] == ["d2"] and p.of(Undrain) == []
 
 
 def test_waiting_job_sets_wake_at_its_threshold() -> None:
