@@ -18,8 +18,29 @@ Served:
 PATCH accepts merge patch and strategic-merge patch (treated as a JSON merge patch, which is the
 same for the scalar fields used here) and JSON patch (``add``/``replace``/``remove``). Errors are
 ``Status`` objects with the real codes (404 NotFound, 405, 415, 429). Every request is recorded in
-``calls`` as ``(method, path)``. ``fail_next(n, status)`` makes the next n requests fail (5xx
-tests); ``delay_s`` slows every answer (timeout tests).
+``calls`` as ``(method, path)`` (watches as ``("WATCH", path)``) and counted in ``counts`` under
+the same key, so a test can assert how many LISTs a client made. ``fail_next(n, status)`` makes
+the next n non-watch requests fail (5xx tests); ``delay_s`` slows every answer (timeout tests).
+
+Watch (``GET <collection>?watch=true&resourceVersion=N``; ``1``, ``True`` ... too), as the real API server does it:
+
+* One global ``resourceVersion`` (etcd's revision). Every change to an object bumps it and
+  appends an ``ADDED``/``MODIFIED``/``DELETED`` event. Changes are found by comparing the objects
+  with the last recorded copy (:meth:`FakeKube.sync`), so tests may keep mutating ``pods``,
+  ``nodes`` and ``jobs`` in place or directly (as the e2e "scheduler" does): the next request, or
+  within ``watch_poll_s`` an open watch, turns that into events. LISTs carry
+  ``metadata.resourceVersion``; objects carry their own.
+* The stream is chunked newline-delimited JSON ``{"type": ..., "object": ...}`` with the events
+  after N that match the namespace and selectors. No N (or ``0``): synthetic ``ADDED`` events for
+  what exists, then changes. ``timeoutSeconds`` ends the stream cleanly. With
+  ``allowWatchBookmarks=true`` a ``BOOKMARK`` carrying the current version is sent every
+  ``bookmark_every_s``.
+* Only the last ``watch_window`` events are kept (None: all). Resuming from a version older than
+  the oldest kept event, or falling behind one, gets an ``ERROR`` event with a 410 ``Expired``
+  Status and the end of the stream; :meth:`FakeKube.compact` forgets the whole history at once.
+* :meth:`FakeKube.drop_watches` cuts every open watch connection mid-stream (no final chunk, as a
+  dying load balancer does); ``watch_fail_status`` makes new watch requests fail with that HTTP
+  status while LIST keeps working. Connections are served concurrently (ThreadingHTTPServer).
 """
 
 from __future__ import annotations
@@ -28,10 +49,13 @@ import copy
 import itertools
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,19 +110,33 @@ def json_patch(target: Obj, ops: list[Obj]) -> Obj:
 class FakeKube:
     """In-memory objects plus the HTTP server. Use as a context manager or start()/stop()."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, watch_window: int | None = None, bookmark_every_s: float = 0.5,
+                 watch_poll_s: float = 0.002) -> None:
         self.nodes: dict[str, Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.calls: list[tuple[str, str]] = []
+        self.counts: Counter[tuple[str, str]] = Counter()
         self.protected: set[tuple[str, str]] = set()
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # notified when events are recorded
         self.delay_s = 0.0
         self._fail: list[int] = []
-        self._rv = itertools.count(1)
         self._uid = itertools.count(1)
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
+        # ---- watch state (see the module docstring)
+        self.rv = 1  # the global resourceVersion (etcd revision, from 1): the last change recorded
+        self.events: list[_Event] = []
+        self.compacted_rv = 0  # watching from below this version is 410 Gone
+        self.watch_window = watch_window
+        self.bookmark_every_s = bookmark_every_s
+        self.watch_poll_s = watch_poll_s  # how soon in-place changes reach open watches
+        self.watch_fail_status: int | None = None
+        self.open_watches = 0
+        self._seen: dict[str, dict[Any, Obj]] = {"pods": {}, "nodes": {}, "jobs": {}}
+        self._drop_gen = 0
+        self._stopping = threading.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -116,6 +154,11 @@ class FakeKube:
         return self
 
     def stop(self) -> None:
+        # Open watch streams live in their own handler threads, which server.shutdown() does not
+        # end: tell them to finish, or a stopped fake would keep streaming.
+        self._stopping.set()
+        with self.changed:
+            self.changed.notify_all()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -137,6 +180,30 @@ class FakeKube:
         with self.lock:
             self._fail += [status] * n
 
+    def lists(self, path: str) -> int:
+        """How many plain GETs (LISTs, for a collection path) were made of ``path``."""
+        with self.lock:
+            return self.counts[("GET", path)]
+
+    def watches(self, path: str) -> int:
+        with self.lock:
+            return self.counts[("WATCH", path)]
+
+    def compact(self) -> None:
+        """Forget the event history (as etcd compaction does): resuming a watch from any version
+        before now gets 410 Gone, and open watches that have not seen every change get it too."""
+        with self.changed:
+            self.sync()
+            self.compacted_rv = self.rv
+            self.events.clear()
+            self.changed.notify_all()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch connection mid-stream."""
+        with self.changed:
+            self._drop_gen += 1
+            self.changed.notify_all()
+
     def protect(self, namespace: str, name: str) -> None:
         """Evictions of this pod answer 429 (a PodDisruptionBudget would be violated)."""
         self.protected.add((namespace, name))
@@ -148,7 +215,7 @@ class FakeKube:
         m: Obj = {
             "name": name,
             "uid": f"uid-{next(self._uid)}",
-            "resourceVersion": str(next(self._rv)),
+            "resourceVersion": "0",  # set by sync() when the creation is recorded
             "creationTimestamp": ts(created if created is not None else time.time()),
             "labels": dict(labels or {}),
             "annotations": dict(annotations or {}),
@@ -305,10 +372,157 @@ class FakeKube:
                content_type: str) -> tuple[int, Obj]:
         with self.lock:
             self.calls.append((method, path))
+            self.counts[(method, path)] += 1
             if self._fail:
                 code = self._fail.pop(0)
                 return code, status(code, "InternalError" if code >= 500 else "Failure", "injected failure")
-            return self._route(method, path, query, body, content_type)
+            self.sync()  # a LIST's resourceVersion covers every change made before it
+            code, obj = self._route(method, path, query, body, content_type)
+            self.sync()  # a write's answer carries the version of its own change
+            # a copy: the answer is serialised after the lock is released
+            return code, copy.deepcopy(obj)
+
+    # ---- change recording and watch -------------------------------------------------------
+
+    def sync(self) -> None:
+        """Record an event, with a new global resourceVersion, for every object that was added,
+        changed or removed since the last call. Cheap enough to call on every request and poll."""
+        with self.changed:
+            recorded = False
+            for kind, store in (("pods", self.pods), ("nodes", self.nodes), ("jobs", self.jobs)):
+                seen = self._seen[kind]
+                try:
+                    current = list(store.items())
+                    for key, obj in current:
+                        old = seen.get(key)
+                        if old is not None and old == obj:
+                            continue
+                        self.rv += 1
+                        if isinstance(obj.get("metadata"), dict):
+                            obj["metadata"]["resourceVersion"] = str(self.rv)
+                        seen[key] = copy.deepcopy(obj)
+                        self._record(kind, "ADDED" if old is None else "MODIFIED", seen[key])
+                        recorded = True
+                except RuntimeError:  # a test changed an object's size under us (outside the lock)
+                    continue  # picked up by the next call
+                live = {k for k, _ in current}
+                for key in [k for k in seen if k not in live]:
+                    gone = seen.pop(key)
+                    self.rv += 1
+                    if isinstance(gone.get("metadata"), dict):
+                        gone["metadata"]["resourceVersion"] = str(self.rv)
+                    self._record(kind, "DELETED", gone)
+                    recorded = True
+            if recorded:
+                self.changed.notify_all()
+
+    def _record(self, kind: str, type_: str, obj: Obj) -> None:
+        meta = _meta_of(obj)
+        self.events.append(_Event(self.rv, kind, meta.get("namespace"), type_, obj))
+        if self.watch_window is not None:
+            while len(self.events) > self.watch_window:
+                self.compacted_rv = self.events.pop(0).rv
+
+    def serve_watch(self, h: BaseHTTPRequestHandler, path: str, query: dict[str, list[str]]) -> None:
+        """Stream watch events for ``path`` to the handler's connection (see the module docstring)."""
+        m = (re.fullmatch(r"/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<kind>pods)", path)
+             or re.fullmatch(r"/api/v1/(?P<kind>nodes)", path)
+             or re.fullmatch(r"/apis/batch/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<kind>jobs)", path))
+        with self.lock:
+            self.calls.append(("WATCH", path))
+            self.counts[("WATCH", path)] += 1
+        if m is None:
+            _send(h, 404, status(404, "NotFound", f"the server could not find the requested resource ({path})"))
+            return
+        if self.watch_fail_status is not None:
+            code = self.watch_fail_status
+            _send(h, code, status(code, "InternalError" if code >= 500 else "Failure", "injected watch failure"))
+            return
+        kind = m.group("kind")
+        ns = m.groupdict().get("ns") or None
+        one = "Pod" if kind == "pods" else "Node" if kind == "nodes" else "Job"
+        api = "batch/v1" if kind == "jobs" else "v1"
+        q = query.get("resourceVersion", [""])[0]
+        try:
+            timeout = float(query.get("timeoutSeconds", ["1800"])[0])
+            start = int(q) if q not in ("", "0") else None
+        except ValueError:
+            _send(h, 400, status(400, "BadRequest", f"bad resourceVersion or timeoutSeconds: {q!r}"))
+            return
+        bookmarks = _flag(query, "allowWatchBookmarks")
+
+        def matches(obj: Obj) -> bool:
+            meta = _meta_of(obj)
+            return (ns is None or meta.get("namespace") == ns) and bool(self._select([obj], query))
+
+        with self.lock:
+            self.sync()
+            gen = self._drop_gen
+            if start is None:  # "any version": the current state as ADDED events, then changes
+                pos = self.rv
+                store: dict[Any, Obj] = getattr(self, kind)
+                initial = [{"type": "ADDED", "object": copy.deepcopy(o)} for o in store.values() if matches(o)]
+            else:
+                pos, initial = start, []
+            self.open_watches += 1
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            self._stream(h, kind, pos, initial, matches, timeout, bookmarks, gen, one, api)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            h.close_connection = True  # the client went away
+        finally:
+            with self.lock:
+                self.open_watches -= 1
+
+    def _stream(self, h: BaseHTTPRequestHandler, kind: str, pos: int, out: list[Obj],
+                matches: Callable[[Obj], bool], timeout: float, bookmarks: bool, gen: int, one: str, api: str) -> None:
+        deadline = time.monotonic() + timeout
+        last_bookmark = time.monotonic()
+        while True:
+            end = dropped = False
+            with self.changed:
+                if not out:
+                    self.sync()
+                if self._stopping.is_set():
+                    end = True
+                elif gen != self._drop_gen:
+                    dropped = True
+                elif pos < self.compacted_rv:
+                    out.append({"type": "ERROR", "object": status(
+                        410, "Expired", f"too old resource version: {pos} ({self.compacted_rv})")})
+                    end = True
+                else:
+                    out += [{"type": e.type, "object": copy.deepcopy(e.obj)} for e in self.events
+                            if e.rv > pos and e.kind == kind and matches(e.obj)]
+                    pos = self.rv
+                    now = time.monotonic()
+                    if bookmarks and now - last_bookmark >= self.bookmark_every_s:
+                        out.append({"type": "BOOKMARK", "object": {
+                            "kind": one, "apiVersion": api, "metadata": {"resourceVersion": str(pos)}}})
+                        last_bookmark = now
+                    if not out:
+                        if now >= deadline:
+                            end = True
+                        else:
+                            self.changed.wait(min(self.watch_poll_s, max(0.0, deadline - now)))
+            if dropped:
+                # no final chunk: the client sees the connection die mid-stream
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return
+            for ev in out:
+                data = json.dumps(ev).encode() + b"\n"
+                h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            if out:
+                h.wfile.flush()
+            out = []
+            if end:
+                h.wfile.write(b"0\r\n\r\n")
+                h.wfile.flush()
+                return
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
                content_type: str) -> tuple[int, Obj]:
@@ -318,7 +532,7 @@ class FakeKube:
         if m and method == "GET":
             ns = m.group(1)
             items = [p for (pns, _), p in self.pods.items() if ns is None or pns == ns]
-            return 200, lst("PodList", self._select(items, query))
+            return 200, lst("PodList", self._select(items, query), rv=self.rv)
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/eviction)?", path)
         if m:
             key = (m.group(1), m.group(2))
@@ -345,7 +559,7 @@ class FakeKube:
             name = m.group(1)
             if name is None:
                 if method == "GET":
-                    return 200, lst("NodeList", self._select(list(self.nodes.values()), query))
+                    return 200, lst("NodeList", self._select(list(self.nodes.values()), query), rv=self.rv)
                 return 405, status(405, "MethodNotAllowed", method)
             node = self.nodes.get(name)
             if node is None:
@@ -362,7 +576,7 @@ class FakeKube:
             ns, name = m.group(1), m.group(2)
             if name is None and method == "GET":
                 items = [j for (jns, _), j in self.jobs.items() if ns is None or jns == ns]
-                return 200, lst("JobList", self._select(items, query), "batch/v1")
+                return 200, lst("JobList", self._select(items, query), "batch/v1", rv=self.rv)
             if ns is None or name is None:
                 return 405, status(405, "MethodNotAllowed", method)
             job = self.jobs.get((ns, name))
@@ -391,8 +605,7 @@ class FakeKube:
             new = merge_patch(store[key], body)
         else:
             return 415, status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format ({ct})")
-        new["metadata"]["resourceVersion"] = str(next(self._rv))
-        store[key] = new
+        store[key] = new  # its resourceVersion is set when handle() records the change
         return 200, new
 
     @staticmethod
@@ -419,8 +632,41 @@ def status(code: int, reason: str, message: str, ok: bool = False) -> Obj:
             "message": message, "reason": reason, "code": code}
 
 
-def lst(kind: str, items: list[Obj], api: str = "v1") -> Obj:
-    return {"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": copy.deepcopy(items)}
+def lst(kind: str, items: list[Obj], api: str = "v1", *, rv: int = 0) -> Obj:
+    return {"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": str(rv)},
+            "items": copy.deepcopy(items)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    rv: int
+    kind: str  # "pods" | "nodes" | "jobs"
+    namespace: str | None
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: Obj
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool; the Python
+    client sends ``True``)."""
+    return query.get(name, [""])[0] in ("1", "t", "T", "true", "TRUE", "True")
+
+
+def _meta_of(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _send(h: BaseHTTPRequestHandler, code: int, obj: Obj) -> None:
+    data = json.dumps(obj).encode()
+    try:
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -431,6 +677,11 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _do(self) -> None:
+        if self.kube._stopping.is_set():
+            # a stopped server answers nothing, also on connections the client kept alive
+            # (server.shutdown() only stops accepting new ones)
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -441,20 +692,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.kube.delay_s:
             time.sleep(self.kube.delay_s)
-        code, obj = self.kube.handle(self.command, url.path, parse_qs(url.query), body,
-                                     self.headers.get("Content-Type", ""))
+        query = parse_qs(url.query)
+        if self.command == "GET" and _flag(query, "watch"):
+            self.kube.serve_watch(self, url.path, query)
+            return
+        code, obj = self.kube.handle(self.command, url.path, query, body, self.headers.get("Content-Type", ""))
         self._send(code, obj)
 
     def _send(self, code: int, obj: Obj) -> None:
-        data = json.dumps(obj).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        _send(self, code, obj)
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _do
 
