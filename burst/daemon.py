@@ -107,4 +107,11 @@ class Daemon:
         self.store.set_user_setting(STATUS_USER, "last_tick", json.dumps(summary), now=res.now)
 
     def stop(self) -> None:
-        self.store.release_lease(LEASE, self.holder)
+        try:
+            self.store.release_lease(LEASE, self.holder)
+        finally:
+            # A queue with background work (the Kubernetes watchers) has an optional close(); it
+            # is not part of QueueSource, which the other queues implement without one.
+            close = getattr(self.controller.queue, "close", None)
+            if callable(close):
+                close()
