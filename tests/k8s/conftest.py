@@ -3,12 +3,32 @@ KubernetesQueue whose REAL kubernetes client talks to it over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 from tests.support.fake_kube_api import FakeKube
+
+T = TypeVar("T")
+
+
+def watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("kube-watch")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_watchers() -> Iterator[None]:
+    """Autouse, so set up first and torn down last: every queue a test made is closed by then,
+    and no watcher thread may outlive it."""
+    yield
+    deadline = time.monotonic() + 3
+    while watcher_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not watcher_threads(), f"leaked watcher threads: {watcher_threads()}"
 
 
 @pytest.fixture
@@ -26,5 +46,37 @@ def settings(kube: FakeKube) -> K8sSettings:
 
 
 @pytest.fixture
-def queue(settings: K8sSettings) -> KubernetesQueue:
-    return KubernetesQueue(settings)
+def make_queue(settings: K8sSettings) -> Iterator[Callable[..., KubernetesQueue]]:
+    """``make_queue(**settings_update)``: a queue on the fake, closed at teardown (before the fake
+    stops, since this fixture depends on it)."""
+    made: list[KubernetesQueue] = []
+
+    def make(**update: Any) -> KubernetesQueue:
+        q = KubernetesQueue(K8sSettings.model_validate({**settings.model_dump(), **update}))
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def queue(make_queue: Callable[..., KubernetesQueue]) -> KubernetesQueue:
+    return make_queue()
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 5.0, what: str = "") -> T:
+    """Poll ``check`` until it returns a truthy value (AssertionError counts as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            v = check()
+            if v:
+                return v
+        except AssertionError as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or check} ({last})")
+        time.sleep(0.002)

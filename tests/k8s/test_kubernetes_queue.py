@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from burst.queues.kubernetes import (
     parse_pod,
     parse_quantity,
 )
+from tests.k8s.conftest import eventually
 from tests.support.fake_kube_api import FakeKube, ts
 
 CLOUD_TAINT = {"key": "burst.dev/cloud", "value": "true", "effect": "NoSchedule"}
@@ -94,10 +96,10 @@ def test_running_elapsed_time(kube: FakeKube, queue: KubernetesQueue) -> None:
     assert job.id == "ml/pod/long" and abs(job.elapsed(time.time()) - 3600) < 2
 
 
-def test_opt_in_key_is_configurable(kube: FakeKube, settings: K8sSettings) -> None:
+def test_opt_in_key_is_configurable(kube: FakeKube, make_queue: Callable[..., KubernetesQueue]) -> None:
     kube.add_pod("a", "ml", gpus=1, labels={"example.com/cloud-ok": "yes"})
     kube.add_pod("b", "ml", gpus=1, labels=OPT_IN)
-    q = KubernetesQueue(settings.model_copy(update={"opt_in_key": "example.com/cloud-ok", "opt_in_value": "yes"}))
+    q = make_queue(opt_in_key="example.com/cloud-ok", opt_in_value="yes")
     flags = {j.id: j.may_burst for j in q.snapshot().pending}
     assert flags == {"ml/pod/a": True, "ml/pod/b": False}
 
@@ -182,18 +184,27 @@ def test_hold_pod_group_suspends_its_jobs(kube: FakeKube, queue: KubernetesQueue
     assert not any(kube.jobs[("nlp", n)]["spec"]["suspend"] for n in ("llm-a", "llm-b"))
 
 
-def test_namespaces_setting(kube: FakeKube, settings: K8sSettings) -> None:
+@pytest.mark.parametrize("watch", [True, False])
+def test_namespaces_setting(kube: FakeKube, make_queue: Callable[..., KubernetesQueue], watch: bool) -> None:
     kube.add_pod("a", "ml", gpus=1)
     kube.add_pod("b", "other", gpus=1)
-    q = KubernetesQueue(settings.model_copy(update={"namespaces": ["ml"]}))
+    q = make_queue(namespaces=["ml"], watch=watch)
     assert [j.id for j in q.snapshot().pending] == ["ml/pod/a"]
+    kube.add_pod("c", "other", gpus=1)
+    kube.add_pod("d", "ml", gpus=1)
+    eventually(lambda: [j.id for j in q.snapshot().pending] == ["ml/pod/a", "ml/pod/d"])
+    assert "ml/pod/d" in {j.id for j in q.snapshot().pending}
+    if watch:
+        assert kube.lists("/api/v1/namespaces/ml/pods") == 1 and kube.lists("/api/v1/pods") == 0
 
 
 # ---- failures ------------------------------------------------------------------------------
 
 
-def test_server_errors_and_timeouts_are_unavailable(kube: FakeKube, settings: K8sSettings) -> None:
-    q = KubernetesQueue(settings.model_copy(update={"timeout_s": 0.5}))
+@pytest.mark.parametrize("watch", [True, False])
+def test_server_errors_and_timeouts_are_unavailable(kube: FakeKube, make_queue: Callable[..., KubernetesQueue],
+                                                    watch: bool) -> None:
+    q = make_queue(timeout_s=0.5, watch=watch)
     kube.fail_next(1, 503)
     with pytest.raises(QueueUnavailable, match="503"):
         q.snapshot()
@@ -206,8 +217,9 @@ def test_server_errors_and_timeouts_are_unavailable(kube: FakeKube, settings: K8
     q.snapshot()
 
 
-def test_dead_api_server_is_unavailable(kube: FakeKube, settings: K8sSettings) -> None:
-    q = KubernetesQueue(settings)
+def test_dead_api_server_is_unavailable(kube: FakeKube, settings: K8sSettings,
+                                       make_queue: Callable[..., KubernetesQueue]) -> None:
+    q = make_queue()
     kube.stop()
     t0 = time.monotonic()
     with pytest.raises(QueueUnavailable):
@@ -223,18 +235,28 @@ def test_client_errors_are_queue_errors(kube: FakeKube, queue: KubernetesQueue) 
     assert not isinstance(ei.value, QueueUnavailable)
 
 
-def test_unreadable_objects_name_the_field(kube: FakeKube, queue: KubernetesQueue) -> None:
+@pytest.mark.parametrize("watch", [True, False])
+def test_unreadable_objects_name_the_field(kube: FakeKube, make_queue: Callable[..., KubernetesQueue],
+                                           watch: bool) -> None:
+    queue = make_queue(watch=watch)
     pod = kube.add_pod("odd", "ml", gpus=1)
     pod["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "lots"
     with pytest.raises(QueueParseError) as ei:
         queue.snapshot()
     assert ei.value.where == "pod ml/odd.spec.containers[0].resources.requests[nvidia.com/gpu]"
-    del kube.pods[("ml", "odd")]
-    node = kube.add_node("n1")
-    node["status"]["allocatable"]["nvidia.com/gpu"] = {"x": 1}
-    with pytest.raises(QueueParseError) as ei:
-        queue.snapshot()
-    assert ei.value.where == "node n1.status.allocatable[nvidia.com/gpu]"
+    with kube.lock:  # one change as far as a watcher can tell
+        del kube.pods[("ml", "odd")]
+        node = kube.add_node("n1")
+        node["status"]["allocatable"]["nvidia.com/gpu"] = {"x": 1}
+
+    def node_error() -> bool:  # with watch, once the deletion and the new node have arrived
+        try:
+            queue.snapshot()
+        except QueueParseError as e:
+            return e.where == "node n1.status.allocatable[nvidia.com/gpu]"
+        return False
+
+    eventually(node_error)
 
 
 def test_pure_parsers() -> None:
