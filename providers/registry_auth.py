@@ -163,6 +163,19 @@ class AnonymousAuth:
         return self._inner.on_challenge(challenge, scopes, client)
 
 
+def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object of a 200 answer, or a RegistryAuthError that says what came instead (a
+    proxy's login page, say); never the body itself, which may echo credentials."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        ctype = resp.headers.get("content-type", "?")
+        raise RegistryAuthError(f"{what} answered 200 with a body that is not a JSON object (content-type {ctype})")
+    return body
+
+
 @dataclass
 class _Token:
     value: str
@@ -240,7 +253,7 @@ class ChallengeAuth:
             raise RegistryAuthError(f"token endpoint {realm} unreachable: {type(exc).__name__}") from None
         if resp.status_code != 200:
             raise RegistryAuthError(f"token endpoint {realm} answered {resp.status_code} for scopes {' '.join(want)}")
-        body: dict[str, Any] = resp.json()
+        body = _json_object(resp, f"token endpoint {realm}")
         value = body.get("token") or body.get("access_token")
         if not value:
             raise RegistryAuthError(f"token endpoint {realm} returned no token")
@@ -300,7 +313,12 @@ class AcrAuth:
         self._clock = clock
         self._lock = threading.Lock()
         self._refresh: _Token | None = None
+        self._refresh_gen = 0  # bumped by every exchange
+        # One exchange at a time: with parallel blob copies every thread meets the same 401,
+        # and each would otherwise trade its own AAD token (ACR throttles the exchange).
+        self._exchange_lock = threading.Lock()
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self.exchanges = 0
 
     def header(self, scopes: tuple[str, ...]) -> str | None:
         with self._lock:
@@ -333,7 +351,7 @@ class AcrAuth:
             )
         if resp.status_code != 200:
             raise RegistryAuthError(f"ACR {self.registry} /oauth2/token answered {resp.status_code}")
-        value = resp.json().get("access_token")
+        value = _json_object(resp, f"ACR {self.registry} /oauth2/token").get("access_token")
         if not value:
             raise RegistryAuthError(f"ACR {self.registry} /oauth2/token returned no access_token")
         with self._lock:
@@ -342,6 +360,15 @@ class AcrAuth:
         return f"Bearer {value}"
 
     def _exchange(self, service: str, client: httpx.Client) -> _Token:
+        with self._lock:
+            seen = self._refresh_gen
+        with self._exchange_lock:
+            with self._lock:
+                if self._refresh_gen != seen and self._refresh is not None:
+                    return self._refresh  # another thread exchanged while this one waited
+            return self._exchange_now(service, client)
+
+    def _exchange_now(self, service: str, client: httpx.Client) -> _Token:
         try:
             aad = self._credential.get_token(ARM_SCOPE)
         except Exception as exc:  # azure-identity raises many types; none may cross the port
@@ -352,12 +379,14 @@ class AcrAuth:
         resp = self._post(client, "/oauth2/exchange", data)
         if resp.status_code != 200:
             raise RegistryAuthError(f"ACR {self.registry} /oauth2/exchange answered {resp.status_code}")
-        value = resp.json().get("refresh_token")
+        value = _json_object(resp, f"ACR {self.registry} /oauth2/exchange").get("refresh_token")
         if not value:
             raise RegistryAuthError(f"ACR {self.registry} /oauth2/exchange returned no refresh_token")
         tok = _Token(value, self._clock() + 2 * 3600)  # ACR refresh tokens live 3 h
         with self._lock:
             self._refresh = tok
+            self._refresh_gen += 1
+            self.exchanges += 1
         return tok
 
     def _post(self, client: httpx.Client, path: str, data: Mapping[str, str]) -> httpx.Response:

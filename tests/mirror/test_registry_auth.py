@@ -120,3 +120,104 @@ def test_select_platforms_keeps_bytes_when_all_chosen() -> None:
 def test_libtrust_key_id_shape() -> None:
     kid = libtrust_key_id(b"any der bytes")
     assert len(kid.split(":")) == 12 and all(len(p) == 4 for p in kid.split(":"))
+
+
+# ---- odd answers from token endpoints, over real HTTP ---------------------------------------------
+
+
+class _Answers:
+    """A local HTTP server: ``handler(method, path, body) -> (status, content_type, body)``."""
+
+    def __init__(self, handler: Any) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.calls: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _answer(self, method: str) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                with outer.lock:
+                    outer.calls.append((method, self.path))
+                status, ctype, out = handler(method, self.path, body)
+                data = out.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._answer("GET")
+
+            def do_POST(self) -> None:
+                self._answer("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Cred:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kw: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.calls += 1
+        return SimpleNamespace(token=f"aad-{self.calls}", expires_on=0)
+
+
+def test_token_endpoint_answering_html_is_a_clear_auth_error() -> None:
+    from providers.registry_auth import AcrAuth
+
+    login_page = "<html>corporate proxy login; password=hunter2</html>"
+    srv = _Answers(lambda m, p, b: (200, "text/html", login_page))
+    try:
+        with httpx.Client() as client:
+            challenge = parse_challenge(f'Bearer realm="{srv.url}/token",service="reg"')
+            with pytest.raises(RegistryAuthError, match=r"not a JSON object \(content-type text/html\)") as err:
+                ChallengeAuth(Credentials("u", "p")).on_challenge(challenge, ("repository:a:pull",), client)
+            assert "hunter2" not in str(err.value)
+            acr = AcrAuth("reg.azurecr.io", _Cred(), base_url=srv.url)
+            with pytest.raises(RegistryAuthError, match=r"/oauth2/exchange answered 200 with a body that is not a JSON"):
+                acr.on_challenge(None, ("repository:a:pull",), client)
+    finally:
+        srv.close()
+
+
+def test_acr_exchange_is_single_flight_across_threads() -> None:
+    # Four copy threads meet the same 401 at once: one AAD token, one exchange, four access tokens.
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from providers.registry_auth import AcrAuth
+
+    def handler(method: str, path: str, body: str) -> tuple[int, str, str]:
+        if path == "/oauth2/exchange":
+            time.sleep(0.2)  # long enough for every thread to be waiting on the exchange
+            return 200, "application/json", json.dumps({"refresh_token": "rt"})
+        return 200, "application/json", json.dumps({"access_token": "at"})
+
+    srv = _Answers(handler)
+    cred = _Cred()
+    acr = AcrAuth("reg.azurecr.io", cred, base_url=srv.url)
+    try:
+        with httpx.Client() as client, ThreadPoolExecutor(4) as pool:
+            headers = list(pool.map(lambda k: acr.on_challenge(None, (f"repository:r{k}:pull",), client), range(4)))
+    finally:
+        srv.close()
+    assert headers == ["Bearer at"] * 4
+    assert [p for _, p in srv.calls].count("/oauth2/exchange") == 1 and acr.exchanges == 1 and cred.calls == 1
+    assert [p for _, p in srv.calls].count("/oauth2/token") == 4
