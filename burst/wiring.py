@@ -15,6 +15,7 @@ from burst.catalog import Catalog, OfferFilter
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
+from burst.errors import QueueError
 from burst.executor import BackoffPolicy
 from burst.ports import Clock, Notifier, Provider, QueueSource
 from burst.sim.clock import WallClock
@@ -71,6 +72,20 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return SqlStore.from_url(url, upgrade=True)
+
+
+def warn_isolation(queue: Any) -> list[str]:
+    """Log, once at start, every partition whose non-opted-in jobs could run on burst nodes
+    (Slurm has no taint; see SlurmQueue.isolation_warnings). An unreachable slurmctld is not a
+    reason to refuse to start: the tick copes with it, and the check runs again next start."""
+    try:
+        warnings = list(queue.isolation_warnings())
+    except QueueError as e:
+        log.warning("slurm partition check skipped: %s", e)
+        return []
+    for w in warnings:
+        log.warning("slurm: %s", w)
+    return warnings
 
 
 def with_mirror_hosts(aws: Any, mirror: Any) -> Any:
@@ -143,7 +158,9 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     elif cfg.queue.kind == "slurm":
         from burst.queues.slurm import SlurmQueue, SlurmSettings
 
-        queue = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
+        slurm = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
+        warn_isolation(slurm)
+        queue = slurm
     elif cfg.queue.kind == "jsonfile":
         from burst.queues.jsonfile import JsonFileQueue
 

@@ -757,6 +757,45 @@ class SlurmQueue:
         """Every node, FUTURE pool included, with the instance each pool node is reserved for."""
         return parse_pool(self._run(["scontrol", "--future", "show", "node", "-o"]), self.settings.cloud_feature)
 
+    def isolation_warnings(self) -> list[str]:
+        """Partitions whose jobs could land on burst nodes without having opted in.
+
+        Slurm has no taint: a burst node is usable by every job of every partition that holds
+        it. Jobs opt in through ``burstable`` rules (partition, QOS, account, constraint), but a
+        job in a non-burstable partition that holds burst nodes can be placed there by Slurm
+        while on-prem is full, at cloud prices. The safe layout gives burst nodes their own
+        partition (pool nodes, or a NodeSet with ``Feature=<cloud_feature>`` for dynamic nodes)
+        and lists on-prem nodes explicitly elsewhere. Read-only; the daemon logs the result at
+        start (one ``scontrol`` call each for partitions and nodes)."""
+        rules = self.settings.burstable
+        if rules.all_jobs:
+            return []
+        burst_nodes = {
+            n.name for n in self.pool() if self.settings.cloud_feature in n.features or n.is_dynamic
+        }
+        out: list[str] = []
+        for line in self._run(["scontrol", "show", "partition", "-o"]).splitlines():
+            f = parse_scontrol_line(line)
+            name = f.get("PartitionName", "")
+            if not name or name in rules.partitions:
+                continue
+            nodes = f.get("Nodes", "")
+            sets = f.get("NodeSets", "")
+            if nodes.upper() == "ALL" or sets.upper() == "ALL":
+                held = "all nodes (Nodes=ALL), burst nodes included"
+            else:
+                named = burst_nodes & set(expand_hostlist(nodes)) if nodes and nodes != "(null)" else set()
+                if not named:
+                    continue
+                held = f"burst nodes {', '.join(sorted(named, key=_natural_key)[:4])}{' ...' if len(named) > 4 else ''}"
+            out.append(
+                f"partition {name} holds {held}: its jobs that did not opt in "
+                f"(constraint {self.settings.cloud_feature!r}, or a burstable QOS/account) can run on cloud "
+                f"capacity. Give burst nodes a partition of their own and list on-prem nodes explicitly, "
+                f"or add {name!r} to slurm.burstable.partitions"
+            )
+        return out
+
     def node_info(self, node_name: str) -> PoolNode | None:
         """One node (FUTURE included), or None when Slurm does not know it."""
         try:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from burst.domain import JobState
-from burst.queues.slurm import NodeBusy, PoolExhausted, SlurmQueue
+from burst.queues.slurm import BurstRules, NodeBusy, PoolExhausted, SlurmQueue, SlurmSettings
 from tests.support.slurm_cluster import SlurmCluster, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -173,3 +173,28 @@ def test_dynamic_node_named_after_its_instance(cluster: SlurmCluster, queue: Slu
     cluster.stop_burst_node(name)
     assert name not in {n.name for n in queue.snapshot().nodes}
     assert queue.node_info(name) is None
+
+
+def test_isolation_warnings_name_partitions_that_hold_burst_nodes(cluster: SlurmCluster, settings: SlurmSettings) -> None:
+    # The test cluster puts every node in both partitions (Nodes=ALL): jobs of `gpu` that did
+    # not opt in could run on burst nodes; `burstable` is fine once it is a burstable partition.
+    q = SlurmQueue(settings.model_copy(update={"burstable": BurstRules(partitions=["burstable"])}))
+    (warning,) = q.isolation_warnings()
+    assert warning.startswith("partition gpu holds ") and "burstable.partitions" in warning
+    assert len(SlurmQueue(settings).isolation_warnings()) == 2
+    assert SlurmQueue(settings.model_copy(update={"burstable": BurstRules(all_jobs=True)})).isolation_warnings() == []
+
+
+def test_the_daemon_logs_isolation_warnings_at_start_and_survives_a_dead_controller(
+    settings: SlurmSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from burst.wiring import warn_isolation
+
+    with caplog.at_level("WARNING", logger="burst.wiring"):
+        assert len(warn_isolation(SlurmQueue(settings))) == 2
+    assert sum("partition gpu holds" in r.getMessage() for r in caplog.records) == 1
+    dead = SlurmQueue(settings.model_copy(update={"bin_dir": settings.slurm_conf.parent / "no-such-bin"}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="burst.wiring"):
+        assert warn_isolation(dead) == []
+    assert any("partition check skipped" in r.getMessage() for r in caplog.records)
