@@ -95,7 +95,10 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
 
 def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> SlotPool:
     """Free GPUs of burst nodes being drained (a drained node shows none free to the scheduler,
-    so they are counted from its size and use). Overflow work only; never on-demand nodes."""
+    so they are counted from its size and use). Overflow instances only: on-demand and
+    grand-challenge capacity drains for its owner's reasons. Today an overflow instance drains
+    only for idleness (policies/scale_in.py); a drain for any other reason (a grand challenge
+    clearing burst nodes, say) must not be undone here and has to exclude its instances."""
     pool = SlotPool()
     draining = {
         i.id: i for i in instances if i.state is InstanceState.DRAINING and i.purpose is Purpose.OVERFLOW
