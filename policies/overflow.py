@@ -213,22 +213,35 @@ def select_overflow(
 
 
 def _place_gang(job: Job, joined: SlotPool, flying: SlotPool) -> tuple[int, str]:
-    """Reserve the most whole nodes for a gang in one region, joined nodes first.
+    """Reserve nodes for a gang in one region. Returns (nodes still missing, "cloud/region"
+    where they were reserved; "" when none).
 
-    Returns (nodes still missing, "cloud/region" where they were reserved; "" when none).
+    Joined nodes count only when they hold the whole gang in one region (it can start now).
+    Otherwise the gang is placed on instances still booting alone: joined nodes that are free
+    now but too few are taken by the next job that fits the moment the scheduler looks (no
+    scheduler holds them for a gang that cannot start yet), so counting them meant topping the
+    gang up one node per tick while each new node was taken in turn; the gang waited 45 min
+    on a jittered B1 trace. Booting instances launched together join together, and the gang,
+    the oldest job waiting for them, starts on them.
     """
     per = job.per_node
-    by_region: dict[str, list[tuple[SlotPool, tuple[str, str], int]]] = {}
-    for pool in (joined, flying):
-        for key, c in pool.gang_slots(per, job.gpu_model).items():
-            by_region.setdefault(key[0].split("#", 1)[0], []).append((pool, key, c))
+    whole = [
+        (key, c) for key, c in sorted(joined.gang_slots(per, job.gpu_model).items()) if c >= job.nodes
+    ]
+    if whole:
+        key, _ = whole[0]
+        joined.take_nodes(key, job.nodes, per)
+        return 0, key[0].split("#", 1)[0]
+    by_region: dict[str, list[tuple[tuple[str, str], int]]] = {}
+    for key, c in flying.gang_slots(per, job.gpu_model).items():
+        by_region.setdefault(key[0].split("#", 1)[0], []).append((key, c))
     if not by_region:
         return job.nodes, ""
-    region, slots = max(sorted(by_region.items()), key=lambda kv: sum(c for _, _, c in kv[1]))
+    region, slots = max(sorted(by_region.items()), key=lambda kv: sum(c for _, c in kv[1]))
     need = job.nodes
-    for pool, key, _ in slots:
+    for key, _ in slots:
         if need:
-            need -= pool.take_nodes(key, need, per)
+            need -= flying.take_nodes(key, need, per)
     return need, region
 
 
