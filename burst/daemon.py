@@ -44,6 +44,7 @@ class Daemon:
         holder: str | None = None,
         lease_ttl_s: float = 90.0,
         before_tick: Callable[[Timestamp], None] | None = None,
+        after_tick: Callable[[Timestamp], None] | None = None,
         metrics: bool = False,
     ) -> None:
         self.controller = controller
@@ -52,6 +53,9 @@ class Daemon:
         self.holder = holder or default_holder()
         self.lease_ttl_s = lease_ttl_s
         self.before_tick = before_tick
+        # Called after a tick acted (the simulated world's scheduler reacting to an Undrain at
+        # once, as a real scheduler does); None for real queues, which react by themselves.
+        self.after_tick = after_tick
         self.leader = False
         self.ticks = 0
         self.metrics = metrics
@@ -77,6 +81,8 @@ class Daemon:
             self._observe(None, time.perf_counter() - t0)
             return None
         self.ticks += 1
+        if self.after_tick is not None:
+            self.after_tick(now)
         self._record(res)
         self._observe(res, time.perf_counter() - t0)
         return res

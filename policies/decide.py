@@ -92,6 +92,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 left[kind] -= 1
             else:
                 keep.add(a.instance_id)
+        keep |= ov.reserved  # idle, but its pending gang counts on it
         scale_actions = [a for a in scale_actions if not (isinstance(a, Drain) and a.instance_id in keep)]
     if ov.undrain:
         # Take draining nodes back for work that would otherwise launch now: the node is
@@ -112,12 +113,13 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     actions.extend(scale_actions)
     if si.wake_at is not None:
         wakes.append(si.wake_at)
-    if ov.surplus_in_flight and cfg.scale_in.cancel_unneeded_launches:
+    if (ov.surplus_in_flight or ov.gang_surplus) and cfg.scale_in.cancel_unneeded_launches:
         # Booting instances that no pending job will use: their work started on-prem or on
         # other burst capacity while they booted. Billing is per second, so give them back now
         # rather than after boot + idle timeout. Newest first: they are furthest from useful.
         already = {a.instance_id for a in scale_actions if isinstance(a, Terminate)}
         left = dict(ov.surplus_in_flight)
+        gang_surplus = set(ov.gang_surplus)
         booting = sorted(
             (
                 i
@@ -126,6 +128,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 and i.state in (InstanceState.LAUNCHING, InstanceState.RUNNING)
                 and i.id not in nodes_by_instance
                 and i.id not in already
+                and (not i.gang_id or i.id in gang_surplus)
             ),
             key=lambda i: (-i.created_at, i.id),
         )
@@ -137,7 +140,9 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 # About to join: terminating now could race the scheduler placing a job on it.
                 # It will be idle after joining and the idle timeout gives it back instead.
                 continue
-            if left.get(k, 0) > 0:
+            if i.id in gang_surplus:
+                actions.append(Terminate(i.id, f"its gang {i.for_jobs[0]} started elsewhere while it booted"))
+            elif left.get(k, 0) > 0:
                 left[k] -= 1
                 actions.append(Terminate(i.id, "no pending job needs it any more (its work started elsewhere while it booted)"))
 

@@ -44,6 +44,10 @@ class OverflowResult:
     idle_joined_left: dict[tuple[str, str], int] = field(default_factory=dict)
     # Draining burst nodes to take back into service, per joined_key: work that would burst now
     # fits there, and cancelling a drain costs nothing while a new instance costs a boot.
+    # Gang instances still booting whose gang is no longer pending (it started elsewhere).
+    gang_surplus: tuple[str, ...] = ()
+    # Joined, idle nodes launched for a gang that is still pending: not to be drained.
+    reserved: frozenset[str] = frozenset()
     # Keyed by (joined_key location, model, free GPUs of the node).
     undrain: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
@@ -59,12 +63,42 @@ def joined_key(cloud: str, region: str, gpus: int, model: str) -> tuple[str, str
     return (f"{cloud}/{region}#{gpus}", model)
 
 
-def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tuple[SlotPool, SlotPool, SlotPool]:
-    """(on-prem, joined burst nodes, instances in flight). Work is placed in that order, so
-    capacity that exists is used before capacity that is still booting."""
+GangOwn = dict[str, dict[str, int]]  # pending gang job id -> "cloud/region" -> its own nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Pools:
+    onprem: SlotPool
+    joined: SlotPool
+    flying: SlotPool
+    gang_own: GangOwn  # instances launched for a pending gang: booting, or joined and still free
+    reserved: frozenset[str]  # of those, the joined ones (idle, but not to be drained)
+
+
+def build_pools(
+    nodes: tuple[Node, ...], instances: tuple[Instance, ...], pending_gangs: frozenset[str] = frozenset()
+) -> Pools:
+    """On-prem, joined burst nodes and instances in flight. Work is placed in that order, so
+    capacity that exists is used before capacity that is still booting.
+
+    Instances launched for a gang that is still pending are that gang's alone, booting or
+    joined and free: they boot together to join together, and counting them as anyone's
+    capacity (or a gang on anyone else's) split gangs across nodes that join at different times.
+    Once the gang has started, its nodes are ordinary capacity."""
     onprem = SlotPool()
     joined = SlotPool()
     flying = SlotPool()
+    gang_own: GangOwn = {}
+    reserved: set[str] = set()
+
+    def own(i: Instance) -> None:
+        region = f"{i.cloud}/{i.region}"
+        mine = gang_own.setdefault(i.for_jobs[0], {})
+        mine[region] = mine.get(region, 0) + 1
+
+    def for_pending_gang(i: Instance) -> bool:
+        return bool(i.gang_id and i.for_jobs and i.for_jobs[0] in pending_gangs)
+
     by_instance: dict[str, Instance] = {i.id: i for i in instances}
     node_of: set[str] = set()
     for n in nodes:
@@ -75,6 +109,10 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
             if inst is not None and inst.state is InstanceState.DRAINING:
                 continue
             if inst is not None and inst.purpose is Purpose.ON_DEMAND:
+                continue
+            if inst is not None and for_pending_gang(inst) and n.schedulable and n.idle:
+                own(inst)
+                reserved.add(inst.id)
                 continue
             loc, model = (
                 joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
@@ -88,9 +126,13 @@ def build_pools(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> tup
         if i.purpose is Purpose.ON_DEMAND:
             continue  # a user's own instance: never capacity for queued work
         if i.state in IN_FLIGHT and i.id not in node_of:
+            if i.gang_id and i.for_jobs:
+                if i.for_jobs[0] in pending_gangs:
+                    own(i)
+                continue  # a started gang's late member: given back (decide.py), not capacity
             loc, model = in_flight_key(i)
             flying.add(i.gpus, loc, model)
-    return onprem, joined, flying
+    return Pools(onprem, joined, flying, gang_own, frozenset(reserved))
 
 
 def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> SlotPool:
@@ -137,7 +179,8 @@ def select_overflow(
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
-    onprem, joined, flying = build_pools(nodes, instances)
+    pools = build_pools(nodes, instances, frozenset(j.id for j in pending if j.is_gang))
+    onprem, joined, flying, gang_own = pools.onprem, pools.joined, pools.flying, pools.gang_own
     draining = draining_pool(nodes, instances)
     undrain: dict[tuple[str, str, int], int] = {}
     burst: list[Job] = []
@@ -152,7 +195,7 @@ def select_overflow(
                 covered += 1
                 continue
             if job.may_burst:
-                missing, where = _place_gang(job, joined, flying)
+                missing, where = _place_gang(job, joined, gang_own.get(job.id, {}))
                 if missing == 0:
                     covered += 1
                     covered_cloud += 1
@@ -196,8 +239,17 @@ def select_overflow(
             if wake is None or due < wake:
                 wake = due
     surplus: dict[tuple[str, str], int] = {}
+    pending_ids = {j.id for j in pending}
+    gang_surplus = tuple(
+        sorted(
+            i.id
+            for i in instances
+            if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and i.gang_id and i.for_jobs
+            and i.for_jobs[0] not in pending_ids
+        )
+    )
     for i in instances:
-        if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT:
+        if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and not i.gang_id:
             key = in_flight_key(i)
             if key not in surplus:
                 surplus[key] = flying.buckets.get(i.gpus, {}).get(key, 0)
@@ -208,21 +260,20 @@ def select_overflow(
                 idle_left[key] = count
     return OverflowResult(
         tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake,
-        {k: v for k, v in surplus.items() if v}, idle_left, undrain,
+        {k: v for k, v in surplus.items() if v}, idle_left, gang_surplus, pools.reserved, undrain,
     )
 
 
-def _place_gang(job: Job, joined: SlotPool, flying: SlotPool) -> tuple[int, str]:
-    """Reserve nodes for a gang in one region. Returns (nodes still missing, "cloud/region"
-    where they were reserved; "" when none).
+def _place_gang(job: Job, joined: SlotPool, own: dict[str, int]) -> tuple[int, str]:
+    """Where a gang's nodes come from. Returns (nodes still missing, "cloud/region" to top up
+    in; "" for a whole new gang).
 
     Joined nodes count only when they hold the whole gang in one region (it can start now).
-    Otherwise the gang is placed on instances still booting alone: joined nodes that are free
-    now but too few are taken by the next job that fits the moment the scheduler looks (no
-    scheduler holds them for a gang that cannot start yet), so counting them meant topping the
-    gang up one node per tick while each new node was taken in turn; the gang waited 45 min
-    on a jittered B1 trace. Booting instances launched together join together, and the gang,
-    the oldest job waiting for them, starts on them.
+    Free joined nodes too few for the gang are taken by the next job that fits the moment the
+    scheduler looks (nothing holds them for a gang that cannot start yet): counting them, the
+    policy topped a gang up one node per tick while each new node was taken in turn, and the
+    gang waited 45 min on a jittered B1 trace. Otherwise the gang counts on its own instances
+    in flight (``own``, launched together so they join together), topped up in their region.
     """
     per = job.per_node
     whole = [
@@ -232,17 +283,10 @@ def _place_gang(job: Job, joined: SlotPool, flying: SlotPool) -> tuple[int, str]
         key, _ = whole[0]
         joined.take_nodes(key, job.nodes, per)
         return 0, key[0].split("#", 1)[0]
-    by_region: dict[str, list[tuple[tuple[str, str], int]]] = {}
-    for key, c in flying.gang_slots(per, job.gpu_model).items():
-        by_region.setdefault(key[0].split("#", 1)[0], []).append((key, c))
-    if not by_region:
+    if not own:
         return job.nodes, ""
-    region, slots = max(sorted(by_region.items()), key=lambda kv: sum(c for _, c in kv[1]))
-    need = job.nodes
-    for key, _ in slots:
-        if need:
-            need -= flying.take_nodes(key, need, per)
-    return need, region
+    region, count = max(sorted(own.items()), key=lambda kv: kv[1])
+    return max(0, job.nodes - count), region
 
 
 def _is_sorted(jobs: tuple[Job, ...]) -> bool:

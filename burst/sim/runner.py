@@ -252,6 +252,11 @@ class Simulation:
         if target > self.clock.now():
             self._world_at(target)
 
+    def after_tick(self, now: float) -> None:
+        """What the simulated scheduler does right after a controller tick: start what fits (an
+        Undrain frees capacity at once). ``run()`` and the live daemon both call it."""
+        self.cluster.schedule(now)
+
     def run(self, progress: Progress | None = None) -> SimResult:
         wall0 = time.perf_counter()
         trace = self.trace
@@ -283,7 +288,7 @@ class Simulation:
             if next_tick is not None and t >= next_tick:
                 res = self.controller.tick(t)
                 self.ticks += 1
-                cluster.schedule(t)
+                self.after_tick(t)
                 last_version = cluster.version
                 next_tick = None
                 if res.wake_at is not None:  # the plan's wake_at or a controller deadline

@@ -32,7 +32,9 @@ class GridClock:
 def _daemon_plans(jobs, policy, settings: SimSettings, horizon: float, offers) -> tuple[list, Simulation]:  # type: ignore[no-untyped-def]
     world = Simulation(jobs, policy, settings=settings, offers=offers)
     clock = GridClock(world.clock_origin)
-    d = Daemon(world.controller, clock, world.store, holder="daemon", before_tick=world.advance_to)
+    d = Daemon(
+        world.controller, clock, world.store, holder="daemon", before_tick=world.advance_to, after_tick=world.after_tick
+    )
     plans = []
     k = 0
     while clock.t <= horizon:

@@ -79,12 +79,14 @@ def instance(
     launched_at: float | None = NOW - 3600,
     purpose: Purpose = Purpose.OVERFLOW,
     for_jobs: tuple[str, ...] = (),
+    gang_id: str = "",
 ) -> Instance:
     return Instance(
         id=iid, cloud=o.cloud, region=o.region, zone=o.zone, instance_type=o.instance_type, market=o.market,
         purpose=purpose, gpus=o.gpu_count, gpu_model=o.gpu_model, price_per_hour=o.price_per_hour, state=state,
         created_at=(launched_at or NOW) - 1, launched_at=launched_at, idle_since=idle_since,
         node_name=f"burst-{iid}" if state in (InstanceState.JOINED, InstanceState.DRAINING) else "", for_jobs=for_jobs,
+        gang_id=gang_id,
     )
 
 

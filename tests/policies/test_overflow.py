@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from burst.domain import InstanceState, Launch, Terminate, Undrain
@@ -202,8 +204,13 @@ def test_gang_is_not_covered_across_regions(other) -> None:  # type: ignore[no-u
     assert (where, missing) in {("", 2), ("aws/us-east-1", 1), (f"{other.cloud}/{other.region}", 1)}
 
 
+def _own(iid: str, state: InstanceState, o=A100_8_AZ1):  # type: ignore[no-untyped-def]
+    """An instance launched for gang g (its launch group)."""
+    return instance(iid, state, o, for_jobs=("g",), gang_id="g-group")
+
+
 def test_gang_top_up_launches_only_in_the_region_it_counts_on() -> None:
-    east = instance("e", InstanceState.LAUNCHING, A100_8_AZ1)
+    east = _own("e", InstanceState.LAUNCHING)
     p = decide(snap(_gang(), full_cluster(), [east], (A100_8_AZ1, A100_8_WEST, A100_8_AZURE)), CFG)
     launches = p.of(Launch)
     assert len(launches) == 1
@@ -214,15 +221,34 @@ def test_gang_top_up_launches_only_in_the_region_it_counts_on() -> None:
     assert len(launches) == 2 and {lc.offer.location_key for lc in launches} == {"aws/us-west-2"}
 
 
-def test_gang_covered_by_two_instances_in_one_region() -> None:
-    a = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
-    b = instance("e2", InstanceState.RUNNING, A100_8_AZ1)
+def test_gang_covered_by_two_of_its_own_instances_in_one_region() -> None:
+    a = _own("e1", InstanceState.LAUNCHING)
+    b = _own("e2", InstanceState.RUNNING)
     r = select_overflow(NOW, tuple(_gang()), full_cluster(), (a, b), OV)
     assert r.burst == () and r.covered_cloud == 1
+    # Booting instances launched for other work are not the gang's: they join at other times
+    # and their own jobs take them. The gang launches whole, and they stay for their jobs.
+    a2 = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
+    b2 = instance("e2", InstanceState.RUNNING, A100_8_AZ1)
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), (a2, b2), OV)
+    assert _needs(r, "g") == ("", 2)
+
+
+def test_booting_gang_instances_are_given_back_when_the_gang_started_elsewhere() -> None:
+    a = _own("e1", InstanceState.LAUNCHING)
+    b = _own("e2", InstanceState.LAUNCHING)
+    a = dataclasses.replace(a, launched_at=NOW - 30, created_at=NOW - 31)
+    b = dataclasses.replace(b, launched_at=NOW - 30, created_at=NOW - 31)
+    # g is still pending: nothing to cancel
+    p = decide(snap(_gang(), full_cluster(), [a, b]), CFG)
+    assert p.of(Terminate) == []
+    # g started (it is no longer pending): both are given back before they join
+    p = decide(snap([], full_cluster(), [a, b]), CFG)
+    assert sorted(t.instance_id for t in p.of(Terminate)) == ["e1", "e2"]
 
 
 def test_gang_mixing_onprem_and_cloud_is_not_covered() -> None:
-    a = instance("e1", InstanceState.LAUNCHING, A100_8_AZ1)
+    a = _own("e1", InstanceState.LAUNCHING)
     r = select_overflow(NOW, tuple(_gang()), (*full_cluster(), onprem("free", used=0)), (a,), OV)
     assert r.covered == 0
     # the free on-prem node is not half of the gang: it needs one more node next to e1

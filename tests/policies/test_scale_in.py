@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -176,3 +178,16 @@ def test_a_gang_counts_on_joined_nodes_only_when_they_hold_it_whole() -> None:
         CFG,
     )
     assert p.of(Launch) == [] and p.of(Drain) == []
+
+
+def test_a_pending_gangs_own_joined_node_is_kept_and_counted() -> None:
+    # Gang g's two instances joined a minute apart: one is up and idle (past the idle timeout,
+    # say the second boots slowly), the other still boots. The gang counts on both; the idle one
+    # is not drained and nothing more is launched for g.
+    up = dataclasses.replace(instance("g1", J, idle_since=NOW - 10 * MIN), for_jobs=("g",), gang_id="grp")
+    booting = dataclasses.replace(instance("g2", InstanceState.LAUNCHING, launched_at=NOW - 60), for_jobs=("g",), gang_id="grp")
+    p = decide(snap([job("g", 16, 30 * MIN, nodes=2)], [*full_cluster(), cloud_node(up)], [up, booting]), CFG)
+    assert p.of(Launch) == [] and p.of(Drain) == [] and p.of(Terminate) == []
+    # once g has started elsewhere, the idle node is ordinary capacity again and drains
+    p = decide(snap([], [*full_cluster(), cloud_node(up)], [up, booting]), CFG)
+    assert [d.instance_id for d in p.of(Drain)] == ["g1"] and [t.instance_id for t in p.of(Terminate)] == ["g2"]
