@@ -62,8 +62,8 @@ class SlotPool:
             while self.max_free > 0 and self.total.get(self.max_free, 0) == 0:
                 self.max_free -= 1
 
-    def take(self, gpus: int, model: str = "", location: str | None = None) -> Key | None:
-        """Reserve ``gpus`` on one node (best fit). Returns the node's (location, model) or None."""
+    def _best_fit(self, gpus: int, model: str, location: str | None = None) -> tuple[int, Key] | None:
+        """The node bucket with the fewest free GPUs >= ``gpus`` that matches: (free, key)."""
         if gpus > self.max_free:
             return None
         for k in range(gpus, self.max_free + 1):
@@ -71,24 +71,28 @@ class SlotPool:
                 continue
             for key in self.buckets[k]:
                 if (location is None or key[0] == location) and model_ok(model, key[1]):
-                    self._remove(k, key)
-                    self.add(k - gpus, key[0], key[1])
-                    return key
+                    return k, key
         return None
+
+    def take(self, gpus: int, model: str = "", location: str | None = None) -> Key | None:
+        """Reserve ``gpus`` on one node (best fit). Returns the node's (location, model) or None."""
+        found = self._best_fit(gpus, model, location)
+        if found is None:
+            return None
+        k, key = found
+        self._remove(k, key)
+        self.add(k - gpus, key[0], key[1])
+        return key
 
     def pop_node(self, gpus: int, model: str = "") -> tuple[Key, int] | None:
         """Remove one node with at least ``gpus`` free (best fit) from the pool. Returns its
         (location, model) and how many GPUs it had free, or None."""
-        if gpus > self.max_free:
+        found = self._best_fit(gpus, model)
+        if found is None:
             return None
-        for k in range(gpus, self.max_free + 1):
-            if not self.total.get(k):
-                continue
-            for key in self.buckets[k]:
-                if model_ok(model, key[1]):
-                    self._remove(k, key)
-                    return key, k
-        return None
+        k, key = found
+        self._remove(k, key)
+        return key, k
 
     def gang_slots(self, per_node: int, model: str = "") -> dict[Key, int]:
         """Per (location, model): how many nodes have at least ``per_node`` GPUs free."""
