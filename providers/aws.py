@@ -200,12 +200,31 @@ class AwsSettings(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
+_INCLUDE = re.compile(r"^# @include ([a-z0-9-]+\.sh)$", re.M)
+
+
+def _builtin_text(name: str) -> str:
+    return resources.files("burst").joinpath("templates", name).read_text("utf-8")
+
+
+def _with_includes(text: str) -> str:
+    """Splice shipped parts into a builtin template at ``# @include <part>.sh`` lines (one level).
+    Written by hand because string.Template has no includes, and the Slurm and Kubernetes
+    templates share their whole containerd mirror block."""
+    def part(m: re.Match[str]) -> str:
+        body = _builtin_text(m.group(1))
+        # the part's own header (what it is, where it goes) stays in the part file
+        return body[body.index("# ----") :].rstrip("\n")
+
+    return _INCLUDE.sub(part, text)
+
+
 def load_template(source: str) -> str:
     """Template text from ``builtin:slurm``/``builtin:k8s``, a file path, or inline text."""
     if not source:
         return ""
     if source in _BUILTIN_TEMPLATES:
-        return resources.files("burst").joinpath("templates", _BUILTIN_TEMPLATES[source]).read_text("utf-8")
+        return _with_includes(_builtin_text(_BUILTIN_TEMPLATES[source]))
     if "\n" in source:
         return source
     path = Path(source).expanduser()
