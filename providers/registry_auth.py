@@ -208,6 +208,8 @@ class ChallengeAuth:
             if self._bearer is None:
                 return None
             challenge, client = self._bearer, self._client
+            if client is not None and client.is_closed:
+                client = None  # the copier that answered the challenge has been closed
         # We know the realm from an earlier challenge: fetch proactively, saving a 401 round trip.
         return self._fetch(challenge, scopes, client=client)
 
@@ -318,6 +320,8 @@ class AcrAuth:
         # and each would otherwise trade its own AAD token (ACR throttles the exchange).
         self._exchange_lock = threading.Lock()
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._service = ""  # from the last challenge, for proactive fetches
+        self._client: httpx.Client | None = None
         self.exchanges = 0
 
     def header(self, scopes: tuple[str, ...]) -> str | None:
@@ -325,6 +329,12 @@ class AcrAuth:
             tok = self._tokens.get(merge_scopes(scopes))
             if tok is not None and tok.expires_at > self._clock():
                 return f"Bearer {tok.value}"
+            fresh = self._refresh is not None and self._refresh.expires_at > self._clock()
+            service, client = self._service, self._client
+        if fresh and service and client is not None and not client.is_closed and scopes:
+            # A refresh token in hand and the service known from an earlier challenge: get the
+            # access token for this new scope now, saving the 401 round trip per repository.
+            return self._access_token(service, scopes, scopes, client)
         return None
 
     def on_challenge(self, challenge: Challenge | None, scopes: tuple[str, ...], client: httpx.Client) -> str | None:
@@ -334,6 +344,16 @@ class AcrAuth:
         want = merge_scopes(scopes + (challenge.scopes if challenge else ()))
         with self._lock:
             self._tokens.pop(merge_scopes(scopes), None)
+            self._service, self._client = service, client
+        return self._access_token(service, want, scopes, client)
+
+    def _access_token(
+        self, service: str, want: tuple[str, ...], scopes: tuple[str, ...], client: httpx.Client
+    ) -> str:
+        """Trade the refresh token (exchanging first when there is none) for an access token to
+        ``want``, cached under ``scopes``."""
+        want = merge_scopes(want)
+        with self._lock:
             refresh = self._refresh if self._refresh and self._refresh.expires_at > self._clock() else None
         if refresh is None:
             refresh = self._exchange(service, client)

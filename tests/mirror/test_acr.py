@@ -216,6 +216,9 @@ def test_refresh_token_reused_across_repositories_and_mounts(env: Env, acr: Acr,
     # Location URLs were rewritten, so no request could slip past the auth check.
     assert acr.standin.count("proxy", method="PATCH", status=202) == 4
     assert first == {"challenge": 1, "exchange": 1, "token": 1}
+    # With a refresh token in hand, the token for a new repository is fetched up-front: the
+    # second copy met no 401 at all.
+    assert acr.standin.count("challenge") == first["challenge"], acr.standin.count("challenge")
     assert inspect_digest(f"{acr.host}/{prefix}/b:v1", acr.skopeo_creds()) == env.images.app.digest
 
 
