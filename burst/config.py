@@ -46,6 +46,23 @@ class SimQueueSettings(_Strict):
     capacity_error_rate: float = Field(default=0.0, ge=0, le=1)
 
 
+class NestedSettingsError(ValueError):
+    """A section validated by its own model (queue.slurm, clouds.aws.settings, mirror, slack)
+    failed: carries that model's errors so they are reported under the section's full key."""
+
+    def __init__(self, prefix: tuple[str, ...], err: ValidationError) -> None:
+        super().__init__(f"{'.'.join(prefix)}: {err.error_count()} problem(s)")
+        self.prefix = prefix
+        self.err = err
+
+
+def validate_section(prefix: tuple[str, ...], model: Any, data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise NestedSettingsError(prefix, e) from None
+
+
 class QueueSettings(_Strict):
     kind: Literal["sim", "slurm", "kubernetes", "jsonfile"] = "sim"
     sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
@@ -58,11 +75,11 @@ class QueueSettings(_Strict):
         if self.kind == "slurm":
             from burst.queues.slurm import SlurmSettings
 
-            SlurmSettings.model_validate(self.slurm or {})
+            validate_section(("queue", "slurm"), SlurmSettings, self.slurm or {})
         if self.kind == "kubernetes":
             from burst.queues.kubernetes import K8sSettings
 
-            K8sSettings.model_validate(self.kubernetes or {})
+            validate_section(("queue", "kubernetes"), K8sSettings, self.kubernetes or {})
         if self.kind == "jsonfile" and not self.jsonfile:
             raise ValueError("queue.jsonfile: the path of the queue document is required for kind jsonfile")
         return self
@@ -83,13 +100,13 @@ class CloudsSettings(_Strict):
         if self.aws.enabled and not self.aws.simulated:
             from providers.aws import AwsSettings
 
-            AwsSettings.model_validate(self.aws.settings or {})
+            validate_section(("clouds", "aws", "settings"), AwsSettings, self.aws.settings or {})
         if self.azure.enabled and not self.azure.simulated:
             try:
                 from providers.azure import AzureSettings
             except ImportError as e:  # the Azure provider lands with its own issue
                 raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
-            AzureSettings.model_validate(self.azure.settings or {})
+            validate_section(("clouds", "azure", "settings"), AzureSettings, self.azure.settings or {})
         return self
 
 
@@ -178,11 +195,11 @@ class BurstConfig(_Strict):
         if self.mirror is not None:
             from burst.mirror import MirrorSettings
 
-            MirrorSettings.model_validate(self.mirror)
+            validate_section(("mirror",), MirrorSettings, self.mirror)
         if self.slack is not None:
             from burst.ondemand import OnDemandSettings
 
-            OnDemandSettings.model_validate(self.slack)
+            validate_section(("slack",), OnDemandSettings, self.slack)
         return self
 
     # ---- conversion to the pure policy's config --------------------------------------------
@@ -235,10 +252,14 @@ def _fmt_input(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def format_validation_errors(source: str, err: ValidationError) -> list[str]:
+def format_validation_errors(source: str, err: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     lines = []
     for e in err.errors():
-        loc = _fmt_loc(tuple(e.get("loc", ())))
+        inner = (e.get("ctx") or {}).get("error")
+        if isinstance(inner, NestedSettingsError):
+            lines += format_validation_errors(source, inner.err, inner.prefix)
+            continue
+        loc = _fmt_loc(prefix + tuple(e.get("loc", ())))
         msg = e.get("msg", "invalid")
         if e.get("type") == "extra_forbidden":
             msg = "unknown key"

@@ -78,8 +78,19 @@ def test_simulate_unknown_policy(tmp_path: Path) -> None:
         ("policy:\n  wait_threshold_min: -5\n", ["policy.wait_threshold_min", "-5"]),
         ("tick_interval_s: 300\npolicy:\n  idle_timeout_min: 1\n", ["idle_timeout_min", "tick"]),
         ("policy: [1, 2\n", ["not valid YAML"]),
+        # sections validated by their own models report under their full key
+        ("queue:\n  kind: slurm\n  slurm: {slurm_conf: /etc/slurm.conf, timout_s: 5}\n", ["queue.slurm.timout_s", "unknown key"]),
+        ("slack:\n  admin: [U1]\n", ["slack.admin", "unknown key"]),
+        ("mirror:\n  source: {registry: harbor.local}\n  paralel: 4\n", ["mirror.paralel", "unknown key"]),
+        (
+            "clouds:\n  aws:\n    simulated: false\n    settings:\n      regions:\n        us-east-1: {ami: nope, subnets: {use1-az1: subnet-1}}\n",
+            ["clouds.aws.settings.regions.us-east-1.ami", "'nope'"],
+        ),
     ],
-    ids=["typo-key", "unknown-top-key", "negative-threshold", "idle-shorter-than-tick", "bad-yaml"],
+    ids=[
+        "typo-key", "unknown-top-key", "negative-threshold", "idle-shorter-than-tick", "bad-yaml",
+        "slurm-section-key", "slack-section-key", "mirror-section-key", "aws-section-value",
+    ],
 )
 def test_config_check_refuses_bad_config(tmp_path: Path, text: str, words: list[str]) -> None:
     cfg = tmp_path / "burst.yaml"
@@ -95,6 +106,14 @@ def test_config_check_reports_every_problem_one_per_line(tmp_path: Path) -> None
     assert res.exit_code == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 2 and all(str(cfg) in ln for ln in lines)
+
+
+@pytest.mark.parametrize("name", ["burst.example.yaml", "burst.production.yaml"])
+def test_shipped_example_configs_pass_config_check(name: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "docs" / name
+    res = _burst("config", "check", str(path))
+    assert res.exit_code == 0, res.stderr
+    assert "ok" in res.stdout
 
 
 def test_config_check_ok(tmp_path: Path) -> None:
