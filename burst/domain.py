@@ -147,7 +147,10 @@ class Node:
     gpus: int
     gpus_used: int = 0
     gpu_model: str = ""
-    schedulable: bool = True  # False when drained / cordoned
+    schedulable: bool = True  # False when drained / cordoned, or not ready
+    # False when the node does not answer (Kubernetes NotReady, Slurm DOWN / NOT_RESPONDING /
+    # FAIL): its capacity cannot come back by an uncordon, so burst never takes it back.
+    ready: bool = True
     instance_id: str = ""  # burst instance id when this node is cloud capacity
     labels: Mapping[str, str] = field(default_factory=_no_labels)
     running_jobs: int = 0

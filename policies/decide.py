@@ -63,7 +63,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     # 1. overflow -------------------------------------------------------------------------
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
-        boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s,
+        boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)
@@ -87,6 +87,8 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         keep: set[str] = set()
         for a in drains:
             inst, drained = by_id[a.instance_id], nodes_by_instance[a.instance_id]
+            if not drained.schedulable:
+                continue  # cordoned by someone else or not ready: no work can count on it
             kind = joined_key(inst.cloud, inst.region, drained.gpus, drained.gpu_model)
             if left.get(kind, 0) > 0:
                 left[kind] -= 1
@@ -101,7 +103,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         back: set[str] = set()
         for inst in sorted(snap.instances, key=lambda i: i.id):
             node = nodes_by_instance.get(inst.id)
-            if inst.state is not InstanceState.DRAINING or node is None:
+            if inst.state is not InstanceState.DRAINING or inst.purpose is not Purpose.OVERFLOW or node is None:
                 continue
             loc, model = joined_key(inst.cloud, inst.region, node.gpus, node.gpu_model)
             slot = (loc, model, max(0, node.gpus - node.gpus_used))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from burst.domain import Instance, InstanceState, Job, Node, Purpose, Timestamp
 from policies.model import OverflowConfig
-from policies.packing import SlotPool
+from policies.packing import SlotPool, model_ok
 
 ONPREM = "onprem"
 IN_FLIGHT = frozenset({InstanceState.PLANNED, InstanceState.LAUNCHING, InstanceState.RUNNING})
@@ -63,7 +63,8 @@ def joined_key(cloud: str, region: str, gpus: int, model: str) -> tuple[str, str
     return (f"{cloud}/{region}#{gpus}", model)
 
 
-GangOwn = dict[str, dict[str, int]]  # pending gang job id -> "cloud/region" -> its own nodes
+# pending gang job id -> its own nodes: ("cloud/region", GPUs, GPU model) each
+GangOwn = dict[str, list[tuple[str, int, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,10 @@ class Pools:
 
 
 def build_pools(
-    nodes: tuple[Node, ...], instances: tuple[Instance, ...], pending_gangs: frozenset[str] = frozenset()
+    nodes: tuple[Node, ...],
+    instances: tuple[Instance, ...],
+    pending_gangs: frozenset[str] = frozenset(),
+    pending_ids: frozenset[str] = frozenset(),
 ) -> Pools:
     """On-prem, joined burst nodes and instances in flight. Work is placed in that order, so
     capacity that exists is used before capacity that is still booting.
@@ -84,7 +88,9 @@ def build_pools(
     Instances launched for a gang that is still pending are that gang's alone, booting or
     joined and free: they boot together to join together, and counting them as anyone's
     capacity (or a gang on anyone else's) split gangs across nodes that join at different times.
-    Once the gang has started, its nodes are ordinary capacity."""
+    Once the gang has started, its nodes are ordinary capacity; so are booting instances of a
+    gang whose job is still pending but no longer as a gang (a Job whose other pods already
+    run: its last pod counts on them)."""
     onprem = SlotPool()
     joined = SlotPool()
     flying = SlotPool()
@@ -92,9 +98,7 @@ def build_pools(
     reserved: set[str] = set()
 
     def own(i: Instance) -> None:
-        region = f"{i.cloud}/{i.region}"
-        mine = gang_own.setdefault(i.for_jobs[0], {})
-        mine[region] = mine.get(region, 0) + 1
+        gang_own.setdefault(i.for_jobs[0], []).append((f"{i.cloud}/{i.region}", i.gpus, i.gpu_model))
 
     def for_pending_gang(i: Instance) -> bool:
         return bool(i.gang_id and i.for_jobs and i.for_jobs[0] in pending_gangs)
@@ -110,7 +114,7 @@ def build_pools(
                 continue
             if inst is not None and inst.purpose is Purpose.ON_DEMAND:
                 continue
-            if inst is not None and for_pending_gang(inst) and n.schedulable and n.idle:
+            if inst is not None and for_pending_gang(inst) and n.schedulable and n.idle and inst.state is InstanceState.JOINED:
                 own(inst)
                 reserved.add(inst.id)
                 continue
@@ -129,7 +133,9 @@ def build_pools(
             if i.gang_id and i.for_jobs:
                 if i.for_jobs[0] in pending_gangs:
                     own(i)
-                continue  # a started gang's late member: given back (decide.py), not capacity
+                    continue
+                if i.for_jobs[0] not in pending_ids:
+                    continue  # its gang started: given back while booting (decide.py)
             loc, model = in_flight_key(i)
             flying.add(i.gpus, loc, model)
     return Pools(onprem, joined, flying, gang_own, frozenset(reserved))
@@ -147,7 +153,7 @@ def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> S
     }
     for n in nodes:
         inst = draining.get(n.instance_id) if n.instance_id else None
-        if inst is not None:
+        if inst is not None and n.ready:
             loc, model = joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
             pool.add(max(0, n.gpus - n.gpus_used), loc, model)
     return pool
@@ -176,10 +182,12 @@ def select_overflow(
     *,
     boot_estimate_s: float | None = None,
     tick_s: float = 30.0,
+    running: tuple[Job, ...] = (),
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
-    pools = build_pools(nodes, instances, frozenset(j.id for j in pending if j.is_gang))
+    pending_ids = frozenset(j.id for j in pending)
+    pools = build_pools(nodes, instances, frozenset(j.id for j in pending if j.is_gang), pending_ids)
     onprem, joined, flying, gang_own = pools.onprem, pools.joined, pools.flying, pools.gang_own
     draining = draining_pool(nodes, instances)
     undrain: dict[tuple[str, str, int], int] = {}
@@ -195,7 +203,7 @@ def select_overflow(
                 covered += 1
                 continue
             if job.may_burst:
-                missing, where = _place_gang(job, joined, gang_own.get(job.id, {}))
+                missing, where = _place_gang(job, joined, gang_own.get(job.id, []))
                 if missing == 0:
                     covered += 1
                     covered_cloud += 1
@@ -239,13 +247,15 @@ def select_overflow(
             if wake is None or due < wake:
                 wake = due
     surplus: dict[tuple[str, str], int] = {}
-    pending_ids = {j.id for j in pending}
+    # A gang's booting members go back only once the gang is seen running elsewhere: a job
+    # missing from one snapshot (pods being recreated) must not cancel a whole gang.
+    running_ids = {j.id for j in running}
     gang_surplus = tuple(
         sorted(
             i.id
             for i in instances
             if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and i.gang_id and i.for_jobs
-            and i.for_jobs[0] not in pending_ids
+            and i.for_jobs[0] not in pending_ids and i.for_jobs[0] in running_ids
         )
     )
     for i in instances:
@@ -264,7 +274,7 @@ def select_overflow(
     )
 
 
-def _place_gang(job: Job, joined: SlotPool, own: dict[str, int]) -> tuple[int, str]:
+def _place_gang(job: Job, joined: SlotPool, own: list[tuple[str, int, str]]) -> tuple[int, str]:
     """Where a gang's nodes come from. Returns (nodes still missing, "cloud/region" to top up
     in; "" for a whole new gang).
 
@@ -283,9 +293,15 @@ def _place_gang(job: Job, joined: SlotPool, own: dict[str, int]) -> tuple[int, s
         key, _ = whole[0]
         joined.take_nodes(key, job.nodes, per)
         return 0, key[0].split("#", 1)[0]
-    if not own:
+    # Only own nodes of the gang's shape count: a job recreated under the same name with
+    # another size or model must not be held to the old one's instances.
+    by_region: dict[str, int] = {}
+    for region, gpus, model in own:
+        if gpus >= per and model_ok(job.gpu_model, model):
+            by_region[region] = by_region.get(region, 0) + 1
+    if not by_region:
         return job.nodes, ""
-    region, count = max(sorted(own.items()), key=lambda kv: kv[1])
+    region, count = max(sorted(by_region.items()), key=lambda kv: kv[1])
     return max(0, job.nodes - count), region
 
 

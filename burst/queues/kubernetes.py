@@ -476,6 +476,7 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
                 gpus_used=used.get(name, 0),
                 gpu_model=labels.get(s.gpu_model_label, ""),
                 schedulable=ready and not cordoned,
+                ready=ready,
                 instance_id=iid,
                 labels=MappingProxyType(node_labels),
                 running_jobs=len(jobs_on.get(name, ())),

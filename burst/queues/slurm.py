@@ -407,6 +407,9 @@ _UNSCHEDULABLE_FLAGS = frozenset(
     }
 )
 _SCHEDULABLE_BASES = frozenset({"IDLE", "MIXED", "ALLOCATED", "COMPLETING"})
+# A node in these states does not answer: undraining it cannot bring its GPUs back.
+_NOT_READY_BASES = frozenset({"DOWN", "FUTURE", "UNKNOWN", "POWERED_DOWN", "POWERING_DOWN", "FAIL"})
+_NOT_READY_FLAGS = frozenset({"NOT_RESPONDING", "NO_RESPOND", "FAIL", "POWERED_DOWN", "POWERING_DOWN", "INVALID_REG"})
 
 
 def _num(v: Any, where: str, *, optional: bool = False) -> float | None:
@@ -605,6 +608,7 @@ def parse_sinfo(text: str, settings: SlurmSettings, running: Sequence[Job] = ())
         schedulable = base in _SCHEDULABLE_BASES and not (words & _UNSCHEDULABLE_FLAGS)
         if base == "DRAINED" or base == "DRAINING":
             schedulable = False
+        ready = base not in _NOT_READY_BASES and not (words & _NOT_READY_FLAGS)
         features = _str(n.get("active_features") or n.get("features"), f"{where}.features")
         comment = _str(n.get("comment"), f"{where}.comment")
         iid = instance_id_from_comment(comment) or instance_id_for_node(
@@ -626,6 +630,7 @@ def parse_sinfo(text: str, settings: SlurmSettings, running: Sequence[Job] = ())
             gpus_used=min(used, gpus) if gpus else used,
             gpu_model=model,
             schedulable=schedulable,
+            ready=ready,
             instance_id=iid,
             labels=MappingProxyType({k: v for k, v in labels.items() if v}),
             running_jobs=per_node.get(name, 0),

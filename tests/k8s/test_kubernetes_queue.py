@@ -45,6 +45,7 @@ def test_nodes_gpu_use_from_pods(kube: FakeKube, queue: KubernetesQueue) -> None
     assert nodes["gpu01"].gpu_model == "NVIDIA-A100-SXM4-80GB"
     assert nodes["cpu01"].gpus == 0
     assert not nodes["gpu03"].schedulable and not nodes["gpu04"].schedulable
+    assert not nodes["gpu03"].ready and nodes["gpu04"].ready  # NotReady vs merely cordoned
     b = nodes["b-1"]
     assert b.instance_id == "b-1a2b3c4d5e6f7a8b" and b.is_cloud and b.schedulable  # taint != cordon
     assert b.labels["burst.dev/cloud"] == "true"

@@ -11,6 +11,7 @@ from policies import decide
 from policies.model import OverflowConfig
 from policies.overflow import select_overflow
 from tests.policies.helpers import (
+    A100_1,
     A100_8_AZ1,
     A100_8_AZURE,
     A100_8_WEST,
@@ -242,9 +243,27 @@ def test_booting_gang_instances_are_given_back_when_the_gang_started_elsewhere()
     # g is still pending: nothing to cancel
     p = decide(snap(_gang(), full_cluster(), [a, b]), CFG)
     assert p.of(Terminate) == []
-    # g started (it is no longer pending): both are given back before they join
+    # g missing from one snapshot (its pods being recreated, say) is not a reason to cancel
     p = decide(snap([], full_cluster(), [a, b]), CFG)
+    assert p.of(Terminate) == []
+    # g seen running elsewhere: both are given back before they join
+    p = decide(snap([], full_cluster(), [a, b], running=[job("g", 16, 40 * MIN, nodes=2)]), CFG)
     assert sorted(t.instance_id for t in p.of(Terminate)) == ["e1", "e2"]
+
+
+def test_the_last_pod_of_a_partly_placed_gang_counts_on_the_gangs_booting_instance() -> None:
+    # A Job of 4 pods, 3 already bound: what is pending is one 8-GPU pod under the gang's id.
+    # The gang's 4th instance, still booting, is its capacity: no new launch.
+    last = dataclasses.replace(_own("e4", InstanceState.LAUNCHING), launched_at=NOW - 60, created_at=NOW - 61)
+    p = decide(snap([job("g", 8, 30 * MIN)], full_cluster(), [last]), CFG)
+    assert p.of(Launch) == [] and p.of(Terminate) == []
+
+
+def test_a_recreated_gang_of_another_shape_is_not_held_to_the_old_instances() -> None:
+    # g's old instances are 1-GPU ones; g now wants 8 GPUs per node: it launches its own.
+    small = [instance(f"s{k}", InstanceState.LAUNCHING, A100_1, for_jobs=("g",), gang_id="old") for k in range(2)]
+    r = select_overflow(NOW, tuple(_gang()), full_cluster(), tuple(small), OV)
+    assert _needs(r, "g") == ("", 2)
 
 
 def test_gang_mixing_onprem_and_cloud_is_not_covered() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from burst.domain import Drain, InstanceState, Launch, Purpose, Terminate
+from burst.domain import Drain, InstanceState, Launch, Purpose, Terminate, Undrain
 from policies import decide
 from policies.scale_in import decide_scale_in
 from tests.policies.helpers import (
@@ -189,5 +189,23 @@ def test_a_pending_gangs_own_joined_node_is_kept_and_counted() -> None:
     p = decide(snap([job("g", 16, 30 * MIN, nodes=2)], [*full_cluster(), cloud_node(up)], [up, booting]), CFG)
     assert p.of(Launch) == [] and p.of(Drain) == [] and p.of(Terminate) == []
     # once g has started elsewhere, the idle node is ordinary capacity again and drains
-    p = decide(snap([], [*full_cluster(), cloud_node(up)], [up, booting]), CFG)
+    running = [job("g", 16, 40 * MIN, nodes=2)]
+    p = decide(snap([], [*full_cluster(), cloud_node(up)], [up, booting], running=running), CFG)
     assert [d.instance_id for d in p.of(Drain)] == ["g1"] and [t.instance_id for t in p.of(Terminate)] == ["g2"]
+
+
+def test_an_idle_node_nobody_can_use_drains_even_with_the_drain_limit() -> None:
+    # NotReady (or cordoned by an admin): it is not schedulable, so no pending work counts on
+    # it, and it must still drain and go; before, the drain limit kept it forever.
+    dead = instance("x", J, idle_since=NOW - 300 * MIN)
+    p = decide(snap([], [*full_cluster(), cloud_node(dead, schedulable=False)], [dead]), CFG)
+    assert [d.instance_id for d in p.of(Drain)] == ["x"]
+    p = decide(snap([job("p", 8, 1 * MIN)], [*full_cluster(), cloud_node(dead, schedulable=False)], [dead]), CFG)
+    assert [d.instance_id for d in p.of(Drain)] == ["x"]
+
+
+def test_a_draining_node_that_is_not_ready_is_never_taken_back() -> None:
+    d = instance("d", InstanceState.DRAINING, idle_since=NOW - 600)
+    node = dataclasses.replace(cloud_node(d, schedulable=False), ready=False)
+    p = decide(snap([job("a", 8, 60 * MIN)], [*full_cluster(), node], [d]), CFG)
+    assert p.of(Undrain) == [] and [t.instance_id for t in p.of(Terminate)] == ["d"] and len(p.of(Launch)) == 1

@@ -238,6 +238,8 @@ def test_nodes_gpu_use_from_gres_not_state() -> None:
     assert by["gpu02"].gpus_free == 8 and by["gpu02"].schedulable
     assert not by["gpu03"].schedulable and by["gpu03"].labels["state"] == "IDLE+DRAIN"
     assert not by["gpu04"].schedulable and not by["gpu05"].schedulable
+    # drained is not the same as dead: only a node that answers can be taken back
+    assert by["gpu03"].ready and not by["gpu04"].ready and not by["gpu05"].ready and by["gpu02"].ready
     b = by["burst01"]
     assert (b.instance_id, b.is_cloud, b.gpus_used, b.labels["cloud"]) == ("b-1a2b3c4d5e6f7a8b", True, 3, "true")
 
