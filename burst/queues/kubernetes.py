@@ -134,6 +134,10 @@ class K8sSettings(BaseModel):
     # After burst's own eviction, node deletion or Job suspension, how long the next snapshot
     # waits for the watch to show it (read-your-writes); 0: do not wait.
     watch_settle_s: float = Field(default=2.0, ge=0)
+    # A watch that delivers nothing (no event, no bookmark) for this long is cut and resumed:
+    # the API server sends a bookmark about every minute, so silence means a half-open
+    # connection, which would otherwise look healthy until watch_timeout_s.
+    watch_silence_s: float = Field(default=120.0, gt=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,7 +740,10 @@ class _Informer(Generic[P]):
         e = self._entry(obj, f"{self.what} write answer")
         with self._cond:
             old = self._entries.get(k)
-            if old is None or _not_older(e.rv, old.rv):
+            # Only over an entry the cache holds: a write changes an object that exists, so a
+            # missing entry means the watch already delivered its deletion (a reclaimed node
+            # cordoned as it went); inserting the answer would bring it back as a ghost.
+            if old is not None and _not_older(e.rv, old.rv):
                 self._entries[k] = e
                 self._cond.notify_all()
 
@@ -811,6 +818,7 @@ class _Informer(Generic[P]):
                     break
                 if n == 0 and time.monotonic() - t0 < MIN_HEALTHY_WATCH_S:
                     raise QueueUnavailable(f"kubernetes watch {self.what}: the server ended it at once")
+                self._mark_healthy()  # a clean end after a while (timeoutSeconds) is healthy too
                 failures = gone = 0
                 continue  # a clean end (timeoutSeconds): resume at once
             except (_Gone, _Relist) as e:
@@ -840,18 +848,22 @@ class _Informer(Generic[P]):
             self._stop.wait(delay)
 
     def _open(self, *args: Any, **kw: Any) -> Any:
-        """The watch request; remembers the response so stop() can cut it, and counts a
-        successful connection as healthy again."""
+        """The watch request; remembers the response so stop() can cut it. A connection alone
+        is not health: a proxy that accepts and then ends every watch at once would otherwise
+        reset the failure clock each cycle, and the stale fallback would never trigger."""
         resp = self._watch_call(*args, **kw)
         with self._cond:
             self._resp = resp
-            if self._failing_since is not None:
-                log.info("kubernetes watch %s: connected again", self.what)
-            self._failing_since = None
             self.reconnects += 1
         if self._stop.is_set():
             _shutdown(resp)
         return resp
+
+    def _mark_healthy(self) -> None:
+        with self._cond:
+            if self._failing_since is not None:
+                log.info("kubernetes watch %s: receiving again", self.what)
+            self._failing_since = None
 
     def _watch_once(self) -> int:
         """One watch request, from the last version seen, until the server ends it. Returns the
@@ -867,12 +879,15 @@ class _Informer(Generic[P]):
         try:
             for ev in w.stream(self._open, *self._args, resource_version=rv, allow_watch_bookmarks=True,
                                timeout_seconds=self._s.watch_timeout_s,
-                               _request_timeout=(self._s.timeout_s, self._s.watch_timeout_s + self._s.timeout_s)):
+                               _request_timeout=(self._s.timeout_s, min(self._s.watch_silence_s,
+                                                                         self._s.watch_timeout_s + self._s.timeout_s))):
                 if self._stop.is_set():
                     w.stop()
                     break
                 self._apply(ev)
                 n += 1
+                if n == 1:
+                    self._mark_healthy()
         except self._apis.exc as e:
             if getattr(e, "status", 0) == 410:
                 raise _Gone(f"resourceVersion {rv} expired (410)") from None
@@ -883,6 +898,8 @@ class _Informer(Generic[P]):
         return n
 
     def _apply(self, ev: Any) -> None:
+        if ev is None:
+            return  # the SDK yields None for a blank or non-JSON line: nothing to apply
         typ = ev.get("type") if isinstance(ev, Mapping) else None
         obj = ev.get("raw_object") if isinstance(ev, Mapping) else None
         rv = _rv(obj)

@@ -194,6 +194,9 @@ def test_own_writes_are_seen_by_the_next_snapshot(kube: FakeKube, queue: Kuberne
     snap = queue.snapshot()
     assert next(n for n in snap.nodes if n.name == "b-1").schedulable
     before = lists(kube)
+    # The watch lags behind the writes (as on a busy API server): what the next snapshot shows
+    # must come from the write answers and the settle wait, not from a fast watch.
+    kube.watch_delay_s = 0.5
 
     queue.drain_node("b-1", "idle")  # cordon (PATCH answer) + eviction (awaited)
     snap = queue.snapshot()
@@ -275,3 +278,35 @@ def test_snapshots_while_events_stream_in(kube: FakeKube, queue: KubernetesQueue
     want = {f"ml/pod/{ns_name[1]}" for ns_name in kube.pods}
     eventually(lambda: pending_ids(queue) == want, what="the final state")
     assert lists(kube) == (1, 1, 1)
+
+
+def test_a_proxy_that_ends_every_watch_at_once_is_failing_not_healthy(kube: FakeKube, make_queue: MakeQueue) -> None:
+    # Each watch connects (200) and ends with nothing. A connection alone must not count as
+    # health, or the failure clock restarts every cycle and the stale fallback never comes.
+    q = make_queue(watch_stale_after_s=0.5, timeout_s=1)
+    kube.add_pod("a", "ml", gpus=1)
+    assert pending_ids(q) == {"ml/pod/a"}
+    kube.watch_end_at_once = True
+    kube.drop_watches()
+    eventually(lambda: q.watch_stats()["pods"]["failing"], what="the watcher to fail")
+    time.sleep(0.8)  # longer than watch_stale_after_s, over several connect-and-end cycles
+    assert q.watch_stats()["pods"]["failing"], "each accepted-then-ended watch reset the clock"
+    kube.add_pod("b", "ml", gpus=1)  # only a LIST can see it now
+    assert pending_ids(q) == {"ml/pod/a", "ml/pod/b"}
+    kube.watch_end_at_once = False
+    eventually(lambda: not any(s["failing"] for s in q.watch_stats().values()), what="recovery")
+
+
+def test_a_write_answer_never_brings_back_an_object_the_watch_deleted(kube: FakeKube, queue: KubernetesQueue) -> None:
+    kube.add_node("b-1", 8, labels={"burst.dev/instance-id": "b-1"})
+    assert "b-1" in {n.name for n in queue.snapshot().nodes}
+    import copy
+
+    answer = copy.deepcopy(kube.nodes["b-1"])  # what a PATCH would have answered
+    answer["metadata"]["resourceVersion"] = "999999"
+    del kube.nodes["b-1"]
+    eventually(lambda: "b-1" not in {n.name for n in queue.snapshot().nodes}, what="the deletion")
+    informers = queue._informers
+    assert informers is not None
+    informers.nodes.remember(answer)  # the cordon's answer arriving after the DELETED event
+    assert "b-1" not in {n.name for n in queue.snapshot().nodes}

@@ -133,6 +133,8 @@ class FakeKube:
         self.bookmark_every_s = bookmark_every_s
         self.watch_poll_s = watch_poll_s  # how soon in-place changes reach open watches
         self.watch_fail_status: int | None = None
+        self.watch_end_at_once = False  # answer 200 and end the stream with no event (a bad proxy)
+        self.watch_delay_s = 0.0  # hold each batch of events this long before sending (a slow watch)
         self.open_watches = 0
         self._seen: dict[str, dict[Any, Obj]] = {"pods": {}, "nodes": {}, "jobs": {}}
         self._drop_gen = 0
@@ -438,6 +440,12 @@ class FakeKube:
             code = self.watch_fail_status
             _send(h, code, status(code, "InternalError" if code >= 500 else "Failure", "injected watch failure"))
             return
+        if self.watch_end_at_once:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         kind = m.group("kind")
         ns = m.groupdict().get("ns") or None
         one = "Pod" if kind == "pods" else "Node" if kind == "nodes" else "Job"
@@ -513,6 +521,8 @@ class FakeKube:
                 h.close_connection = True
                 h.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if self.watch_delay_s and any(ev["type"] != "BOOKMARK" for ev in out):
+                time.sleep(self.watch_delay_s)
             for ev in out:
                 data = json.dumps(ev).encode() + b"\n"
                 h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
