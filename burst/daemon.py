@@ -82,7 +82,10 @@ class Daemon:
             return None
         self.ticks += 1
         if self.after_tick is not None:
-            self.after_tick(now)
+            try:
+                self.after_tick(now)
+            except Exception:
+                log.exception("after-tick hook at %.0f failed", now)
         self._record(res)
         self._observe(res, time.perf_counter() - t0)
         return res

@@ -334,7 +334,13 @@ class AcrAuth:
         if fresh and service and client is not None and not client.is_closed and scopes:
             # A refresh token in hand and the service known from an earlier challenge: get the
             # access token for this new scope now, saving the 401 round trip per repository.
-            return self._access_token(service, scopes, scopes, client)
+            # Only an optimisation: any failure (the remembered client closed under us, a
+            # refused refresh token) falls back to the challenge path, which reports properly.
+            try:
+                return self._access_token(service, scopes, scopes, client)
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.debug("ACR %s: early token fetch failed (%s); waiting for the challenge", self.registry,
+                          type(exc).__name__)
         return None
 
     def on_challenge(self, challenge: Challenge | None, scopes: tuple[str, ...], client: httpx.Client) -> str | None:

@@ -42,8 +42,9 @@ case "$${MIRROR_AUTH}" in
     # documented /oauth2/exchange flow); ACR takes it as the password of the null-GUID user.
     AAD=$$(curl -sf -H Metadata:true \
       "$${IMDS}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F" | json access_token)
-    REFRESH=$$(curl -sf -X POST --data-urlencode grant_type=access_token \
-      --data-urlencode "service=$${MIRROR_REGISTRY}" --data-urlencode "access_token=$${AAD}" \
+    # the AAD token goes to curl on stdin, not in its argv (other local users can read argv)
+    REFRESH=$$(printf %s "$${AAD}" | curl -sf -X POST --data-urlencode grant_type=access_token \
+      --data-urlencode "service=$${MIRROR_REGISTRY}" --data-urlencode "access_token@-" \
       "$${ACR_EXCHANGE_URL:-https://$${MIRROR_REGISTRY}/oauth2/exchange}" | json refresh_token)
     CRED=$$(printf '00000000-0000-0000-0000-000000000000:%s' "$${REFRESH}" | base64 -w0) ;;
   *) exit 0 ;;
@@ -70,7 +71,13 @@ OnUnitActiveSec=1h
 [Install]
 WantedBy=timers.target
 UNIT
-    /usr/local/sbin/burst-mirror-auth || echo "burst: no mirror token yet; pulls fall back to Harbor"
+    # The instance role may not be usable yet this early in boot: retry in the background
+    # (10, 20, 40, 80 s) rather than leave the first, largest pull to Harbor for an hour.
+    ( for wait in 10 20 40 80 0; do
+        /usr/local/sbin/burst-mirror-auth && exit 0
+        [ "$$wait" -gt 0 ] && sleep "$$wait"
+      done
+      echo "burst: no mirror token yet; pulls fall back to Harbor until the hourly timer" ) &
     systemctl daemon-reload && systemctl enable --now burst-mirror-auth.timer || true
   fi
 fi
