@@ -1159,15 +1159,18 @@ class KubernetesQueue:
             log.warning("kubernetes: watch failing (%s); reading by LIST",
                         ", ".join(f"{w} for {t:.1f} s" for w, t in stale))
             return self._snapshot_by_list()
-        pods = [p for i in infs.pods for p in i.values()]
+        # Nodes first, then pods (as the Slurm adapter reads sinfo before squeue): the pods
+        # are then at least as new as the nodes, so a node is never shown without a pod that
+        # was bound to it before it was read (it would look idle and could be drained).
         nodes = infs.nodes.values()
+        pods = [p for i in infs.pods for p in i.values()]
         jobs = [j for i in infs.jobs for j in i.values()]
         return assemble(pods, nodes, jobs, self.settings)
 
     def _snapshot_by_list(self) -> QueueSnapshot:
         apis = self._api()
+        node_docs = _items(self._get_json("list nodes", apis.core.list_node), "NodeList")  # first: see above
         pods = self._list_pods()
-        node_docs = _items(self._get_json("list nodes", apis.core.list_node), "NodeList")
         job_docs = self._list_jobs()
         jobs = [parse_job(d, self.settings, f"JobList.items[{i}]") for i, d in enumerate(job_docs)]
         return assemble(pods, node_docs, jobs, self.settings)
