@@ -315,7 +315,6 @@ class AcrAuth:
         self._clock = clock
         self._lock = threading.Lock()
         self._refresh: _Token | None = None
-        self._refresh_gen = 0  # bumped by every exchange
         # One exchange at a time: with parallel blob copies every thread meets the same 401,
         # and each would otherwise trade its own AAD token (ACR throttles the exchange).
         self._exchange_lock = threading.Lock()
@@ -360,16 +359,17 @@ class AcrAuth:
         ``want``, cached under ``scopes``."""
         want = merge_scopes(want)
         with self._lock:
-            refresh = self._refresh if self._refresh and self._refresh.expires_at > self._clock() else None
+            held = self._refresh
+            refresh = held if held and held.expires_at > self._clock() else None
         if refresh is None:
-            refresh = self._exchange(service, client)
+            refresh = self._exchange(service, client, stale=held)
         resp = self._post(
             client,
             "/oauth2/token",
             {"grant_type": "refresh_token", "service": service, "scope": " ".join(want), "refresh_token": refresh.value},
         )
         if resp.status_code == 401:  # the refresh token died early: exchange again, once
-            refresh = self._exchange(service, client)
+            refresh = self._exchange(service, client, stale=refresh)
             resp = self._post(
                 client,
                 "/oauth2/token",
@@ -385,13 +385,14 @@ class AcrAuth:
             self._tokens[merge_scopes(scopes)] = _Token(value, self._clock() + 30 * 60)
         return f"Bearer {value}"
 
-    def _exchange(self, service: str, client: httpx.Client) -> _Token:
-        with self._lock:
-            seen = self._refresh_gen
+    def _exchange(self, service: str, client: httpx.Client, *, stale: _Token | None) -> _Token:
+        """A new refresh token, unless another thread already replaced ``stale`` (the one this
+        caller found missing, expired or refused) with a fresh one: single flight."""
         with self._exchange_lock:
             with self._lock:
-                if self._refresh_gen != seen and self._refresh is not None:
-                    return self._refresh  # another thread exchanged while this one waited
+                cur = self._refresh
+                if cur is not None and cur is not stale and cur.expires_at > self._clock():
+                    return cur
             return self._exchange_now(service, client)
 
     def _exchange_now(self, service: str, client: httpx.Client) -> _Token:
@@ -411,7 +412,6 @@ class AcrAuth:
         tok = _Token(value, self._clock() + 2 * 3600)  # ACR refresh tokens live 3 h
         with self._lock:
             self._refresh = tok
-            self._refresh_gen += 1
             self.exchanges += 1
         return tok
 
