@@ -339,6 +339,9 @@ class LaunchSpec:
     user_data: str = ""
     image: str = ""
     placement_group: str = ""  # gang placement; "" when none
+    # The gang this instance is a member of ("" when none): its node registers held (Kubernetes:
+    # the burst.dev/gang taint) until every member has joined; see policies/overflow.py.
+    gang_id: str = ""
     efa: bool = False
     ssh_public_key: str = ""
 
@@ -349,6 +352,9 @@ TAG_PURPOSE = "burst:purpose"
 TAG_OWNER = "burst:owner"
 TAG_TEAM = "burst:team"
 TAG_EXPIRES = "burst:expires-at"
+# Node label a queue adapter sets on a gang member's node that registered held (Kubernetes: the
+# burst.dev/gang taint from the user data); its value is the gang id. Read by the policy.
+GANG_HOLD_LABEL = "burst.dev/gang-hold"
 REQUIRED_TAGS = (TAG_CLUSTER, TAG_ID, TAG_PURPOSE, TAG_OWNER, TAG_TEAM, TAG_EXPIRES)
 
 
@@ -520,6 +526,15 @@ class Undrain:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Lift the hold a gang member's node registered with (see GANG_HOLD_LABEL): the whole gang
+    has joined, so the scheduler may place it. The instance's state does not change."""
+
+    instance_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Terminate:
     """Give the instance back. Idempotent: terminating what is already gone is success.
 
@@ -563,7 +578,7 @@ class Notify:
     reason: str
 
 
-Action: TypeAlias = Launch | Drain | Undrain | Terminate | Mirror | Preempt | Resume | Notify
+Action: TypeAlias = Launch | Drain | Undrain | Release | Terminate | Mirror | Preempt | Resume | Notify
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from burst.domain import (
     Offer,
     Plan,
     Preempt,
+    Release,
     Resume,
     Terminate,
     Timestamp,
@@ -147,6 +148,8 @@ class Executor:
                     self._drain(action, now, res)
                 elif isinstance(action, Undrain):
                     self._undrain(action, now, res)
+                elif isinstance(action, Release):
+                    self._release(action, now)
                 elif isinstance(action, Mirror):
                     self._mirror(action, now, res)
                 elif isinstance(action, Notify):
@@ -225,6 +228,7 @@ class Executor:
             user_data=user_data,
             image=inst.image,
             placement_group=f"{self.cluster}-{inst.gang_id}" if inst.gang_id else "",
+            gang_id=inst.gang_id,
         )
 
     def _launch(self, a: Launch, now: Timestamp, res: ExecResult) -> Instance | None:
@@ -366,6 +370,17 @@ class Executor:
         if inst.node_name:
             self.queue.undrain_node(inst.node_name, a.reason)
         self.store.transition_instance(inst.id, InstanceState.JOINED, now=now, actor=ACTOR, reason=a.reason)
+
+    def _release(self, a: Release, now: Timestamp) -> None:
+        """Lift a gang member's registration hold (queues that hold: Kubernetes). Idempotent;
+        the instance's state does not change. Audited."""
+        inst = self.store.get_instance(a.instance_id)
+        release = getattr(self.queue, "release_gang_hold", None)
+        if inst is None or not inst.node_name or not callable(release):
+            return
+        release(inst.node_name)
+        self.store.audit(at=now, actor=ACTOR, kind="instance", subject=inst.id, action="release-gang-hold",
+                         reason=a.reason)
 
     def _cool_offer_of(self, instance_id: str, now: Timestamp, reason: str) -> None:
         inst = self.store.get_instance(instance_id)

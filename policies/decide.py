@@ -29,6 +29,7 @@ from burst.domain import (
     Offer,
     Plan,
     Purpose,
+    Release,
     Terminate,
     Undrain,
     deterministic_id,
@@ -112,6 +113,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 back.add(inst.id)
                 actions.append(Undrain(inst.id, "pending work that would burst now fits on it; cancel the drain instead of launching"))
         scale_actions = [a for a in scale_actions if not (isinstance(a, Terminate) and a.instance_id in back)]
+    actions.extend(Release(i, "every member of its gang has joined; lift the hold together") for i in ov.release)
     actions.extend(scale_actions)
     if si.wake_at is not None:
         wakes.append(si.wake_at)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from burst.domain import Instance, InstanceState, Job, Node, Purpose, Timestamp
+from burst.domain import GANG_HOLD_LABEL, Instance, InstanceState, Job, Node, Purpose, Timestamp
 from policies.model import OverflowConfig
 from policies.packing import SlotPool, model_ok
 
@@ -48,6 +48,8 @@ class OverflowResult:
     gang_surplus: tuple[str, ...] = ()
     # Joined, idle nodes launched for a gang that is still pending: not to be drained.
     reserved: frozenset[str] = frozenset()
+    # Gang members whose hold can go: their gang has joined whole, or runs elsewhere.
+    release: tuple[str, ...] = ()
     # Keyed by (joined_key location, model, free GPUs of the node).
     undrain: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
@@ -74,6 +76,10 @@ class Pools:
     flying: SlotPool
     gang_own: GangOwn  # instances launched for a pending gang: booting, or joined and still free
     reserved: frozenset[str]  # of those, the joined ones (idle, but not to be drained)
+    # pending gang job id -> its joined idle members: (instance id, held, GPUs, model). Held: the
+    # node registered with the gang hold (GANG_HOLD_LABEL) and nothing can run there yet.
+    gang_joined: dict[str, list[tuple[str, bool, int, str]]]
+    stray_holds: tuple[str, ...]  # held members of gangs seen running: release them
 
 
 def build_pools(
@@ -81,6 +87,7 @@ def build_pools(
     instances: tuple[Instance, ...],
     pending_gangs: frozenset[str] = frozenset(),
     pending_ids: frozenset[str] = frozenset(),
+    running_ids: frozenset[str] = frozenset(),
 ) -> Pools:
     """On-prem, joined burst nodes and instances in flight. Work is placed in that order, so
     capacity that exists is used before capacity that is still booting.
@@ -96,6 +103,8 @@ def build_pools(
     flying = SlotPool()
     gang_own: GangOwn = {}
     reserved: set[str] = set()
+    gang_joined: dict[str, list[tuple[str, bool, int, str]]] = {}
+    stray_holds: list[str] = []
 
     def own(i: Instance) -> None:
         gang_own.setdefault(i.for_jobs[0], []).append((f"{i.cloud}/{i.region}", i.gpus, i.gpu_model))
@@ -114,9 +123,17 @@ def build_pools(
                 continue
             if inst is not None and inst.purpose is Purpose.ON_DEMAND:
                 continue
+            held = GANG_HOLD_LABEL in n.labels
             if inst is not None and for_pending_gang(inst) and n.schedulable and n.idle and inst.state is InstanceState.JOINED:
                 own(inst)
                 reserved.add(inst.id)
+                gang_joined.setdefault(inst.for_jobs[0], []).append((inst.id, held, inst.gpus, inst.gpu_model))
+                continue
+            if held:
+                # A held node serves nobody until released. Its gang is not pending any more:
+                # release it once the gang is seen running (the node is then ordinary capacity).
+                if inst is not None and inst.for_jobs and inst.for_jobs[0] in running_ids:
+                    stray_holds.append(inst.id)
                 continue
             loc, model = (
                 joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
@@ -138,7 +155,7 @@ def build_pools(
                     continue  # its gang started: given back while booting (decide.py)
             loc, model = in_flight_key(i)
             flying.add(i.gpus, loc, model)
-    return Pools(onprem, joined, flying, gang_own, frozenset(reserved))
+    return Pools(onprem, joined, flying, gang_own, frozenset(reserved), gang_joined, tuple(sorted(stray_holds)))
 
 
 def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> SlotPool:
@@ -187,7 +204,9 @@ def select_overflow(
     """Pure: which pending jobs need new cloud capacity at ``now``."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
     pending_ids = frozenset(j.id for j in pending)
-    pools = build_pools(nodes, instances, frozenset(j.id for j in pending if j.is_gang), pending_ids)
+    running_ids = frozenset(j.id for j in running)
+    pools = build_pools(nodes, instances, frozenset(j.id for j in pending if j.is_gang), pending_ids, running_ids)
+    release: list[str] = list(pools.stray_holds)
     onprem, joined, flying, gang_own = pools.onprem, pools.joined, pools.flying, pools.gang_own
     draining = draining_pool(nodes, instances)
     undrain: dict[tuple[str, str, int], int] = {}
@@ -203,6 +222,14 @@ def select_overflow(
                 covered += 1
                 continue
             if job.may_burst:
+                members = [
+                    (iid, held) for iid, held, gpus, model in pools.gang_joined.get(job.id, ())
+                    if gpus >= per_node and model_ok(job.gpu_model, model)
+                ]
+                if len(members) >= job.nodes:
+                    # every member is there: lift the holds together so the gang, the oldest
+                    # job waiting for these nodes, is placed on them in one go
+                    release += [iid for iid, held in members if held]
                 missing, where = _place_gang(job, joined, gang_own.get(job.id, []))
                 if missing == 0:
                     covered += 1
@@ -249,7 +276,6 @@ def select_overflow(
     surplus: dict[tuple[str, str], int] = {}
     # A gang's booting members go back only once the gang is seen running elsewhere: a job
     # missing from one snapshot (pods being recreated) must not cancel a whole gang.
-    running_ids = {j.id for j in running}
     gang_surplus = tuple(
         sorted(
             i.id
@@ -270,7 +296,8 @@ def select_overflow(
                 idle_left[key] = count
     return OverflowResult(
         tuple(burst), tuple(topups), base, covered, covered_cloud, waiting, wake,
-        {k: v for k, v in surplus.items() if v}, idle_left, gang_surplus, pools.reserved, undrain,
+        {k: v for k, v in surplus.items() if v}, idle_left, gang_surplus, pools.reserved,
+        tuple(sorted(set(release))), undrain,
     )
 
 

@@ -105,6 +105,7 @@ USER_DATA_VARIABLES: Mapping[str, str] = {
     "mirror_url": "containerd host URL of the mirror: https://host or https://host/v2/<prefix>",
     "mirror_override_path": "'true' when mirror_url carries the API root (a repository prefix)",
     "mirror_auth": "how the node gets a mirror pull token: ecr, acr or none",
+    "gang_id": "the gang this instance belongs to, '' when none (builtin:k8s registers it held)",
 }
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@,=+\-]*")
 _BUILTIN_TEMPLATES = {"builtin:slurm": "userdata-slurm.sh", "builtin:k8s": "userdata-k8s.sh"}
@@ -588,6 +589,7 @@ class AwsProvider:
             "market": str(offer.market),
             "purpose": str(spec.purpose),
             "harbor_host": self.settings.harbor_host,
+            "gang_id": spec.gang_id,
             **mirror_variables(region.mirror_host if region else ""),
         }
         return {**self.settings.template_vars, **core}

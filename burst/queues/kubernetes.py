@@ -80,7 +80,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from burst.domain import Job, JobState, Node, QueueSnapshot
+from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError, QueueParseError, QueueUnavailable
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ VOLCANO_GROUP_KEY = "scheduling.k8s.io/group-name"
 JOBSET_KEY = "jobset.sigs.k8s.io/jobset-name"
 CHECKPOINT_ANNOTATION = "burst.dev/checkpoint-requested-at"
 DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"
+GANG_TAINT_KEY = "burst.dev/gang"  # a gang member registers with it (builtin:k8s user data)
 
 
 class K8sSettings(BaseModel):
@@ -466,6 +467,7 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
         taints = [_obj(t, f"{where}.spec.taints[{j}]") for j, t in enumerate(_list(spec.get("taints"),
                                                                                    f"{where}.spec.taints"))]
         cloud_taint = any(t.get("key") == s.cloud_taint_key for t in taints)
+        gang_hold = next((str(t.get("value", "")) for t in taints if t.get("key") == GANG_TAINT_KEY), None)
         cordoned = bool(spec.get("unschedulable"))
         iid = labels.get(s.instance_id_label, "")
         node_labels = dict(labels)
@@ -473,6 +475,8 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
             node_labels["burst.dev/cloud"] = "true"
         if cordoned:
             node_labels["burst.dev/cordoned"] = "true"
+        if gang_hold is not None:
+            node_labels[GANG_HOLD_LABEL] = gang_hold
         out.append(
             Node(
                 name=name,
@@ -1191,6 +1195,26 @@ class KubernetesQueue:
             if p.terminal or p.deleting or p.owner_kind == "DaemonSet" or "kubernetes.io/config.mirror" in p.annotations:
                 continue
             self._evict(p.namespace, p.name, reason)
+
+    def release_gang_hold(self, node_name: str) -> None:
+        """Remove the burst.dev/gang taint a gang member registered with, once the whole gang
+        has joined. A JSON patch whose ``test`` op guards the index, so a concurrent taint edit
+        fails (QueueError; the next tick tries again) rather than removing the wrong taint.
+        Unknown node, or no such taint: success."""
+        apis = self._api()
+        node = self._get_json(f"read node {node_name}", apis.core.read_node, node_name, ok_404=True)
+        if node is None:
+            return
+        taints = _list(_obj(node.get("spec"), f"node {node_name}.spec").get("taints"), f"node {node_name}.spec.taints")
+        for i, t in enumerate(taints):
+            if isinstance(t, Mapping) and t.get("key") == GANG_TAINT_KEY:
+                patch = [{"op": "test", "path": f"/spec/taints/{i}/key", "value": GANG_TAINT_KEY},
+                         {"op": "remove", "path": f"/spec/taints/{i}"}]
+                updated = self._get_json(f"release gang hold on {node_name}", apis.core.patch_node, node_name,
+                                         patch, ok_404=True)
+                if updated is not None:
+                    self._remember("nodes", updated)
+                return
 
     def undrain_node(self, node_name: str, reason: str) -> None:
         """Uncordon. Raises QueueError for an unknown node."""

@@ -6,6 +6,7 @@
 #            region=$region zone=$zone instance_type=$instance_type gpu_model=$gpu_model gpus=$gpus
 #            harbor_host=$harbor_host mirror_host=$mirror_host mirror_registry=$mirror_registry
 #            mirror_url=$mirror_url mirror_override_path=$mirror_override_path mirror_auth=$mirror_auth
+#            gang_id=$gang_id
 # From aws.template_vars: k8s_api_endpoint (host:port of the API server), k8s_ca_cert_hash
 #            (sha256:...), bootstrap_token_ssm_param (SSM SecureString holding the bootstrap
 #            token; read with the instance role at boot). The token is never put in user data:
@@ -36,6 +37,14 @@ if [ -n "$${BOOTSTRAP_TOKEN_SSM_PARAM}" ]; then
 fi
 
 # ---- kubeadm join ---------------------------------------------------------------------------
+# A gang member registers held: the burst.dev/gang taint keeps every pod off it (the gang's own
+# too) until all members have joined; then burst removes it from all of them at once. Without
+# it the first members to join are taken, one by one, by whatever pod fits first.
+GANG_ID="$gang_id"
+GANG_TAINT=""
+if [ -n "$${GANG_ID}" ]; then
+  GANG_TAINT="    - {key: burst.dev/gang, value: \"$${GANG_ID}\", effect: NoSchedule}"
+fi
 mkdir -p /etc/burst
 cat > /etc/burst/kubeadm-join.yaml <<YAML
 apiVersion: kubeadm.k8s.io/v1beta3
@@ -51,6 +60,7 @@ nodeRegistration:
     - key: burst.dev/cloud
       value: "true"
       effect: NoSchedule
+$${GANG_TAINT}
   kubeletExtraArgs:
     node-labels: "burst.dev/provider=$provider,burst.dev/region=$region,burst.dev/zone=$zone,burst.dev/instance-type=$instance_type,burst.dev/gpu-model=$gpu_model,burst.dev/gpus=$gpus,burst.dev/instance-id=$instance_id,burst.dev/cluster=$cluster,topology.kubernetes.io/region=$region,node.kubernetes.io/instance-type=$instance_type"
 YAML

@@ -225,3 +225,25 @@ def test_acr_token_refresher_exchanges_the_managed_identity_token(
     header = hosts["host"]["https://burstmirror.azurecr.io"]["header"]["Authorization"]
     assert header == "Basic " + base64.b64encode(b"00000000-0000-0000-0000-000000000000:acr-refresh-456").decode()
     assert "acr-refresh" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("gang", ["", "g-0123456789abcdef"])
+def test_k8s_gang_member_registers_with_the_gang_taint(
+    aws_settings: Callable[..., AwsSettings], tmp_path: Path, gang: str
+) -> None:
+    import yaml
+
+    provider = AwsProvider(aws_settings(user_data_template="builtin:k8s", template_vars=K8S_VARS), cluster=CLUSTER)
+    spec = make_spec("b-0123abcd", make_offer("p5.48xlarge", zone="use1-az2", gpu_model="H100"), gang_id=gang)
+    text = provider.render_user_data(spec)
+    bash_syntax_ok(text)
+    # run the part that writes the JoinConfiguration, into a temporary directory
+    part = text.split("# ---- kubeadm join", 1)[1].split("\n", 1)[1].split("kubeadm join --config", 1)[0]
+    part = part.replace("/etc/burst", str(tmp_path))
+    subprocess.run(["bash", "-euc", 'BOOTSTRAP_TOKEN=x\n' + part], check=True)
+    conf = yaml.safe_load((tmp_path / "kubeadm-join.yaml").read_text())
+    taints = conf["nodeRegistration"]["taints"]
+    want = [{"key": "burst.dev/cloud", "value": "true", "effect": "NoSchedule"}]
+    if gang:
+        want.append({"key": "burst.dev/gang", "value": gang, "effect": "NoSchedule"})
+    assert taints == want

@@ -273,3 +273,17 @@ def test_pure_parsers() -> None:
     with pytest.raises(QueueParseError) as ei:
         parse_pod(bad, "nvidia.com/gpu")
     assert ei.value.where == "pod n/p.metadata.creationTimestamp"
+
+
+def test_gang_hold_taint_is_shown_and_released(kube: FakeKube, queue: KubernetesQueue) -> None:
+    gang = {"key": "burst.dev/gang", "value": "g-1", "effect": "NoSchedule"}
+    kube.add_node("b-1", 8, labels={"burst.dev/instance-id": "b-1"}, taints=[CLOUD_TAINT, gang])
+    kube.add_node("b-2", 8, labels={"burst.dev/instance-id": "b-2"}, taints=[CLOUD_TAINT])
+    nodes = {n.name: n for n in queue.snapshot().nodes}
+    assert nodes["b-1"].labels["burst.dev/gang-hold"] == "g-1" and "burst.dev/gang-hold" not in nodes["b-2"].labels
+    queue.release_gang_hold("b-1")
+    assert kube.nodes["b-1"]["spec"]["taints"] == [CLOUD_TAINT]  # only the gang taint went
+    assert "burst.dev/gang-hold" not in {n.name: n for n in queue.snapshot().nodes}["b-1"].labels
+    queue.release_gang_hold("b-1")  # nothing left to release: success
+    queue.release_gang_hold("no-such-node")  # unknown node: success
+    assert kube.nodes["b-2"]["spec"]["taints"] == [CLOUD_TAINT]

@@ -209,3 +209,44 @@ def test_a_draining_node_that_is_not_ready_is_never_taken_back() -> None:
     node = dataclasses.replace(cloud_node(d, schedulable=False), ready=False)
     p = decide(snap([job("a", 8, 60 * MIN)], [*full_cluster(), node], [d]), CFG)
     assert p.of(Undrain) == [] and [t.instance_id for t in p.of(Terminate)] == ["d"] and len(p.of(Launch)) == 1
+
+
+def _member(iid: str, state: InstanceState = J, **kw):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(instance(iid, state, **kw), for_jobs=("g",), gang_id="grp")
+
+
+def _held(inst):  # type: ignore[no-untyped-def]
+    from burst.domain import GANG_HOLD_LABEL
+
+    return dataclasses.replace(cloud_node(inst), labels={GANG_HOLD_LABEL: "grp"})
+
+
+def test_gang_holds_are_lifted_together_once_every_member_has_joined() -> None:
+    from burst.domain import Release
+
+    gang = [job("g", 16, 30 * MIN, nodes=2)]
+    g1 = _member("g1", idle_since=NOW - 10 * MIN)
+    g2_booting = _member("g2", InstanceState.LAUNCHING, launched_at=NOW - 60)
+    # one member up (held), one booting: nothing is released, launched or drained
+    p = decide(snap(gang, [*full_cluster(), _held(g1)], [g1, g2_booting]), CFG)
+    assert p.of(Release) == [] and p.of(Launch) == [] and p.of(Drain) == []
+    # both up and held: both released in the same plan
+    g2 = _member("g2", idle_since=NOW - 1 * MIN)
+    p = decide(snap(gang, [*full_cluster(), _held(g1), _held(g2)], [g1, g2]), CFG)
+    assert sorted(r.instance_id for r in p.of(Release)) == ["g1", "g2"] and p.of(Launch) == []
+    # g1's hold already lifted (a retry after a partial failure): only g2's remains
+    p = decide(snap(gang, [*full_cluster(), cloud_node(g1), _held(g2)], [g1, g2]), CFG)
+    assert [r.instance_id for r in p.of(Release)] == ["g2"]
+
+
+def test_a_held_node_is_nobodys_capacity_and_is_released_once_its_gang_runs_elsewhere() -> None:
+    from burst.domain import Release
+
+    g1 = _member("g1", idle_since=NOW - 1 * MIN)
+    # g is not pending: the held node cannot take other work, so an 8-GPU job past its
+    # threshold still gets an instance of its own
+    p = decide(snap([job("p", 8, 30 * MIN)], [*full_cluster(), _held(g1)], [g1]), CFG)
+    assert len(p.of(Launch)) == 1 and p.of(Release) == []
+    # g runs elsewhere: the hold goes and the node is ordinary capacity again
+    p = decide(snap([], [*full_cluster(), _held(g1)], [g1], running=[job("g", 16, 40 * MIN, nodes=2)]), CFG)
+    assert [r.instance_id for r in p.of(Release)] == ["g1"]

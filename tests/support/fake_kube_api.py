@@ -83,6 +83,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+class PatchTestFailed(ValueError):
+    """A JSON patch ``test`` op did not hold: the API server answers 422."""
+
+
 def json_patch(target: Obj, ops: list[Obj]) -> Obj:
     doc = copy.deepcopy(target)
     for op in ops:
@@ -97,6 +101,10 @@ def json_patch(target: Obj, ops: list[Obj]) -> Obj:
                     int(last), op["value"])
             else:
                 parent[last] = op["value"]
+        elif op["op"] == "test":
+            have = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+            if have != op["value"]:
+                raise PatchTestFailed(f"test of {op['path']} failed: {have!r} != {op['value']!r}")
         elif op["op"] == "remove":
             if isinstance(parent, list):
                 parent.pop(int(last))
@@ -609,7 +617,10 @@ class FakeKube:
     def _patch(self, store: dict[Any, Obj], key: Any, body: Any, content_type: str) -> tuple[int, Obj]:
         ct = content_type.split(";")[0].strip()
         if ct == "application/json-patch+json" and isinstance(body, list):
-            new = json_patch(store[key], body)
+            try:
+                new = json_patch(store[key], body)
+            except PatchTestFailed as e:
+                return 422, status(422, "Invalid", str(e))
         elif ct in ("application/merge-patch+json", "application/strategic-merge-patch+json") and isinstance(
                 body, dict):
             new = merge_patch(store[key], body)
