@@ -1008,6 +1008,15 @@ def _stop_informers(infs: list[_Informer[Any]], timeout: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class NodeNotIdle(QueueError):
+    """A drain for idleness found GPU pods on the node (bound since the snapshot): refused."""
+
+    def __init__(self, node_name: str, pods: Sequence[str]) -> None:
+        super().__init__(f"node {node_name} is not idle: {', '.join(pods[:5])} run there")
+        self.node_name = node_name
+        self.pods = tuple(pods)
+
+
 class KubernetesQueue:
     """:class:`~burst.ports.QueueSource` and :class:`~burst.ports.PreemptionControl` on Kubernetes.
 
@@ -1179,9 +1188,16 @@ class KubernetesQueue:
         jobs = [parse_job(d, self.settings, f"JobList.items[{i}]") for i, d in enumerate(job_docs)]
         return assemble(pods, node_docs, jobs, self.settings)
 
-    def drain_node(self, node_name: str, reason: str, evict: bool = True) -> None:
-        """Cordon the node and evict its pods (Eviction API). Idempotent; unknown node: success."""
+    def drain_node(self, node_name: str, reason: str, evict: bool = True, busy_ok: bool = False) -> None:
+        """Cordon the node and evict its pods (Eviction API). Idempotent; unknown node: success.
+
+        Burst drains only nodes its snapshot showed idle, and a snapshot is never quite fresh:
+        a GPU pod bound since would be evicted a moment after it started. So unless ``busy_ok``,
+        a fresh read that finds a GPU pod on the node refuses with :class:`NodeNotIdle` and
+        changes nothing (checked before the cordon, and again after it, undoing the cordon)."""
         apis = self._api()
+        if evict and not busy_ok:
+            self._refuse_if_busy(node_name)
         body = {"spec": {"unschedulable": True},
                 "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: reason[:250]}}}
         node = self._get_json(f"cordon {node_name}", apis.core.patch_node, node_name, body, ok_404=True)
@@ -1191,10 +1207,22 @@ class KubernetesQueue:
         self._remember("nodes", node)
         if not evict:
             return
-        for p in self._list_pods(field_selector=f"spec.nodeName={node_name}"):
+        pods = self._list_pods(field_selector=f"spec.nodeName={node_name}")
+        busy = [p for p in pods if p.gpus > 0 and not p.terminal and not p.deleting]
+        if busy and not busy_ok:
+            # bound between the check and the cordon: the node is not idle after all
+            self.undrain_node(node_name, "not idle after all")
+            raise NodeNotIdle(node_name, [f"{p.namespace}/{p.name}" for p in busy])
+        for p in pods:
             if p.terminal or p.deleting or p.owner_kind == "DaemonSet" or "kubernetes.io/config.mirror" in p.annotations:
                 continue
             self._evict(p.namespace, p.name, reason)
+
+    def _refuse_if_busy(self, node_name: str) -> None:
+        busy = [p for p in self._list_pods(field_selector=f"spec.nodeName={node_name}")
+                if p.gpus > 0 and not p.terminal and not p.deleting]
+        if busy:
+            raise NodeNotIdle(node_name, [f"{p.namespace}/{p.name}" for p in busy])
 
     def release_gang_hold(self, node_name: str) -> None:
         """Remove the burst.dev/gang taint a gang member registered with, once the whole gang

@@ -146,7 +146,13 @@ def parse_kubeadm_join(user_data: str) -> tuple[str, dict[str, str], list[dict[s
     taints = re.findall(r"- key: (\S+)\s*\n\s*value: \"([^\"]*)\"\s*\n\s*effect: (\S+)", user_data)
     assert name and labels and taints, f"no JoinConfiguration in the user data:\n{user_data}"
     lab = dict(kv.split("=", 1) for kv in labels.group(1).split(","))
-    return name.group(1), lab, [{"key": k, "value": v, "effect": e} for k, v, e in taints]
+    out = [{"key": k, "value": v, "effect": e} for k, v, e in taints]
+    # a gang member's extra taint is filled in by the script at boot (GANG_TAINT, from GANG_ID;
+    # tests/aws/test_templates.py runs that part through bash)
+    gang = re.search(r'^GANG_ID="([^"]*)"$', user_data, re.M)
+    if gang and gang.group(1):
+        out.append({"key": "burst.dev/gang", "value": gang.group(1), "effect": "NoSchedule"})
+    return name.group(1), lab, out
 
 
 # ---- providers: simulated, and AWS on moto ----------------------------------------------------
@@ -379,3 +385,86 @@ def test_k8s_pods_without_opt_in_never_launch(kube: FakeKube, cloud_kind: str, r
     tl.mark("control: the opted-in pod is launched for on the next tick")
     tl.report()
     cloud.store.close()
+
+
+def test_k8s_gang_members_join_held_and_are_released_together(
+    kube: FakeKube, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A 2-pod Job bursts as a gang on AWS (moto) while an older opted-in pod (the thief) also
+    waits. The gang's first instance joins 2 s before its second, and before the thief's own
+    instance: without the hold the thief, first in line, would take it. With it the thief waits
+    for its own node, and once both members have joined the controller lifts both holds in one
+    tick (audited) and the Job's pods land on its two nodes."""
+    tl = Timeline("Kubernetes gang hold (stand-in API server) + aws provider")
+    cloud = make_cloud("aws", request, kube, tl, tmp_path)
+    store = cloud.store
+    queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5))
+    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": cloud.provider}, store=store,
+                            offers=offers_for(cloud), policy=POLICY)
+    sched = Scheduler(kube, tl)
+    seed_full_cluster(kube)
+    thief = add_gpu_pod(kube, "thief", opt_in=True)  # older than the Job: first in the scheduler's line
+    kube.add_job("trainer", "ml", parallelism=2, gpus_per_pod=8, labels=OPT_IN)
+    with kube.lock:
+        gang_pods = [p["metadata"]["name"] for p in kube.pods_of_job("ml", "trainer")]
+        for name in gang_pods:
+            kube.pods[("ml", name)]["spec"]["tolerations"] = [TOLERATION]
+    (gang,) = [j for j in queue.snapshot().pending if j.id.endswith("trainer")]
+    assert gang.nodes == 2 and gang.may_burst
+
+    ec2 = request.getfixturevalue("ec2")
+    joined_at: dict[str, float] = {}
+    held_back: set[str] = set()  # gang members kept from joining for a while
+
+    def before(now: float) -> None:
+        # What running instances do: join with their JoinConfiguration. The first gang member
+        # joins at once; the thief's instance only after it; the second member 2 s after it.
+        for inst in store.live_instances():
+            if not inst.cloud_id or inst.id in cloud.node_of:
+                continue
+            if inst.gang_id and joined_at and time.monotonic() - min(joined_at.values()) < 2.0:
+                held_back.add(inst.id)
+                continue
+            if not inst.gang_id and not joined_at:
+                continue
+            raw = ec2.describe_instances(InstanceIds=[inst.cloud_id])["Reservations"][0]["Instances"][0]
+            if raw["State"]["Name"] != "running":
+                continue
+            attr = ec2.describe_instance_attribute(InstanceId=inst.cloud_id, Attribute="userData")
+            name, labels, taints = parse_kubeadm_join(base64.b64decode(attr["UserData"]["Value"]).decode())
+            join_node(kube, name, labels, taints)
+            cloud.node_of[inst.id] = name
+            tl.mark(f"kubeadm join: node {name} registered (taints {[t['key'] for t in taints]})")
+            if inst.gang_id:
+                joined_at[inst.id] = time.monotonic()
+                break  # one gang member per step
+        sched.step()
+
+    _, results = tick_until(controller, lambda r: any(isinstance(a, Launch) for a in r.plan.actions),
+                            timeout=10, what="the launches", before=before)
+    launches = [a for r in results for a in r.plan.actions if isinstance(a, Launch)]
+    gang_launches = [lc for lc in launches if lc.gang_id]
+    assert len(gang_launches) == 2 and len({lc.gang_id for lc in gang_launches}) == 1
+    members = {lc.intent_id for lc in gang_launches}
+
+    def gang_running(r: TickResult) -> bool:
+        for a in r.plan.actions:
+            if not isinstance(a, Launch):
+                tl.mark(f"tick: {type(a).__name__} {getattr(a, 'instance_id', '')}: {getattr(a, 'reason', '')[:60]}")
+        return all(kube.pods.get(("ml", n), {}).get("spec", {}).get("nodeName") for n in gang_pods)
+
+    try:
+        tick_until(controller, gang_running, timeout=40, what="the gang's pods running", before=before)
+    finally:
+        print(tl.report())
+    member_nodes = {cloud.node_of[m] for m in members}
+    assert held_back, "the second member must have joined after the first"
+    # The thief, first in line, was never placed on a held member; it got its own instance.
+    assert kube.pods[("ml", "thief")]["spec"].get("nodeName") not in member_nodes, "a held node was taken"
+    # Plain Job pods are placed one by one (no coscheduler): one may take any free node (the
+    # thief's, once it is done), but the members serve the gang once released.
+    assert {kube.pods[("ml", n)]["spec"]["nodeName"] for n in gang_pods} & member_nodes
+    releases = {r.subject for r in store.audit_rows(limit=1000) if r.action == "release-gang-hold"}
+    assert releases == members
+    assert all("burst.dev/gang" not in {t["key"] for t in kube.nodes[n]["spec"]["taints"]} for n in member_nodes)
+    tl.mark(f"gang pods on {sorted(member_nodes)}; thief {thief} on {kube.pods[('ml', 'thief')]['spec'].get('nodeName')}")

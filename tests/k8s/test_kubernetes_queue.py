@@ -14,6 +14,7 @@ from burst.queues.kubernetes import (
     CHECKPOINT_ANNOTATION,
     K8sSettings,
     KubernetesQueue,
+    NodeNotIdle,
     parse_pod,
     parse_quantity,
 )
@@ -112,7 +113,14 @@ def test_drain_cordons_and_evicts_then_undrain_and_remove(kube: FakeKube, queue:
     kube.protect("ml", "pdb")
     kube.add_pod("ds", "kube-system", node="b-1", owner=("DaemonSet", "nvidia-device-plugin"))
 
-    queue.drain_node("b-1", "idle past timeout")
+    # A drain for idleness refuses while a GPU pod runs there (the snapshot it came from was
+    # stale), and changes nothing...
+    with pytest.raises(NodeNotIdle, match="ml/work"):
+        queue.drain_node("b-1", "idle past timeout")
+    assert not kube.nodes["b-1"]["spec"].get("unschedulable")
+    assert ("ml", "work") in kube.pods
+    # ...while a drain that means it (busy_ok: a grand challenge clearing nodes) evicts
+    queue.drain_node("b-1", "idle past timeout", busy_ok=True)
     node = kube.nodes["b-1"]
     assert node["spec"]["unschedulable"] is True
     assert node["metadata"]["annotations"]["burst.dev/drain-reason"] == "idle past timeout"
@@ -124,7 +132,7 @@ def test_drain_cordons_and_evicts_then_undrain_and_remove(kube: FakeKube, queue:
     assert not n.schedulable and n.gpus_used == 0
 
     kube.protected.clear()
-    queue.drain_node("b-1", "idle past timeout")  # idempotent; now the budget allows it
+    queue.drain_node("b-1", "idle past timeout")  # idempotent; now the budget allows it (no GPU pod left)
     assert ("ml", "pdb") not in kube.pods
 
     queue.undrain_node("b-1", "work arrived")

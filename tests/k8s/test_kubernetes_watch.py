@@ -198,7 +198,7 @@ def test_own_writes_are_seen_by_the_next_snapshot(kube: FakeKube, queue: Kuberne
     # must come from the write answers and the settle wait, not from a fast watch.
     kube.watch_delay_s = 0.5
 
-    queue.drain_node("b-1", "idle")  # cordon (PATCH answer) + eviction (awaited)
+    queue.drain_node("b-1", "idle", busy_ok=True)  # cordon (PATCH answer) + eviction (awaited)
     snap = queue.snapshot()
     node = next(n for n in snap.nodes if n.name == "b-1")
     assert not node.schedulable and "ml/pod/work" not in {j.id for j in snap.running}
