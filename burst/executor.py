@@ -379,6 +379,10 @@ class Executor:
         if inst is None or not inst.node_name or not callable(release):
             return
         release(inst.node_name)
+        # The node has been idle since it joined, but only held: its idle clock starts now, or the
+        # idle timeout could drain it before the scheduler has placed the gang there.
+        if inst.idle_since is not None:
+            self.store.update_instance(inst.id, idle_since=now)
         self.store.audit(at=now, actor=ACTOR, kind="instance", subject=inst.id, action="release-gang-hold",
                          reason=a.reason)
 

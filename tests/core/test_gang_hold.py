@@ -28,7 +28,7 @@ def _member(store: MemoryStore) -> Instance:
     for to, extra in (
         (InstanceState.LAUNCHING, {"cloud_id": "i-1", "launched_at": 1.0}),
         (InstanceState.RUNNING, {}),
-        (InstanceState.JOINED, {"node_name": "burst-g1", "joined_at": 2.0}),
+        (InstanceState.JOINED, {"node_name": "burst-g1", "joined_at": 2.0, "idle_since": 2.0}),
     ):
         store.transition_instance(inst.id, to, now=2.0, actor="test", reason="setup", **extra)
     return inst
@@ -43,7 +43,9 @@ def test_release_lifts_the_hold_through_the_queue_and_is_audited() -> None:
     assert queue.released == ["burst-g1"]
     rows = [r for r in store.audit_rows(subject=inst.id, limit=50) if r.action == "release-gang-hold"]
     assert len(rows) == 1 and "joined" in rows[0].reason
-    assert store.get_instance(inst.id).state is InstanceState.JOINED  # type: ignore[union-attr]
+    after = store.get_instance(inst.id)
+    assert after is not None and after.state is InstanceState.JOINED
+    assert after.idle_since == 10.0, "the idle clock restarts when the node becomes usable"
 
 
 def test_release_on_a_queue_that_cannot_hold_is_a_no_op() -> None:
