@@ -404,6 +404,17 @@ def prewarm(
 _TOML_SAFE = re.compile(r"^[A-Za-z0-9.:\-\[\]]+(?:/[a-z0-9._\-/]+)?$")
 
 
+def containerd_mirror_url(mirror_host: str, *, insecure: bool = False) -> tuple[str, bool]:
+    """containerd's host URL for a mirror ``host[:port][/prefix]``, and whether it needs
+    ``override_path``: a repository prefix makes the API root ``/v2/<prefix>``, so that
+    ``harbor/team/app`` is fetched as ``mirror/<prefix>/team/app``. One rule for the hosts.toml
+    written here and the one the user-data templates write (providers/aws.py)."""
+    host, _, prefix = mirror_host.partition("/")
+    prefix = prefix.strip("/")
+    scheme = "http" if insecure else "https"
+    return (f"{scheme}://{host}/v2/{prefix}", True) if prefix else (f"{scheme}://{host}", False)
+
+
 def containerd_hosts_toml(
     harbor_host: str,
     mirror_host: str,
@@ -430,17 +441,16 @@ def containerd_hosts_toml(
             raise ValueError(f"{name} {value!r} is not host[:port][/path]")
     if ca_file is not None and ('"' in ca_file or "\n" in ca_file):
         raise ValueError("ca_file must not hold quotes or newlines")
-    host, _, prefix = mirror_host.partition("/")
-    scheme = "http" if mirror_insecure else "https"
+    url, override_path = containerd_mirror_url(mirror_host, insecure=mirror_insecure)
     caps = '["pull", "resolve"]' if resolve_from_mirror else '["pull"]'
     lines = [
         "# Written by burst: pull Harbor images from the regional mirror, fall back to Harbor.",
         f'server = "https://{harbor_host}"',
         "",
-        f'[host."{scheme}://{host}/v2/{prefix}"]' if prefix else f'[host."{scheme}://{host}"]',
+        f'[host."{url}"]',
         f"  capabilities = {caps}",
     ]
-    if prefix:
+    if override_path:
         lines.append("  override_path = true")
     if ca_file:
         lines.append(f'  ca = "{ca_file}"')

@@ -9,6 +9,7 @@ twice at once, and missed runs collapse into one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from burst.daemon import Daemon
 
@@ -47,30 +48,15 @@ def run_forever(daemon: Daemon, every_s: float, name: str = "controller", prewar
 
     _DAEMONS[name] = daemon
     sched = BlockingScheduler()
-    sched.add_job(
-        _tick_job,
-        "interval",
-        args=[name],
-        seconds=every_s,
-        id=f"tick-{name}",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        misfire_grace_time=None,
-    )
-    # Date-less interval job; misfire_grace_time=None so a run due while the process was down is
-    # still made on start instead of being silently dropped (RECIPES: APScheduler traps).
-    sched.add_job(
-        _prewarm_job,
-        "interval",
-        args=[name],
-        seconds=prewarm_every_s,
-        id=f"prewarm-{name}",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        misfire_grace_time=None,
-    )
+
+    def every(fn: Callable[[str], None], seconds: float, job_id: str) -> None:
+        # Date-less interval job; misfire_grace_time=None so a run due while the process was down
+        # is still made on start instead of being silently dropped (RECIPES: APScheduler traps).
+        sched.add_job(fn, "interval", args=[name], seconds=seconds, id=job_id, max_instances=1, coalesce=True,
+                      replace_existing=True, misfire_grace_time=None)
+
+    every(_tick_job, every_s, f"tick-{name}")
+    every(_prewarm_job, prewarm_every_s, f"prewarm-{name}")
     log.info("ticking every %.3g s", every_s)
     daemon.run_once()
     try:

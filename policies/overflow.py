@@ -224,7 +224,7 @@ def select_overflow(
             if job.may_burst:
                 members = [
                     (iid, held) for iid, held, gpus, model in pools.gang_joined.get(job.id, ())
-                    if gpus >= per_node and model_ok(job.gpu_model, model)
+                    if _gang_shape(job, gpus, model)
                 ]
                 if len(members) >= job.nodes:
                     # every member is there: lift the holds together so the gang, the oldest
@@ -320,16 +320,20 @@ def _place_gang(job: Job, joined: SlotPool, own: list[tuple[str, int, str]]) -> 
         key, _ = whole[0]
         joined.take_nodes(key, job.nodes, per)
         return 0, key[0].split("#", 1)[0]
-    # Only own nodes of the gang's shape count: a job recreated under the same name with
-    # another size or model must not be held to the old one's instances.
     by_region: dict[str, int] = {}
     for region, gpus, model in own:
-        if gpus >= per and model_ok(job.gpu_model, model):
+        if _gang_shape(job, gpus, model):
             by_region[region] = by_region.get(region, 0) + 1
     if not by_region:
         return job.nodes, ""
     region, count = max(sorted(by_region.items()), key=lambda kv: kv[1])
     return max(0, job.nodes - count), region
+
+
+def _gang_shape(job: Job, gpus: int, model: str) -> bool:
+    """An instance of the gang's own can serve as one of its nodes: enough GPUs, right model
+    (a job recreated under the same name with another shape is not held to the old ones)."""
+    return gpus >= job.per_node and model_ok(job.gpu_model, model)
 
 
 def _is_sorted(jobs: tuple[Job, ...]) -> bool:

@@ -241,20 +241,21 @@ def mirror_variables(mirror_host: str) -> dict[str, str]:
     """User-data variables for containerd's registry mirror (see USER_DATA_VARIABLES).
 
     ``mirror_host`` is ``host[:port]`` optionally followed by the repository prefix burst copies
-    under; containerd needs such a prefix in the host URL as ``/v2/<prefix>`` with
-    ``override_path`` (the same rule as :func:`burst.mirror.containerd_hosts_toml`).
+    under (:func:`burst.mirror.containerd_mirror_url` turns that into containerd's host URL).
     """
-    host, _, prefix = mirror_host.partition("/")
-    prefix = prefix.strip("/")
+    from burst.mirror import containerd_mirror_url
+
+    host = mirror_host.partition("/")[0]
     if not host:
         return {"mirror_host": "", "mirror_registry": "", "mirror_url": "", "mirror_override_path": "false",
                 "mirror_auth": "none"}
     auth = "ecr" if _ECR_HOST.match(host) else "acr" if host.split(":")[0].endswith(".azurecr.io") else "none"
+    url, override_path = containerd_mirror_url(mirror_host)
     return {
         "mirror_host": mirror_host,
         "mirror_registry": host,
-        "mirror_url": f"https://{host}/v2/{prefix}" if prefix else f"https://{host}",
-        "mirror_override_path": "true" if prefix else "false",
+        "mirror_url": url,
+        "mirror_override_path": "true" if override_path else "false",
         "mirror_auth": auth,
     }
 

@@ -1208,19 +1208,23 @@ class KubernetesQueue:
         if not evict:
             return
         pods = self._list_pods(field_selector=f"spec.nodeName={node_name}")
-        busy = [p for p in pods if p.gpus > 0 and not p.terminal and not p.deleting]
-        if busy and not busy_ok:
-            # bound between the check and the cordon: the node is not idle after all
-            self.undrain_node(node_name, "not idle after all")
-            raise NodeNotIdle(node_name, [f"{p.namespace}/{p.name}" for p in busy])
+        if not busy_ok:
+            try:
+                self._refuse_if_busy(node_name, pods)
+            except NodeNotIdle:
+                # bound between the check and the cordon: the node is not idle after all
+                self.undrain_node(node_name, "not idle after all")
+                raise
         for p in pods:
             if p.terminal or p.deleting or p.owner_kind == "DaemonSet" or "kubernetes.io/config.mirror" in p.annotations:
                 continue
             self._evict(p.namespace, p.name, reason)
 
-    def _refuse_if_busy(self, node_name: str) -> None:
-        busy = [p for p in self._list_pods(field_selector=f"spec.nodeName={node_name}")
-                if p.gpus > 0 and not p.terminal and not p.deleting]
+    def _refuse_if_busy(self, node_name: str, pods: Sequence[PodInfo] | None = None) -> None:
+        """NodeNotIdle when a live GPU pod is bound to the node (``pods``: read fresh if None)."""
+        if pods is None:
+            pods = self._list_pods(field_selector=f"spec.nodeName={node_name}")
+        busy = [p for p in pods if p.gpus > 0 and not p.terminal and not p.deleting]
         if busy:
             raise NodeNotIdle(node_name, [f"{p.namespace}/{p.name}" for p in busy])
 

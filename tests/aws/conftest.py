@@ -12,23 +12,17 @@ from botocore.config import Config
 
 from providers.aws import AwsProvider, AwsSettings
 from tests.aws.helpers import CLUSTER, settings_factory
-from tests.support.moto_server import MotoServer, fake_aws_env
+from tests.support.moto_server import MotoServer, fresh_moto, serve_moto
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    yield server
-    server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def moto(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for key, value in fake_aws_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE")
-    moto_server.reset()
-    return moto_server
+    return fresh_moto(moto_server, monkeypatch)
 
 
 @pytest.fixture

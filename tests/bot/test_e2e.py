@@ -175,23 +175,18 @@ def test_e2e_sim_release(sim_world: World) -> None:
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[Any]:
-    from tests.support.moto_server import MotoServer
+    from tests.support.moto_server import serve_moto
 
-    server = MotoServer.start()
-    yield server
-    server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def aws_world(fake: FakeSlack, offers: list[Offer], moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     from providers.aws import AwsProvider
     from tests.aws.helpers import settings_factory
-    from tests.support.moto_server import fake_aws_env
+    from tests.support.moto_server import fresh_moto
 
-    for k, v in fake_aws_env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    moto_server.reset()
+    fresh_moto(moto_server, monkeypatch)
     settings = settings_factory(moto_server.endpoint_url)()
     provider = AwsProvider(settings, cluster=CLUSTER)
     subnets = settings.regions["us-east-1"].subnets

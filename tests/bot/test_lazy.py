@@ -87,13 +87,19 @@ class HeldExecutor(Executor):
             fn(*args, **kwargs)
 
 
+def held_app(fake: FakeSlack, service: OnDemandService, settings: OnDemandSettings, held: HeldExecutor) -> Any:
+    """The bot as production builds it (acks computed before the response), its deferred work
+    parked in ``held`` until the test releases it."""
+    client = WebClient(token="xoxb-test-token", base_url=fake.api_url)
+    return create_app(service, settings, client=client, signing_secret=SECRET, listener_executor=held,
+                      process_before_response=True)
+
+
 def test_burst_ack_returns_before_the_deferred_work_and_the_reply_follows(
     fake: FakeSlack, service: OnDemandService, settings: OnDemandSettings, store: MemoryStore
 ) -> None:
     held = HeldExecutor()
-    client = WebClient(token="xoxb-test-token", base_url=fake.api_url)
-    app = create_app(service, settings, client=client, signing_secret=SECRET, listener_executor=held,
-                     process_before_response=True)
+    app = held_app(fake, service, settings, held)
     server = HttpServer(app).start()
     try:
         post = Poster(server, fake)
@@ -119,9 +125,7 @@ def test_deferred_failure_is_reported_to_the_user(
     fake: FakeSlack, service: OnDemandService, settings: OnDemandSettings, monkeypatch: Any
 ) -> None:
     held = HeldExecutor()
-    client = WebClient(token="xoxb-test-token", base_url=fake.api_url)
-    app = create_app(service, settings, client=client, signing_secret=SECRET, listener_executor=held,
-                     process_before_response=True)
+    app = held_app(fake, service, settings, held)
 
     def broken(*a: Any, **k: Any) -> Any:
         raise RuntimeError("store down")

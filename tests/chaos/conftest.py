@@ -8,20 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.moto_server import MotoServer, fake_aws_env
+from tests.support.moto_server import MotoServer, fresh_moto, serve_moto
 
 
 @pytest.fixture(scope="package")
 def chaos_moto_server() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    yield server
-    server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def moto(chaos_moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for key, value in fake_aws_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE")
-    chaos_moto_server.reset()
-    return chaos_moto_server
+    return fresh_moto(chaos_moto_server, monkeypatch)

@@ -22,7 +22,7 @@ from burst.domain import REQUIRED_TAGS, TAG_CLUSTER, CloudInstance, CloudState, 
 from burst.errors import PermanentProviderError
 from burst.ports import Provider
 from tests.aws.helpers import make_offer, make_spec
-from tests.support.moto_server import MotoServer, fake_aws_env
+from tests.support.moto_server import MotoServer, fresh_moto, serve_moto
 
 CLUSTER = "contract-a"
 OTHER = "contract-b"
@@ -38,19 +38,14 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    yield server
-    server.stop()
+    yield from serve_moto()
 
 
 def _aws_backend(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Backend:
     from providers.aws import AwsProvider
     from tests.aws.helpers import settings_factory
 
-    for key, value in fake_aws_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE")
-    moto_server.reset()
+    fresh_moto(moto_server, monkeypatch)
     settings = settings_factory(moto_server.endpoint_url)()
 
     def make(cluster: str) -> Provider:

@@ -26,7 +26,7 @@ from burst.catalog import Catalog, OfferFilter
 from burst.controller import Controller, TickResult
 from burst.domain import Offer
 from tests.support.fake_kube_api import FakeKube
-from tests.support.moto_server import MotoServer, fake_aws_env
+from tests.support.moto_server import MotoServer, fresh_moto, serve_moto
 from tests.support.slurm_cluster import SlurmCluster, started_cluster
 
 CLUSTER = "site-a"
@@ -142,24 +142,12 @@ def cluster(e2e_slurm: SlurmCluster) -> Iterator[SlurmCluster]:
 
 @pytest.fixture(scope="module")
 def e2e_moto() -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in fake_aws_env().items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
-        server = MotoServer.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def moto(e2e_moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for key, value in fake_aws_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    e2e_moto.reset()
-    return e2e_moto
+    return fresh_moto(e2e_moto, monkeypatch)
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
+import pytest
+
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -64,6 +66,25 @@ def fake_aws_env() -> dict[str, str]:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_PROFILE": "",
     }
+
+
+def serve_moto() -> Iterator[MotoServer]:
+    """Body of a moto server fixture of any scope: start, hand out, stop."""
+    server = MotoServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fresh_moto(server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """What every test on moto starts from: fake credentials and no profile in the environment
+    (boto3 must never find real ones), and a server holding nothing from earlier tests."""
+    for key, value in fake_aws_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server.reset()
+    return server
 
 
 def use_fake_aws_env(environ: dict[str, str]) -> None:
