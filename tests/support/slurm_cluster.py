@@ -578,15 +578,16 @@ def slurm_cluster(root: Path, **kw: Any) -> Iterator[SlurmCluster]:
         c.stop()
 
 
-def started_cluster(tmp_path_factory: Any, name: str) -> Iterator[SlurmCluster]:
+def started_cluster(tmp_path_factory: Any, name: str, **kw: Any) -> Iterator[SlurmCluster]:
     """Body of a pytest fixture: skip without Slurm, start a cluster (failing with its daemons'
-    logs when it will not come up), yield it, stop it."""
+    logs when it will not come up), yield it, stop it. ``kw`` goes to :class:`SlurmCluster`
+    (node counts)."""
     import pytest
 
     why = skip_reason()
     if why:
         pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp(name))
+    cluster = SlurmCluster(tmp_path_factory.mktemp(name), **kw)
     try:
         cluster.start()
     except Exception as e:
