@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
+# The implementations are imported here and nowhere else in this file (fix these lines when
+# modules move): burst.mirror, burst.mirror_worker, burst.sim.mirror, burst.store.memory.
 from burst.errors import MirrorError, TransientMirrorError
-from burst.ports import Mirror, MirrorResult
-
-# ---- the implementations (the one place that names their modules) ---------------------------
 from burst.mirror import MirrorService, MirrorSettings
 from burst.mirror_worker import MirrorOutcome, MirrorWorker
+from burst.ports import Mirror, MirrorResult
 from burst.sim.mirror import SimMirror, SimRegistry
 from burst.store.memory import MemoryStore
 from tests.support.registry import (

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import pytest
 from slack_sdk import WebClient
 
-from burst.ports import Notifier
-
-# ---- the implementations (the one place that names their modules) ---------------------------
+# The implementations are imported here and nowhere else in this file (fix these lines when
+# modules move): bot.notifier, burst.ondemand (its settings), burst.sim.notifier.
 from bot.notifier import SlackNotifier
 from burst.ondemand import OnDemandSettings
+from burst.ports import Notifier
 from burst.sim.notifier import RecordingNotifier
 from tests.support.fake_slack import FakeSlack
 from tests.support.slurm_cluster import free_ports
@@ -130,7 +130,7 @@ def test_is_a_notifier(backend: NotifierBackend) -> None:
 
 def test_each_audience_gets_its_message(backend: NotifierBackend) -> None:
     n = backend.notifier
-    assert n.notify(USER, "your instance is ready") is None
+    n.notify(USER, "your instance is ready")
     n.notify("admins", "request r-1 waits for approval")
     n.notify("all", "grand challenge at 18:00")
     n.notify(USER, "one hour left")
@@ -161,7 +161,7 @@ def test_a_failure_is_logged_never_raised_and_the_next_message_goes_out(
     caplog.set_level(logging.DEBUG)
     breaks()
     for audience in (USER, "admins", "all"):
-        assert backend.notifier.notify(audience, f"lost message for {audience}") is None  # no raise
+        backend.notifier.notify(audience, f"lost message for {audience}")  # returns: never raises
     assert backend.delivered() == []
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) >= 3, "every dropped message is logged"

@@ -32,11 +32,11 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import pytest
 
+# The implementations are imported here and nowhere else in this file (fix these lines when
+# modules move): burst.queues.{jsonfile,kubernetes,slurm}, burst.sim.{cluster,trace}.
 from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
 from burst.errors import InputError, QueueParseError, QueueUnavailable
 from burst.ports import PreemptionControl, QueueSource
-
-# ---- the implementations (the one place that names their modules) ---------------------------
 from burst.queues.jsonfile import JsonFileQueue
 from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 from burst.queues.slurm import SlurmQueue, SlurmSettings
