@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,14 @@ class GangHold(Protocol):
     def release_gang_hold(self, node_name: str) -> None: ...
 
 
+@runtime_checkable
+class Closable(Protocol):
+    """A queue holding resources of its own (Kubernetes: watcher threads) that the daemon releases
+    at shutdown. Local until burst/ports.py carries it."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class QueueBackend:
     """A queue loaded with the scenario, and what the suite needs to know about it."""
@@ -81,7 +90,7 @@ class QueueBackend:
 # Which capability each backend has. A capability test is parametrized over these only.
 CAPABILITIES: dict[str, frozenset[str]] = {
     "slurm": frozenset({"preemption", "unavailable", "parse_error"}),
-    "kubernetes": frozenset({"preemption", "gang_hold", "unavailable", "parse_error"}),
+    "kubernetes": frozenset({"preemption", "gang_hold", "close", "unavailable", "parse_error"}),
     "jsonfile": frozenset({"unavailable", "parse_error"}),
     # The simulated scheduler is in memory: it always answers, and what it answers is its own.
     "sim": frozenset(),
@@ -273,6 +282,11 @@ def gang_holding(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Que
     yield from _backend(request, tmp_path)
 
 
+@pytest.fixture(params=with_capability("close"))
+def closable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
+    yield from _backend(request, tmp_path)
+
+
 @pytest.fixture(params=with_capability("unavailable"))
 def can_go_away(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
     yield from _backend(request, tmp_path)
@@ -318,6 +332,7 @@ def test_capabilities_are_declared(backend: QueueBackend) -> None:
     caps = CAPABILITIES[backend.name]
     assert isinstance(q, PreemptionControl) == ("preemption" in caps)
     assert isinstance(q, GangHold) == ("gang_hold" in caps)
+    assert isinstance(q, Closable) == ("close" in caps)
     assert (backend.dead_queue is not None) == ("unavailable" in caps)
     assert (backend.garbled_queue is not None) == ("parse_error" in caps)
 
@@ -473,6 +488,27 @@ def test_gang_hold_is_shown_and_released_idempotently(gang_holding: QueueBackend
     q.release_gang_hold(b.idle_node)  # never held: success
     q.release_gang_hold("no-such-node-42")  # unknown: success
     assert "node-c" in nodes_of(q.snapshot())
+
+
+# ---- close ----------------------------------------------------------------------------------
+
+
+def test_close_releases_what_the_queue_holds_is_idempotent_and_a_later_snapshot_works(
+    closable: QueueBackend,
+) -> None:
+    q = closable.queue
+    assert isinstance(q, Closable)
+    before = set(threading.enumerate())
+    q.snapshot()
+    started = set(threading.enumerate()) - before
+    q.close()
+    q.close()  # again: nothing left to release
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [t.name for t in started if t.is_alive()], "close() left threads running"
+    assert [j.id for j in q.snapshot().running] == [closable.running_id]  # usable again
+    q.close()
 
 
 # ---- documented errors ----------------------------------------------------------------------
