@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,8 +163,6 @@ def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBack
 
 
 def _which(prog: str) -> str:
-    import shutil
-
     found = shutil.which(prog)
     assert found, f"{prog} not on PATH"
     return found
