@@ -47,8 +47,7 @@ from burst.faults import crash_point
 from burst.mirror_worker import MirrorWorker, backoff_key
 from burst.ondemand import reconcile_requests
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource, ReservingQueue
-from burst.store.base import Store
+from burst.ports import Notifier, Provider, QueueSource, ReservingQueue, Store
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.requests import ACTIVE_REQUEST_STATES

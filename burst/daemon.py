@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from burst.controller import Controller, TickResult
 from burst.domain import Timestamp
-from burst.ports import Clock
-from burst.store.base import Store
+from burst.ports import Clock, Store
 
 log = logging.getLogger("burst.daemon")
 

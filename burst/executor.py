@@ -59,9 +59,8 @@ from burst.errors import (
 )
 from burst.faults import crash_point
 from burst.mirror_worker import MirrorWorker, backoff_key
+from burst.ports import BudgetCheck, Notifier, Provider, QueueSource, Store
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource
-from burst.store.base import BudgetCheck, Store
 
 log = logging.getLogger("burst.executor")
 

@@ -49,8 +49,7 @@ from burst.domain import (
     Timestamp,
 )
 from burst.errors import DuplicateRecord, StoreError
-from burst.ports import Clock, Notifier
-from burst.store.base import Store
+from burst.ports import Clock, Notifier, Store
 from policies.requests import (
     ACTIVE_REQUEST_STATES,
     REMINDER_BEFORE_S,

@@ -17,11 +17,10 @@ from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.errors import QueueError
 from burst.executor import BackoffPolicy
-from burst.ports import Clock, Notifier, Provider, QueueSource
+from burst.ports import Clock, Notifier, Provider, QueueSource, Store
 from burst.sim.clock import WallClock
 from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
 from burst.sim.trace import bundled_trace_path, load_trace
-from burst.store.base import Store
 
 log = logging.getLogger("burst.wiring")
 

@@ -6,7 +6,7 @@ import json
 
 from burst.controller import Controller
 from burst.daemon import STATUS_USER, Daemon
-from burst.store.base import Store
+from burst.ports import Store
 from tests.core.world import CLUSTER, T0, TICK, World
 
 

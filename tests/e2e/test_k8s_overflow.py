@@ -32,10 +32,10 @@ import pytest
 
 from burst.controller import Controller, TickResult
 from burst.domain import Drain, InstanceState, Launch, Terminate
+from burst.ports import Store
 from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 from burst.sim.clock import WallClock
 from burst.sim.cloud import SimInstance, SimProvider
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from burst.store.sql import SqlStore
 from policies import PolicyConfig
