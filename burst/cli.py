@@ -214,7 +214,6 @@ def status(
 
     from burst.config import load_config
     from burst.controller import day_start, month_start
-    from burst.daemon import STATUS_USER
     from burst.wiring import open_store
 
     try:
@@ -222,8 +221,7 @@ def status(
     except InputError as e:
         _fail(str(e))
     st = open_store(database_url or cfg.database_url)
-    last_raw = st.get_user_setting(STATUS_USER, "last_tick")
-    last = json.loads(last_raw) if last_raw else None
+    last = st.controller_status()
     now = last["at"] if last else time.time()
     live = st.live_instances()
     month = st.spend(since=month_start(now), now=now)

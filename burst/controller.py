@@ -54,8 +54,6 @@ from policies.requests import ACTIVE_REQUEST_STATES
 
 log = logging.getLogger("burst.controller")
 
-ORPHAN_KEYSPACE = "_orphans"  # store settings: cloud id -> first time seen as an orphan
-
 Decide = Callable[[Snapshot, PolicyConfig], Plan]
 
 
@@ -127,6 +125,7 @@ class Controller:
         self.planned_timeout_s = planned_timeout_s
         self.disabled: set[str] = set()
         self._orphan_seen: dict[str, float] = {}
+        self._orphans_listed: set[str] | None = None  # orphans the store was last pruned to
         self._mirrored: set[tuple[str, str, str]] = set()
         # Recent launch-to-joined times; their p90 is the boot estimate the policy plans with.
         # Seeded from the store's books (launched_at/joined_at of the newest instances), so a
@@ -329,9 +328,7 @@ class Controller:
                 to_kill.setdefault(ci.cloud, []).append(ci)
             else:
                 res.due(first + self.orphan_grace_s)
-        for cid in list(self._orphan_seen):
-            if cid not in seen_orphans:
-                del self._orphan_seen[cid]
+        self._forget_orphans(seen_orphans, unobserved)
         for cname, cis in to_kill.items():
             # Audit before the call (intent before action): a crash after the terminate but before
             # an audit row would leave an unaudited deletion that no later tick can see again.
@@ -385,15 +382,21 @@ class Controller:
         crash-loops) must not restart every orphan's grace period, or it never collects them."""
         first = self._orphan_seen.get(cloud_id)
         if first is None:
-            stored = self.store.get_user_setting(ORPHAN_KEYSPACE, cloud_id)
-            try:
-                first = float(stored) if stored is not None else now
-            except ValueError:
-                first = now
-            if stored is None:
-                self.store.set_user_setting(ORPHAN_KEYSPACE, cloud_id, repr(now), now=now)
+            first = self.store.orphan_first_seen(cloud_id, now)
             self._orphan_seen[cloud_id] = first
         return first
+
+    def _forget_orphans(self, seen: set[str], unobserved: set[str]) -> None:
+        """Orphans no longer listed are forgotten: in memory at once; in the store when the set
+        seen changed since the last tick (or first after a start), and only when every cloud was
+        listed, so an orphan of a cloud that could not be listed keeps its first sighting. The
+        store is written only on a change: an orphan-free tick costs no write."""
+        for cid in list(self._orphan_seen):
+            if cid not in seen:
+                del self._orphan_seen[cid]
+        if not unobserved and seen != self._orphans_listed:
+            self.store.forget_orphans(seen)
+            self._orphans_listed = set(seen)
 
     # ---- snapshot ------------------------------------------------------------------------------
     def build_snapshot(self, now: Timestamp, qs: QueueSnapshot) -> Snapshot:

@@ -9,7 +9,6 @@ and a dead leader is replaced within one TTL.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -23,7 +22,6 @@ from burst.ports import Clock, Store
 log = logging.getLogger("burst.daemon")
 
 LEASE = "controller"
-STATUS_USER = "_controller"  # store key space for the last tick's summary (read by `burst status`)
 
 
 def default_holder() -> str:
@@ -112,7 +110,7 @@ class Daemon:
             "notes": list(res.plan.notes)[:20],
             "live_instances": len(snap.instances) if snap else None,
         }
-        self.store.set_user_setting(STATUS_USER, "last_tick", json.dumps(summary), now=res.now)
+        self.store.set_controller_status(summary, now=res.now)  # read by `burst status` and the bot
 
     def stop(self) -> None:
         try:

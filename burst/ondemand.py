@@ -23,7 +23,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -65,7 +64,6 @@ from policies.requests import (
 log = logging.getLogger("burst.ondemand")
 
 ACTOR_CONTROLLER = "controller"
-STATUS_USER = "_controller"  # burst/daemon.py writes the last tick's summary here
 SSH_KEY_SETTING = "ssh_public_key"
 SETTINGS_USER = "_ondemand"  # the service publishes the SSH user here for the controller's DMs
 MAX_LAUNCH_ATTEMPTS = 6
@@ -602,14 +600,7 @@ class OnDemandService:
 
     # ---- status ------------------------------------------------------------------------------
     def last_tick(self) -> dict[str, object]:
-        raw = self.store.get_user_setting(STATUS_USER, "last_tick")
-        if not raw:
-            return {}
-        try:
-            got = json.loads(raw)
-        except ValueError:
-            return {}
-        return got if isinstance(got, dict) else {}
+        return self.store.controller_status() or {}  # burst/daemon.py records it each tick
 
     def status(self) -> str:
         now = self.clock.now()
