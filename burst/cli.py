@@ -183,7 +183,8 @@ def run(
         serve(metrics_port, metrics_addr)
     daemon = Daemon(
         rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
-        after_tick=rt.sim.after_tick if rt.sim is not None else None, metrics=bool(metrics_port)
+        after_tick=rt.sim.after_tick if rt.sim is not None else None, metrics=bool(metrics_port),
+        closeables=rt.closeables, prewarmer=rt.prewarmer,
     )
     if once or ticks:
         n = 1 if once else int(ticks or 1)

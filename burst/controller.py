@@ -44,10 +44,18 @@ from burst.domain import (
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
-from burst.mirror_worker import MirrorWorker, backoff_key
 from burst.ondemand import reconcile_requests
+from burst.ports import (
+    AsyncMirror,
+    GangHold,
+    Notifier,
+    Provider,
+    QueueSource,
+    ReservingQueue,
+    Store,
+    mirror_backoff_key,
+)
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource, ReservingQueue, Store
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.requests import ACTIVE_REQUEST_STATES
@@ -103,6 +111,9 @@ class Controller:
         policy: PolicyConfig,
         decide: Decide = default_decide,
         mirror: MirrorPort | None = None,
+        async_mirror: AsyncMirror | None = None,
+        gang_hold: GangHold | None = None,
+        reserving: ReservingQueue | None = None,
         notifier: Notifier | None = None,
         caps: BudgetCaps = BudgetCaps(),
         backoff: BackoffPolicy = BackoffPolicy(),
@@ -112,8 +123,17 @@ class Controller:
         user_data_for: UserDataFn | None = None,
         budget_for: BudgetFn | None = None,
     ) -> None:
+        """The queue's and the mirror's optional capabilities are handed over explicitly by the
+        wiring (None when the adapter lacks them); the controller never probes an adapter:
+
+        * ``async_mirror``: image copies off the tick (see :class:`burst.executor.Executor`);
+        * ``gang_hold``: the queue's gang registration hold (Kubernetes);
+        * ``reserving``: the queue's node reservations (Slurm's FUTURE pool), released when their
+          instance is no longer live.
+        """
         self.cluster = cluster
         self.queue = queue
+        self.reserving = reserving
         self.providers = dict(providers)
         self.store = store
         self.offers = tuple(offers)
@@ -138,6 +158,8 @@ class Controller:
             queue=queue,
             providers=self.providers,
             mirror=mirror,
+            async_mirror=async_mirror,
+            gang_hold=gang_hold,
             notifier=notifier,
             backoff=backoff,
             budget_for=budget_for,
@@ -186,21 +208,21 @@ class Controller:
         return res
 
     def _collect_mirrors(self, now: Timestamp) -> None:
-        worker = self.executor.mirror
-        if not isinstance(worker, MirrorWorker):
+        worker = self.executor.async_mirror
+        if worker is None:
             return
         for out in worker.collect():
             image, cloud, region = out.key
             if out.result is not None:
                 self._mirrored.add(out.key)
-                self.store.record_offer_success(backoff_key(*out.key))
+                self.store.record_offer_success(mirror_backoff_key(*out.key))
                 self.store.audit(
                     at=now, actor="controller", kind="mirror", subject=image, action="mirrored",
                     reason=f"{out.result.target} {out.result.digest} ({out.result.bytes_uploaded} bytes uploaded)",
                 )
             else:
                 b = self.store.record_offer_failure(
-                    backoff_key(*out.key), now=now, base_s=self.executor.backoff.base_s,
+                    mirror_backoff_key(*out.key), now=now, base_s=self.executor.backoff.base_s,
                     cap_s=self.executor.backoff.cap_s, error=out.error,
                 )
                 self.store.audit(
@@ -358,17 +380,17 @@ class Controller:
         """Scheduler nodes reserved for instances that are no longer live (a launch that failed
         or was abandoned) go back to the pool. Intent rows are written before any reservation,
         so an instance id unknown here is never a launch still in progress."""
-        if not isinstance(self.queue, ReservingQueue):
+        if self.reserving is None:
             return
         try:
-            held = self.queue.node_reservations()
+            held = self.reserving.node_reservations()
         except QueueError as e:
             log.warning("cannot read node reservations: %s", e)
             return
         for node, iid in held.items():
             if iid not in live_ids:
                 try:
-                    self.queue.release_node_reservation(node)
+                    self.reserving.release_node_reservation(node)
                 except QueueError as e:
                     log.warning("release reservation of %s: %s", node, e)
                     continue

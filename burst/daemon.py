@@ -13,11 +13,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from burst.controller import Controller, TickResult
 from burst.domain import Timestamp
-from burst.ports import Clock, Store
+from burst.ports import Clock, Closeable, Prewarming, Store
 
 log = logging.getLogger("burst.daemon")
 
@@ -43,7 +43,12 @@ class Daemon:
         before_tick: Callable[[Timestamp], None] | None = None,
         after_tick: Callable[[Timestamp], None] | None = None,
         metrics: bool = False,
+        closeables: Sequence[Closeable] = (),
+        prewarmer: Prewarming | None = None,
     ) -> None:
+        """``closeables``: adapters with background work (the Kubernetes watchers), closed by
+        :meth:`stop`. ``prewarmer``: the mirror's prewarm capability for the periodic prewarm job
+        (:mod:`burst.scheduling`); None when no mirror is configured. Both come from the wiring."""
         self.controller = controller
         self.clock = clock
         self.store = store
@@ -56,6 +61,8 @@ class Daemon:
         self.leader = False
         self.ticks = 0
         self.metrics = metrics
+        self.closeables = tuple(closeables)
+        self.prewarmer = prewarmer
 
     def run_once(self) -> TickResult | None:
         """One daemon step: lease, then tick. Returns None when standing by. Never raises for a
@@ -116,8 +123,5 @@ class Daemon:
         try:
             self.store.release_lease(LEASE, self.holder)
         finally:
-            # A queue with background work (the Kubernetes watchers) has an optional close(); it
-            # is not part of QueueSource, which the other queues implement without one.
-            close = getattr(self.controller.queue, "close", None)
-            if callable(close):
-                close()
+            for c in self.closeables:
+                c.close()
