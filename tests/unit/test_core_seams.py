@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import TypeGuard
 
 import pytest
 
@@ -35,7 +36,7 @@ def _is_adapter(node: ast.expr, aliases: set[str]) -> bool:
     return False
 
 
-def _probe_of_adapter(node: ast.AST, aliases: set[str]) -> bool:
+def _probe_of_adapter(node: ast.AST, aliases: set[str]) -> TypeGuard[ast.Call]:
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
