@@ -1,7 +1,13 @@
 """The Protocols behind which every side effect of burst sits.
 
 Each Protocol has a real implementation and an in-memory fake (``burst/sim``); one contract suite
-in ``tests/contract`` runs against every implementation. The controller sees only these types.
+in ``tests/contract`` runs against every implementation. The core (controller, executor, daemon,
+scheduling) sees only these types.
+
+Optional capabilities are small Protocols of their own (``PreemptionControl``, ``ReservingQueue``,
+``GangHold``, ``Closeable``, ``AsyncMirror``, ``Prewarming``). The wiring (``burst/wiring.py``),
+which knows the adapters it built, hands each one to the core explicitly, or None; the core never
+probes an adapter with ``isinstance``, ``getattr`` or ``hasattr`` (``tests/unit/test_core_seams.py``).
 
 Shared rules, stated once:
 
@@ -226,6 +232,7 @@ class Offers(Protocol):
 
 
 # ---- the store -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRow:
