@@ -183,7 +183,8 @@ def run(
         serve(metrics_port, metrics_addr)
     daemon = Daemon(
         rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
-        after_tick=rt.sim.after_tick if rt.sim is not None else None, metrics=bool(metrics_port)
+        after_tick=rt.sim.after_tick if rt.sim is not None else None, metrics=bool(metrics_port),
+        closeables=rt.closeables, prewarmer=rt.prewarmer,
     )
     if once or ticks:
         n = 1 if once else int(ticks or 1)
@@ -214,7 +215,6 @@ def status(
 
     from burst.config import load_config
     from burst.controller import day_start, month_start
-    from burst.daemon import STATUS_USER
     from burst.wiring import open_store
 
     try:
@@ -222,8 +222,7 @@ def status(
     except InputError as e:
         _fail(str(e))
     st = open_store(database_url or cfg.database_url)
-    last_raw = st.get_user_setting(STATUS_USER, "last_tick")
-    last = json.loads(last_raw) if last_raw else None
+    last = st.controller_status()
     now = last["at"] if last else time.time()
     live = st.live_instances()
     month = st.spend(since=month_start(now), now=now)

@@ -44,18 +44,23 @@ from burst.domain import (
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
-from burst.mirror_worker import MirrorWorker, backoff_key
 from burst.ondemand import reconcile_requests
+from burst.ports import (
+    AsyncMirror,
+    GangHold,
+    Notifier,
+    Provider,
+    QueueSource,
+    ReservingQueue,
+    Store,
+    mirror_backoff_key,
+)
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource, ReservingQueue
-from burst.store.base import Store
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.requests import ACTIVE_REQUEST_STATES
 
 log = logging.getLogger("burst.controller")
-
-ORPHAN_KEYSPACE = "_orphans"  # store settings: cloud id -> first time seen as an orphan
 
 Decide = Callable[[Snapshot, PolicyConfig], Plan]
 
@@ -106,6 +111,9 @@ class Controller:
         policy: PolicyConfig,
         decide: Decide = default_decide,
         mirror: MirrorPort | None = None,
+        async_mirror: AsyncMirror | None = None,
+        gang_hold: GangHold | None = None,
+        reserving: ReservingQueue | None = None,
         notifier: Notifier | None = None,
         caps: BudgetCaps = BudgetCaps(),
         backoff: BackoffPolicy = BackoffPolicy(),
@@ -115,8 +123,17 @@ class Controller:
         user_data_for: UserDataFn | None = None,
         budget_for: BudgetFn | None = None,
     ) -> None:
+        """The queue's and the mirror's optional capabilities are handed over explicitly by the
+        wiring (None when the adapter lacks them); the controller never probes an adapter:
+
+        * ``async_mirror``: image copies off the tick (see :class:`burst.executor.Executor`);
+        * ``gang_hold``: the queue's gang registration hold (Kubernetes);
+        * ``reserving``: the queue's node reservations (Slurm's FUTURE pool), released when their
+          instance is no longer live.
+        """
         self.cluster = cluster
         self.queue = queue
+        self.reserving = reserving
         self.providers = dict(providers)
         self.store = store
         self.offers = tuple(offers)
@@ -128,6 +145,7 @@ class Controller:
         self.planned_timeout_s = planned_timeout_s
         self.disabled: set[str] = set()
         self._orphan_seen: dict[str, float] = {}
+        self._orphans_listed: set[str] | None = None  # orphans the store was last pruned to
         self._mirrored: set[tuple[str, str, str]] = set()
         # Recent launch-to-joined times; their p90 is the boot estimate the policy plans with.
         # Seeded from the store's books (launched_at/joined_at of the newest instances), so a
@@ -140,6 +158,8 @@ class Controller:
             queue=queue,
             providers=self.providers,
             mirror=mirror,
+            async_mirror=async_mirror,
+            gang_hold=gang_hold,
             notifier=notifier,
             backoff=backoff,
             budget_for=budget_for,
@@ -188,21 +208,21 @@ class Controller:
         return res
 
     def _collect_mirrors(self, now: Timestamp) -> None:
-        worker = self.executor.mirror
-        if not isinstance(worker, MirrorWorker):
+        worker = self.executor.async_mirror
+        if worker is None:
             return
         for out in worker.collect():
             image, cloud, region = out.key
             if out.result is not None:
                 self._mirrored.add(out.key)
-                self.store.record_offer_success(backoff_key(*out.key))
+                self.store.record_offer_success(mirror_backoff_key(*out.key))
                 self.store.audit(
                     at=now, actor="controller", kind="mirror", subject=image, action="mirrored",
                     reason=f"{out.result.target} {out.result.digest} ({out.result.bytes_uploaded} bytes uploaded)",
                 )
             else:
                 b = self.store.record_offer_failure(
-                    backoff_key(*out.key), now=now, base_s=self.executor.backoff.base_s,
+                    mirror_backoff_key(*out.key), now=now, base_s=self.executor.backoff.base_s,
                     cap_s=self.executor.backoff.cap_s, error=out.error,
                 )
                 self.store.audit(
@@ -330,9 +350,7 @@ class Controller:
                 to_kill.setdefault(ci.cloud, []).append(ci)
             else:
                 res.due(first + self.orphan_grace_s)
-        for cid in list(self._orphan_seen):
-            if cid not in seen_orphans:
-                del self._orphan_seen[cid]
+        self._forget_orphans(seen_orphans, unobserved)
         for cname, cis in to_kill.items():
             # Audit before the call (intent before action): a crash after the terminate but before
             # an audit row would leave an unaudited deletion that no later tick can see again.
@@ -362,17 +380,17 @@ class Controller:
         """Scheduler nodes reserved for instances that are no longer live (a launch that failed
         or was abandoned) go back to the pool. Intent rows are written before any reservation,
         so an instance id unknown here is never a launch still in progress."""
-        if not isinstance(self.queue, ReservingQueue):
+        if self.reserving is None:
             return
         try:
-            held = self.queue.node_reservations()
+            held = self.reserving.node_reservations()
         except QueueError as e:
             log.warning("cannot read node reservations: %s", e)
             return
         for node, iid in held.items():
             if iid not in live_ids:
                 try:
-                    self.queue.release_node_reservation(node)
+                    self.reserving.release_node_reservation(node)
                 except QueueError as e:
                     log.warning("release reservation of %s: %s", node, e)
                     continue
@@ -386,15 +404,21 @@ class Controller:
         crash-loops) must not restart every orphan's grace period, or it never collects them."""
         first = self._orphan_seen.get(cloud_id)
         if first is None:
-            stored = self.store.get_user_setting(ORPHAN_KEYSPACE, cloud_id)
-            try:
-                first = float(stored) if stored is not None else now
-            except ValueError:
-                first = now
-            if stored is None:
-                self.store.set_user_setting(ORPHAN_KEYSPACE, cloud_id, repr(now), now=now)
+            first = self.store.orphan_first_seen(cloud_id, now)
             self._orphan_seen[cloud_id] = first
         return first
+
+    def _forget_orphans(self, seen: set[str], unobserved: set[str]) -> None:
+        """Orphans no longer listed are forgotten: in memory at once; in the store when the set
+        seen changed since the last tick (or first after a start), and only when every cloud was
+        listed, so an orphan of a cloud that could not be listed keeps its first sighting. The
+        store is written only on a change: an orphan-free tick costs no write."""
+        for cid in list(self._orphan_seen):
+            if cid not in seen:
+                del self._orphan_seen[cid]
+        if not unobserved and seen != self._orphans_listed:
+            self.store.forget_orphans(seen)
+            self._orphans_listed = set(seen)
 
     # ---- snapshot ------------------------------------------------------------------------------
     def build_snapshot(self, now: Timestamp, qs: QueueSnapshot) -> Snapshot:

@@ -9,22 +9,19 @@ and a dead leader is replaced within one TTL.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from burst.controller import Controller, TickResult
 from burst.domain import Timestamp
-from burst.ports import Clock
-from burst.store.base import Store
+from burst.ports import Clock, Closeable, Prewarming, Store
 
 log = logging.getLogger("burst.daemon")
 
 LEASE = "controller"
-STATUS_USER = "_controller"  # store key space for the last tick's summary (read by `burst status`)
 
 
 def default_holder() -> str:
@@ -46,7 +43,12 @@ class Daemon:
         before_tick: Callable[[Timestamp], None] | None = None,
         after_tick: Callable[[Timestamp], None] | None = None,
         metrics: bool = False,
+        closeables: Sequence[Closeable] = (),
+        prewarmer: Prewarming | None = None,
     ) -> None:
+        """``closeables``: adapters with background work (the Kubernetes watchers), closed by
+        :meth:`stop`. ``prewarmer``: the mirror's prewarm capability for the periodic prewarm job
+        (:mod:`burst.scheduling`); None when no mirror is configured. Both come from the wiring."""
         self.controller = controller
         self.clock = clock
         self.store = store
@@ -59,6 +61,8 @@ class Daemon:
         self.leader = False
         self.ticks = 0
         self.metrics = metrics
+        self.closeables = tuple(closeables)
+        self.prewarmer = prewarmer
 
     def run_once(self) -> TickResult | None:
         """One daemon step: lease, then tick. Returns None when standing by. Never raises for a
@@ -113,14 +117,11 @@ class Daemon:
             "notes": list(res.plan.notes)[:20],
             "live_instances": len(snap.instances) if snap else None,
         }
-        self.store.set_user_setting(STATUS_USER, "last_tick", json.dumps(summary), now=res.now)
+        self.store.set_controller_status(summary, now=res.now)  # read by `burst status` and the bot
 
     def stop(self) -> None:
         try:
             self.store.release_lease(LEASE, self.holder)
         finally:
-            # A queue with background work (the Kubernetes watchers) has an optional close(); it
-            # is not part of QueueSource, which the other queues implement without one.
-            close = getattr(self.controller.queue, "close", None)
-            if callable(close):
-                close()
+            for c in self.closeables:
+                c.close()

@@ -58,10 +58,17 @@ from burst.errors import (
     TransientProviderError,
 )
 from burst.faults import crash_point
-from burst.mirror_worker import MirrorWorker, backoff_key
+from burst.ports import (
+    AsyncMirror,
+    BudgetCheck,
+    GangHold,
+    Notifier,
+    Provider,
+    QueueSource,
+    Store,
+    mirror_backoff_key,
+)
 from burst.ports import Mirror as MirrorPort
-from burst.ports import Notifier, Provider, QueueSource
-from burst.store.base import BudgetCheck, Store
 
 log = logging.getLogger("burst.executor")
 
@@ -103,17 +110,29 @@ class Executor:
         queue: QueueSource,
         providers: Mapping[str, Provider],
         mirror: MirrorPort | None = None,
+        async_mirror: AsyncMirror | None = None,
+        gang_hold: GangHold | None = None,
         notifier: Notifier | None = None,
         backoff: BackoffPolicy = BackoffPolicy(),
         budget_for: BudgetFn | None = None,
         user_data_for: UserDataFn | None = None,
         disabled_providers: set[str] | None = None,
     ) -> None:
+        """Optional capabilities are handed over explicitly, None when absent:
+
+        * ``mirror`` copies images within the tick; ``async_mirror`` copies them off the tick
+          (a Mirror action is submitted, the controller collects the outcome next tick) and,
+          when given, is also the ``mirror``.
+        * ``gang_hold``: the queue's gang registration hold, lifted by a Release action (a queue
+          without one: Release does nothing).
+        """
         self.cluster = cluster
         self.store = store
         self.queue = queue
         self.providers = providers
-        self.mirror = mirror
+        self.async_mirror = async_mirror
+        self.mirror: MirrorPort | None = mirror if mirror is not None else async_mirror
+        self.gang_hold = gang_hold
         self.notifier = notifier
         self.backoff = backoff
         self.budget_for = budget_for
@@ -374,11 +393,12 @@ class Executor:
     def _release(self, a: Release, now: Timestamp) -> None:
         """Lift a gang member's registration hold (queues that hold: Kubernetes). Idempotent;
         the instance's state does not change. Audited."""
-        inst = self.store.get_instance(a.instance_id)
-        release = getattr(self.queue, "release_gang_hold", None)
-        if inst is None or not inst.node_name or not callable(release):
+        if self.gang_hold is None:
             return
-        release(inst.node_name)
+        inst = self.store.get_instance(a.instance_id)
+        if inst is None or not inst.node_name:
+            return
+        self.gang_hold.release_gang_hold(inst.node_name)
         # The node has been idle since it joined, but only held: its idle clock starts now, or the
         # idle timeout could drain it before the scheduler has placed the gang there.
         if inst.idle_since is not None:
@@ -447,14 +467,14 @@ class Executor:
 
     # ---- mirror / notify ------------------------------------------------------------------------
     def _mirror(self, a: Mirror, now: Timestamp, res: ExecResult) -> None:
-        if self.mirror is None:
-            return
-        if isinstance(self.mirror, MirrorWorker):
+        if self.async_mirror is not None:
             # Asynchronous: the copy runs beside the tick; the controller collects the outcome.
-            if self.mirror.submit(a.image, a.cloud, a.region):
+            if self.async_mirror.submit(a.image, a.cloud, a.region):
                 self.store.audit(at=now, actor=ACTOR, kind="mirror", subject=a.image, action="queued", reason=a.reason)
             return
-        key = backoff_key(a.image, a.cloud, a.region)
+        if self.mirror is None:
+            return
+        key = mirror_backoff_key(a.image, a.cloud, a.region)
         try:
             out = self.mirror.ensure(a.image, a.cloud, a.region)
         except MirrorError as e:

@@ -25,8 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from burst.domain import Timestamp
 from burst.errors import ConfigError, MirrorError, TransientMirrorError
-from burst.ports import Clock, Mirror, MirrorResult
-from burst.store.base import Store
+from burst.ports import Clock, Mirror, MirrorResult, Store
 from providers.oci import (
     MIB,
     CopyResult,

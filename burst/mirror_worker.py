@@ -5,7 +5,7 @@ A multi-gigabyte CUDA image takes minutes to copy; the controller's tick must no
 here and moves on; the instance it launches boots meanwhile (about as long as a copy). The
 controller collects finished copies at the start of its next tick: successes mark the image as
 present in that region (no more Mirror actions for it); failures cool the copy down in the
-backoff table (``mirror:<image>@<cloud>/<region>``) and are audited, so a broken image does not
+backoff table (:func:`burst.ports.mirror_backoff_key`) and are audited, so a broken image does not
 block launches forever: instances then pull from Harbor directly.
 
 Thread-safety: ``submit`` and ``collect`` are called from the controller thread only; worker
@@ -17,28 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 from burst.errors import MirrorError
-from burst.ports import Mirror, MirrorResult
+from burst.ports import Mirror, MirrorKey, MirrorOutcome, MirrorResult
 
 log = logging.getLogger("burst.mirror")
 
-MirrorKey = tuple[str, str, str]  # (image, cloud, region)
-
-
-def backoff_key(image: str, cloud: str, region: str) -> str:
-    return f"mirror:{image}@{cloud}/{region}"
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorOutcome:
-    key: MirrorKey
-    result: MirrorResult | None
-    error: str = ""
-
 
 class MirrorWorker:
+    """The :class:`burst.ports.AsyncMirror` over any :class:`burst.ports.Mirror`."""
+
     def __init__(self, mirror: Mirror, *, max_workers: int = 2) -> None:
         self.mirror = mirror
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="burst-mirror")

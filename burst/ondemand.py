@@ -23,7 +23,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -49,8 +48,7 @@ from burst.domain import (
     Timestamp,
 )
 from burst.errors import DuplicateRecord, StoreError
-from burst.ports import Clock, Notifier
-from burst.store.base import Store
+from burst.ports import Clock, Notifier, Store
 from policies.requests import (
     ACTIVE_REQUEST_STATES,
     REMINDER_BEFORE_S,
@@ -66,7 +64,6 @@ from policies.requests import (
 log = logging.getLogger("burst.ondemand")
 
 ACTOR_CONTROLLER = "controller"
-STATUS_USER = "_controller"  # burst/daemon.py writes the last tick's summary here
 SSH_KEY_SETTING = "ssh_public_key"
 SETTINGS_USER = "_ondemand"  # the service publishes the SSH user here for the controller's DMs
 MAX_LAUNCH_ATTEMPTS = 6
@@ -603,14 +600,7 @@ class OnDemandService:
 
     # ---- status ------------------------------------------------------------------------------
     def last_tick(self) -> dict[str, object]:
-        raw = self.store.get_user_setting(STATUS_USER, "last_tick")
-        if not raw:
-            return {}
-        try:
-            got = json.loads(raw)
-        except ValueError:
-            return {}
-        return got if isinstance(got, dict) else {}
+        return self.store.controller_status() or {}  # burst/daemon.py records it each tick
 
     def status(self) -> str:
         now = self.clock.now()

@@ -1,7 +1,13 @@
 """The Protocols behind which every side effect of burst sits.
 
 Each Protocol has a real implementation and an in-memory fake (``burst/sim``); one contract suite
-in ``tests/contract`` runs against every implementation. The controller sees only these types.
+in ``tests/contract`` runs against every implementation. The core (controller, executor, daemon,
+scheduling) sees only these types.
+
+Optional capabilities are small Protocols of their own (``PreemptionControl``, ``ReservingQueue``,
+``GangHold``, ``Closeable``, ``AsyncMirror``, ``Prewarming``). The wiring (``burst/wiring.py``),
+which knows the adapters it built, hands each one to the core explicitly, or None; the core never
+probes an adapter with ``isinstance``, ``getattr`` or ``hasattr`` (``tests/unit/test_core_seams.py``).
 
 Shared rules, stated once:
 
@@ -18,11 +24,23 @@ Shared rules, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-from burst.domain import CloudInstance, LaunchSpec, Offer, QueueSnapshot, Timestamp
+from burst.domain import (
+    ChallengeState,
+    CloudInstance,
+    GrandChallenge,
+    Instance,
+    InstanceState,
+    LaunchSpec,
+    Offer,
+    OnDemandRequest,
+    QueueSnapshot,
+    RequestState,
+    Timestamp,
+)
 
 
 @runtime_checkable
@@ -87,6 +105,21 @@ class ReservingQueue(Protocol):
     def release_node_reservation(self, node_name: str) -> None: ...
 
 
+class GangHold(Protocol):
+    """A queue that keeps a gang member's node unschedulable until every member has joined
+    (Kubernetes: the ``burst.dev/gang`` taint). ``release_gang_hold`` lifts the hold of one node;
+    idempotent, and an unknown node is success."""
+
+    def release_gang_hold(self, node_name: str) -> None: ...
+
+
+class Closeable(Protocol):
+    """An adapter with background work (watch threads, a pool) to stop when the daemon stops.
+    ``close`` is idempotent."""
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One cloud (AWS, Azure, or a simulated one).
@@ -141,6 +174,47 @@ class Mirror(Protocol):
     def ensure(self, image: str, cloud: str, region: str) -> MirrorResult: ...
 
 
+MirrorKey = tuple[str, str, str]  # (image, cloud, region)
+
+
+def mirror_backoff_key(image: str, cloud: str, region: str) -> str:
+    """The backoff-table key under which a failed copy of ``image`` to ``cloud/region`` cools down."""
+    return f"mirror:{image}@{cloud}/{region}"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorOutcome:
+    """A finished asynchronous copy: ``result`` on success, else ``error`` (never a secret)."""
+
+    key: MirrorKey
+    result: MirrorResult | None
+    error: str = ""
+
+
+class AsyncMirror(Mirror, Protocol):
+    """A :class:`Mirror` whose copies run off the tick (``burst.mirror_worker.MirrorWorker``).
+
+    * ``submit(image, cloud, region)`` queues a copy and returns at once; False when the same copy
+      is already in flight (idempotent).
+    * ``collect()`` returns the copies finished since the last call, successes and failures; each
+      outcome is returned exactly once.
+
+    Both are called from the controller thread only.
+    """
+
+    def submit(self, image: str, cloud: str, region: str) -> bool: ...
+
+    def collect(self) -> Sequence[MirrorOutcome]: ...
+
+
+class Prewarming(Protocol):
+    """A mirror that copies the most used images ahead of demand (the daemon's prewarm job).
+    ``images_by_use`` maps image -> launches that used it; returns the copies that succeeded.
+    A failed copy is skipped, not raised."""
+
+    def prewarm(self, images_by_use: Mapping[str, int]) -> Sequence[MirrorResult]: ...
+
+
 @runtime_checkable
 class Notifier(Protocol):
     """Tells people things (Slack). ``audience`` is a user id, ``"admins"`` or ``"all"``.
@@ -155,3 +229,236 @@ class Offers(Protocol):
     """Where the controller gets purchasable offers: the catalog, filtered by configuration."""
 
     def offers(self) -> Sequence[Offer]: ...
+
+
+# ---- the store -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    at: Timestamp
+    actor: str
+    kind: str  # "instance", "request", "challenge", "orphan", "admin", "decision", ...
+    subject: str  # id of the thing acted on
+    action: str  # e.g. "planned->launching", "terminate-orphan", "denied"
+    reason: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Cool-down of one offer after capacity/quota errors. ``until`` is when it may be tried again."""
+
+    offer_key: str
+    failures: int
+    until: Timestamp
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """A hard cap to enforce atomically with an intent.
+
+    ``committed`` spend for the scope is the ledger since ``period_start`` plus what live instances
+    of the scope have accrued by ``now``, plus ``reserve_per_live_usd`` for each live instance
+    (money already committed by minimum billing and the time to notice idleness). The intent is
+    written only if ``committed + asked_usd <= cap_usd``.
+    """
+
+    scope: str  # "global" or "team:<name>"
+    cap_usd: float
+    period_start: Timestamp
+    asked_usd: float
+    team: str = ""  # restrict to one team's instances when set
+    reserve_per_live_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpendEntry:
+    instance_id: str
+    cloud: str
+    region: str
+    purpose: str
+    team: str
+    owner: str
+    start: Timestamp
+    end: Timestamp
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRecord:
+    image: str
+    target: str
+    digest: str
+    at: Timestamp
+
+
+class Store(Protocol):
+    """burst's persistent state.
+
+    Two implementations honour the same contract (``tests/contract/test_store_contract.py``):
+    :class:`burst.store.sql.SqlStore` (SQLAlchemy 2.0 over SQLite or PostgreSQL, with Alembic
+    migrations; the daemon uses it) and :class:`burst.store.memory.MemoryStore` (dictionaries;
+    the simulator uses it by default so a 59-day replay runs in seconds).
+
+    * Every state change goes through ``transition_*``, which checks the lifecycle table in
+      :mod:`burst.domain` (raising ``InvalidTransition`` and writing nothing) and appends one
+      audit row (time, actor, subject, from, to, reason) in the same transaction.
+    * ``create_intent`` is the *intent before action* rule: it writes the PLANNED instance row
+      before any cloud call. With a :class:`BudgetCheck` the budget is checked and the row written
+      in one transaction with the budget row locked, so concurrent writers cannot overspend a hard
+      cap. Re-creating an existing id returns the stored row unchanged (idempotent).
+    * Audit rows never hold secrets; callers pass reasons, not credentials.
+    * Reads return frozen domain objects; nothing returned aliases internal state.
+    * The controller's own state (orphan sightings, the last tick's summary) has methods of its
+      own; the user-settings table holds only users' settings.
+    """
+
+    # ---- instances ---------------------------------------------------------------------
+    def create_intent(
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+    ) -> Instance:
+        """Write ``inst`` (state PLANNED) unless its id exists; return the stored row.
+
+        Raises :class:`burst.errors.BudgetExceeded` (writing nothing) when ``budget`` says no.
+        """
+        ...
+
+    def get_instance(self, instance_id: str) -> Instance | None: ...
+
+    def live_instances(self) -> list[Instance]:
+        """Every instance not TERMINATED (a cloud resource may exist for each)."""
+        ...
+
+    def instances(self, *, since: Timestamp | None = None, limit: int | None = None) -> list[Instance]:
+        """All instances, newest first; ``since`` filters on ``created_at``."""
+        ...
+
+    def transition_instance(
+        self,
+        instance_id: str,
+        to: InstanceState,
+        *,
+        now: Timestamp,
+        actor: str,
+        reason: str,
+        **fields: Any,
+    ) -> Instance:
+        """Move to ``to`` (table-checked), set ``fields`` (Instance attribute names), audit.
+
+        On reaching TERMINATED the instance's cost is appended to the spend ledger (once).
+        Raises ``RecordNotFound``/``InvalidTransition``; nothing is written on error.
+        """
+        ...
+
+    def update_instance(self, instance_id: str, **fields: Any) -> Instance:
+        """Set non-state fields (idle_since, node_name, address, last_error...). Not audited."""
+        ...
+
+    # ---- audit -------------------------------------------------------------------------
+    def audit(
+        self,
+        *,
+        at: Timestamp,
+        actor: str,
+        kind: str,
+        subject: str,
+        action: str,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    def audit_rows(self, *, subject: str | None = None, kind: str | None = None, limit: int = 100) -> list[AuditRow]:
+        """Newest first."""
+        ...
+
+    # ---- offer backoff -----------------------------------------------------------------
+    def backoffs(self, now: Timestamp) -> dict[str, Backoff]:
+        """Offers still cooling down at ``now``."""
+        ...
+
+    def record_offer_failure(
+        self, offer_key: str, *, now: Timestamp, base_s: float, cap_s: float, error: str
+    ) -> Backoff:
+        """Increment the failure count; cool down for ``min(cap_s, base_s * 2**(failures-1))``."""
+        ...
+
+    def record_offer_success(self, offer_key: str) -> None:
+        """Reset the offer's backoff (no-op when it has none)."""
+        ...
+
+    # ---- spend -------------------------------------------------------------------------
+    def spend_entries(self, *, since: Timestamp, until: Timestamp | None = None) -> list[SpendEntry]:
+        """Ledger entries of instances terminated within [since, until)."""
+        ...
+
+    def spend(self, *, since: Timestamp, now: Timestamp, team: str | None = None) -> float:
+        """USD spent since ``since``: the ledger plus live instances' accrual up to ``now``."""
+        ...
+
+    # ---- on-demand requests ------------------------------------------------------------
+    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest: ...
+
+    def get_request(self, request_id: str) -> OnDemandRequest | None: ...
+
+    def requests(
+        self, *, user: str | None = None, states: Sequence[RequestState] | None = None
+    ) -> list[OnDemandRequest]: ...
+
+    def transition_request(
+        self, request_id: str, to: RequestState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> OnDemandRequest: ...
+
+    # ---- grand challenges --------------------------------------------------------------
+    def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge: ...
+
+    def get_challenge(self, challenge_id: str) -> GrandChallenge | None: ...
+
+    def challenges(self, *, states: Sequence[ChallengeState] | None = None) -> list[GrandChallenge]: ...
+
+    def transition_challenge(
+        self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
+    ) -> GrandChallenge: ...
+
+    # ---- mirrors -----------------------------------------------------------------------
+    def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None: ...
+
+    def get_mirror(self, image: str, target: str) -> MirrorRecord | None: ...
+
+    # ---- user settings (ssh keys) ------------------------------------------------------
+    def set_user_setting(self, user: str, key: str, value: str, *, now: Timestamp) -> None: ...
+
+    def get_user_setting(self, user: str, key: str) -> str | None: ...
+
+    # ---- system state (the controller's own bookkeeping) ---------------------------------
+    def orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
+        """When the cloud instance ``cloud_id`` was first seen as an orphan. The first call records
+        ``now``; later calls return that time, across restarts, so a controller that restarts (or
+        crash-loops) does not restart an orphan's grace period."""
+        ...
+
+    def forget_orphans(self, keep: Collection[str]) -> None:
+        """Drop the sighting of every orphan whose cloud id is not in ``keep``."""
+        ...
+
+    def set_controller_status(self, summary: Mapping[str, Any], *, now: Timestamp) -> None:
+        """Replace the summary of the last tick (JSON-serialisable values; read by ``burst status``
+        and the bot)."""
+        ...
+
+    def controller_status(self) -> dict[str, Any] | None:
+        """The summary last set, or None before the first tick."""
+        ...
+
+    # ---- leadership --------------------------------------------------------------------
+    def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
+        """Take or renew the named lease. True when ``holder`` holds it until ``now + ttl_s``.
+
+        Atomic: of two holders racing, exactly one gets True while the lease is unexpired.
+        """
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+    def close(self) -> None: ...

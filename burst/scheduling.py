@@ -29,9 +29,8 @@ def _prewarm_job(name: str) -> None:
     daemon = _DAEMONS.get(name)
     if daemon is None or not daemon.leader:
         return
-    mirror = daemon.controller.executor.mirror
-    inner = getattr(mirror, "mirror", mirror)
-    if inner is None or not hasattr(inner, "prewarm"):
+    prewarmer = daemon.prewarmer
+    if prewarmer is None:
         return
     now = daemon.clock.now()
     uses: dict[str, int] = {}
@@ -39,7 +38,7 @@ def _prewarm_job(name: str) -> None:
         if inst.image:
             uses[inst.image] = uses.get(inst.image, 0) + 1
     if uses:
-        results = inner.prewarm(uses)
+        results = prewarmer.prewarm(uses)
         log.info("prewarm: %d image copies ensured", len(results))
 
 

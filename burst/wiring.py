@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from burst.catalog import Catalog, OfferFilter
 from burst.config import BurstConfig
@@ -17,11 +17,26 @@ from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.errors import QueueError
 from burst.executor import BackoffPolicy
-from burst.ports import Clock, Notifier, Provider, QueueSource
+from burst.ports import (
+    AsyncMirror,
+    Clock,
+    Closeable,
+    GangHold,
+    Notifier,
+    Prewarming,
+    Provider,
+    QueueSource,
+    ReservingQueue,
+    Store,
+)
 from burst.sim.clock import WallClock
 from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
 from burst.sim.trace import bundled_trace_path, load_trace
-from burst.store.base import Store
+
+if TYPE_CHECKING:
+    from burst.mirror import MirrorService
+    from burst.queues.slurm import SlurmQueue
+    from providers.aws import AwsSettings
 
 log = logging.getLogger("burst.wiring")
 
@@ -51,6 +66,8 @@ class Runtime:
     before_tick: Callable[[Timestamp], None] | None = None
     sim: Simulation | None = None
     tick_every_wall_s: float = 30.0
+    closeables: tuple[Closeable, ...] = ()  # for Daemon(closeables=...): stopped with the daemon
+    prewarmer: Prewarming | None = None  # for Daemon(prewarmer=...): the mirror's prewarm job
 
 
 def offers_for(cfg: BurstConfig) -> list[Offer]:
@@ -74,7 +91,7 @@ def open_store(url: str) -> Store:
     return SqlStore.from_url(url, upgrade=True)
 
 
-def warn_isolation(queue: Any) -> list[str]:
+def warn_isolation(queue: SlurmQueue) -> list[str]:
     """Log, once at start, every partition whose non-opted-in jobs could run on burst nodes
     (Slurm has no taint; see SlurmQueue.isolation_warnings). An unreachable slurmctld is not a
     reason to refuse to start: the tick copes with it, and the check runs again next start."""
@@ -88,11 +105,10 @@ def warn_isolation(queue: Any) -> list[str]:
     return warnings
 
 
-def with_mirror_hosts(aws: Any, mirror: Any) -> Any:
+def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
     """Fill each AWS region's containerd mirror host (user data) from the mirror targets, and the
     Harbor host from the mirror source, where the AWS settings leave them empty; so the node
     pulls from the same registry burst copies into."""
-    svc = mirror.mirror
     regions = {}
     for name, r in aws.regions.items():
         if not r.mirror_host and f"aws:{name}" in svc.settings.targets:
@@ -132,6 +148,10 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     before: Callable[[Timestamp], None] | None = None
     providers: dict[str, Provider] = {}
     tick_wall = cfg.tick_interval_s
+    # The queue's optional capabilities, known here from the adapter built (never probed later).
+    gang_hold: GangHold | None = None
+    reserving: ReservingQueue | None = None
+    closeables: list[Closeable] = []
     if cfg.queue.kind == "sim":
         q = cfg.queue.sim
         trace = load_trace(q.trace or bundled_trace_path(), q.trace_format, gpus_per_node=q.gpus_per_node)
@@ -161,6 +181,7 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         slurm = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
         warn_isolation(slurm)
         queue = slurm
+        reserving = slurm  # the FUTURE pool
     elif cfg.queue.kind == "jsonfile":
         from burst.queues.jsonfile import JsonFileQueue
 
@@ -168,20 +189,25 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     else:
         from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 
-        queue = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
+        kube = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
+        queue = kube
+        gang_hold = kube  # the burst.dev/gang taint
+        closeables.append(kube)  # its watch threads
     clock = clock or WallClock()
-    mirror = None
+    service: MirrorService | None = None
+    async_mirror: AsyncMirror | None = None
     if cfg.mirror is not None:
         from burst.mirror import MirrorService, MirrorSettings
         from burst.mirror_worker import MirrorWorker
 
-        mirror = MirrorWorker(MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock))
+        service = MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock)
+        async_mirror = MirrorWorker(service)  # copies run off the tick
     if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
         from providers.aws import AwsProvider, AwsSettings
 
         aws = AwsSettings.model_validate(cfg.clouds.aws.settings or {})
-        if mirror is not None:
-            aws = with_mirror_hosts(aws, mirror)
+        if service is not None:
+            aws = with_mirror_hosts(aws, service)
         aws_provider = AwsProvider(aws, cluster=cfg.cluster)
         # Configuration is checked against EC2 before any launch (unknown region, missing AMI
         # or subnet, bad template): a ConfigError here stops `burst run` with one line.
@@ -211,11 +237,16 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         backoff=backoff,
         orphan_grace_s=cfg.orphan_grace_s,
         notifier=notifier,
-        mirror=mirror,
+        async_mirror=async_mirror,
+        gang_hold=gang_hold,
+        reserving=reserving,
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
     )
     if sim is not None:
         sim.controller = controller
-    return Runtime(cfg, store, queue, providers, controller, clock, before, sim, tick_wall)
+    return Runtime(
+        cfg, store, queue, providers, controller, clock, before, sim, tick_wall,
+        closeables=tuple(closeables), prewarmer=service,
+    )

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from burst.domain import Offer
+from burst.ports import Store
 from burst.sim.clairvoyant import run_clairvoyant
 from burst.sim.report import PolicyRun, wait_figures
 from burst.sim.runner import SimSettings, Simulation
 from burst.sim.trace import TraceJob
-from burst.store.base import Store
 from policies import PolicyConfig
 from policies.reference import BY_NAME
 

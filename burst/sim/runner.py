@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from burst.catalog import Catalog, OfferFilter
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Market, Offer
+from burst.ports import Store
 from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimInstance, SimProvider
 from burst.sim.cluster import SimCluster, SimJob
 from burst.sim.trace import TraceJob
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
 

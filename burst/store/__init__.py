@@ -1,6 +1,2 @@
-"""Persistent state. See :mod:`burst.store.base` for the contract."""
-
-from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry, Store
-from burst.store.memory import MemoryStore
-
-__all__ = ["AuditRow", "Backoff", "BudgetCheck", "MirrorRecord", "SpendEntry", "Store", "MemoryStore"]
+"""Persistent state: the SQL store (:mod:`burst.store.sql`), the in-memory store
+(:mod:`burst.store.memory`) and the Alembic migrations. The contract is :class:`burst.ports.Store`."""

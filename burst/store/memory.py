@@ -1,4 +1,4 @@
-"""In-memory :class:`burst.store.base.Store`, for the simulator and unit tests.
+"""In-memory the :class:`burst.ports.Store`, for the simulator and unit tests.
 
 Same contract as the SQL store (one contract suite runs against both). Written by hand because
 it *is* the fake: plain dicts, no transactions needed in a single thread. It is not thread-safe
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from burst.domain import (
@@ -25,25 +26,8 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
-
-BILLING_MINIMUM_S = 60.0
-
-
-def _ledger_entry(inst: Instance) -> SpendEntry:
-    assert inst.terminated_at is not None
-    start = inst.launched_at if inst.launched_at is not None else inst.terminated_at
-    return SpendEntry(
-        instance_id=inst.id,
-        cloud=inst.cloud,
-        region=inst.region,
-        purpose=str(inst.purpose),
-        team=inst.team,
-        owner=inst.owner,
-        start=start,
-        end=inst.terminated_at,
-        usd=inst.cost(inst.terminated_at, BILLING_MINIMUM_S) if inst.launched_at is not None else 0.0,
-    )
+from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
 
 
 class MemoryStore:
@@ -64,6 +48,8 @@ class MemoryStore:
         self._mirrors: dict[tuple[str, str], MirrorRecord] = {}
         self._settings: dict[tuple[str, str], str] = {}
         self._leases: dict[str, tuple[str, Timestamp]] = {}
+        self._orphans: dict[str, Timestamp] = {}
+        self._status: str | None = None  # JSON text: a read returns a fresh copy, as SQL does
         self.audit_count = 0
 
     # ---- instances ---------------------------------------------------------------------
@@ -111,7 +97,7 @@ class MemoryStore:
         self._instances[instance_id] = new
         if to is InstanceState.TERMINATED:
             self._live.pop(instance_id, None)
-            self._append_ledger(_ledger_entry(new))
+            self._append_ledger(ledger_entry(new))
         else:
             self._live[instance_id] = new
         self.audit(
@@ -262,7 +248,7 @@ class MemoryStore:
         )
         return new
 
-    # ---- mirrors / settings / leases -----------------------------------------------------
+    # ---- mirrors / settings / system state / leases ----------------------------------------
     def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None:
         self._mirrors[(image, target)] = MirrorRecord(image, target, digest, now)
 
@@ -274,6 +260,20 @@ class MemoryStore:
 
     def get_user_setting(self, user: str, key: str) -> str | None:
         return self._settings.get((user, key))
+
+    def orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
+        return self._orphans.setdefault(cloud_id, now)
+
+    def forget_orphans(self, keep: Collection[str]) -> None:
+        keep = set(keep)
+        for cid in [c for c in self._orphans if c not in keep]:
+            del self._orphans[cid]
+
+    def set_controller_status(self, summary: Mapping[str, Any], *, now: Timestamp) -> None:
+        self._status = json.dumps(summary)
+
+    def controller_status(self) -> dict[str, Any] | None:
+        return None if self._status is None else dict(json.loads(self._status))
 
     def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
         cur = self._leases.get(name)

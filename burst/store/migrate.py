@@ -2,7 +2,7 @@
 
 The scripts ship inside the package (``burst/store/migrations``); :func:`config` points an
 in-memory :class:`alembic.config.Config` at them. Each command runs in one transaction on an engine
-made by :func:`burst.store.sql.make_engine` (on SQLite: ``BEGIN IMMEDIATE``; on PostgreSQL a
+made by :func:`burst.store.engine.make_engine` (on SQLite: ``BEGIN IMMEDIATE``; on PostgreSQL a
 transaction-scoped advisory lock), so two processes upgrading the same database at once take
 turns instead of racing.
 """
@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
-from burst.store.sql import _WRITE, make_engine
+from burst.store.engine import WRITE, make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x62757273  # "burs": serialises concurrent migrations on PostgreSQL
@@ -36,7 +36,7 @@ def config(url: str | None = None) -> Config:
 
 
 def _run(engine: Engine, fn: Callable[[Config], None]) -> None:
-    with engine.execution_options(**{_WRITE: True}).begin() as conn:
+    with engine.execution_options(**{WRITE: True}).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
         cfg = config()

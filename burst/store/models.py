@@ -6,7 +6,7 @@ Conventions, chosen to match :mod:`burst.domain` exactly:
 * Enums are stored as their string values (``String``), so adding a state needs no migration.
 * Tuples of ids (``for_jobs``, ``preempted_jobs``) and audit ``data`` are JSON.
 * Constraint and index names come from :data:`NAMING_CONVENTION`, so the hand-written migration
-  (``migrations/versions/0001_initial.py``) names them identically.
+  (``migrations/versions/``) names them identically.
 
 Any change here needs a new Alembic revision; ``tests/store/test_migrations.py`` compares these
 models with the migrated schema on SQLite and PostgreSQL and fails on any difference.
@@ -78,7 +78,7 @@ class InstanceRow(Base):
 
 
 class AuditModel(Base):
-    """Append-only audit trail (:class:`burst.store.base.AuditRow`). Newest first is ``id DESC``."""
+    """Append-only audit trail (:class:`burst.ports.AuditRow`). Newest first is ``id DESC``."""
 
     __tablename__ = "audit"
 
@@ -98,7 +98,7 @@ class AuditModel(Base):
 
 
 class SpendLedgerRow(Base):
-    """One row per terminated instance (:class:`burst.store.base.SpendEntry`)."""
+    """One row per terminated instance (:class:`burst.ports.SpendEntry`)."""
 
     __tablename__ = "spend_ledger"
 
@@ -120,7 +120,7 @@ class SpendLedgerRow(Base):
 
 
 class OfferBackoffRow(Base):
-    """Cool-down of one offer (:class:`burst.store.base.Backoff`)."""
+    """Cool-down of one offer (:class:`burst.ports.Backoff`)."""
 
     __tablename__ = "offer_backoffs"
 
@@ -176,7 +176,7 @@ class GrandChallengeRow(Base):
 
 
 class MirrorRow(Base):
-    """Last successful copy of ``image`` into ``target`` (:class:`burst.store.base.MirrorRecord`)."""
+    """Last successful copy of ``image`` into ``target`` (:class:`burst.ports.MirrorRecord`)."""
 
     __tablename__ = "mirrors"
 
@@ -214,3 +214,24 @@ class BudgetLockRow(Base):
     __tablename__ = "budget_locks"
 
     scope: Mapped[str] = mapped_column(primary_key=True)
+
+
+class OrphanSightingRow(Base):
+    """When the controller first saw a tagged cloud instance that the store does not know as live
+    (:meth:`burst.ports.Store.orphan_first_seen`); its grace period counts from ``first_seen``."""
+
+    __tablename__ = "orphan_sightings"
+
+    cloud_id: Mapped[str] = mapped_column(primary_key=True)
+    first_seen: Mapped[float]
+
+
+class SystemStateRow(Base):
+    """The controller's own state, one JSON document per name (``controller_status``: the last
+    tick's summary, :meth:`burst.ports.Store.controller_status`)."""
+
+    __tablename__ = "system_state"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[float]

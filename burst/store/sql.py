@@ -1,4 +1,4 @@
-"""SQL :class:`burst.store.base.Store` on SQLAlchemy 2.0: SQLite (default) or PostgreSQL.
+"""SQL :class:`burst.ports.Store` on SQLAlchemy 2.0: SQLite (default) or PostgreSQL.
 
 Semantics are those of :class:`burst.store.memory.MemoryStore` (one contract suite runs against
 both). How the guarantees are kept:
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -46,8 +45,9 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
-from burst.store.memory import BILLING_MINIMUM_S, _ledger_entry
+from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.store.engine import WRITE, make_engine
+from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
 from burst.store.models import (
     AuditModel,
     Base,
@@ -58,69 +58,15 @@ from burst.store.models import (
     MirrorRow,
     OfferBackoffRow,
     OnDemandRequestRow,
+    OrphanSightingRow,
     SpendLedgerRow,
+    SystemStateRow,
     UserSettingRow,
 )
 
 DEFAULT_URL = "sqlite:///.burst/burst.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-_WRITE = "burst_write"  # execution option: this connection's transaction will write
-
+CONTROLLER_STATUS = "controller_status"  # system_state row of the last tick's summary
 M = TypeVar("M", bound=Base)
-
-
-# --------------------------------------------------------------------------------------------
-# Engines
-# --------------------------------------------------------------------------------------------
-
-
-def _is_sqlite_memory(url: URL) -> bool:
-    db = url.database or ""
-    return db in ("", ":memory:") or (db.startswith("file:") and "mode=memory" in db)
-
-
-def make_engine(url: str | URL) -> Engine:
-    """An engine configured for burst: SQLite gets WAL, a busy timeout, foreign keys and
-    serialised write transactions; PostgreSQL gets connection pre-ping.
-
-    ``postgresql://`` means ``postgresql+psycopg://``. For a SQLite file URL the parent directory
-    is created. ``sqlite://`` (in memory) uses one
-    shared connection, so every session sees the same database.
-    """
-    u = make_url(url)
-    if u.drivername == "postgresql":  # psycopg 3 is the driver we ship, not SQLAlchemy's default psycopg2
-        u = u.set(drivername="postgresql+psycopg")
-    if u.get_backend_name() != "sqlite":
-        return create_engine(u, pool_pre_ping=True)
-
-    memory = _is_sqlite_memory(u)
-    if memory:
-        engine = create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        assert u.database is not None
-        if not u.database.startswith("file:"):
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take transaction control away from pysqlite; SQLAlchemy's "begin" event emits BEGIN.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-        finally:
-            cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
-
-    return engine
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,13 +150,13 @@ def _to_entry(row: SpendLedgerRow) -> SpendEntry:
 
 
 class SqlStore:
-    """The persistent :class:`burst.store.base.Store`. Thread-safe; one transaction per call."""
+    """The persistent :class:`burst.ports.Store`. Thread-safe; one transaction per call."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
         self._reads = sessionmaker(bind=engine, expire_on_commit=False)
-        self._writes = sessionmaker(bind=engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
+        self._writes = sessionmaker(bind=engine.execution_options(**{WRITE: True}), expire_on_commit=False)
         # An in-memory SQLite database is one connection shared by every thread (StaticPool):
         # its transactions must not interleave, so they take turns here.
         self._serial = threading.RLock() if isinstance(engine.pool, StaticPool) else contextlib.nullcontext()
@@ -223,7 +169,7 @@ class SqlStore:
         """
         engine = make_engine(url)
         if upgrade:
-            from burst.store import migrate  # migrate imports this module
+            from burst.store import migrate  # Alembic is loaded only when a store migrates
 
             migrate.upgrade_engine(engine)
         return cls(engine)
@@ -381,7 +327,7 @@ class SqlStore:
             new = dataclasses.replace(cur, state=to, **fields)
             _assign(row, _instance_values(new))
             if to is InstanceState.TERMINATED:
-                e = _ledger_entry(new)
+                e = ledger_entry(new)
                 self._insert_ignore(
                     s,
                     SpendLedgerRow,
@@ -631,6 +577,31 @@ class SqlStore:
         with self._read() as s:
             row = s.get(UserSettingRow, (user, key))
             return None if row is None else row.value
+
+    # ---- system state --------------------------------------------------------------------
+    def orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
+        with self._write() as s:
+            self._insert_ignore(s, OrphanSightingRow, {"cloud_id": cloud_id, "first_seen": now})
+            row = s.get(OrphanSightingRow, cloud_id)
+            assert row is not None
+            return row.first_seen
+
+    def forget_orphans(self, keep: Collection[str]) -> None:
+        with self._write() as s:
+            s.execute(delete(OrphanSightingRow).where(OrphanSightingRow.cloud_id.not_in(list(keep))))
+
+    def set_controller_status(self, summary: Mapping[str, Any], *, now: Timestamp) -> None:
+        value = json.loads(json.dumps(summary))  # what the database will hand back, checked here
+        with self._write() as s:
+            row = self._ensure_locked(
+                s, SystemStateRow, {"name": CONTROLLER_STATUS, "value": value, "updated_at": now}, CONTROLLER_STATUS
+            )
+            row.value, row.updated_at = value, now
+
+    def controller_status(self) -> dict[str, Any] | None:
+        with self._read() as s:
+            row = s.get(SystemStateRow, CONTROLLER_STATUS)
+            return None if row is None else dict(row.value)
 
     # ---- leadership ----------------------------------------------------------------------
     def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:

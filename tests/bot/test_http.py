@@ -115,9 +115,7 @@ def test_non_admin_gc_schedule_is_denied_and_audited(post: Poster, store: Memory
 def test_gc_schedule_opens_impact_modal_and_submit_records(
     post: Poster, store: MemoryStore, fake: FakeSlack, service: OnDemandService
 ) -> None:
-    store.set_user_setting(
-        "_controller", "last_tick", json.dumps({"at": 1.0, "running": 42, "running_users": ["U0ADA0001", "grace"]}), now=0.0
-    )
+    store.set_controller_status({"at": 1.0, "running": 42, "running_users": ["U0ADA0001", "grace"]}, now=0.0)
     _, _, key = post.command("gc schedule +2h 6h llm-eval big run", user=ADMIN)
     (opened,) = fake.calls("views.open")
     view = opened.params["view"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import struct
 
 import pytest
@@ -139,9 +138,9 @@ def test_extend_ready_and_expiring(service: OnDemandService, store: MemoryStore,
 
 
 def test_status_budget_and_grand_challenges(service: OnDemandService, store: MemoryStore, clock: ManualClock) -> None:
-    store.set_user_setting("_controller", "last_tick", json.dumps(
+    store.set_controller_status(
         {"at": clock.now(), "onprem_gpus": 1024, "onprem_gpus_used": 1000, "pending": 12, "running": 90,
-         "longest_wait_s": 1800}), now=clock.now())
+         "longest_wait_s": 1800}, now=clock.now())
     gc = service.gc_schedule(ADMIN, clock.now() + 3600, 4 * 3600, "llm-eval", "<!channel> big")
     text = service.status()
     assert "1000/1024" in text and "12 pending" in text and "30 min" in text and gc.id in text

@@ -1,4 +1,4 @@
-"""One contract for every :class:`burst.store.base.Store`: MemoryStore, SqlStore on SQLite, and
+"""One contract for every :class:`burst.ports.Store`: MemoryStore, SqlStore on SQLite, and
 SqlStore on a real PostgreSQL (started by tests/support/postgres.py; skipped if not installed).
 
 MemoryStore's behaviour is the specification; every test here runs unchanged on all three.
@@ -25,7 +25,7 @@ from burst.domain import (
     RequestState,
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.store.base import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry, Store
+from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry, Store
 from burst.store.memory import MemoryStore
 from burst.store.sql import SqlStore
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (pytest fixtures)
@@ -577,6 +577,39 @@ def test_user_settings(store: Store) -> None:
     assert store.get_user_setting("U1", "ssh_key") == "ssh-ed25519 AAAA three"
     assert store.get_user_setting("U2", "ssh_key") == "ssh-ed25519 AAAA two"
     assert store.get_user_setting("U1", "other") is None
+
+
+def test_orphan_first_seen_records_once_and_forget_drops_the_rest(store: Store) -> None:
+    assert store.orphan_first_seen("i-1", 10.0) == 10.0  # first sighting is recorded
+    assert store.orphan_first_seen("i-1", 50.0) == 10.0  # later sightings keep the first time
+    assert store.orphan_first_seen("i-2", 20.0) == 20.0
+    assert store.orphan_first_seen("i-3", 30.0) == 30.0
+    store.forget_orphans({"i-2", "i-unknown"})
+    assert store.orphan_first_seen("i-2", 60.0) == 20.0  # kept
+    assert store.orphan_first_seen("i-1", 60.0) == 60.0  # forgotten: a new grace period
+    assert store.orphan_first_seen("i-3", 61.0) == 61.0
+    store.forget_orphans(set())
+    assert store.orphan_first_seen("i-2", 70.0) == 70.0
+
+
+def test_orphan_sightings_and_controller_status_stay_out_of_user_settings(store: Store) -> None:
+    store.orphan_first_seen("i-1", 10.0)
+    store.set_controller_status({"at": 1.0}, now=1.0)
+    for user, key in (("_orphans", "i-1"), ("_controller", "last_tick")):
+        assert store.get_user_setting(user, key) is None
+
+
+def test_controller_status_replaces_and_reads_back_a_copy(store: Store) -> None:
+    assert store.controller_status() is None
+    summary = {"at": 1.5, "holder": "h:1", "pending": None, "actions": ["Launch"], "notes": [], "n": 3}
+    store.set_controller_status(summary, now=1.5)
+    got = store.controller_status()
+    assert got == summary
+    assert got is not None
+    got["actions"].append("mutated")  # a caller's changes never reach the store
+    assert store.controller_status() == summary
+    store.set_controller_status({"at": 2.0, "running_users": ("a", "b")}, now=2.0)
+    assert store.controller_status() == {"at": 2.0, "running_users": ["a", "b"]}  # JSON: tuples are lists
 
 
 LEASE_STEPS: list[tuple[str, str, float, bool | None]] = [

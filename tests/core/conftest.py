@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from burst.store.base import Store
+from burst.ports import Store
 from burst.store.memory import MemoryStore
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from burst.domain import INSTANCE_TRANSITIONS, InstanceState, Launch, Terminate, Undrain
-from burst.store.base import Store
+from burst.ports import Store
 from tests.core.world import AWS_AZ1, AWS_AZ2, AZURE, T0, TICK, World
 
 CYCLE = [

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from burst.controller import Controller
-from burst.daemon import STATUS_USER, Daemon
-from burst.store.base import Store
+from burst.daemon import Daemon
+from burst.ports import Store
 from tests.core.world import CLUSTER, T0, TICK, World
 
 
@@ -71,7 +69,7 @@ def test_daemon_records_the_last_tick_for_status() -> None:
     clock = FakeClock(T0)
     d = Daemon(w.controller, clock, w.store, holder="a", before_tick=w.step)
     d.run_once()
-    last = json.loads(w.store.get_user_setting(STATUS_USER, "last_tick") or "{}")
+    last = w.store.controller_status() or {}
     assert last["at"] == T0 and last["holder"] == "a"
     assert last["pending"] == 1 and last["actions"] == ["Launch"]
     assert last["longest_wait_s"] == 3600
@@ -88,9 +86,8 @@ def test_a_failing_tick_does_not_kill_the_daemon() -> None:
 
 
 def test_last_tick_names_the_users_running_on_prem() -> None:
-    import json
 
-    from burst.daemon import STATUS_USER, Daemon
+    from burst.daemon import Daemon
     from burst.sim.trace import TraceJob
     from tests.core.world import T0, World
 
@@ -100,5 +97,5 @@ def test_last_tick_names_the_users_running_on_prem() -> None:
     w.cluster.schedule(T0)
     d = Daemon(w.controller, w.clock, w.store, holder="h")
     assert d.run_once() is not None
-    summary = json.loads(w.store.get_user_setting(STATUS_USER, "last_tick") or "{}")
+    summary = w.store.controller_status() or {}
     assert summary["running"] == 2 and summary["running_users"] == ["ada", "grace"]

@@ -38,7 +38,7 @@ def test_release_lifts_the_hold_through_the_queue_and_is_audited() -> None:
     store = MemoryStore()
     inst = _member(store)
     queue = HoldingQueue()
-    ex = Executor(cluster="c", store=store, queue=queue, providers={})
+    ex = Executor(cluster="c", store=store, queue=queue, providers={}, gang_hold=queue)
     ex.execute(Plan((Release(inst.id, "every member of its gang has joined"),)), now=10.0)
     assert queue.released == ["burst-g1"]
     rows = [r for r in store.audit_rows(subject=inst.id, limit=50) if r.action == "release-gang-hold"]

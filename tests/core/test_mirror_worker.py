@@ -10,8 +10,9 @@ import threading
 import time
 
 from burst.errors import TransientMirrorError
-from burst.mirror_worker import MirrorWorker, backoff_key
+from burst.mirror_worker import MirrorWorker
 from burst.ports import MirrorResult
+from burst.ports import mirror_backoff_key as backoff_key
 from burst.sim.trace import TraceJob
 from tests.core.world import T0, TICK, World
 
@@ -41,7 +42,7 @@ class FakeMirror:
 def _world(mirror: FakeMirror) -> tuple[World, MirrorWorker]:
     w = World(nodes=1)
     worker = MirrorWorker(mirror)
-    w.controller.executor.mirror = worker
+    w.controller.executor.mirror = w.controller.executor.async_mirror = worker
     # fill the only on-prem node, then queue a burstable job with an image
     w.submit("fill", 8, 10_000)
     w.cluster.submit(TraceJob("j1", 0.0, 600.0, 8, nodes=1, per_node=8, image=IMAGE), T0)
@@ -106,7 +107,7 @@ def test_prewarm_job_mirrors_the_most_used_images_of_the_last_30_days() -> None:
     w, worker = _world(inner)
     worker.mirror = inner
     w.tick(T0 + 120)  # launches an instance for j1, whose image is IMAGE
-    d = Daemon(w.controller, w.clock, w.store, holder="h")
+    d = Daemon(w.controller, w.clock, w.store, holder="h", prewarmer=inner)
     d.leader = True
     scheduling._DAEMONS["t"] = d
     try:

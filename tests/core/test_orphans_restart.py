@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from burst.controller import Controller
-from burst.store.base import Store
+from burst.ports import Store
 from tests.core.world import CLUSTER, T0, World
 
 

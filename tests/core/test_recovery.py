@@ -6,7 +6,7 @@ import pytest
 
 from burst.controller import Controller
 from burst.domain import Instance, InstanceState, Market, Offer, Purpose
-from burst.store.base import Store
+from burst.ports import Store
 from tests.core.world import AWS_AZ1, CLUSTER, T0, TICK, World
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from burst.controller import Controller, TickResult
 from burst.domain import TAG_CLUSTER, TAG_ID, LaunchSpec, Market, Offer, Purpose
+from burst.ports import Store
 from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimInstance, SimProvider
 from burst.sim.cluster import SimCluster, SimJob
 from burst.sim.trace import TraceJob
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
 from policies.model import OverflowConfig, ScaleInConfig, SelectionConfig

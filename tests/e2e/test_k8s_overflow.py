@@ -32,10 +32,10 @@ import pytest
 
 from burst.controller import Controller, TickResult
 from burst.domain import Drain, InstanceState, Launch, Terminate
+from burst.ports import Store
 from burst.queues.kubernetes import K8sSettings, KubernetesQueue
 from burst.sim.clock import WallClock
 from burst.sim.cloud import SimInstance, SimProvider
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from burst.store.sql import SqlStore
 from policies import PolicyConfig
@@ -261,7 +261,7 @@ def test_k8s_overflow_cycle(kube: FakeKube, cloud_kind: str, request: pytest.Fix
     cloud = make_cloud(cloud_kind, request, kube, tl, tmp_path)
     store = cloud.store
     queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5))
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": cloud.provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, gang_hold=queue, providers={"aws": cloud.provider}, store=store,
                             offers=offers_for(cloud), policy=POLICY)
     sched = Scheduler(kube, tl)
     tl.mark("set-up")
@@ -358,7 +358,7 @@ def test_k8s_pods_without_opt_in_never_launch(kube: FakeKube, cloud_kind: str, r
     tl = Timeline(f"Kubernetes + {cloud_kind}: pods that did not opt in")
     cloud = make_cloud(cloud_kind, request, kube, tl, tmp_path)
     queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5))
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": cloud.provider},
+    controller = Controller(cluster=CLUSTER, queue=queue, gang_hold=queue, providers={"aws": cloud.provider},
                             store=cloud.store, offers=offers_for(cloud), policy=POLICY)
     seed_full_cluster(kube)
     plain = add_gpu_pod(kube, "local-only", opt_in=False)
@@ -399,7 +399,7 @@ def test_k8s_gang_members_join_held_and_are_released_together(
     cloud = make_cloud("aws", request, kube, tl, tmp_path)
     store = cloud.store
     queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5))
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": cloud.provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, gang_hold=queue, providers={"aws": cloud.provider}, store=store,
                             offers=offers_for(cloud), policy=POLICY)
     sched = Scheduler(kube, tl)
     seed_full_cluster(kube)

@@ -35,10 +35,10 @@ import pytest
 
 from burst.controller import Controller, TickResult
 from burst.domain import Drain, InstanceState, Launch, Terminate
+from burst.ports import Store
 from burst.queues.slurm import BurstRules, SlurmQueue, SlurmSettings
 from burst.sim.clock import WallClock
 from burst.sim.cloud import SimInstance, SimProvider
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from burst.store.sql import SqlStore
 from policies import PolicyConfig
@@ -294,7 +294,7 @@ def test_overflow_cycle_sim_provider_pool_node(cluster: SlurmCluster, gres: str)
         return f"#!/bin/sh\nexec slurmd -N {node}\n"
 
     store = MemoryStore()
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
                             offers=aws_offers(), policy=POLICY, user_data_for=user_data_for)
 
     def removed(node: str) -> None:
@@ -351,7 +351,7 @@ def test_overflow_cycle_aws_moto_dynamic_node(cluster: SlurmCluster, moto: MotoS
     provider = AwsProvider(settings, cluster=CLUSTER)
     store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
     offers = [o for o in aws_offers() if o.zone in settings.regions[REGION].subnets]
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
                             offers=offers, policy=POLICY)
     tl.mark("set-up: moto, AwsProvider, SQLite store")
 
@@ -421,7 +421,7 @@ def test_job_that_may_not_burst_never_launches(cluster: SlurmCluster, moto: Moto
     provider = AwsProvider(settings, cluster=CLUSTER)
     store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
     offers = [o for o in aws_offers() if o.zone in settings.regions[REGION].subnets]
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
                             offers=offers, policy=POLICY)
     cluster.fill_onprem()
     tl.mark("on-prem full")
@@ -469,7 +469,7 @@ def test_capacity_error_gives_the_reserved_pool_node_back(cluster: SlurmCluster)
         return f"node={queue.assign_node(launch.intent_id, launch.offer.cloud, launch.offer.region)}"
 
     store = MemoryStore()
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
                             offers=offers, policy=POLICY, user_data_for=user_data_for)
     cluster.fill_onprem()
     submit_overflow_job(cluster, Timeline("capacity error"), "--constraint=cloud", "--gres=gpu:8")

@@ -247,7 +247,8 @@ def test_daemon_stop_closes_the_queue(kube: FakeKube, queue: KubernetesQueue) ->
     queue.snapshot()
     released: list[str] = []
     store = SimpleNamespace(release_lease=lambda lease, holder: released.append(lease))
-    daemon = Daemon(cast(Any, SimpleNamespace(queue=queue)), cast(Any, None), cast(Any, store), holder="t")
+    daemon = Daemon(cast(Any, SimpleNamespace(queue=queue)), cast(Any, None), cast(Any, store), holder="t",
+                    closeables=[queue])
     daemon.stop()
     assert released == ["controller"] and not watcher_threads()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from burst.domain import InstanceState
+from burst.ports import Store
 from burst.sim.clairvoyant import run_clairvoyant
 from burst.sim.runner import SimSettings, Simulation, b1_offers
 from burst.sim.trace import TraceJob, bundled_trace_path, load_trace
-from burst.store.base import Store
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
 from policies.model import OverflowConfig, ScaleInConfig

@@ -15,8 +15,8 @@ import pytest
 
 from burst.domain import Instance, InstanceState, Market, Purpose
 from burst.errors import BudgetExceeded
+from burst.ports import BudgetCheck
 from burst.store import migrate
-from burst.store.base import BudgetCheck
 from burst.store.sql import SqlStore
 
 N = 8

@@ -3,6 +3,7 @@ the models (burst/store/models.py) against the migrated schema with alembic's co
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ TABLES = {
     "user_settings",
     "leases",
     "budget_locks",
+    "orphan_sightings",
+    "system_state",
 }
+HEAD = "0002"  # the newest revision shipped
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -62,20 +66,20 @@ def test_models_and_tables_agree() -> None:
 
 
 def test_upgrade_downgrade_upgrade(url: str) -> None:
-    assert migrate.head() == "0001"
+    assert migrate.head() == HEAD
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     assert tables(url) == TABLES | {"alembic_version"}
     migrate.upgrade(url)  # already at head: nothing to do
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
 
     migrate.downgrade(url, "base")
     assert migrate.current(url) is None
     assert tables(url) == {"alembic_version"}
 
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     assert diff(url) == []
 
 
@@ -106,7 +110,7 @@ def test_from_url_upgrades_unless_told_not_to(url: str) -> None:
         store.close()
     store = SqlStore.from_url(url)
     try:
-        assert migrate.current(url) == "0001"
+        assert migrate.current(url) == HEAD
         assert store.get_instance("x") is None
     finally:
         store.close()
@@ -130,7 +134,7 @@ def test_concurrent_upgrades_take_turns(postgres_url: str) -> None:
     for t in threads:
         t.join(60)
     assert errors == []
-    assert migrate.current(postgres_url) == "0001"
+    assert migrate.current(postgres_url) == HEAD
     assert diff(postgres_url) == []
 
 
@@ -147,3 +151,46 @@ def test_in_memory_sqlite_store() -> None:
         assert store.get_user_setting("U1", "k") == "v"
     finally:
         store.close()
+
+
+def test_0002_moves_system_state_out_of_user_settings_and_back(url: str) -> None:
+    """A deployment at 0001 kept orphan sightings and the last tick's summary under magic users in
+    user_settings; upgrading keeps both (an orphan's grace period survives), downgrading restores
+    them."""
+    migrate.upgrade(url, "0001")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO user_settings (\"user\", key, value, updated_at) VALUES "
+                "('_orphans', 'i-0abc', '1700000000.5', 1700000000.5), "
+                "('_orphans', 'i-0bad', 'garbage', 1700000100.0), "
+                "('_controller', 'last_tick', '{\"at\": 1700000200.0, \"pending\": 3}', 1700000200.0), "
+                "('U1', 'ssh_key', 'ssh-ed25519 AAAA', 1.0)"
+            )
+    finally:
+        engine.dispose()
+    migrate.upgrade(url)
+    store = SqlStore.from_url(url)
+    try:
+        assert store.orphan_first_seen("i-0abc", 1e10) == 1700000000.5
+        assert store.orphan_first_seen("i-0bad", 1e10) == 1700000100.0
+        assert store.controller_status() == {"at": 1700000200.0, "pending": 3}
+        assert store.get_user_setting("_orphans", "i-0abc") is None
+        assert store.get_user_setting("_controller", "last_tick") is None
+        assert store.get_user_setting("U1", "ssh_key") == "ssh-ed25519 AAAA"
+    finally:
+        store.close()
+    migrate.downgrade(url, "0001")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = {
+                (u, k): v
+                for u, k, v in conn.exec_driver_sql('SELECT "user", key, value FROM user_settings').all()
+            }
+    finally:
+        engine.dispose()
+    assert float(rows[("_orphans", "i-0abc")]) == 1700000000.5
+    assert json.loads(rows[("_controller", "last_tick")]) == {"at": 1700000200.0, "pending": 3}
+    assert rows[("U1", "ssh_key")] == "ssh-ed25519 AAAA"

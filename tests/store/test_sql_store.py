@@ -103,7 +103,7 @@ def test_in_memory_store_is_usable_from_threads() -> None:
     import threading
 
     from burst.errors import BudgetExceeded
-    from burst.store.base import BudgetCheck
+    from burst.ports import BudgetCheck
 
     store = SqlStore.from_url("sqlite://")
     budget = BudgetCheck("global", 3.0, 0.0, asked_usd=1.0, reserve_per_live_usd=1.0)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from burst.store.engine import make_engine
 from burst.store.models import Base
-from burst.store.sql import make_engine
 
 config = context.config
 target_metadata = Base.metadata
