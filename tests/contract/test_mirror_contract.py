@@ -28,7 +28,8 @@ import pytest
 # modules move): burst.mirror, burst.mirror_worker, burst.sim.mirror, burst.store.memory.
 from burst.errors import MirrorError, TransientMirrorError
 from burst.mirror import MirrorService, MirrorSettings
-from burst.mirror_worker import MirrorOutcome, MirrorWorker
+from burst.mirror_worker import MirrorWorker
+from burst.ports import MirrorOutcome
 from burst.ports import Mirror, MirrorResult
 from burst.sim.mirror import SimMirror, SimRegistry
 from burst.store.memory import MemoryStore
