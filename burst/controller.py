@@ -4,8 +4,9 @@ One tick, five steps (DESIGN.md), and nothing sleeps:
 
 1. **observe**: the queue's snapshot; every provider's instances, listed by our cluster tag;
 2. **mirror external state into the store** (Ray autoscaler v2 style): resolve PLANNED intents,
-   mark launches running/joined, close lost and terminated instances, track idleness, collect
-   orphans after a grace period;
+   mark launches running/joined, close lost and terminated instances, track idleness (decided
+   per instance by the pure ``policies.reconcile.reconcile_instance``, applied by the executor),
+   collect orphans after a grace period;
 3. **snapshot**: one frozen :class:`policies.Snapshot`;
 4. **decide**: ``policies.decide(snapshot, config)``, pure;
 5. **act and record**: the :class:`burst.executor.Executor` carries the Plan out; every state
@@ -244,6 +245,9 @@ class Controller:
         unobserved: set[str],
         res: TickResult,
     ) -> None:
+        """Step 2 of the tick. Gathers each live instance's inputs (its cloud listing, its
+        scheduler node, whether its jobs still wait), asks :func:`reconcile_instance` what to do,
+        and has the executor do it; outcomes and errors go to ``res.executed``."""
         nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id}
         pending_ids: set[str] | None = None
         known: set[str] = set()

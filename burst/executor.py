@@ -210,6 +210,10 @@ class Executor:
         )
 
     def spec_for(self, inst: Instance, launch: Launch | None = None) -> LaunchSpec:
+        """What the provider is asked to create for ``inst``. Tags and user data come from the
+        stored instance alone, so a retried launch (``launch`` None: after a crash or a
+        transient error) asks for exactly what its first try did; ``launch`` only supplies the
+        offer as the catalog had it."""
         offer = (
             launch.offer
             if launch is not None
