@@ -4,8 +4,9 @@ One tick, five steps (DESIGN.md), and nothing sleeps:
 
 1. **observe**: the queue's snapshot; every provider's instances, listed by our cluster tag;
 2. **mirror external state into the store** (Ray autoscaler v2 style): resolve PLANNED intents,
-   mark launches running/joined, close lost and terminated instances, track idleness, collect
-   orphans after a grace period;
+   mark launches running/joined, close lost and terminated instances, track idleness (decided
+   per instance by the pure ``policies.reconcile.reconcile_instance``, applied by the executor),
+   collect orphans after a grace period;
 3. **snapshot**: one frozen :class:`policies.Snapshot`;
 4. **decide**: ``policies.decide(snapshot, config)``, pure;
 5. **act and record**: the :class:`burst.executor.Executor` carries the Plan out; every state
@@ -58,6 +59,7 @@ from burst.ports import (
 from burst.ports import Mirror as MirrorPort
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
+from policies.reconcile import NOTHING, BootSample, Decision, ReconcileSettings, reconcile_instance
 from policies.requests import ACTIVE_REQUEST_STATES
 
 log = logging.getLogger("burst.controller")
@@ -195,7 +197,9 @@ class Controller:
         res.snapshot = snap
         if plan.wake_at is not None:
             res.due(plan.wake_at)
-        res.executed = self.executor.execute(plan, now)
+        # Added to, not replacing, what the reconcile step recorded (failed lookups, terminate
+        # retries, recovered launches): the tick's result and the metrics report both.
+        res.executed.merge(self.executor.execute(plan, now))
         reconcile_requests(self.store, now, self.executor.notifier, plan=plan)  # on-demand lifecycle
         for m in plan.actions:
             if isinstance(m, MirrorAction) and (self.executor.mirror is None or m.image in res.executed.mirrored_images):
@@ -261,84 +265,40 @@ class Controller:
         unobserved: set[str],
         res: TickResult,
     ) -> None:
-        st = self.store
+        """Step 2 of the tick. Gathers each live instance's inputs (its cloud listing, its
+        scheduler node, whether its jobs still wait), asks :func:`reconcile_instance` what to do,
+        and has the executor do it; outcomes and errors go to ``res.executed``."""
         nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id}
         pending_ids: set[str] | None = None
         known: set[str] = set()
-        ex = ExecResult()
-        retry_terminate: list[Instance] = []
-        for inst in st.live_instances():
+        settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
+        decided: list[tuple[Instance, Decision]] = []
+        for inst in self.store.live_instances():
             known.add(inst.id)
-            if inst.cloud in unobserved:
-                continue
-            ci = cloud.get(inst.id)
-            gone = ci is None or ci.state is CloudState.TERMINATED or ci.state is CloudState.FAILED
-            s = inst.state
-            if s is InstanceState.PLANNED:
-                if ci is not None and not gone:
-                    st.transition_instance(
-                        inst.id, InstanceState.LAUNCHING, now=now, actor="recovery",
-                        reason=f"adopted {ci.cloud_id} listed under its burst:id tag",
-                        cloud_id=ci.cloud_id, launched_at=ci.launched_at if ci.launched_at is not None else now,
-                        address=ci.address,
-                    )
-                    res.recovered.append(inst.id)
-                    continue
+            jobs_pending = True
+            if inst.state is InstanceState.PLANNED and inst.for_jobs:
                 if pending_ids is None:
                     pending_ids = {j.id for j in qs.pending}
-                stale = now - inst.created_at >= self.planned_timeout_s
-                unneeded = bool(inst.for_jobs) and not any(j in pending_ids for j in inst.for_jobs)
-                self.executor.recover_planned(inst, now, ex, abandon=stale or unneeded)
+                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
+            d = reconcile_instance(
+                inst, cloud.get(inst.id), nodes_by_instance.get(inst.id), now, settings,
+                observed=inst.cloud not in unobserved, jobs_pending=jobs_pending,
+            )
+            if d is NOTHING:
+                continue
+            decided.append((inst, d))
+            if d.recovered:
                 res.recovered.append(inst.id)
-                res.due(now + self.policy.tick_interval_s)  # a transient failure retries next tick
-                continue
-            if s is InstanceState.TERMINATING:
-                if gone:
-                    st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="the cloud confirms it is gone")
-                else:
-                    retry_terminate.append(inst)
-                    res.due(now + self.policy.tick_interval_s)
-                continue
-            if gone:
-                if s is InstanceState.LAUNCHING and ci is None and now - (inst.launched_at or inst.created_at) < self.list_grace_s:
-                    res.due((inst.launched_at or inst.created_at) + self.list_grace_s)
-                    continue  # eventual consistency: a fresh launch may not be listed yet
-                why = "spot reclaim" if (ci is not None and ci.interrupted) else "the cloud no longer has it"
-                lost = st.transition_instance(inst.id, InstanceState.LOST, now=now, actor="controller", reason=why, terminated_at=now)
-                if lost.node_name:
-                    try:
-                        self.queue.remove_node(lost.node_name)
-                    except QueueError as e:
-                        log.warning("remove node %s: %s", lost.node_name, e)
-                st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="books closed; its jobs go back to the queue")
-                continue
-            if ci is not None and ci.interrupted and s is not InstanceState.TERMINATING:
-                st.transition_instance(inst.id, InstanceState.LOST, now=now, actor="controller", reason="spot interruption notice", terminated_at=now)
-                st.transition_instance(inst.id, InstanceState.TERMINATED, now=now, actor="controller", reason="books closed; its jobs go back to the queue")
-                continue
-            node = nodes_by_instance.get(inst.id)
-            if s is InstanceState.LAUNCHING and ci is not None and ci.state is CloudState.RUNNING and node is None:
-                st.transition_instance(inst.id, InstanceState.RUNNING, now=now, actor="controller", reason="the cloud reports it running", address=ci.address or inst.address)
-                continue
-            if s in (InstanceState.LAUNCHING, InstanceState.RUNNING) and node is not None:
-                if inst.launched_at is not None:
-                    self._boots.append(now - inst.launched_at)
-                st.transition_instance(
-                    inst.id, InstanceState.JOINED, now=now, actor="controller",
-                    reason=f"node {node.name} registered with the scheduler",
-                    node_name=node.name, joined_at=now, idle_since=now if node.idle else None,
-                )
-                continue
-            if s in (InstanceState.JOINED, InstanceState.DRAINING) and node is not None:
-                if node.idle:
-                    if inst.idle_since is None:
-                        st.update_instance(inst.id, idle_since=now)
-                elif inst.idle_since is not None:
-                    st.update_instance(inst.id, idle_since=None)
-        if retry_terminate:
-            self.executor.terminate_in_cloud(retry_terminate, now, ex)
+            if d.due is not None:
+                res.due(d.due)
+            for step in d.steps:
+                if isinstance(step, BootSample):
+                    self._boots.append(step.seconds)
+        # The executor owns the writes and calls; its outcomes and errors are this tick's too.
+        self.executor.apply_reconciled(decided, now, res.executed)
         self._release_reservations(now, known)
         # Orphans: tagged instances of this cluster that the store does not know as live.
+        st = self.store
         seen_orphans: set[str] = set()
         to_kill: dict[str, list[CloudInstance]] = {}
         for key, ci in cloud.items():
@@ -374,7 +334,6 @@ class Controller:
             for c in cis:
                 self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
-        res.executed = ex
 
     def _release_reservations(self, now: Timestamp, live_ids: set[str]) -> None:
         """Scheduler nodes reserved for instances that are no longer live (a launch that failed

@@ -69,6 +69,7 @@ from burst.ports import (
     mirror_backoff_key,
 )
 from burst.ports import Mirror as MirrorPort
+from policies.reconcile import Decision, RecoverPlanned, RemoveNode, RetryTerminate, SetIdleSince, Transition
 
 log = logging.getLogger("burst.executor")
 
@@ -94,9 +95,24 @@ class ExecResult:
     errors: list[str] = field(default_factory=list)
     notified: int = 0
 
+    def merge(self, other: ExecResult) -> None:
+        """Add ``other``'s outcomes to these (one tick's reconcile step and its plan)."""
+        self.launched += other.launched
+        self.failed += other.failed
+        self.terminated += other.terminated
+        self.drained += other.drained
+        self.mirrored += other.mirrored
+        self.mirrored_images |= other.mirrored_images
+        self.errors += other.errors
+        self.notified += other.notified
+
 
 BudgetFn = Callable[[Launch, Timestamp], BudgetCheck | None]
-UserDataFn = Callable[[Launch], str]
+# The user data for launching an instance, first try or retry: built from what the store holds
+# of it (purpose, owner, request, image, gang...), never from the Launch action, which a retried
+# launch (after a crash or a transient error) no longer has. "" lets the provider render its
+# own template (the join template for burst nodes).
+UserDataFn = Callable[[Instance], str]
 
 
 class Executor:
@@ -213,6 +229,10 @@ class Executor:
         )
 
     def spec_for(self, inst: Instance, launch: Launch | None = None) -> LaunchSpec:
+        """What the provider is asked to create for ``inst``. Tags and user data come from the
+        stored instance alone, so a retried launch (``launch`` None: after a crash or a
+        transient error) asks for exactly what its first try did; ``launch`` only supplies the
+        offer as the catalog had it."""
         offer = (
             launch.offer
             if launch is not None
@@ -236,7 +256,7 @@ class Executor:
             TAG_TEAM: inst.team or "none",
             TAG_EXPIRES: str(int(inst.expires_at)) if inst.expires_at else "none",
         }
-        user_data = self.user_data_for(launch) if (self.user_data_for and launch is not None) else ""
+        user_data = self.user_data_for(inst) if self.user_data_for is not None else ""
         return LaunchSpec(
             intent_id=inst.id,
             offer=offer,
@@ -371,6 +391,33 @@ class Executor:
             )
             return
         self._call_launch(inst, self.spec_for(inst), provider, now, res)
+
+    # ---- reconcile ---------------------------------------------------------------------------
+    def apply_reconciled(self, decided: Sequence[tuple[Instance, Decision]], now: Timestamp, res: ExecResult) -> None:
+        """Carry out the reconcile step's decisions (:func:`policies.reconcile.reconcile_instance`),
+        instance by instance and each in its order. Terminate retries are batched per provider
+        after the rest. Outcomes and errors go to ``res``. :class:`BootSample` steps are the
+        controller's, not applied here."""
+        retry_terminate: list[Instance] = []
+        for inst, d in decided:
+            for step in d.steps:
+                if isinstance(step, Transition):
+                    self.store.transition_instance(
+                        inst.id, step.to, now=now, actor=step.actor, reason=step.reason, **step.values()
+                    )
+                elif isinstance(step, RecoverPlanned):
+                    self.recover_planned(inst, now, res, abandon=step.abandon)
+                elif isinstance(step, RetryTerminate):
+                    retry_terminate.append(inst)
+                elif isinstance(step, RemoveNode):
+                    try:
+                        self.queue.remove_node(step.node)
+                    except QueueError as e:
+                        log.warning("remove node %s: %s", step.node, e)
+                elif isinstance(step, SetIdleSince):
+                    self.store.update_instance(inst.id, idle_since=step.at)
+        if retry_terminate:
+            self.terminate_in_cloud(retry_terminate, now, res)
 
     # ---- scale-in ----------------------------------------------------------------------------
     def _drain(self, a: Drain, now: Timestamp, res: ExecResult) -> None:

@@ -38,7 +38,6 @@ from burst.domain import (
     GrandChallenge,
     Instance,
     InstanceState,
-    Launch,
     Notify,
     Offer,
     OnDemandRequest,
@@ -305,20 +304,21 @@ def ondemand_user_data(key: str | None, ssh_user: str) -> str:
 
 
 def make_user_data_for(
-    store: Store, ssh_user: str, fallback: Callable[[Launch], str] | None = None
-) -> Callable[[Launch], str]:
-    """A ``user_data_for`` for the Controller: on-demand launches get :func:`ondemand_user_data`
-    with the owner's stored key; every other launch gets ``fallback`` (or the provider's
-    template when that is None)."""
+    store: Store, ssh_user: str, fallback: Callable[[Instance], str] | None = None
+) -> Callable[[Instance], str]:
+    """A ``user_data_for`` for the Controller: on-demand instances get :func:`ondemand_user_data`
+    with the owner's stored key; every other instance gets ``fallback`` (or the provider's
+    template when that is None). Built from the stored instance, so a retried launch (after a
+    crash or a transient error) boots exactly as its first try would have."""
 
-    def user_data_for(launch: Launch) -> str:
-        if launch.purpose is Purpose.ON_DEMAND:
-            key = store.get_user_setting(launch.owner, SSH_KEY_SETTING) if launch.owner else None
+    def user_data_for(inst: Instance) -> str:
+        if inst.purpose is Purpose.ON_DEMAND:
+            key = store.get_user_setting(inst.owner, SSH_KEY_SETTING) if inst.owner else None
             try:
                 return ondemand_user_data(key, ssh_user)
             except ServiceError:
                 return ondemand_user_data(None, ssh_user)
-        return fallback(launch) if fallback is not None else ""
+        return fallback(inst) if fallback is not None else ""
 
     return user_data_for
 

@@ -57,17 +57,21 @@ def test_ssh_keys_accepted_and_rejected() -> None:
 
 
 def test_ssh_key_stored_and_put_in_user_data(service: OnDemandService, store: MemoryStore) -> None:
-    from burst.domain import Launch, Purpose
+    from burst.domain import Instance, Purpose
     from tests.bot.conftest import bot_offers as offers
+
+    def instance(iid: str, purpose: Purpose, owner: str = "") -> Instance:
+        o = offers()[0]
+        return Instance(iid, o.cloud, o.region, o.zone, o.instance_type, o.market, purpose, o.gpu_count,
+                        o.gpu_model, o.price_per_hour, owner=owner)
 
     key = ed25519_key()
     service.set_ssh_key(USER, key + " comment `$(id)`")
     assert store.get_user_setting(USER, "ssh_public_key") == key
-    launch = Launch("od-1", offers()[0], Purpose.ON_DEMAND, "r", owner=USER)
-    ud = make_user_data_for(store, "researcher", lambda _l: "JOIN")(launch)
+    ud = make_user_data_for(store, "researcher", lambda _i: "JOIN")(instance("od-1", Purpose.ON_DEMAND, USER))
     assert key in ud and "researcher" in ud and "$(id)" not in ud
-    assert make_user_data_for(store, "researcher", lambda _l: "JOIN")(
-        Launch("ov-1", offers()[0], Purpose.OVERFLOW, "r")
+    assert make_user_data_for(store, "researcher", lambda _i: "JOIN")(
+        instance("ov-1", Purpose.OVERFLOW)
     ) == "JOIN"
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from burst.controller import Controller, TickResult
-from burst.domain import Drain, InstanceState, Launch, Terminate
+from burst.domain import Drain, Instance, InstanceState, Launch, Terminate
 from burst.ports import Store
 from burst.queues.slurm import BurstRules, SlurmQueue, SlurmSettings
 from burst.sim.clock import WallClock
@@ -288,9 +288,9 @@ def test_overflow_cycle_sim_provider_pool_node(cluster: SlurmCluster, gres: str)
                            billing_minimum_s=0, on_ready=on_ready, on_gone=on_gone)
     reserved: dict[str, str] = {}
 
-    def user_data_for(launch: Launch) -> str:
-        node = queue.assign_node(launch.intent_id, launch.offer.cloud, launch.offer.region)
-        reserved[launch.intent_id] = node
+    def user_data_for(inst: Instance) -> str:
+        node = queue.assign_node(inst.id, inst.cloud, inst.region)
+        reserved[inst.id] = node
         return f"#!/bin/sh\nexec slurmd -N {node}\n"
 
     store = MemoryStore()
@@ -465,8 +465,8 @@ def test_capacity_error_gives_the_reserved_pool_node_back(cluster: SlurmCluster)
     short = {o.key for o in sorted(offers, key=lambda o: o.key)[:-1]}
     provider = SimProvider("aws", CLUSTER, WallClock(), boot_s=60, unavailable=short)
 
-    def user_data_for(launch: Launch) -> str:
-        return f"node={queue.assign_node(launch.intent_id, launch.offer.cloud, launch.offer.region)}"
+    def user_data_for(inst: Instance) -> str:
+        return f"node={queue.assign_node(inst.id, inst.cloud, inst.region)}"
 
     store = MemoryStore()
     controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
