@@ -12,7 +12,7 @@ import pytest
 from burst.domain import CloudInstance, Instance, InstanceState, Market, Offer, Purpose
 from burst.errors import TransientProviderError
 from burst.metrics import REGISTRY, observe_tick
-from burst.store.base import Store
+from burst.ports import Store
 from tests.core.world import AWS_AZ1, T0, TICK, World
 
 
