@@ -197,7 +197,7 @@ class BurstConfig(_Strict):
 
             validate_section(("mirror",), MirrorSettings, self.mirror)
         if self.slack is not None:
-            from burst.ondemand import OnDemandSettings
+            from burst.ondemand.settings import OnDemandSettings
 
             validate_section(("slack",), OnDemandSettings, self.slack)
         return self

@@ -45,7 +45,7 @@ from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
 from burst.mirror_worker import MirrorWorker, backoff_key
-from burst.ondemand import reconcile_requests
+from burst.ondemand.reconcile import reconcile_requests
 from burst.ports import Mirror as MirrorPort
 from burst.ports import Notifier, Provider, QueueSource, ReservingQueue
 from burst.store.base import Store

@@ -196,7 +196,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         for name in cfg.enabled_clouds():
             if getattr(cfg.clouds, name).simulated:
                 providers[name] = SimProvider(name, cfg.cluster, clock)
-    from burst.ondemand import OnDemandSettings, make_user_data_for
+    from burst.ondemand.settings import OnDemandSettings
+    from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
     notifier = slack_notifier(od)
