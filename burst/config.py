@@ -66,14 +66,14 @@ def validate_section(prefix: tuple[str, ...], model: Any, data: Any) -> Any:
 class QueueSettings(_Strict):
     kind: Literal["sim", "slurm", "kubernetes", "jsonfile"] = "sim"
     sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
-    slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.SlurmSettings
+    slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.settings.SlurmSettings
     kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
     jsonfile: str | None = None  # path of the JSON queue document (burst/queues/jsonfile.py)
 
     @model_validator(mode="after")
     def _kind_settings(self) -> QueueSettings:
         if self.kind == "slurm":
-            from burst.queues.slurm import SlurmSettings
+            from burst.queues.slurm.settings import SlurmSettings
 
             validate_section(("queue", "slurm"), SlurmSettings, self.slurm or {})
         if self.kind == "kubernetes":

@@ -156,7 +156,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         before = sim.advance_to
         tick_wall = cfg.tick_interval_s / q.speed
     elif cfg.queue.kind == "slurm":
-        from burst.queues.slurm import SlurmQueue, SlurmSettings
+        from burst.queues.slurm.adapter import SlurmQueue
+        from burst.queues.slurm.settings import SlurmSettings
 
         slurm = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
         warn_isolation(slurm)
