@@ -67,7 +67,7 @@ class QueueSettings(_Strict):
     kind: Literal["sim", "slurm", "kubernetes", "jsonfile"] = "sim"
     sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
     slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.settings.SlurmSettings
-    kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
+    kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.settings.K8sSettings
     jsonfile: str | None = None  # path of the JSON queue document (burst/queues/jsonfile.py)
 
     @model_validator(mode="after")
@@ -77,7 +77,7 @@ class QueueSettings(_Strict):
 
             validate_section(("queue", "slurm"), SlurmSettings, self.slurm or {})
         if self.kind == "kubernetes":
-            from burst.queues.kubernetes import K8sSettings
+            from burst.queues.kubernetes.settings import K8sSettings
 
             validate_section(("queue", "kubernetes"), K8sSettings, self.kubernetes or {})
         if self.kind == "jsonfile" and not self.jsonfile:

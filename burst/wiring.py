@@ -167,7 +167,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
 
         queue = JsonFileQueue(cfg.queue.jsonfile or "")
     else:
-        from burst.queues.kubernetes import K8sSettings, KubernetesQueue
+        from burst.queues.kubernetes.adapter import KubernetesQueue
+        from burst.queues.kubernetes.settings import K8sSettings
 
         queue = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
     clock = clock or WallClock()
