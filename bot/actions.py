@@ -15,7 +15,8 @@ from slack_bolt import App
 
 from bot.common import BotDeps, guard, safe_respond
 from burst.domain import Offer, OnDemandRequest
-from burst.ondemand import Denied, ServiceError, fmt_hours, slack_escape
+from burst.ondemand.errors import Denied, ServiceError
+from burst.ondemand.messages import fmt_hours, slack_escape
 
 log = logging.getLogger("burst.bot")
 

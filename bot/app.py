@@ -2,7 +2,7 @@
 
 ``create_app(service, settings)`` builds a Bolt :class:`slack_bolt.App` with one registration
 function per listener kind (commands, actions, views, events). The app only talks to the
-:class:`burst.ondemand.OnDemandService`; it never calls a cloud.
+:class:`burst.ondemand.service.OnDemandService`; it never calls a cloud.
 
 Tokens and the signing secret come from the environment (``SLACK_BOT_TOKEN``,
 ``SLACK_SIGNING_SECRET``) unless passed in; they are never logged. Serving: see bot/server.py
@@ -26,7 +26,8 @@ from bot.common import BotDeps
 from bot.events import register_events
 from bot.notifier import AdminDirectory, SlackNotifier
 from bot.views import register_views
-from burst.ondemand import OnDemandService, OnDemandSettings
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
 

@@ -17,16 +17,16 @@ from slack_bolt import App
 from bot import parse as p
 from bot.actions import approval_blocks
 from bot.common import BotDeps, guard, safe_respond
-from bot.views import gc_confirm_modal
-from burst.ondemand import (
-    Denied,
-    ServiceError,
+from bot.format import (
     describe_challenge,
     describe_request,
-    fmt_hours,
-    fmt_time,
-    slack_escape,
+    format_budget,
+    format_request_detail,
+    format_status,
 )
+from bot.views import gc_confirm_modal
+from burst.ondemand.errors import Denied, ServiceError
+from burst.ondemand.messages import fmt_hours, fmt_time, slack_escape
 
 log = logging.getLogger("burst.bot")
 
@@ -103,14 +103,14 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
             return "No requests."
         return "\n".join(describe_request(r) for r in rows)
     if isinstance(cmd, p.Show):
-        return svc.show(user, cmd.request_id)
+        return format_request_detail(svc.request_detail(user, cmd.request_id))
     if isinstance(cmd, p.KeySet):
         fp = svc.set_ssh_key(user, cmd.key)
         return f":key: Saved your SSH public key ({fp}). New instances will accept it."
     if isinstance(cmd, p.Status):
-        return svc.status()
+        return format_status(svc.status())
     if isinstance(cmd, p.Budget):
-        return svc.budget()
+        return format_budget(svc.budget())
     if isinstance(cmd, p.Approve):
         r = svc.approve(user, cmd.request_id)
         return f":white_check_mark: Approved `{r.id}`."
@@ -123,20 +123,20 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
         start = cmd.start_at if cmd.start_at is not None else now + (cmd.start_in_s or 0.0)
         if start <= now:
             raise ServiceError("The start time is in the past.")
-        impact = svc.impact(start, cmd.duration_s)
+        impact = svc.challenges.impact(start, cmd.duration_s)
         trigger = str(body.get("trigger_id") or "")
         if not trigger:
             raise ServiceError("Slack sent no trigger for the confirmation dialog; try again.")
         client.views_open(trigger_id=trigger, view=gc_confirm_modal(start, cmd.duration_s, cmd.job, cmd.note, impact))
         return ""
     if isinstance(cmd, p.GcList):
-        gcs = svc.gc_list()
+        gcs = svc.challenges.gc_list()
         return "\n".join(describe_challenge(g) for g in gcs) if gcs else "No grand challenges scheduled."
     if isinstance(cmd, p.GcShow):
-        g = svc.gc_get(cmd.challenge_id)
+        g = svc.challenges.gc_get(cmd.challenge_id)
         extra = f"\npreempted jobs: {', '.join(slack_escape(j) for j in g.preempted_jobs)}" if g.preempted_jobs else ""
         return describe_challenge(g) + extra
     if isinstance(cmd, p.GcCancel):
-        g = svc.gc_cancel(user, cmd.challenge_id)
+        g = svc.challenges.gc_cancel(user, cmd.challenge_id)
         return f":x: Grand challenge `{g.id}` cancelled."
     return ""

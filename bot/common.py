@@ -16,7 +16,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from burst.ondemand import OnDemandService, OnDemandSettings
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
 

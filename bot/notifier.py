@@ -18,7 +18,7 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from burst.ondemand import OnDemandSettings
+from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
 

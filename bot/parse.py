@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from burst.ondemand import RequestArgs
+from burst.ondemand.service import RequestArgs
 
 MAX_TEXT = 4000
 MAX_NOTE = 200

@@ -163,7 +163,7 @@ class BotFactory:
 
     def __call__(self, *, listener_executor: Executor | None = None, process_before_response: bool = True) -> App:
         from bot.app import create_app
-        from burst.ondemand import OnDemandService
+        from burst.ondemand.service import OnDemandService
         from burst.sim.clock import WallClock
         from burst.store.sql import SqlStore
         from burst.wiring import offers_for
@@ -224,7 +224,7 @@ def bot_settings(section: dict[str, Any] | None) -> Any:
     from pydantic import ValidationError
 
     from burst.config import format_validation_errors
-    from burst.ondemand import OnDemandSettings
+    from burst.ondemand.settings import OnDemandSettings
 
     try:
         return OnDemandSettings.model_validate(section or {})

@@ -17,7 +17,9 @@ from slack_bolt import App
 
 from bot.common import BotDeps, guard
 from bot.parse import HELP
-from burst.ondemand import Denied, Impact, ServiceError, fmt_hours, fmt_time, slack_escape
+from burst.challenges import Impact
+from burst.ondemand.errors import Denied, ServiceError
+from burst.ondemand.messages import fmt_hours, fmt_time, slack_escape
 
 log = logging.getLogger("burst.bot")
 
@@ -86,7 +88,7 @@ def register_views(app: App, deps: BotDeps) -> None:
             ack(response_action="update", view=_result_view(":warning: That dialog's data is not valid; nothing was scheduled."))
             return
         try:
-            gc = deps.service.gc_schedule(user, start, duration, job, note)
+            gc = deps.service.challenges.gc_schedule(user, start, duration, job, note)
             text = f":white_check_mark: Scheduled `{gc.id}` {slack_escape(gc.name)} at {fmt_time(gc.start_at)}."
         except Denied as e:
             text = f":no_entry: {e}"

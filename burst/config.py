@@ -66,18 +66,18 @@ def validate_section(prefix: tuple[str, ...], model: Any, data: Any) -> Any:
 class QueueSettings(_Strict):
     kind: Literal["sim", "slurm", "kubernetes", "jsonfile"] = "sim"
     sim: SimQueueSettings = Field(default_factory=SimQueueSettings)
-    slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.SlurmSettings
-    kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.K8sSettings
+    slurm: dict[str, Any] | None = None  # validated by burst.queues.slurm.settings.SlurmSettings
+    kubernetes: dict[str, Any] | None = None  # validated by burst.queues.kubernetes.settings.K8sSettings
     jsonfile: str | None = None  # path of the JSON queue document (burst/queues/jsonfile.py)
 
     @model_validator(mode="after")
     def _kind_settings(self) -> QueueSettings:
         if self.kind == "slurm":
-            from burst.queues.slurm import SlurmSettings
+            from burst.queues.slurm.settings import SlurmSettings
 
             validate_section(("queue", "slurm"), SlurmSettings, self.slurm or {})
         if self.kind == "kubernetes":
-            from burst.queues.kubernetes import K8sSettings
+            from burst.queues.kubernetes.settings import K8sSettings
 
             validate_section(("queue", "kubernetes"), K8sSettings, self.kubernetes or {})
         if self.kind == "jsonfile" and not self.jsonfile:
@@ -197,7 +197,7 @@ class BurstConfig(_Strict):
 
             validate_section(("mirror",), MirrorSettings, self.mirror)
         if self.slack is not None:
-            from burst.ondemand import OnDemandSettings
+            from burst.ondemand.settings import OnDemandSettings
 
             validate_section(("slack",), OnDemandSettings, self.slack)
         return self

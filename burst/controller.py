@@ -45,14 +45,13 @@ from burst.domain import (
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
-from burst.ondemand import reconcile_requests
+from burst.ondemand.reconcile import reconcile_requests
 from burst.ports import (
     AsyncMirror,
     GangHold,
     Notifier,
     Provider,
     QueueSource,
-    ReservingQueue,
     Store,
     mirror_backoff_key,
 )
@@ -115,7 +114,6 @@ class Controller:
         mirror: MirrorPort | None = None,
         async_mirror: AsyncMirror | None = None,
         gang_hold: GangHold | None = None,
-        reserving: ReservingQueue | None = None,
         notifier: Notifier | None = None,
         caps: BudgetCaps = BudgetCaps(),
         backoff: BackoffPolicy = BackoffPolicy(),
@@ -129,13 +127,10 @@ class Controller:
         wiring (None when the adapter lacks them); the controller never probes an adapter:
 
         * ``async_mirror``: image copies off the tick (see :class:`burst.executor.Executor`);
-        * ``gang_hold``: the queue's gang registration hold (Kubernetes);
-        * ``reserving``: the queue's node reservations (Slurm's FUTURE pool), released when their
-          instance is no longer live.
+        * ``gang_hold``: the queue's gang registration hold (Kubernetes).
         """
         self.cluster = cluster
         self.queue = queue
-        self.reserving = reserving
         self.providers = dict(providers)
         self.store = store
         self.offers = tuple(offers)
@@ -296,7 +291,6 @@ class Controller:
                     self._boots.append(step.seconds)
         # The executor owns the writes and calls; its outcomes and errors are this tick's too.
         self.executor.apply_reconciled(decided, now, res.executed)
-        self._release_reservations(now, known)
         # Orphans: tagged instances of this cluster that the store does not know as live.
         st = self.store
         seen_orphans: set[str] = set()
@@ -334,29 +328,6 @@ class Controller:
             for c in cis:
                 self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
-
-    def _release_reservations(self, now: Timestamp, live_ids: set[str]) -> None:
-        """Scheduler nodes reserved for instances that are no longer live (a launch that failed
-        or was abandoned) go back to the pool. Intent rows are written before any reservation,
-        so an instance id unknown here is never a launch still in progress."""
-        if self.reserving is None:
-            return
-        try:
-            held = self.reserving.node_reservations()
-        except QueueError as e:
-            log.warning("cannot read node reservations: %s", e)
-            return
-        for node, iid in held.items():
-            if iid not in live_ids:
-                try:
-                    self.reserving.release_node_reservation(node)
-                except QueueError as e:
-                    log.warning("release reservation of %s: %s", node, e)
-                    continue
-                self.store.audit(
-                    at=now, actor="controller", kind="queue", subject=node, action="release-reservation",
-                    reason=f"instance {iid} is not live (launch failed or abandoned)",
-                )
 
     def _orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
         """When an orphan was first seen, kept in the store too: a controller that restarts (or

@@ -4,7 +4,7 @@ Each Protocol has a real implementation and an in-memory fake (``burst/sim``); o
 in ``tests/contract`` runs against every implementation. The core (controller, executor, daemon,
 scheduling) sees only these types.
 
-Optional capabilities are small Protocols of their own (``PreemptionControl``, ``ReservingQueue``,
+Optional capabilities are small Protocols of their own (``PreemptionControl``,
 ``GangHold``, ``Closeable``, ``AsyncMirror``, ``Prewarming``). The wiring (``burst/wiring.py``),
 which knows the adapters it built, hands each one to the core explicitly, or None; the core never
 probes an adapter with ``isinstance``, ``getattr`` or ``hasattr`` (``tests/unit/test_core_seams.py``).
@@ -90,19 +90,6 @@ class PreemptionControl(Protocol):
     def hold(self, job_ids: Sequence[str]) -> None: ...
 
     def release(self, job_ids: Sequence[str]) -> None: ...
-
-
-@runtime_checkable
-class ReservingQueue(Protocol):
-    """A queue that reserves a scheduler node for an instance before it boots (Slurm's FUTURE
-    pool). ``node_reservations()`` maps node name -> instance id for nodes reserved but not joined;
-    ``release_node_reservation`` gives one back (idempotent; an unknown node is success). The
-    controller releases reservations whose instance the store no longer holds as live, so a
-    failed or abandoned launch never strands a pool node."""
-
-    def node_reservations(self) -> Mapping[str, str]: ...
-
-    def release_node_reservation(self, node_name: str) -> None: ...
 
 
 class GangHold(Protocol):

@@ -26,7 +26,6 @@ from burst.ports import (
     Prewarming,
     Provider,
     QueueSource,
-    ReservingQueue,
     Store,
 )
 from burst.sim.clock import WallClock
@@ -35,7 +34,7 @@ from burst.sim.trace import bundled_trace_path, load_trace
 
 if TYPE_CHECKING:
     from burst.mirror import MirrorService
-    from burst.queues.slurm import SlurmQueue
+    from burst.queues.slurm.adapter import SlurmQueue
     from providers.aws import AwsSettings
 
 log = logging.getLogger("burst.wiring")
@@ -150,7 +149,6 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     tick_wall = cfg.tick_interval_s
     # The queue's optional capabilities, known here from the adapter built (never probed later).
     gang_hold: GangHold | None = None
-    reserving: ReservingQueue | None = None
     closeables: list[Closeable] = []
     if cfg.queue.kind == "sim":
         q = cfg.queue.sim
@@ -176,18 +174,19 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         before = sim.advance_to
         tick_wall = cfg.tick_interval_s / q.speed
     elif cfg.queue.kind == "slurm":
-        from burst.queues.slurm import SlurmQueue, SlurmSettings
+        from burst.queues.slurm.adapter import SlurmQueue
+        from burst.queues.slurm.settings import SlurmSettings
 
         slurm = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
         warn_isolation(slurm)
         queue = slurm
-        reserving = slurm  # the FUTURE pool
     elif cfg.queue.kind == "jsonfile":
         from burst.queues.jsonfile import JsonFileQueue
 
         queue = JsonFileQueue(cfg.queue.jsonfile or "")
     else:
-        from burst.queues.kubernetes import K8sSettings, KubernetesQueue
+        from burst.queues.kubernetes.adapter import KubernetesQueue
+        from burst.queues.kubernetes.settings import K8sSettings
 
         kube = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
         queue = kube
@@ -222,7 +221,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         for name in cfg.enabled_clouds():
             if getattr(cfg.clouds, name).simulated:
                 providers[name] = SimProvider(name, cfg.cluster, clock)
-    from burst.ondemand import OnDemandSettings, make_user_data_for
+    from burst.ondemand.settings import OnDemandSettings
+    from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
     notifier = slack_notifier(od)
@@ -239,7 +239,6 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         notifier=notifier,
         async_mirror=async_mirror,
         gang_hold=gang_hold,
-        reserving=reserving,
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),

@@ -11,10 +11,9 @@
 #            munge_key_ssm_param (SSM SecureString holding the base64 munge key; read with the
 #            instance role, so no secret ever sits in user data).
 #
-# Why dynamic nodes (slurmd -Z) rather than a FUTURE pool: a cloud node's name, GPU count and
-# address are only known at launch, and dynamic nodes need no slurm.conf edit per instance.
-# slurm.conf needs MaxNodeCount and TreeWidth=65533; gres.conf uses AutoDetect=nvml on the node.
-# Jobs reach this node with --constraint=cloud (or =$provider / =$region).
+# The node joins as a dynamic node (slurmd -Z) named after the instance. Why this mechanism, and
+# what slurm.conf needs for it: the docstring of burst/queues/slurm/adapter.py.
+# Jobs reach this node with --constraint=cloud (or =$provider / =$region) or a burstable partition.
 set -euo pipefail
 exec > >(tee -a /var/log/burst-userdata.log) 2>&1
 

@@ -23,7 +23,8 @@ import yaml
 
 from burst.config import load_config
 from burst.domain import InstanceState, Purpose, RequestState
-from burst.ondemand import OnDemandService, OnDemandSettings, RequestArgs
+from burst.ondemand.service import OnDemandService, RequestArgs
+from burst.ondemand.settings import OnDemandSettings
 from burst.wiring import build_runtime, offers_for, open_store
 from providers.aws import AwsSettings
 from tests.chaos.harness import ControllerProcess

@@ -16,7 +16,8 @@ from bot.app import create_app
 from bot.server import HttpServer
 from burst.catalog import Catalog, OfferFilter
 from burst.domain import Market, Offer
-from burst.ondemand import OnDemandService, OnDemandSettings, Quota
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.settings import OnDemandSettings, Quota
 from burst.store.memory import MemoryStore
 from tests.support.fake_slack import FakeSlack, command_body, sign
 

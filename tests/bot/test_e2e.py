@@ -19,7 +19,8 @@ from bot.notifier import SlackNotifier
 from bot.server import HttpServer
 from burst.controller import Controller
 from burst.domain import InstanceState, Offer, RequestState
-from burst.ondemand import OnDemandService, make_user_data_for
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.userdata import make_user_data_for
 from burst.ports import Provider
 from burst.sim.cloud import SimProvider
 from burst.sim.cluster import SimCluster

@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 from bot.app import create_app
 from bot.parse import ParseError, parse
 from bot.server import HttpServer
-from burst.ondemand import OnDemandService
+from burst.ondemand.service import OnDemandService
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import SECRET, USER, ManualClock, Poster, SyncExecutor, bot_offers, make_settings
 from tests.support.fake_slack import FakeSlack

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from burst.domain import RequestState
-from burst.ondemand import OnDemandService
+from burst.ondemand.service import OnDemandService
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import ADMIN, ADMIN_CHANNEL, GROUP_ADMIN, OTHER, SECRET, USER, Poster
 from tests.support.fake_slack import FakeSlack, block_action_payload, command_body, payload_body, sign

@@ -14,7 +14,8 @@ from bot.app import create_app
 from bot.lazy import AckGate, YieldingExecutor, gated
 from bot.server import HttpServer
 from burst.domain import RequestState
-from burst.ondemand import OnDemandService, OnDemandSettings
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.settings import OnDemandSettings
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import SECRET, USER, Poster
 from tests.support.fake_slack import FakeSlack

@@ -9,15 +9,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from bot.format import format_budget, format_status
 from burst.domain import ChallengeState, RequestState
-from burst.ondemand import (
-    Denied,
-    OnDemandService,
-    RequestArgs,
-    ServiceError,
-    make_user_data_for,
-    validate_ssh_key,
-)
+from burst.ondemand.errors import Denied, ServiceError
+from burst.ondemand.service import OnDemandService, RequestArgs
+from burst.ondemand.sshkeys import validate_ssh_key
+from burst.ondemand.userdata import make_user_data_for
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import ADMIN, OTHER, USER, ManualClock, bot_offers, make_settings
 
@@ -107,7 +104,7 @@ def test_quota_per_user_and_team(service: OnDemandService, store: MemoryStore, c
 
 
 def test_team_budget(store: MemoryStore, clock: ManualClock) -> None:
-    from burst.ondemand import Quota
+    from burst.ondemand.settings import Quota
 
     svc = OnDemandService(store, make_settings(team_quotas={"vision": Quota(max_gpus=64, budget_month_usd=10.0)}), bot_offers(), clock)
     r = svc.request(USER, RequestArgs(8, "A100", hours=8))
@@ -145,14 +142,14 @@ def test_status_budget_and_grand_challenges(service: OnDemandService, store: Mem
     store.set_controller_status(
         {"at": clock.now(), "onprem_gpus": 1024, "onprem_gpus_used": 1000, "pending": 12, "running": 90,
          "longest_wait_s": 1800}, now=clock.now())
-    gc = service.gc_schedule(ADMIN, clock.now() + 3600, 4 * 3600, "llm-eval", "<!channel> big")
-    text = service.status()
+    gc = service.challenges.gc_schedule(ADMIN, clock.now() + 3600, 4 * 3600, "llm-eval", "<!channel> big")
+    text = format_status(service.status())
     assert "1000/1024" in text and "12 pending" in text and "30 min" in text and gc.id in text
-    assert "&lt;!channel&gt;" in service.gc_get(gc.id).note.replace("<", "&lt;").replace(">", "&gt;")
+    assert "&lt;!channel&gt;" in service.challenges.gc_get(gc.id).note.replace("<", "&lt;").replace(">", "&gt;")
     with pytest.raises(ServiceError, match="overlaps"):
-        service.gc_schedule(ADMIN, clock.now() + 7200, 3600, "other")
+        service.challenges.gc_schedule(ADMIN, clock.now() + 7200, 3600, "other")
     with pytest.raises(Denied):
-        service.gc_cancel(USER, gc.id)
-    assert service.gc_cancel(ADMIN, gc.id).state is ChallengeState.CANCELLED
-    assert service.impact(0, 0).jobs == 90
-    assert "vision" in service.budget()
+        service.challenges.gc_cancel(USER, gc.id)
+    assert service.challenges.gc_cancel(ADMIN, gc.id).state is ChallengeState.CANCELLED
+    assert service.challenges.impact(0, 0).jobs == 90
+    assert "vision" in format_budget(service.budget())

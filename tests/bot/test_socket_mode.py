@@ -19,7 +19,8 @@ from websockets.sync.server import ServerConnection, serve
 from bot.app import create_app
 from bot.server import socket_mode_handler
 from burst.domain import RequestState
-from burst.ondemand import OnDemandService, OnDemandSettings
+from burst.ondemand.service import OnDemandService
+from burst.ondemand.settings import OnDemandSettings
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import SECRET, USER, SyncExecutor
 from tests.support.fake_slack import TEAM_ID, FakeSlack

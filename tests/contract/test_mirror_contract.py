@@ -29,8 +29,7 @@ import pytest
 from burst.errors import MirrorError, TransientMirrorError
 from burst.mirror import MirrorService, MirrorSettings
 from burst.mirror_worker import MirrorWorker
-from burst.ports import MirrorOutcome
-from burst.ports import Mirror, MirrorResult
+from burst.ports import Mirror, MirrorOutcome, MirrorResult
 from burst.sim.mirror import SimMirror, SimRegistry
 from burst.store.memory import MemoryStore
 from tests.support.registry import (

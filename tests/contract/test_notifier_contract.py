@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 # The implementations are imported here and nowhere else in this file (fix these lines when
 # modules move): bot.notifier, burst.ondemand (its settings), burst.sim.notifier.
 from bot.notifier import SlackNotifier
-from burst.ondemand import OnDemandSettings
+from burst.ondemand.settings import OnDemandSettings
 from burst.ports import Notifier
 from burst.sim.notifier import RecordingNotifier
 from tests.support.fake_slack import FakeSlack

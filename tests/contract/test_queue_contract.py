@@ -34,15 +34,18 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import pytest
 
+from burst import ports
+
 # The implementations are imported here and nowhere else in this file (fix these lines when
 # modules move): burst.queues.{jsonfile,kubernetes,slurm}, burst.sim.{cluster,trace}.
 from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
 from burst.errors import InputError, QueueParseError, QueueUnavailable
-from burst import ports
 from burst.ports import PreemptionControl, QueueSource
 from burst.queues.jsonfile import JsonFileQueue
-from burst.queues.kubernetes import K8sSettings, KubernetesQueue
-from burst.queues.slurm import SlurmQueue, SlurmSettings
+from burst.queues.kubernetes.adapter import KubernetesQueue
+from burst.queues.kubernetes.settings import K8sSettings
+from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.settings import SlurmSettings
 from burst.sim.cluster import SimCluster
 from burst.sim.trace import TraceJob
 from tests.support.fake_kube_api import FakeKube

@@ -1,30 +1,14 @@
-"""Optional capabilities handed to the controller explicitly, and the orphan sightings it keeps in
-the store. Our own fakes only (SimCluster, SimProvider, the stores)."""
+"""The orphan sightings the controller keeps in the store. Our own fakes only (SimCluster, SimProvider, the stores)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from burst.controller import Controller
-from burst.domain import CloudInstance, Instance, LaunchSpec, Market, Purpose
+from burst.domain import CloudInstance, LaunchSpec
 from burst.errors import TransientProviderError
-from burst.ports import Provider, ReservingQueue, Store
-from tests.core.world import CLUSTER, T0, TICK, World
-
-
-class Reservations:
-    """A :class:`burst.ports.ReservingQueue`: scheduler nodes reserved for instances."""
-
-    def __init__(self, held: dict[str, str]) -> None:
-        self.held = dict(held)
-        self.released: list[str] = []
-
-    def node_reservations(self) -> dict[str, str]:
-        return dict(self.held)
-
-    def release_node_reservation(self, node_name: str) -> None:
-        self.held.pop(node_name, None)
-        self.released.append(node_name)
+from burst.ports import Provider, Store
+from tests.core.world import CLUSTER, T0, World
 
 
 class Unlistable:
@@ -51,38 +35,12 @@ class Unlistable:
 
 
 def _controller(
-    w: World, *, providers: Mapping[str, Provider] | None = None, reserving: ReservingQueue | None = None
+    w: World, *, providers: Mapping[str, Provider] | None = None
 ) -> Controller:
     return Controller(
         cluster=CLUSTER, queue=w.cluster, providers=w.providers if providers is None else providers, store=w.store,
-        offers=w.offers, policy=w.policy, orphan_grace_s=w.orphan_grace_s, reserving=reserving,
+        offers=w.offers, policy=w.policy, orphan_grace_s=w.orphan_grace_s,
     )
-
-
-def _live(store: Store, iid: str) -> None:
-    store.create_intent(
-        Instance(id=iid, cloud="aws", region="us-east-1", zone="use1-az1", instance_type="p4d.24xlarge",
-                 market=Market.ON_DEMAND, purpose=Purpose.OVERFLOW, gpus=8, gpu_model="A100", price_per_hour=32.0),
-        now=T0, actor="test", reason="a launch in progress",
-    )
-
-
-def test_reservations_of_instances_no_longer_live_are_released_when_handed_over() -> None:
-    w = World()
-    _live(w.store, "b-live000000000001")
-    queue = Reservations({"burst-1": "b-gone000000000001", "burst-2": "b-live000000000001"})
-    w.controller = _controller(w, reserving=queue)
-    w.tick(T0 + TICK)
-    assert queue.released == ["burst-1"]
-    assert [r.action for r in w.store.audit_rows(subject="burst-1", limit=5)] == ["release-reservation"]
-
-
-def test_without_the_capability_no_reservation_is_touched() -> None:
-    w = World()
-    queue = Reservations({"burst-1": "b-gone000000000001"})
-    w.controller = _controller(w)  # the queue has reservations, but the wiring did not say so
-    w.tick(T0 + TICK)
-    assert queue.released == [] and w.controller.reserving is None
 
 
 def test_a_collected_orphan_is_forgotten_by_the_store() -> None:

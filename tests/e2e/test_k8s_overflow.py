@@ -33,7 +33,8 @@ import pytest
 from burst.controller import Controller, TickResult
 from burst.domain import Drain, InstanceState, Launch, Terminate
 from burst.ports import Store
-from burst.queues.kubernetes import K8sSettings, KubernetesQueue
+from burst.queues.kubernetes.adapter import KubernetesQueue
+from burst.queues.kubernetes.settings import K8sSettings
 from burst.sim.clock import WallClock
 from burst.sim.cloud import SimInstance, SimProvider
 from burst.store.memory import MemoryStore

@@ -2,22 +2,17 @@
 ``Controller.tick(time.time())`` launching cloud capacity, the job running there, and the capacity
 given back (drain -> removed from Slurm -> instance terminated).
 
-Two ways a burst instance joins Slurm are exercised, one per provider:
+A burst instance joins Slurm as a dynamic node named after the instance (the one mechanism;
+why: burst/queues/slurm/adapter.py). Two providers are exercised:
 
-* **SimProvider + FUTURE pool node** (SlurmQueue's documented mechanism). The pool node must be
-  reserved for the instance (``SlurmQueue.assign_node``) *before* the instance boots, because the
-  node's name goes into the instance's user data. This is done by the controller's existing
-  ``user_data_for`` hook, not by the harness: the executor calls it after the intent row is
-  written and before ``provider.launch``, which is exactly where a reservation belongs (it
-  survives a crash in the node's Comment, and ``assign_node`` is idempotent). No core change was
-  needed. The harness then plays the booted instance through SimProvider's ``on_ready`` hook
-  (``cluster.boot_instance(id)``: slurmd for the reserved node), and the dying instance through
+* **SimProvider**: the harness plays the booted instance through SimProvider's ``on_ready`` hook
+  (``slurmd -Z -N <instance id>``, as the shipped user data does), and the dying instance through
   ``on_gone``.
-* **AwsProvider on moto + dynamic node named after the instance** (what the shipped
-  ``builtin:slurm`` user data does). The harness reads the user data back from EC2
-  (``DescribeInstanceAttribute``), and once EC2 reports the instance running it starts
-  ``slurmd -Z -N <node> --conf "... Feature=<features>"`` with the node name and features taken
-  from that user data. When EC2 reports it terminated, the harness stops that slurmd.
+* **AwsProvider on moto** (the shipped ``builtin:slurm`` user data). The harness reads the user
+  data back from EC2 (``DescribeInstanceAttribute``), and once EC2 reports the instance running
+  it starts ``slurmd -Z -N <node> --conf "... Feature=<features>"`` with the node name and
+  features taken from that user data. When EC2 reports it terminated, the harness stops that
+  slurmd.
 
 Every step is asserted in Slurm's own view (squeue / scontrol), in the controller's snapshot, in
 the store and in the cloud; the wall-clock time between steps is printed (run with ``-s``).
@@ -34,9 +29,11 @@ from typing import Any
 import pytest
 
 from burst.controller import Controller, TickResult
-from burst.domain import Drain, Instance, InstanceState, Launch, Terminate
+from burst.domain import Drain, InstanceState, Launch, Terminate
 from burst.ports import Store
-from burst.queues.slurm import BurstRules, SlurmQueue, SlurmSettings
+from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.parse import node_name_for
+from burst.queues.slurm.settings import BurstRules, SlurmSettings
 from burst.sim.clock import WallClock
 from burst.sim.cloud import SimInstance, SimProvider
 from burst.store.memory import MemoryStore
@@ -261,14 +258,14 @@ def run_cycle(
     return iid, node, everything
 
 
-# ---- variant 1: SimProvider, FUTURE pool node reserved through user_data_for -----------------------
+# ---- variant 1: SimProvider, dynamic node started when the instance is ready --------------------
 
 
 @pytest.mark.parametrize("gres", ["gpu:8", "gpu:a100:8"])
-def test_overflow_cycle_sim_provider_pool_node(cluster: SlurmCluster, gres: str) -> None:
+def test_overflow_cycle_sim_provider_dynamic_node(cluster: SlurmCluster, gres: str) -> None:
     """``gpu:a100:8`` names the GPU model the way Slurm's GRES type spells it (lower case), which
     the catalog spells ``A100``: the job must burst all the same."""
-    tl = Timeline(f"real Slurm + SimProvider + FUTURE pool node (assign_node via user_data_for), --gres={gres}")
+    tl = Timeline(f"real Slurm + SimProvider + dynamic node named after the instance, --gres={gres}")
     queue = SlurmQueue(slurm_settings(cluster))
     cluster.fill_onprem()
     tl.mark("on-prem full: 4 x 8 GPUs RUNNING fillers")
@@ -279,28 +276,22 @@ def test_overflow_cycle_sim_provider_pool_node(cluster: SlurmCluster, gres: str)
     booted: dict[str, str] = {}
 
     def on_ready(inst: SimInstance, t: float) -> None:
-        booted[inst.burst_id] = cluster.boot_instance(inst.burst_id)  # slurmd -N <reserved node>
+        name = node_name_for(inst.burst_id)  # what the builtin:slurm user data registers
+        cluster.start_dynamic_node(name, "cloud,aws")
+        booted[inst.burst_id] = name
 
     def on_gone(inst: SimInstance, t: float) -> None:
-        cluster.terminate_instance(inst.burst_id)  # its slurmd and job processes die
+        if inst.burst_id in booted:
+            cluster.stop_burst_node(booted[inst.burst_id])  # its slurmd and job processes die
 
     provider = SimProvider("aws", CLUSTER, WallClock(), boot_s=1.0, running_after_s=0.3,
                            billing_minimum_s=0, on_ready=on_ready, on_gone=on_gone)
-    reserved: dict[str, str] = {}
-
-    def user_data_for(inst: Instance) -> str:
-        node = queue.assign_node(inst.id, inst.cloud, inst.region)
-        reserved[inst.id] = node
-        return f"#!/bin/sh\nexec slurmd -N {node}\n"
-
     store = MemoryStore()
-    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
-                            offers=aws_offers(), policy=POLICY, user_data_for=user_data_for)
+    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
+                            offers=aws_offers(), policy=POLICY)
 
     def removed(node: str) -> None:
-        n = scontrol_node(cluster, node)
-        assert n.get("State") == "FUTURE", n  # back in the pool
-        assert n.get("Comment") in ("(null)", "", None), n  # and no longer reserved
+        assert scontrol_node(cluster, node) == {}, "a dynamic node is deleted from Slurm"
         assert node not in sinfo_nodes(cluster)
         assert not cluster.slurmd_running(node)
 
@@ -309,20 +300,16 @@ def test_overflow_cycle_sim_provider_pool_node(cluster: SlurmCluster, gres: str)
         (si,) = provider.instances.values()
         assert si.burst_id == iid and si.terminated_at is not None
 
-    def reserved_not_joined(iid: str) -> None:
-        """Before the instance boots its pool node is reserved (Comment) but still FUTURE."""
-        node = reserved[iid]
-        n = scontrol_node(cluster, node)
-        assert n.get("State") == "FUTURE" and n.get("Comment") == f"burst-instance={iid}", n
-        assert node not in sinfo_nodes(cluster)
+    def not_yet_in_slurm(iid: str) -> None:
+        assert scontrol_node(cluster, node_name_for(iid)) == {} and iid not in sinfo_nodes(cluster)
 
     def before(now: float) -> None:
         provider.advance(now)
 
     iid, node, results = run_cycle(cluster, controller, store, tl, jid, before=before,
-                                   node_of=lambda i: booted.get(i, ""), launched_in_slurm=reserved_not_joined,
+                                   node_of=lambda i: booted.get(i, ""), launched_in_slurm=not_yet_in_slurm,
                                    removed_in_slurm=removed, cloud_terminated=cloud_gone)
-    assert reserved == {iid: node} and node == "burst01"
+    assert booted == {iid: node} and node == iid  # instance_node_prefix "": named after the instance
     assert provider.calls["launch"] == 1
     tl.report()
 
@@ -351,7 +338,7 @@ def test_overflow_cycle_aws_moto_dynamic_node(cluster: SlurmCluster, moto: MotoS
     provider = AwsProvider(settings, cluster=CLUSTER)
     store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
     offers = [o for o in aws_offers() if o.zone in settings.regions[REGION].subnets]
-    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
                             offers=offers, policy=POLICY)
     tl.mark("set-up: moto, AwsProvider, SQLite store")
 
@@ -421,7 +408,7 @@ def test_job_that_may_not_burst_never_launches(cluster: SlurmCluster, moto: Moto
     provider = AwsProvider(settings, cluster=CLUSTER)
     store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
     offers = [o for o in aws_offers() if o.zone in settings.regions[REGION].subnets]
-    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
+    controller = Controller(cluster=CLUSTER, queue=queue, providers={"aws": provider}, store=store,
                             offers=offers, policy=POLICY)
     cluster.fill_onprem()
     tl.mark("on-prem full")
@@ -452,30 +439,3 @@ def test_job_that_may_not_burst_never_launches(cluster: SlurmCluster, moto: Moto
     tl.mark("control job (burstable partition) launched on the next tick")
     tl.report()
     store.close()
-
-
-# ---- a pool node reserved for a launch that failed goes back to the pool -----------------------
-
-
-def test_capacity_error_gives_the_reserved_pool_node_back(cluster: SlurmCluster) -> None:
-    queue = SlurmQueue(slurm_settings(cluster))
-    offers = aws_offers()
-    assert len(offers) >= 2
-    # every offer but the dearest-by-key one is short of capacity: the first tick(s) fail over
-    short = {o.key for o in sorted(offers, key=lambda o: o.key)[:-1]}
-    provider = SimProvider("aws", CLUSTER, WallClock(), boot_s=60, unavailable=short)
-
-    def user_data_for(inst: Instance) -> str:
-        return f"node={queue.assign_node(inst.id, inst.cloud, inst.region)}"
-
-    store = MemoryStore()
-    controller = Controller(cluster=CLUSTER, queue=queue, reserving=queue, providers={"aws": provider}, store=store,
-                            offers=offers, policy=POLICY, user_data_for=user_data_for)
-    cluster.fill_onprem()
-    submit_overflow_job(cluster, Timeline("capacity error"), "--constraint=cloud", "--gres=gpu:8")
-    _, results = tick_until(controller, lambda r: r.executed.launched, timeout=15, what="a launch after failover")
-    failed = [i for r in results for i in r.executed.failed]
-    assert failed, "the scenario needs at least one capacity error"
-    (live,) = results[-1].executed.launched
-    reserved = {p.name: p.instance_id for p in queue.pool() if p.instance_id}
-    assert list(reserved.values()) == [live], f"reservations left by failed launches {failed}: {reserved}"

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from burst.queues.kubernetes import K8sSettings, KubernetesQueue
+from burst.queues.kubernetes.adapter import KubernetesQueue
+from burst.queues.kubernetes.settings import K8sSettings
 from tests.support.fake_kube_api import FakeKube
 
 T = TypeVar("T")

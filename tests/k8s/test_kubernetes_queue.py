@@ -10,14 +10,9 @@ import pytest
 
 from burst.domain import JobState
 from burst.errors import QueueError, QueueParseError, QueueUnavailable
-from burst.queues.kubernetes import (
-    CHECKPOINT_ANNOTATION,
-    K8sSettings,
-    KubernetesQueue,
-    NodeNotIdle,
-    parse_pod,
-    parse_quantity,
-)
+from burst.queues.kubernetes.adapter import CHECKPOINT_ANNOTATION, KubernetesQueue, NodeNotIdle
+from burst.queues.kubernetes.parse import parse_pod, parse_quantity
+from burst.queues.kubernetes.settings import K8sSettings
 from tests.k8s.conftest import eventually
 from tests.support.fake_kube_api import FakeKube, ts
 

@@ -13,7 +13,7 @@ import pytest
 
 from burst.daemon import Daemon
 from burst.errors import QueueParseError, QueueUnavailable
-from burst.queues.kubernetes import KubernetesQueue
+from burst.queues.kubernetes.adapter import KubernetesQueue
 from tests.k8s.conftest import eventually, watcher_threads
 from tests.support.fake_kube_api import FakeKube, ts
 

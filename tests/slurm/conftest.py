@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from burst.queues.slurm import SlurmQueue, SlurmSettings
+from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.settings import SlurmSettings
 from tests.support.slurm_cluster import SlurmCluster, started_cluster
 
 

@@ -9,23 +9,18 @@ import pytest
 
 from burst.domain import JobState
 from burst.errors import QueueParseError, QueueUnavailable
-from burst.queues.slurm import (
-    BurstRules,
-    PoolNode,
-    SlurmSettings,
-    comment_for,
+from burst.queues.slurm.parse import (
     constraint_features,
     expand_hostlist,
-    instance_id_from_comment,
     job_may_burst,
     parse_gres,
-    parse_pool,
+    parse_node_records,
     parse_scontrol_line,
     parse_sinfo,
     parse_squeue,
     parse_tres_gpus,
-    pick_pool_node,
 )
+from burst.queues.slurm.settings import BurstRules, SlurmSettings
 
 S = SlurmSettings(slurm_conf="/nonexistent/slurm.conf")  # type: ignore[arg-type]
 
@@ -228,8 +223,8 @@ def test_nodes_gpu_use_from_gres_not_state() -> None:
             node(name="gpu03", state="idle", state_flags=["DRAIN"], gres_used="gpu:a100:0(IDX:N/A)"),
             node(name="gpu04", state="idle", state_flags=["NOT_RESPONDING"]),
             node(name="gpu05", state="down", gres_used="gpu:a100:0(IDX:N/A)"),
-            node(name="burst01", state="allocated", features="cloud,aws", active_features="cloud,aws",
-                 comment=comment_for("b-1a2b3c4d5e6f7a8b"), gres_used="gpu:a100:3(IDX:0-2)"),
+            node(name="b-1a2b3c4d5e6f7a8b", state="allocated", features="cloud,aws", active_features="cloud,aws",
+                 gres_used="gpu:a100:3(IDX:0-2)"),
         ),
         S,
     )
@@ -240,7 +235,7 @@ def test_nodes_gpu_use_from_gres_not_state() -> None:
     assert not by["gpu04"].schedulable and not by["gpu05"].schedulable
     # drained is not the same as dead: only a node that answers can be taken back
     assert by["gpu03"].ready and not by["gpu04"].ready and not by["gpu05"].ready and by["gpu02"].ready
-    b = by["burst01"]
+    b = by["b-1a2b3c4d5e6f7a8b"]
     assert (b.instance_id, b.is_cloud, b.gpus_used, b.labels["cloud"]) == ("b-1a2b3c4d5e6f7a8b", True, 3, "true")
 
 
@@ -260,17 +255,7 @@ def test_bad_node_fields_name_the_field(kw: dict[str, Any], where: str) -> None:
     assert ei.value.where == where, str(ei.value)
 
 
-# ---- naming and the pool ---------------------------------------------------------------------
-
-
-def test_comment_round_trip() -> None:
-    c = comment_for("b-1a2b3c4d5e6f7a8b")
-    assert c == "burst-instance=b-1a2b3c4d5e6f7a8b"
-    assert instance_id_from_comment(c) == "b-1a2b3c4d5e6f7a8b"
-    assert instance_id_from_comment("owner=ops burst-instance=b-x1 note") == "b-x1"
-    assert instance_id_from_comment("") == instance_id_from_comment(None) == ""
-    with pytest.raises(ValueError):
-        comment_for("has space")
+# ---- naming and records ----------------------------------------------------------------------
 
 
 def test_expand_hostlist() -> None:
@@ -282,30 +267,14 @@ def test_expand_hostlist() -> None:
             expand_hostlist(bad)
 
 
-def P(name: str, state: str = "FUTURE", feats: str = "cloud,aws", iid: str = "") -> PoolNode:
-    return PoolNode(name=name, state=state, features=tuple(feats.split(",")), instance_id=iid)
-
-
-def test_pick_pool_node_is_deterministic_and_idempotent() -> None:
-    pool = [P("burst10"), P("burst2"), P("burst1", iid="b-other"), P("gpu01", "IDLE", "onprem"),
-            P("burst3", feats="cloud,azure"), P("burst4", feats="cloud,aws,us-west-2")]
-    assert pick_pool_node("b-new", pool, "aws") == "burst2"  # natural order, burst1 is taken
-    assert pick_pool_node("b-new", list(reversed(pool)), "aws") == "burst2"  # order-independent
-    assert pick_pool_node("b-new", pool, "aws", "us-west-2") == "burst4"  # region preferred
-    assert pick_pool_node("b-new", pool, "azure") == "burst3"
-    assert pick_pool_node("b-other", pool, "aws") == "burst1"  # already assigned: same node
-    assert pick_pool_node("b-new", pool, "gcp") is None
-    assert pick_pool_node("b-new", pool, "aws", prefix="cloud-") is None
-    joined = [P("burst1", "MIXED", iid="b-j")]
-    assert pick_pool_node("b-j", joined, "aws") == "burst1"
-
-
 def test_parse_scontrol_lines() -> None:
     line = ("NodeName=burst01 CoresPerSocket=1 AvailableFeatures=cloud,aws ActiveFeatures=cloud,aws "
             "State=FUTURE OS=Linux 6.1 #1 SMP Comment=burst-instance=b-abc Reason=being fixed [root@x]")
     f = parse_scontrol_line(line)
     assert f["OS"] == "Linux 6.1 #1 SMP" and f["Reason"] == "being fixed [root@x]"
-    (p,) = parse_pool(line)
-    assert (p.name, p.is_future, p.instance_id, p.features) == ("burst01", True, "b-abc", ("cloud", "aws"))
+    (p,) = parse_node_records(line)
+    assert (p.name, p.is_future, p.is_dynamic, p.features) == ("burst01", True, False, ("cloud", "aws"))
+    (d,) = parse_node_records("NodeName=b-1a2b3c4d5e6f7a8b State=IDLE+DYNAMIC_NORM AvailableFeatures=cloud")
+    assert d.is_dynamic and not d.is_future
     with pytest.raises(QueueParseError, match="NodeName"):
-        parse_pool("Foo=bar State=IDLE")
+        parse_node_records("Foo=bar State=IDLE")

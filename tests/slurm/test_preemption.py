@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from burst.domain import JobState
-from burst.queues.slurm import SlurmQueue
+from burst.queues.slurm.adapter import SlurmQueue
 from tests.support.slurm_cluster import SlurmCluster, wait_for
 
 pytestmark = pytest.mark.slurm

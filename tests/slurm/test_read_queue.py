@@ -7,7 +7,8 @@ import time
 import pytest
 
 from burst.domain import JobState
-from burst.queues.slurm import BurstRules, SlurmQueue, SlurmSettings
+from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.settings import BurstRules, SlurmSettings
 from tests.support.slurm_cluster import SlurmCluster, wait_for
 
 pytestmark = pytest.mark.slurm

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from burst.errors import QueueUnavailable
-from burst.queues.slurm import SlurmQueue, SlurmSettings
+from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.settings import SlurmSettings
 from tests.support.slurm_cluster import SlurmCluster, free_ports
 
 pytestmark = pytest.mark.slurm

@@ -7,8 +7,10 @@ What it starts, all as root and all in the foreground so that teardown holds eve
 * ``slurmctld`` on a free port;
 * one ``slurmd -N gpuNN`` per on-prem node (``gpu01..gpu04``), 8 fake A100s each (character
   devices made with ``mknod``, gres.conf with ``File=`` and ``AutoDetect=off``);
-* a FUTURE burst pool ``burst01..burst04`` (``Feature=cloud,aws``) whose slurmd is started only
-  when a test "boots" the instance: :meth:`SlurmCluster.start_burst_node`.
+* FUTURE placeholder nodes ``burst01..burst04`` (``Feature=cloud,aws``), never started: they make
+  ``--constraint=cloud`` acceptable at submit before any burst node exists (see
+  burst/queues/slurm/adapter.py). Burst nodes themselves are dynamic:
+  :meth:`SlurmCluster.start_dynamic_node`.
 
 Every client call goes through :meth:`SlurmCluster.run`, with ``SLURM_CONF`` exported and a
 timeout. Waits poll with a deadline. Usable outside pytest too (``with SlurmCluster(dir) as c:``).
@@ -16,8 +18,8 @@ timeout. Waits poll with a deadline. Usable outside pytest too (``with SlurmClus
 Hooks for an end-to-end harness (the controller test):
 
 * ``cluster.conf`` / ``cluster.env`` - build a ``SlurmSettings(slurm_conf=cluster.conf)``;
-* ``cluster.burst_nodes`` - the FUTURE pool names;
-* ``cluster.start_burst_node(name)`` - play the booted instance: its slurmd registers the node;
+* ``cluster.burst_nodes`` - the FUTURE placeholder names;
+* ``cluster.start_dynamic_node(name, features)`` - play the booted instance: ``slurmd -Z``;
 * ``cluster.stop_burst_node(name)`` - play the terminated instance: its slurmd stops;
 * ``cluster.fill_onprem()`` - occupy every on-prem GPU with sleep jobs (waits until RUNNING);
 * ``cluster.sbatch(...)``, ``cluster.job_state(id)``, ``cluster.wait_for(pred, timeout)``.
@@ -357,18 +359,6 @@ class SlurmCluster:
         )
         out.close()
 
-    def start_burst_node(self, node: str, timeout: float = 20.0) -> float:
-        """Play a booted burst instance: start ``slurmd -N node`` and wait until the node is usable.
-
-        Returns the seconds it took for the node to leave FUTURE and be idle/mixed/allocated.
-        """
-        if node not in self.burst_nodes:
-            raise ValueError(f"{node} is not in the burst pool {self.burst_nodes}")
-        t0 = time.monotonic()
-        self._start_slurmd(node)
-        wait_for(lambda: self._node_in_service(node), timeout, f"{node} to join")
-        return time.monotonic() - t0
-
     def stop_burst_node(self, node: str) -> None:
         """Play the instance going away: stop its slurmd and kill whatever ran on it (the
         scheduler's own state is not touched)."""
@@ -395,31 +385,6 @@ class SlurmCluster:
         out.close()
         wait_for(lambda: self._node_in_service(node), timeout, f"dynamic node {node} to register")
         return time.monotonic() - t0
-
-    def node_for_instance(self, instance_id: str) -> str | None:
-        """The pool node whose Comment records ``instance_id`` (see burst.queues.slurm)."""
-        out = self.run("scontrol", "--future", "show", "node", "-o", check=False).stdout
-        for line in out.splitlines():
-            m = re.search(r"NodeName=(\S+)", line)
-            if m and re.search(rf"Comment=\S*burst-instance={re.escape(instance_id)}(\s|$)", line):
-                return m.group(1)
-        return None
-
-    def boot_instance(self, instance_id: str, timeout: float = 20.0) -> str:
-        """Play a cloud instance booting with user data: start slurmd for the pool node the
-        controller reserved for it (``SlurmQueue.assign_node``). Returns the node name."""
-        node = self.node_for_instance(instance_id)
-        if node is None:
-            raise LookupError(f"no pool node is reserved for instance {instance_id}")
-        self.start_burst_node(node, timeout)
-        return node
-
-    def terminate_instance(self, instance_id: str) -> str | None:
-        """Play the instance being terminated: its slurmd and job processes die."""
-        node = self.node_for_instance(instance_id)
-        if node is not None:
-            self.stop_burst_node(node)
-        return node
 
     def slurmd_running(self, node: str) -> bool:
         p = self.procs.get(f"slurmd-{node}")

@@ -27,18 +27,17 @@ def _cfg(tmp_path: Path, **over: Any) -> BurstConfig:
 def test_a_queue_without_capabilities_hands_over_none(tmp_path: Path) -> None:
     rt = build_runtime(_cfg(tmp_path), store=MemoryStore())
     c = rt.controller
-    assert (c.reserving, c.executor.gang_hold, c.executor.async_mirror, c.executor.mirror) == (None, None, None, None)
+    assert (c.executor.gang_hold, c.executor.async_mirror, c.executor.mirror) == (None, None, None)
     assert rt.closeables == () and rt.prewarmer is None
 
 
 def test_kubernetes_brings_its_gang_hold_and_is_closed_with_the_daemon(tmp_path: Path) -> None:
-    from burst.queues.kubernetes import KubernetesQueue
+    from burst.queues.kubernetes.adapter import KubernetesQueue
 
     cfg = _cfg(tmp_path, queue={"kind": "kubernetes", "kubernetes": {"host": "http://127.0.0.1:9"}})
     rt = build_runtime(cfg, store=MemoryStore())
     assert isinstance(rt.queue, KubernetesQueue)
     assert rt.controller.executor.gang_hold is rt.queue and rt.closeables == (rt.queue,)
-    assert rt.controller.reserving is None
     rt.queue.close()
 
 

@@ -1,0 +1,409 @@
+"""The on-demand request service: everything the Slack bot may do, over the store.
+
+It validates input, checks quotas (:func:`policies.requests.check_quota`), records requests and
+their state changes in the store, and reads status. It never calls a provider: an approved
+request is picked up by the next controller tick (``policies.requests.decide_requests`` plans the
+Launch), and a released one is terminated by that same pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from burst.challenges import ChallengeBook, ImpactFn
+from burst.domain import (
+    ChallengeState,
+    GrandChallenge,
+    Instance,
+    InstanceState,
+    Offer,
+    OnDemandRequest,
+    RequestState,
+    Timestamp,
+)
+from burst.errors import DuplicateRecord, StoreError
+from burst.ondemand.errors import Denied, ServiceError
+from burst.ondemand.messages import clean_text, fmt_hours, notify_quietly, slack_escape
+from burst.ondemand.settings import SETTINGS_USER, SSH_KEY_SETTING, OnDemandSettings
+from burst.ondemand.sshkeys import validate_ssh_key
+from burst.ports import Clock, Notifier, Store
+from policies.requests import (
+    ACTIVE_REQUEST_STATES,
+    QuotaLimits,
+    QuotaUsage,
+    QuotaVerdict,
+    check_quota,
+    gpu_hours_booked,
+    offers_for_request,
+)
+
+log = logging.getLogger("burst.ondemand")
+
+REQUEST_ID = re.compile(r"^r-[0-9a-f]{6}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestArgs:
+    gpus: int
+    gpu_model: str
+    hours: float | None = None
+    cloud: str = ""
+    region: str = ""
+    spot: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    request: OnDemandRequest
+    verdict: QuotaVerdict
+    estimate_usd: float
+    offer: Offer
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.request.state is RequestState.REQUESTED
+
+
+
+def month_start(now: Timestamp) -> Timestamp:
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def day_start(now: Timestamp) -> Timestamp:
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDetail:
+    """One request as its owner (or an admin) may see it, with its instance if it has one."""
+
+    request: OnDemandRequest
+    instance: Instance | None
+    ssh_user: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """What ``/burst status`` shows: the last tick's on-prem summary, the cloud fleet, spend
+    against the budgets (0: none), and the next grand challenge."""
+
+    last_tick: dict[str, object]
+    live: tuple[Instance, ...]
+    spend_day_usd: float
+    spend_month_usd: float
+    budget_day_usd: float
+    budget_month_usd: float
+    next_challenge: GrandChallenge | None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamBudget:
+    team: str
+    spent_usd: float
+    budget_month_usd: float | None  # None: no team budget
+    gpu_hours: float  # on-demand GPU-hours booked this month
+    gpu_hours_month: float | None  # None: no GPU-hour quota
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReport:
+    """What ``/burst budget`` shows: spend this month, all teams and per team."""
+
+    since: Timestamp
+    total_usd: float
+    budget_month_usd: float  # 0: none
+    teams: tuple[TeamBudget, ...]
+
+
+class OnDemandService:
+    """Everything the bot may do. Thread-safe as far as the store is (the SQL store is).
+
+    Reads return data (:class:`StatusReport`, :class:`BudgetReport`, :class:`RequestDetail`);
+    ``bot/format.py`` renders them for Slack. Grand challenges: ``self.challenges``
+    (:class:`burst.challenges.ChallengeBook`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: OnDemandSettings,
+        offers: Sequence[Offer],
+        clock: Clock,
+        *,
+        notifier: Notifier | None = None,
+        is_admin: Callable[[str], bool] | None = None,
+        impact: ImpactFn | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.offers = tuple(
+            o
+            for o in offers
+            if o.cloud in settings.allowed_clouds
+            and (not settings.allowed_regions or o.region in settings.allowed_regions)
+            and (not settings.allowed_gpu_models or o.gpu_model.lower() in {m.lower() for m in settings.allowed_gpu_models})
+        )
+        self._models = {o.gpu_model.lower(): o.gpu_model for o in self.offers}
+        self._regions = {o.region for o in self.offers}
+        self.clock = clock
+        self.notifier = notifier
+        self._is_admin = is_admin
+        self.challenges = ChallengeBook(
+            store, clock, require_admin=self.require_admin, last_tick=self.last_tick, impact=impact
+        )
+        try:
+            store.set_user_setting(SETTINGS_USER, "ssh_user", settings.ssh_user, now=clock.now())
+        except StoreError as e:  # the controller falls back to "ubuntu" in its DMs
+            log.warning("cannot publish the SSH user: %s", e)
+
+    # ---- identity -----------------------------------------------------------------------------
+    def use_admin_check(self, is_admin: Callable[[str], bool]) -> None:
+        """Who else is an admin besides ``settings.admins`` (the bot passes its user-group lookup)."""
+        self._is_admin = is_admin
+
+    def team_of(self, user: str) -> str:
+        return self.settings.teams.get(user, self.settings.default_team)
+
+    def is_admin(self, user: str) -> bool:
+        if user in self.settings.admins:
+            return True
+        return bool(self._is_admin and self._is_admin(user))
+
+    def require_admin(self, user: str, action: str) -> None:
+        if self.is_admin(user):
+            return
+        self.store.audit(
+            at=self.clock.now(), actor=user, kind="admin", subject=action, action="denied",
+            reason=f"{action} needs an admin",
+        )
+        raise Denied(f"Only burst admins can {action}. This attempt was recorded.")
+
+    def _get(self, rid: str) -> OnDemandRequest:
+        req = self.store.get_request(rid) if REQUEST_ID.match(rid) else None
+        if req is None:
+            raise ServiceError(f"No request `{slack_escape(rid[:20])}`.")
+        return req
+
+    def _own(self, user: str, rid: str) -> OnDemandRequest:
+        req = self._get(rid)
+        if req.user != user and not self.is_admin(user):
+            raise ServiceError(f"Request `{req.id}` is not yours.")
+        return req
+
+    # ---- quota ------------------------------------------------------------------------------
+    def limits_for(self, user: str, team: str) -> QuotaLimits:
+        s = self.settings
+        uq = s.user_quotas.get(user, s.user_quota)
+        tq = s.team_quotas.get(team, s.team_quota)
+        budget = tq.budget_month_usd if tq.budget_month_usd is not None else (s.budget_month_usd or None)
+        return QuotaLimits(
+            user_max_gpus=uq.max_gpus,
+            user_gpu_hours_month=uq.gpu_hours_month,
+            team_max_gpus=tq.max_gpus,
+            team_gpu_hours_month=tq.gpu_hours_month,
+            budget_month_usd=budget,
+            max_hours=s.max_hours,
+        )
+
+    def usage_for(self, req: OnDemandRequest, request_usd: float, now: Timestamp) -> QuotaUsage:
+        since = month_start(now)
+        reqs = [r for r in self.store.requests() if r.created_at >= since and r.id != req.id]
+        insts = {i.id: i for i in self.store.instances(since=since)}
+        team_budgeted = self.settings.team_quotas.get(req.team, self.settings.team_quota).budget_month_usd is not None
+        return QuotaUsage(
+            user_gpu_hours_month=gpu_hours_booked(reqs, insts, since=since, now=now, user=req.user),
+            team_gpu_hours_month=gpu_hours_booked(reqs, insts, since=since, now=now, team=req.team),
+            spend_month_usd=self.store.spend(since=since, now=now, team=req.team if team_budgeted else None),
+            request_usd=request_usd,
+        )
+
+    def quote(self, req: OnDemandRequest) -> Offer | None:
+        fit = [o for o in offers_for_request(self.offers, req) if o.gpu_count >= req.gpus]
+        return min(fit, key=lambda o: (o.price_per_hour, o.key)) if fit else None
+
+    # ---- requests -----------------------------------------------------------------------------
+    def _normalise(self, args: RequestArgs) -> RequestArgs:
+        s = self.settings
+        if not 1 <= args.gpus <= s.max_gpus:
+            raise ServiceError(f"GPU count must be between 1 and {s.max_gpus}.")
+        model = self._models.get(args.gpu_model.lower())
+        if model is None:
+            known = ", ".join(sorted(self._models.values())) or "none"
+            raise ServiceError(f"Unknown or not allowed GPU model. Allowed: {known}.")
+        hours = s.default_hours if args.hours is None else args.hours
+        if not 0 < hours <= s.max_hours:
+            raise ServiceError(f"Duration must be more than 0 and at most {fmt_hours(s.max_hours)}.")
+        if args.cloud and args.cloud not in s.allowed_clouds:
+            raise ServiceError(f"Cloud must be one of: {', '.join(s.allowed_clouds)}.")
+        if args.region and args.region not in self._regions:
+            raise ServiceError("Unknown or not allowed region.")
+        return RequestArgs(args.gpus, model, hours, args.cloud, args.region, args.spot, clean_text(args.note))
+
+    def request(self, user: str, args: RequestArgs) -> RequestResult:
+        a = self._normalise(args)
+        now = self.clock.now()
+        assert a.hours is not None
+        draft = OnDemandRequest(
+            id="r-000000", user=user, team=self.team_of(user), gpus=a.gpus, gpu_model=a.gpu_model,
+            hours=a.hours, cloud=a.cloud, region=a.region, spot=a.spot, note=a.note, created_at=now,
+        )
+        offer = self.quote(draft)
+        if offer is None:
+            where = "/".join(x for x in (a.cloud, a.region) if x) or "any allowed cloud"
+            raise ServiceError(
+                f"No {'spot ' if a.spot else ''}offer has {a.gpus}x {a.gpu_model} on {slack_escape(where)}. "
+                "Try fewer GPUs, another region or cloud."
+            )
+        estimate = offer.price_per_hour * a.hours
+        verdict = check_quota(
+            draft,
+            self.store.requests(user=None, states=ACTIVE_REQUEST_STATES),
+            self.usage_for(draft, estimate, now),
+            self.limits_for(user, draft.team),
+        )
+        req = draft
+        for _ in range(8):
+            req = dataclasses.replace(draft, id=f"r-{secrets.token_hex(3)}")
+            try:
+                self.store.add_request(req, now=now, actor=user)
+                break
+            except DuplicateRecord:
+                continue
+        else:  # pragma: no cover - 8 collisions in 16M ids
+            raise ServiceError("Could not allocate a request id; try again.")
+        if verdict.auto_approve:
+            req = self.store.transition_request(
+                req.id, RequestState.AUTO_APPROVED, now=now, actor="quota",
+                reason=f"within quota; about ${estimate:,.2f}",
+            )
+        return RequestResult(req, verdict, estimate, offer)
+
+    def approve(self, admin: str, rid: str) -> OnDemandRequest:
+        self.require_admin(admin, "approve requests")
+        req = self._get(rid)
+        if req.state is not RequestState.REQUESTED:
+            raise ServiceError(f"Request `{req.id}` is already {req.state}.")
+        now = self.clock.now()
+        req = self.store.transition_request(
+            req.id, RequestState.APPROVED, now=now, actor=admin, reason="approved by an admin", approver=admin
+        )
+        notify_quietly(self.notifier, req.user, f"Your request `{req.id}` was approved by <@{admin}>. burst is starting your instance.")
+        return req
+
+    def reject(self, admin: str, rid: str, reason: str = "") -> OnDemandRequest:
+        self.require_admin(admin, "reject requests")
+        req = self._get(rid)
+        if req.state is not RequestState.REQUESTED:
+            raise ServiceError(f"Request `{req.id}` is already {req.state}.")
+        why = clean_text(reason) or "rejected by an admin"
+        req = self.store.transition_request(
+            req.id, RequestState.REJECTED, now=self.clock.now(), actor=admin, reason=why, approver=admin
+        )
+        notify_quietly(self.notifier, req.user, f"Your request `{req.id}` was rejected by <@{admin}>: {slack_escape(why)}")
+        return req
+
+    def extend(self, user: str, rid: str, hours: float) -> OnDemandRequest:
+        req = self._own(user, rid)
+        if req.state not in (RequestState.READY, RequestState.EXPIRING) or req.expires_at is None:
+            raise ServiceError(f"Request `{req.id}` is {req.state}; only a ready instance can be extended.")
+        if not 0 < hours <= self.settings.max_hours:
+            raise ServiceError(f"Extension must be more than 0 and at most {fmt_hours(self.settings.max_hours)}.")
+        now = self.clock.now()
+        if now >= req.expires_at:
+            raise ServiceError(f"Request `{req.id}` has reached its time limit.")
+        offer = self.quote(req)
+        usd = (offer.price_per_hour if offer else 0.0) * hours
+        verdict = check_quota(
+            req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, usd, now),
+            self.limits_for(req.user, req.team), extra_hours=hours,
+        )
+        if not verdict.auto_approve and not self.is_admin(user):
+            raise ServiceError(
+                "Extension is over quota: " + "; ".join(verdict.reasons) + ". Ask an admin to extend it."
+            )
+        fields = {"expires_at": req.expires_at + hours * 3600.0, "hours": req.hours + hours}
+        why = f"extended by {fmt_hours(hours)}" + ("" if verdict.auto_approve else " by an admin over quota")
+        if req.state is RequestState.READY:
+            # The table has no READY -> READY edge: re-arm through EXPIRING, so the reminder goes
+            # out again before the new limit.
+            self.store.transition_request(req.id, RequestState.EXPIRING, now=now, actor=user, reason=f"{why}: re-arming the time limit")
+        req = self.store.transition_request(req.id, RequestState.READY, now=now, actor=user, reason=why, **fields)
+        inst_id = req.instance_id
+        if inst_id:
+            try:
+                self.store.update_instance(inst_id, expires_at=req.expires_at)
+            except StoreError:
+                pass
+        return req
+
+    def release(self, user: str, rid: str) -> OnDemandRequest:
+        req = self._own(user, rid)
+        if req.state not in (
+            RequestState.REQUESTED, RequestState.APPROVED, RequestState.AUTO_APPROVED,
+            RequestState.PROVISIONING, RequestState.READY, RequestState.EXPIRING,
+        ):
+            raise ServiceError(f"Request `{req.id}` is already {req.state}.")
+        return self.store.transition_request(
+            req.id, RequestState.RELEASED, now=self.clock.now(), actor=user,
+            reason="released by its requester" if user == req.user else "released by an admin",
+        )
+
+    def list_requests(self, user: str, *, all_users: bool = False) -> list[OnDemandRequest]:
+        if all_users and self.is_admin(user):
+            return self.store.requests(states=(RequestState.REQUESTED, *ACTIVE_REQUEST_STATES))
+        mine = self.store.requests(user=user)
+        return mine[-20:]
+
+
+    def request_detail(self, user: str, rid: str) -> RequestDetail:
+        r = self._own(user, rid)
+        inst = self.store.get_instance(r.instance_id) if r.instance_id else None
+        return RequestDetail(r, inst, self.settings.ssh_user)
+
+    def set_ssh_key(self, user: str, key: str) -> str:
+        norm, fp = validate_ssh_key(key)
+        self.store.set_user_setting(user, SSH_KEY_SETTING, norm, now=self.clock.now())
+        return fp
+
+    # ---- status ------------------------------------------------------------------------------
+    def last_tick(self) -> dict[str, object]:
+        return self.store.controller_status() or {}  # burst/daemon.py records it each tick
+
+    def status(self) -> StatusReport:
+        now = self.clock.now()
+        live = [i for i in self.store.live_instances() if i.state is not InstanceState.TERMINATED]
+        nxt = self.store.challenges(states=(ChallengeState.SCHEDULED, ChallengeState.NOTIFIED))
+        return StatusReport(
+            last_tick=self.last_tick(),
+            live=tuple(live),
+            spend_day_usd=self.store.spend(since=day_start(now), now=now),
+            spend_month_usd=self.store.spend(since=month_start(now), now=now),
+            budget_day_usd=self.settings.budget_day_usd,
+            budget_month_usd=self.settings.budget_month_usd,
+            next_challenge=nxt[0] if nxt else None,
+        )
+
+    def budget(self) -> BudgetReport:
+        now = self.clock.now()
+        since = month_start(now)
+        s = self.settings
+        teams = sorted({s.default_team, *s.teams.values(), *s.team_quotas})
+        total = self.store.spend(since=since, now=now)
+        reqs = [r for r in self.store.requests() if r.created_at >= since]
+        insts = {i.id: i for i in self.store.instances(since=since)}
+        rows: list[TeamBudget] = []
+        for team in teams:
+            q = s.team_quotas.get(team, s.team_quota)
+            spent = self.store.spend(since=since, now=now, team=team)
+            gh = gpu_hours_booked(reqs, insts, since=since, now=now, team=team)
+            rows.append(TeamBudget(team, spent, q.budget_month_usd, gh, q.gpu_hours_month))
+        return BudgetReport(since, total, s.budget_month_usd, tuple(rows))

@@ -1,0 +1,65 @@
+"""The ``slack:`` section of the burst config, and the store keys the on-demand parts share."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.requests import REMINDER_BEFORE_S
+
+SSH_KEY_SETTING = "ssh_public_key"
+SETTINGS_USER = "_ondemand"  # the service publishes the SSH user here for the controller's DMs
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Quota(_Strict):
+    """Limits for one user or team. ``None``: no limit of that kind."""
+
+    max_gpus: int | None = Field(default=None, ge=0)
+    gpu_hours_month: float | None = Field(default=None, ge=0)
+    budget_month_usd: float | None = Field(default=None, ge=0)  # teams only
+
+
+class OnDemandSettings(_Strict):
+    """The ``slack:`` section of the burst config (no secrets here: tokens come from the
+    environment)."""
+
+    admins: list[str] = Field(default_factory=list, description="Slack user ids of admins")
+    admin_usergroup: str = Field(default="", description="Slack user group id whose members are admins")
+    admin_channel: str = Field(default="", description="channel id for approvals and admin alerts")
+    announce_channel: str = Field(default="", description="channel id for messages to everyone")
+    teams: dict[str, str] = Field(default_factory=dict, description="user id -> team")
+    default_team: str = "default"
+    user_quota: Quota = Quota(max_gpus=8, gpu_hours_month=500)
+    team_quota: Quota = Quota(max_gpus=32, gpu_hours_month=5000)
+    user_quotas: dict[str, Quota] = Field(default_factory=dict)
+    team_quotas: dict[str, Quota] = Field(default_factory=dict)
+    budget_month_usd: float = Field(default=0.0, ge=0, description="on-demand budget, all teams; 0 = none")
+    budget_day_usd: float = Field(default=0.0, ge=0, description="shown by status; 0 = none")
+    default_hours: float = Field(default=4.0, gt=0)
+    max_hours: float = Field(default=72.0, gt=0)
+    max_gpus: int = Field(default=64, ge=1)
+    allowed_clouds: list[str] = Field(default_factory=lambda: ["aws", "azure"])
+    allowed_regions: list[str] = Field(default_factory=list, description="empty: any region with offers")
+    allowed_gpu_models: list[str] = Field(default_factory=list, description="empty: any model with offers")
+    ssh_user: str = "ubuntu"
+    reminder_before_s: float = Field(default=REMINDER_BEFORE_S, gt=0)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
+            raise ValueError("not a valid Unix user name")
+        return v
+
+    @field_validator("allowed_clouds")
+    @classmethod
+    def _clouds(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in ("aws", "azure")]
+        if bad:
+            raise ValueError(f"unknown clouds: {bad}")
+        return v

@@ -1,0 +1,421 @@
+"""Kubernetes as burst's on-prem queue, through the official ``kubernetes`` client (lazy import).
+
+:class:`KubernetesQueue` reads pods, nodes and batch/v1 Jobs, from watch caches
+(:mod:`burst.queues.kubernetes.informers`) or by LIST, and turns them into a snapshot with the
+pure functions of :mod:`burst.queues.kubernetes.parse` (which also states what counts as pending
+and running work, nodes and opt-in). API calls go through :mod:`burst.queues.kubernetes.api`.
+
+Writing: ``drain_node`` cordons (``spec.unschedulable=true``) and evicts the node's pods through
+the Eviction API (DaemonSet and mirror pods are left; a 429 from a PodDisruptionBudget leaves the
+pod for the next call), ``undrain_node`` uncordons, ``remove_node`` deletes the Node (404 is
+success). Preemption: ``hold`` suspends the owning batch/v1 Job (``spec.suspend=true``: the Job
+controller deletes its pods and keeps the Job) or evicts bare pods; ``release`` unsuspends;
+``checkpoint`` annotates the pods with ``burst.dev/checkpoint-requested-at`` (Kubernetes has no
+signal API: workloads watch the annotation through the downward API or the API server, and get
+SIGTERM with their grace period when they are held).
+
+The writes themselves, and the reads that pick what to write to (the pods on a node to drain, the
+pods of a job to hold), always go to the API server. ``close()`` stops the watchers (the daemon
+calls it at shutdown); ``watch: false`` LISTs everything on every snapshot instead.
+
+Errors: a timeout, a refused connection or a 5xx becomes :class:`~burst.errors.QueueUnavailable`;
+an object that cannot be read becomes :class:`~burst.errors.QueueParseError` naming the object
+and field; other API errors become :class:`~burst.errors.QueueError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from burst.domain import QueueSnapshot
+from burst.errors import QueueError, QueueParseError
+from burst.queues.kubernetes.api import Apis, api_call, get_json
+from burst.queues.kubernetes.informers import Informer, Informers, make_informers, stop_informers
+from burst.queues.kubernetes.parse import (
+    GANG_TAINT_KEY,
+    PodInfo,
+    as_list,
+    as_obj,
+    as_strmap,
+    as_text,
+    assemble,
+    gang_key,
+    list_items,
+    parse_job,
+    parse_pod,
+    split_job_id,
+)
+from burst.queues.kubernetes.settings import K8sSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHECKPOINT_ANNOTATION = "burst.dev/checkpoint-requested-at"
+DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"
+
+
+class NodeNotIdle(QueueError):
+    """A drain for idleness found GPU pods on the node (bound since the snapshot): refused."""
+
+    def __init__(self, node_name: str, pods: Sequence[str]) -> None:
+        super().__init__(f"node {node_name} is not idle: {', '.join(pods[:5])} run there")
+        self.node_name = node_name
+        self.pods = tuple(pods)
+
+
+class KubernetesQueue:
+    """:class:`~burst.ports.QueueSource` and :class:`~burst.ports.PreemptionControl` on Kubernetes.
+
+    Called from one thread (the controller's); the watcher threads it starts are internal. Call
+    :meth:`close` when done with it (idempotent; a later snapshot starts the watchers again)."""
+
+    name = "kubernetes"
+
+    def __init__(self, settings: K8sSettings, api_client: Any | None = None) -> None:
+        self.settings = settings
+        self._given_client = api_client
+        self._apis: Apis | None = None
+        self._informers: Informers | None = None
+        self._informers_lock = threading.Lock()
+
+    # ---- client (lazy) -------------------------------------------------------------------
+
+    def _api(self) -> Apis:
+        if self._apis is not None:
+            return self._apis
+        from kubernetes import client, config  # lazy: only this adapter needs the SDK
+
+        api_client = self._given_client
+        if api_client is None:
+            s = self.settings
+            if s.host:
+                conf = client.Configuration()
+                conf.host = s.host
+                conf.verify_ssl = s.verify_ssl
+                if s.ca_file:
+                    conf.ssl_ca_cert = str(s.ca_file)
+                if s.token_file:
+                    conf.api_key = {"authorization": s.token_file.read_text().strip()}
+                    conf.api_key_prefix = {"authorization": "Bearer"}
+                conf.retries = 0
+                api_client = client.ApiClient(conf)
+            elif s.in_cluster:
+                config.load_incluster_config()
+                api_client = client.ApiClient()
+            else:
+                api_client = config.new_client_from_config(
+                    config_file=str(s.kubeconfig) if s.kubeconfig else None, context=s.context
+                )
+        self._apis = Apis(
+            client=api_client,
+            core=client.CoreV1Api(api_client),
+            batch=client.BatchV1Api(api_client),
+            exc=client.exceptions.ApiException,
+            v1eviction=client.V1Eviction,
+            v1meta=client.V1ObjectMeta,
+            v1delete=client.V1DeleteOptions,
+        )
+        return self._apis
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, ok_404: bool = False, **kw: Any) -> T | None:
+        return api_call(self._api(), self.settings, what, fn, *args, ok_404=ok_404, **kw)
+
+    def _get_json(self, what: str, fn: Callable[..., Any], *args: Any, ok_404: bool = False, **kw: Any) -> Any:
+        return get_json(self._api(), self.settings, what, fn, *args, ok_404=ok_404, **kw)
+
+    def _list_pods(self, field_selector: str | None = None) -> list[PodInfo]:
+        apis = self._api()
+        kw: dict[str, Any] = {"field_selector": field_selector} if field_selector else {}
+        docs: list[Any] = []
+        if self.settings.namespaces:
+            for ns in self.settings.namespaces:
+                docs += list_items(self._get_json(f"list pods in {ns}", apis.core.list_namespaced_pod, ns, **kw),
+                               "PodList")
+        else:
+            docs = list_items(self._get_json("list pods", apis.core.list_pod_for_all_namespaces, **kw), "PodList")
+        return [parse_pod(p, self.settings.gpu_resource, f"PodList.items[{i}]") for i, p in enumerate(docs)]
+
+    def _list_jobs(self) -> list[Any]:
+        apis = self._api()
+        if self.settings.namespaces:
+            out: list[Any] = []
+            for ns in self.settings.namespaces:
+                out += list_items(self._get_json(f"list jobs in {ns}", apis.batch.list_namespaced_job, ns), "JobList")
+            return out
+        return list_items(self._get_json("list jobs", apis.batch.list_job_for_all_namespaces), "JobList")
+
+    # ---- watch ---------------------------------------------------------------------------
+
+    def _watching(self) -> Informers:
+        """The informers, started (initial LIST of each, then the watcher threads) on first use.
+        Raises what a LIST raises; nothing is left running then, and the next call tries again."""
+        with self._informers_lock:
+            if self._informers is not None:
+                return self._informers
+            infs = make_informers(self._api(), self.settings)
+            for i in infs.all():
+                i.sync()
+            for i in infs.all():
+                i.start()
+            # a queue dropped without close() (a test, a one-shot command) stops its watchers
+            infs.finalizer = weakref.finalize(self, stop_informers, infs.all(), 0.0)
+            self._informers = infs
+            return infs
+
+    def close(self) -> None:
+        """Stop the watcher threads and wait for them (at most about ``timeout_s``). Idempotent."""
+        with self._informers_lock:
+            infs, self._informers = self._informers, None
+        if infs is not None:
+            infs.finalizer.detach()
+            stop_informers(infs.all(), self.settings.timeout_s + 1)
+
+    def watch_stats(self) -> dict[str, dict[str, Any]]:
+        """Per watched resource: version, objects, events, relists, reconnects, failures, parse
+        errors, last error, whether failing and alive. Empty before the first snapshot."""
+        infs = self._informers
+        return {i.what: i.stats() for i in infs.all()} if infs is not None else {}
+
+    def _remember(self, kind: str, obj: Any) -> None:
+        """Read-your-writes: a write's answer into the matching cache (see
+        burst.queues.kubernetes.informers)."""
+        infs = self._informers
+        if infs is None or not isinstance(obj, Mapping):
+            return
+        ns = as_obj(obj.get("metadata"), "metadata").get("namespace") or ""
+        inf: Informer[Any] | None = (infs.nodes if kind == "nodes" else
+                                      infs.pods_in(ns) if kind == "pods" else infs.jobs_in(ns))
+        if inf is not None:
+            inf.remember(obj)
+
+    def _before_write(self, kind: str, ns: str, name: str) -> Callable[[], None]:
+        """Note the cached version of an object a write is about to change or delete; the returned
+        function, called once the write succeeded, makes the next snapshot wait to see it."""
+        infs = self._informers
+        inf: Informer[Any] | None = None
+        if infs is not None:
+            inf = infs.nodes if kind == "nodes" else infs.pods_in(ns) if kind == "pods" else infs.jobs_in(ns)
+        if inf is None:
+            return lambda: None
+        key = f"{ns}/{name}" if ns else name
+        version = inf.version_of(key)
+        return lambda: inf.expect(key, version)
+
+    # ---- QueueSource ---------------------------------------------------------------------
+
+    def snapshot(self) -> QueueSnapshot:
+        """Pending and running jobs and nodes. With ``watch`` (burst.queues.kubernetes.informers) this is
+        built from the caches without a request, unless a watcher has been failing for more than
+        ``watch_stale_after_s`` (then by LIST, as with ``watch: false``)."""
+        if not self.settings.watch:
+            return self._snapshot_by_list()
+        infs = self._watching()
+        deadline = time.monotonic() + self.settings.watch_settle_s
+        for i in infs.all():
+            i.settle(deadline)
+        now = time.monotonic()
+        stale = [(i.what, t) for i in infs.all() if (t := i.failing_for(now)) > self.settings.watch_stale_after_s]
+        if stale:
+            log.warning("kubernetes: watch failing (%s); reading by LIST",
+                        ", ".join(f"{w} for {t:.1f} s" for w, t in stale))
+            return self._snapshot_by_list()
+        # Nodes first, then pods (as the Slurm adapter reads sinfo before squeue): the pods
+        # are then at least as new as the nodes, so a node is never shown without a pod that
+        # was bound to it before it was read (it would look idle and could be drained).
+        nodes = infs.nodes.values()
+        pods = [p for i in infs.pods for p in i.values()]
+        jobs = [j for i in infs.jobs for j in i.values()]
+        return assemble(pods, nodes, jobs, self.settings)
+
+    def _snapshot_by_list(self) -> QueueSnapshot:
+        apis = self._api()
+        node_docs = list_items(self._get_json("list nodes", apis.core.list_node), "NodeList")  # first: see above
+        pods = self._list_pods()
+        job_docs = self._list_jobs()
+        jobs = [parse_job(d, self.settings, f"JobList.items[{i}]") for i, d in enumerate(job_docs)]
+        return assemble(pods, node_docs, jobs, self.settings)
+
+    def drain_node(self, node_name: str, reason: str, evict: bool = True, busy_ok: bool = False) -> None:
+        """Cordon the node and evict its pods (Eviction API). Idempotent; unknown node: success.
+
+        Burst drains only nodes its snapshot showed idle, and a snapshot is never quite fresh:
+        a GPU pod bound since would be evicted a moment after it started. So unless ``busy_ok``,
+        a fresh read that finds a GPU pod on the node refuses with :class:`NodeNotIdle` and
+        changes nothing (checked before the cordon, and again after it, undoing the cordon)."""
+        apis = self._api()
+        if evict and not busy_ok:
+            self._refuse_if_busy(node_name)
+        body = {"spec": {"unschedulable": True},
+                "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: reason[:250]}}}
+        node = self._get_json(f"cordon {node_name}", apis.core.patch_node, node_name, body, ok_404=True)
+        if node is None:
+            log.info("drain %s: no such node", node_name)
+            return
+        self._remember("nodes", node)
+        if not evict:
+            return
+        pods = self._list_pods(field_selector=f"spec.nodeName={node_name}")
+        if not busy_ok:
+            try:
+                self._refuse_if_busy(node_name, pods)
+            except NodeNotIdle:
+                # bound between the check and the cordon: the node is not idle after all
+                self.undrain_node(node_name, "not idle after all")
+                raise
+        for p in pods:
+            if p.terminal or p.deleting or p.owner_kind == "DaemonSet" or "kubernetes.io/config.mirror" in p.annotations:
+                continue
+            self._evict(p.namespace, p.name, reason)
+
+    def _refuse_if_busy(self, node_name: str, pods: Sequence[PodInfo] | None = None) -> None:
+        """NodeNotIdle when a live GPU pod is bound to the node (``pods``: read fresh if None)."""
+        if pods is None:
+            pods = self._list_pods(field_selector=f"spec.nodeName={node_name}")
+        busy = [p for p in pods if p.gpus > 0 and not p.terminal and not p.deleting]
+        if busy:
+            raise NodeNotIdle(node_name, [f"{p.namespace}/{p.name}" for p in busy])
+
+    def release_gang_hold(self, node_name: str) -> None:
+        """Remove the burst.dev/gang taint a gang member registered with, once the whole gang
+        has joined. A JSON patch whose ``test`` op guards the index, so a concurrent taint edit
+        fails (QueueError; the next tick tries again) rather than removing the wrong taint.
+        Unknown node, or no such taint: success."""
+        apis = self._api()
+        node = self._get_json(f"read node {node_name}", apis.core.read_node, node_name, ok_404=True)
+        if node is None:
+            return
+        taints = as_list(as_obj(node.get("spec"), f"node {node_name}.spec").get("taints"), f"node {node_name}.spec.taints")
+        for i, t in enumerate(taints):
+            if isinstance(t, Mapping) and t.get("key") == GANG_TAINT_KEY:
+                patch = [{"op": "test", "path": f"/spec/taints/{i}/key", "value": GANG_TAINT_KEY},
+                         {"op": "remove", "path": f"/spec/taints/{i}"}]
+                updated = self._get_json(f"release gang hold on {node_name}", apis.core.patch_node, node_name,
+                                         patch, ok_404=True)
+                if updated is not None:
+                    self._remember("nodes", updated)
+                return
+
+    def undrain_node(self, node_name: str, reason: str) -> None:
+        """Uncordon. Raises QueueError for an unknown node."""
+        apis = self._api()
+        body = {"spec": {"unschedulable": None}, "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: None}}}
+        node = self._get_json(f"uncordon {node_name}", apis.core.patch_node, node_name, body, ok_404=True)
+        if node is None:
+            raise QueueError(f"undrain {node_name}: no such node")
+        self._remember("nodes", node)
+
+    def remove_node(self, node_name: str) -> None:
+        """Delete the Node object (the instance behind it is the controller's business). 404: success."""
+        apis = self._api()
+        seen = self._before_write("nodes", "", node_name)
+        self._call(f"delete node {node_name}", apis.core.delete_node, node_name, ok_404=True)
+        seen()
+
+    def _evict(self, namespace: str, name: str, reason: str) -> bool:
+        """Evict one pod. False when a PodDisruptionBudget refuses now (429); gone: True."""
+        apis = self._api()
+        opts = apis.v1delete(grace_period_seconds=self.settings.eviction_grace_s) \
+            if self.settings.eviction_grace_s is not None else None
+        body = apis.v1eviction(metadata=apis.v1meta(name=name, namespace=namespace), delete_options=opts)
+        seen = self._before_write("pods", namespace, name)
+        try:
+            self._call(f"evict pod {namespace}/{name}", apis.core.create_namespaced_pod_eviction, name, namespace,
+                       body, ok_404=True)
+        except QueueError as e:
+            if getattr(e, "status", 0) == 429:
+                log.info("evict %s/%s refused for now (disruption budget): %s", namespace, name, reason)
+                return False
+            raise
+        seen()
+        return True
+
+    # ---- PreemptionControl ---------------------------------------------------------------
+
+    def _pods_of(self, jid: str) -> list[PodInfo]:
+        ns, kind, name = split_job_id(jid)
+        apis = self._api()
+        docs = list_items(self._get_json(f"list pods in {ns}", apis.core.list_namespaced_pod, ns), "PodList")
+        pods = [parse_pod(p, self.settings.gpu_resource, f"PodList.items[{i}]") for i, p in enumerate(docs)]
+        return [p for p in pods if gang_key(p) == (kind, name) and not p.terminal]
+
+    def _cached_pods_of_job(self, ns: str, name: str) -> list[str]:
+        """Names of the pods of batch/v1 Job ns/name in the watch cache (none without watch)."""
+        infs = self._informers
+        inf = infs.pods_in(ns) if infs is not None else None
+        if inf is None:
+            return []
+        try:
+            pods = inf.values()
+        except QueueParseError:
+            return []  # the snapshot reports that; holding must not fail over it
+        return [p.name for p in pods if p.namespace == ns and p.owner_kind == "Job" and p.owner_name == name]
+
+    def _owning_jobs(self, jid: str) -> tuple[list[tuple[str, str]], list[PodInfo]]:
+        """batch/v1 Jobs behind a job id, and the bare pods that have no Job."""
+        ns, kind, name = split_job_id(jid)
+        if kind == "job":
+            return [(ns, name)], []
+        pods = self._pods_of(jid)
+        jobs = sorted({(p.namespace, p.owner_name) for p in pods if p.owner_kind == "Job"})
+        bare = [p for p in pods if p.owner_kind != "Job"]
+        return jobs, bare
+
+    def checkpoint(self, job_ids: Sequence[str]) -> None:
+        """Annotate the job's pods with ``burst.dev/checkpoint-requested-at`` (POSIX seconds)."""
+        apis = self._api()
+        stamp = f"{time.time():.3f}"
+        for jid in job_ids:
+            for p in self._pods_of(jid):
+                body = {"metadata": {"annotations": {CHECKPOINT_ANNOTATION: stamp}}}
+                self._remember("pods", self._get_json(f"annotate pod {p.namespace}/{p.name}",
+                                                      apis.core.patch_namespaced_pod, p.name, p.namespace, body,
+                                                      ok_404=True))
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """Suspend the owning batch/v1 Jobs (their pods are deleted, the Jobs stay); evict bare
+        pods. Already suspended or gone: success."""
+        apis = self._api()
+        for jid in job_ids:
+            jobs, bare = self._owning_jobs(jid)
+            for ns, name in jobs:
+                # the Job controller deletes the Job's pods: the next snapshot waits to see that
+                seen = [self._before_write("pods", ns, p) for p in self._cached_pods_of_job(ns, name)]
+                self._remember("jobs", self._get_json(f"suspend job {ns}/{name}", apis.batch.patch_namespaced_job,
+                                                      name, ns, {"spec": {"suspend": True}}, ok_404=True))
+                for f in seen:
+                    f()
+            for p in bare:
+                if not self._evict(p.namespace, p.name, f"burst hold {jid}"):
+                    raise QueueError(f"hold {jid}: eviction of {p.namespace}/{p.name} refused by a disruption budget")
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Unsuspend the owning Jobs, in the order given. Bare pods cannot come back: success."""
+        apis = self._api()
+        for jid in job_ids:
+            ns, kind, name = split_job_id(jid)
+            if kind == "pod":
+                continue
+            if kind == "job":
+                jobs = [(ns, name)]
+            else:
+                docs = self._list_jobs()
+                jobs = []
+                for d in docs:
+                    tmeta = as_obj(as_obj(as_obj(d.get("spec"), "job.spec").get("template"), "template").get("metadata"),
+                                 "template.metadata")
+                    tl = as_strmap(tmeta.get("labels"), "template.metadata.labels")
+                    ta = as_strmap(tmeta.get("annotations"), "template.metadata.annotations")
+                    meta = as_obj(d.get("metadata"), "job.metadata")
+                    fake = PodInfo(ns, "", "", tl, ta, "Job", as_text(meta.get("name"), "job.metadata.name"), 0, "",
+                                   "", False, "", 0.0, None, 0, "", {}, False)
+                    if meta.get("namespace") == ns and gang_key(fake) == (kind, name):
+                        jobs.append((ns, fake.owner_name))
+            for jns, jname in jobs:
+                self._remember("jobs", self._get_json(f"resume job {jns}/{jname}", apis.batch.patch_namespaced_job,
+                                                      jname, jns, {"spec": {"suspend": False}}, ok_404=True))
