@@ -1,47 +1,37 @@
 """Builds a running burst from a :class:`burst.config.BurstConfig`: store, queue, providers and
-the controller. The only place that knows which implementation stands behind each port."""
+the controller. The only place that knows which implementation stands behind each port.
+
+Adapters are imported where they are chosen, so a live run loads only what its config names: the
+simulator (:mod:`burst.sim`) only for the simulated queue or simulated clouds, and never the Slack
+bot: the CLI builds the notifier and hands it in (``bot`` is imported by the CLI alone)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from burst.catalog import Catalog, OfferFilter
+from burst.clock import WallClock
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.errors import QueueError
 from burst.executor import BackoffPolicy
 from burst.ports import Clock, Notifier, Provider, QueueSource
-from burst.sim.clock import WallClock
-from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
-from burst.sim.trace import bundled_trace_path, load_trace
 from burst.store.base import Store
 
 log = logging.getLogger("burst.wiring")
 
 
-class ScaledClock:
-    """Simulated time for ``burst run`` on the simulated queue: starts at ``origin`` and runs
-    ``speed`` times faster than the wall clock."""
-
-    def __init__(self, origin: Timestamp, speed: float, wall: Callable[[], float] = time.monotonic) -> None:
-        self.origin = origin
-        self.speed = speed
-        self._wall = wall
-        self._wall0 = wall()
-
-    def now(self) -> Timestamp:
-        return self.origin + (self._wall() - self._wall0) * self.speed
-
-
 @dataclass
 class Runtime:
+    """What ``burst run`` drives. ``before_tick``/``after_tick`` are the simulated world's hooks
+    (move the world to the tick's time; let the simulated scheduler start work) and None on a
+    real queue."""
+
     config: BurstConfig
     store: Store
     queue: QueueSource
@@ -49,7 +39,7 @@ class Runtime:
     controller: Controller
     clock: Clock
     before_tick: Callable[[Timestamp], None] | None = None
-    sim: Simulation | None = None
+    after_tick: Callable[[Timestamp], None] | None = None
     tick_every_wall_s: float = 30.0
 
 
@@ -106,39 +96,32 @@ def with_mirror_hosts(aws: Any, mirror: Any) -> Any:
     return aws.model_copy(update=update)
 
 
-def slack_notifier(settings: Any) -> Notifier | None:
-    """The Slack notifier when a bot token is in the environment (or a file named by
-    SLACK_BOT_TOKEN_FILE); None otherwise (notifications are then only logged)."""
-    token = os.environ.get("SLACK_BOT_TOKEN", "")
-    path = os.environ.get("SLACK_BOT_TOKEN_FILE", "")
-    if not token and path:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    if not token:
-        return None
-    from slack_sdk import WebClient
-
-    from bot.notifier import SlackNotifier
-
-    return SlackNotifier(WebClient(token=token), settings)
-
-
-def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None) -> Runtime:
+def build_runtime(
+    cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None, notifier: Notifier | None = None
+) -> Runtime:
+    """Compose the adapters ``cfg`` names with one ordinary :class:`Controller`. ``notifier`` is
+    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only."""
     store = store if store is not None else open_store(cfg.database_url)
     offers = offers_for(cfg)
     policy = cfg.policy_config()
     caps = BudgetCaps(cfg.budget.month_usd, cfg.budget.day_usd)
     backoff = BackoffPolicy(base_s=cfg.backoff.base_s, quota_base_s=cfg.backoff.quota_base_s, cap_s=cfg.backoff.cap_s)
-    sim: Simulation | None = None
     before: Callable[[Timestamp], None] | None = None
+    after: Callable[[Timestamp], None] | None = None
     providers: dict[str, Provider] = {}
     tick_wall = cfg.tick_interval_s
     if cfg.queue.kind == "sim":
+        # The simulator's adapter set (cluster as the QueueSource, clouds as Providers, one
+        # virtual clock for both), moved by scaled wall time; the controller is the ordinary one.
+        from burst.sim.clock import ScaledClock
+        from burst.sim.trace import bundled_trace_path, load_trace
+        from burst.sim.world import TRACE_EPOCH, SimSettings, SimWorld
+
         q = cfg.queue.sim
         trace = load_trace(q.trace or bundled_trace_path(), q.trace_format, gpus_per_node=q.gpus_per_node)
-        sim = Simulation(
+        world = SimWorld(
             trace,
-            policy,
-            settings=SimSettings(
+            SimSettings(
                 nodes=q.nodes,
                 gpus_per_node=q.gpus_per_node,
                 gpu_model=q.gpu_model,
@@ -147,13 +130,13 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
                 capacity_error_rate=q.capacity_error_rate,
                 cluster=cfg.cluster,
             ),
-            offers=offers,
-            store=store,
+            {o.cloud for o in offers},
         )
-        queue: QueueSource = sim.cluster
-        providers = {k: v for k, v in sim.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
+        queue: QueueSource = world.cluster
+        providers = {k: v for k, v in world.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
         clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
-        before = sim.advance_to
+        before = world.advance_to
+        after = world.after_tick
         tick_wall = cfg.tick_interval_s / q.speed
     elif cfg.queue.kind == "slurm":
         from burst.queues.slurm import SlurmQueue, SlurmSettings
@@ -172,8 +155,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     clock = clock or WallClock()
     mirror = None
     if cfg.mirror is not None:
-        from burst.mirror import MirrorService, MirrorSettings
         from burst.mirror_worker import MirrorWorker
+        from providers.mirror_service import MirrorService, MirrorSettings
 
         mirror = MirrorWorker(MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock))
     if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
@@ -199,7 +182,6 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     from burst.ondemand import OnDemandSettings, make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
-    notifier = slack_notifier(od)
     controller = Controller(
         cluster=cfg.cluster,
         queue=queue,
@@ -216,6 +198,4 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
     )
-    if sim is not None:
-        sim.controller = controller
-    return Runtime(cfg, store, queue, providers, controller, clock, before, sim, tick_wall)
+    return Runtime(cfg, store, queue, providers, controller, clock, before, after, tick_wall)
