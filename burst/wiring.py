@@ -173,12 +173,13 @@ def build_runtime(
         # Offers this configuration cannot serve (no subnet in that AZ, type not offered there,
         # spot not allowed) never reach the policy, so failover moves between real options.
         offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
-    if cfg.queue.kind != "sim":
+    simulated_clouds = [n for n in cfg.enabled_clouds() if getattr(cfg.clouds, n).simulated]
+    if cfg.queue.kind != "sim" and simulated_clouds:
+        # Simulated clouds beside a real queue: the simulator's Provider adapter on this clock.
         from burst.sim.cloud import SimProvider
 
-        for name in cfg.enabled_clouds():
-            if getattr(cfg.clouds, name).simulated:
-                providers[name] = SimProvider(name, cfg.cluster, clock)
+        for name in simulated_clouds:
+            providers[name] = SimProvider(name, cfg.cluster, clock)
     from burst.ondemand import OnDemandSettings, make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
