@@ -72,6 +72,7 @@ WRONG = {
     "a queue imports the config": (
         "burst/queues/jsonfile.py", "from burst.config import BurstConfig", "burst.queues.jsonfile -> burst.config"
     ),
+    "node bootstrap imports a cloud SDK": ("providers/bootstrap.py", "import botocore", "providers.bootstrap -> botocore"),
     "the wiring imports the bot": ("burst/wiring.py", "import bot.notifier", "burst.wiring -> bot.notifier"),
 }
 
