@@ -31,8 +31,11 @@ demo: install
 test: system-deps install lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+## ruff, then the layering contracts of pyproject.toml [tool.importlinter] (policies -> domain only;
+## the core imports no adapter; adapters import only domain/errors/ports; only the CLI imports bot).
 lint: install
 	$(BIN)/python -m ruff check burst providers policies bot tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/python -m mypy

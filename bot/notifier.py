@@ -11,9 +11,12 @@ Web API methods used here, and the scopes they need (bot/manifest.yaml lists exa
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -21,6 +24,19 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
+
+
+def slack_notifier(section: Mapping[str, Any] | None) -> SlackNotifier | None:
+    """The Slack notifier for the daemon, built by the CLI and handed to the wiring: Slack when a
+    bot token is in the environment (or a file named by SLACK_BOT_TOKEN_FILE); None otherwise
+    (notifications are then only logged). ``section`` is the config's ``slack:`` section."""
+    token = os.environ.get("SLACK_BOT_TOKEN", "")
+    path = os.environ.get("SLACK_BOT_TOKEN_FILE", "")
+    if not token and path:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        return None
+    return SlackNotifier(WebClient(token=token), OnDemandSettings.model_validate(section or {}))
 
 
 class SlackNotifier:

@@ -163,8 +163,8 @@ class BotFactory:
 
     def __call__(self, *, listener_executor: Executor | None = None, process_before_response: bool = True) -> App:
         from bot.app import create_app
+        from burst.clock import WallClock
         from burst.ondemand.service import OnDemandService
-        from burst.sim.clock import WallClock
         from burst.store.sql import SqlStore
         from burst.wiring import offers_for
 

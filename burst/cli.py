@@ -163,6 +163,7 @@ def run(
     metrics_addr: Annotated[str, typer.Option(help="Address for the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """The live controller daemon (APScheduler interval tick, leader election in the store)."""
+    from bot.notifier import slack_notifier
     from burst.config import load_config
     from burst.daemon import Daemon
     from burst.wiring import build_runtime
@@ -170,7 +171,8 @@ def run(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         cfg = load_config(config)
-        rt = build_runtime(cfg)
+        # The CLI is the only importer of bot/: the Slack notifier is built here and handed in.
+        rt = build_runtime(cfg, notifier=slack_notifier(cfg.slack))
     except InputError as e:
         _fail(str(e))
     except BurstError as e:
@@ -183,7 +185,7 @@ def run(
         serve(metrics_port, metrics_addr)
     daemon = Daemon(
         rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
-        after_tick=rt.sim.after_tick if rt.sim is not None else None, metrics=bool(metrics_port),
+        after_tick=rt.after_tick, metrics=bool(metrics_port),
         closeables=rt.closeables, prewarmer=rt.prewarmer,
     )
     if once or ticks:

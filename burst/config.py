@@ -170,7 +170,7 @@ class BurstConfig(_Strict):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
-    mirror: dict[str, Any] | None = None  # validated by burst.mirror.MirrorSettings
+    mirror: dict[str, Any] | None = None  # validated by providers.mirror_service.MirrorSettings
     slack: dict[str, Any] | None = None  # validated by the bot
 
     @field_validator("database_url")
@@ -193,7 +193,7 @@ class BurstConfig(_Strict):
         if not (self.clouds.aws.enabled or self.clouds.azure.enabled) and self.policy.burst_enabled:
             raise ValueError("no cloud is enabled; set policy.burst_enabled: false or enable a cloud")
         if self.mirror is not None:
-            from burst.mirror import MirrorSettings
+            from providers.mirror_service import MirrorSettings
 
             validate_section(("mirror",), MirrorSettings, self.mirror)
         if self.slack is not None:

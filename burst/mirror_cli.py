@@ -19,7 +19,7 @@ from burst.errors import InputError, MirrorError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from burst.mirror import MirrorService, MirrorSettings
+    from providers.mirror_service import MirrorService, MirrorSettings
     from providers.oci import CopyResult
     from providers.oci import Progress as CopyProgressT
 
@@ -67,7 +67,7 @@ def build_settings(image: str, to: str, config: Path | None, *, insecure: bool, 
     """Settings plus the (cloud, region) key that ``to`` names. Raises InputError/MirrorError."""
     from pydantic import ValidationError
 
-    from burst.mirror import MirrorSettings
+    from providers.mirror_service import MirrorSettings
     from providers.oci import parse_reference
     from providers.registry_auth import credentials_from_env
 
@@ -120,8 +120,8 @@ def mirror_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line")] = False,
 ) -> None:
     """Mirror IMAGE from Harbor into a cloud region's registry (or any registry), digest for digest."""
-    from burst.mirror import MirrorService
     from burst.store.memory import MemoryStore
+    from providers.mirror_service import MirrorService
     from providers.oci import InvalidReference, tune_malloc_for_streaming
 
     try:

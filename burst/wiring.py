@@ -1,17 +1,20 @@
 """Builds a running burst from a :class:`burst.config.BurstConfig`: store, queue, providers and
-the controller. The only place that knows which implementation stands behind each port."""
+the controller. The only place that knows which implementation stands behind each port.
+
+Adapters are imported where they are chosen, so a live run loads only what its config names: the
+simulator (:mod:`burst.sim`) only for the simulated queue or simulated clouds, and never the Slack
+bot: the CLI builds the notifier and hands it in (``bot`` is imported by the CLI alone)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from burst.catalog import Catalog, OfferFilter
+from burst.clock import WallClock
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
@@ -28,34 +31,21 @@ from burst.ports import (
     QueueSource,
     Store,
 )
-from burst.sim.clock import WallClock
-from burst.sim.runner import TRACE_EPOCH, SimSettings, Simulation
-from burst.sim.trace import bundled_trace_path, load_trace
 
 if TYPE_CHECKING:
-    from burst.mirror import MirrorService
     from burst.queues.slurm.adapter import SlurmQueue
     from providers.aws import AwsSettings
+    from providers.mirror_service import MirrorService
 
 log = logging.getLogger("burst.wiring")
 
 
-class ScaledClock:
-    """Simulated time for ``burst run`` on the simulated queue: starts at ``origin`` and runs
-    ``speed`` times faster than the wall clock."""
-
-    def __init__(self, origin: Timestamp, speed: float, wall: Callable[[], float] = time.monotonic) -> None:
-        self.origin = origin
-        self.speed = speed
-        self._wall = wall
-        self._wall0 = wall()
-
-    def now(self) -> Timestamp:
-        return self.origin + (self._wall() - self._wall0) * self.speed
-
-
 @dataclass
 class Runtime:
+    """What ``burst run`` drives. ``before_tick``/``after_tick`` are the simulated world's hooks
+    (move the world to the tick's time; let the simulated scheduler start work) and None on a
+    real queue."""
+
     config: BurstConfig
     store: Store
     queue: QueueSource
@@ -63,7 +53,7 @@ class Runtime:
     controller: Controller
     clock: Clock
     before_tick: Callable[[Timestamp], None] | None = None
-    sim: Simulation | None = None
+    after_tick: Callable[[Timestamp], None] | None = None
     tick_every_wall_s: float = 30.0
     closeables: tuple[Closeable, ...] = ()  # for Daemon(closeables=...): stopped with the daemon
     prewarmer: Prewarming | None = None  # for Daemon(prewarmer=...): the mirror's prewarm job
@@ -121,42 +111,35 @@ def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
     return aws.model_copy(update=update)
 
 
-def slack_notifier(settings: Any) -> Notifier | None:
-    """The Slack notifier when a bot token is in the environment (or a file named by
-    SLACK_BOT_TOKEN_FILE); None otherwise (notifications are then only logged)."""
-    token = os.environ.get("SLACK_BOT_TOKEN", "")
-    path = os.environ.get("SLACK_BOT_TOKEN_FILE", "")
-    if not token and path:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    if not token:
-        return None
-    from slack_sdk import WebClient
-
-    from bot.notifier import SlackNotifier
-
-    return SlackNotifier(WebClient(token=token), settings)
-
-
-def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None) -> Runtime:
+def build_runtime(
+    cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None, notifier: Notifier | None = None
+) -> Runtime:
+    """Compose the adapters ``cfg`` names with one ordinary :class:`Controller`. ``notifier`` is
+    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only."""
     store = store if store is not None else open_store(cfg.database_url)
     offers = offers_for(cfg)
     policy = cfg.policy_config()
     caps = BudgetCaps(cfg.budget.month_usd, cfg.budget.day_usd)
     backoff = BackoffPolicy(base_s=cfg.backoff.base_s, quota_base_s=cfg.backoff.quota_base_s, cap_s=cfg.backoff.cap_s)
-    sim: Simulation | None = None
     before: Callable[[Timestamp], None] | None = None
+    after: Callable[[Timestamp], None] | None = None
     providers: dict[str, Provider] = {}
     tick_wall = cfg.tick_interval_s
     # The queue's optional capabilities, known here from the adapter built (never probed later).
     gang_hold: GangHold | None = None
     closeables: list[Closeable] = []
     if cfg.queue.kind == "sim":
+        # The simulator's adapter set (cluster as the QueueSource, clouds as Providers, one
+        # virtual clock for both), moved by scaled wall time; the controller is the ordinary one.
+        from burst.sim.clock import ScaledClock
+        from burst.sim.trace import bundled_trace_path, load_trace
+        from burst.sim.world import TRACE_EPOCH, SimSettings, SimWorld
+
         q = cfg.queue.sim
         trace = load_trace(q.trace or bundled_trace_path(), q.trace_format, gpus_per_node=q.gpus_per_node)
-        sim = Simulation(
+        world = SimWorld(
             trace,
-            policy,
-            settings=SimSettings(
+            SimSettings(
                 nodes=q.nodes,
                 gpus_per_node=q.gpus_per_node,
                 gpu_model=q.gpu_model,
@@ -165,13 +148,13 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
                 capacity_error_rate=q.capacity_error_rate,
                 cluster=cfg.cluster,
             ),
-            offers=offers,
-            store=store,
+            {o.cloud for o in offers},
         )
-        queue: QueueSource = sim.cluster
-        providers = {k: v for k, v in sim.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
+        queue: QueueSource = world.cluster
+        providers = {k: v for k, v in world.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
         clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
-        before = sim.advance_to
+        before = world.advance_to
+        after = world.after_tick
         tick_wall = cfg.tick_interval_s / q.speed
     elif cfg.queue.kind == "slurm":
         from burst.queues.slurm.adapter import SlurmQueue
@@ -196,8 +179,8 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
     service: MirrorService | None = None
     async_mirror: AsyncMirror | None = None
     if cfg.mirror is not None:
-        from burst.mirror import MirrorService, MirrorSettings
         from burst.mirror_worker import MirrorWorker
+        from providers.mirror_service import MirrorService, MirrorSettings
 
         service = MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock)
         async_mirror = MirrorWorker(service)  # copies run off the tick
@@ -215,17 +198,17 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         # Offers this configuration cannot serve (no subnet in that AZ, type not offered there,
         # spot not allowed) never reach the policy, so failover moves between real options.
         offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
-    if cfg.queue.kind != "sim":
+    simulated_clouds = [n for n in cfg.enabled_clouds() if getattr(cfg.clouds, n).simulated]
+    if cfg.queue.kind != "sim" and simulated_clouds:
+        # Simulated clouds beside a real queue: the simulator's Provider adapter on this clock.
         from burst.sim.cloud import SimProvider
 
-        for name in cfg.enabled_clouds():
-            if getattr(cfg.clouds, name).simulated:
-                providers[name] = SimProvider(name, cfg.cluster, clock)
+        for name in simulated_clouds:
+            providers[name] = SimProvider(name, cfg.cluster, clock)
     from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
-    notifier = slack_notifier(od)
     controller = Controller(
         cluster=cfg.cluster,
         queue=queue,
@@ -243,9 +226,7 @@ def build_runtime(cfg: BurstConfig, *, store: Store | None = None, clock: Clock 
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
     )
-    if sim is not None:
-        sim.controller = controller
     return Runtime(
-        cfg, store, queue, providers, controller, clock, before, sim, tick_wall,
+        cfg, store, queue, providers, controller, clock, before, after, tick_wall,
         closeables=tuple(closeables), prewarmer=service,
     )

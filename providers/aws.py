@@ -22,13 +22,14 @@ What this module does, and how it keeps the Provider contract (burst/ports.py):
 
 User data
 ---------
-``user_data_template`` is a file path, ``builtin:slurm`` / ``builtin:k8s`` (the templates shipped in
-``burst/templates/``), or inline text (anything containing a newline). It is a
-:class:`string.Template`: ``$name`` / ``${name}`` are burst's variables, ``$$`` is a literal ``$``
-(write shell variables as ``$${VAR}``). An unknown ``$name`` is an error, found by
-:meth:`AwsProvider.validate`. Every value must match ``[A-Za-z0-9._:/@,=+-]*`` so that it is inert
-in a shell script. The variables are :data:`USER_DATA_VARIABLES` plus ``template_vars`` from the
-settings (for example ``slurmctld_host`` or ``k8s_api_endpoint``). A non-empty
+Rendering is cloud-neutral and lives in :mod:`providers.bootstrap`. ``user_data_template`` is a
+file path, ``builtin:slurm`` / ``builtin:k8s`` (the templates shipped in ``providers/templates/``),
+or inline text (anything containing a newline). It is a :class:`string.Template`: ``$name`` /
+``${name}`` are burst's variables, ``$$`` is a literal ``$`` (write shell variables as
+``$${VAR}``). An unknown ``$name`` is an error, found by :meth:`AwsProvider.validate`. Every value
+must match ``[A-Za-z0-9._:/@,=+-]*`` so that it is inert in a shell script. The variables are
+:data:`providers.bootstrap.USER_DATA_VARIABLES` plus ``template_vars`` from the settings (for
+example ``slurmctld_host`` or ``k8s_api_endpoint``). A non-empty
 ``LaunchSpec.user_data`` is used as-is instead of the template.
 """
 
@@ -37,13 +38,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,6 +66,13 @@ from burst.errors import (
     PermanentProviderError,
     ProviderError,
 )
+from providers.bootstrap import (
+    SAFE_VALUE,
+    USER_DATA_VARIABLES,
+    load_template,
+    node_variables,
+    render_user_data,
+)
 from providers.errors import aws_error_code, map_aws_error
 
 log = logging.getLogger(__name__)
@@ -86,29 +91,7 @@ EC2_STATES: Mapping[str, CloudState] = {
     "terminated": CloudState.TERMINATED,
 }
 
-USER_DATA_VARIABLES: Mapping[str, str] = {
-    "cluster": "burst cluster name (the burst:cluster tag)",
-    "instance_id": "burst's intent id (the burst:id tag and the ClientToken)",
-    "node_name": "scheduler node name for this instance (node_name_prefix + intent id)",
-    "provider": "'aws'",
-    "region": "EC2 region, e.g. us-east-1",
-    "zone": "AZ id from the offer, e.g. use1-az1",
-    "instance_type": "EC2 instance type, e.g. p4d.24xlarge",
-    "gpu_model": "GPU model from the offer, e.g. A100",
-    "gpus": "GPU count of the instance",
-    "gpu_gres_type": "GPU model as a Slurm GRES type, lower case: a100, a100_80gb",
-    "market": "'on-demand' or 'spot'",
-    "purpose": "overflow, on-demand or grand-challenge",
-    "harbor_host": "on-prem Harbor registry host[:port]",
-    "mirror_host": "this region's registry mirror host[:port][/prefix] (ECR), as configured",
-    "mirror_registry": "the mirror's registry host[:port] alone; empty when no mirror is configured",
-    "mirror_url": "containerd host URL of the mirror: https://host or https://host/v2/<prefix>",
-    "mirror_override_path": "'true' when mirror_url carries the API root (a repository prefix)",
-    "mirror_auth": "how the node gets a mirror pull token: ecr, acr or none",
-    "gang_id": "the gang this instance belongs to, '' when none (builtin:k8s registers it held)",
-}
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@,=+\-]*")
-_BUILTIN_TEMPLATES = {"builtin:slurm": "userdata-slurm.sh", "builtin:k8s": "userdata-k8s.sh"}
+_TEMPLATE_SETTING = "aws.user_data_template"
 _AZ_ID = re.compile(r"^[a-z]{2,}[0-9]+-(?:[a-z]+[0-9]+-)?az[0-9]+$")
 
 
@@ -191,7 +174,7 @@ class AwsSettings(BaseModel):
         if clash:
             raise ValueError(f"template_vars may not redefine burst's variables: {', '.join(clash)}")
         for key, value in self.template_vars.items():
-            if not _SAFE_VALUE.fullmatch(value):
+            if not SAFE_VALUE.fullmatch(value):
                 raise ValueError(f"template_vars.{key}: value has characters unsafe in a shell script")
         return self
 
@@ -199,78 +182,6 @@ class AwsSettings(BaseModel):
 # --------------------------------------------------------------------------------------------
 # User data
 # --------------------------------------------------------------------------------------------
-
-
-_INCLUDE = re.compile(r"^# @include ([a-z0-9-]+\.sh)$", re.M)
-
-
-def _builtin_text(name: str) -> str:
-    return resources.files("burst").joinpath("templates", name).read_text("utf-8")
-
-
-def _with_includes(text: str) -> str:
-    """Splice shipped parts into a builtin template at ``# @include <part>.sh`` lines (one level).
-    Written by hand because string.Template has no includes, and the Slurm and Kubernetes
-    templates share their whole containerd mirror block."""
-    def part(m: re.Match[str]) -> str:
-        body = _builtin_text(m.group(1))
-        # the part's own header (what it is, where it goes) stays in the part file
-        return body[body.index("# ----") :].rstrip("\n")
-
-    return _INCLUDE.sub(part, text)
-
-
-def load_template(source: str) -> str:
-    """Template text from ``builtin:slurm``/``builtin:k8s``, a file path, or inline text."""
-    if not source:
-        return ""
-    if source in _BUILTIN_TEMPLATES:
-        return _with_includes(_builtin_text(_BUILTIN_TEMPLATES[source]))
-    if "\n" in source:
-        return source
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ConfigError("aws.user_data_template", f"no such file: {source}")
-    return path.read_text("utf-8")
-
-
-_ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?(?::[0-9]+)?$")
-
-
-def mirror_variables(mirror_host: str) -> dict[str, str]:
-    """User-data variables for containerd's registry mirror (see USER_DATA_VARIABLES).
-
-    ``mirror_host`` is ``host[:port]`` optionally followed by the repository prefix burst copies
-    under (:func:`burst.mirror.containerd_mirror_url` turns that into containerd's host URL).
-    """
-    from burst.mirror import containerd_mirror_url
-
-    host = mirror_host.partition("/")[0]
-    if not host:
-        return {"mirror_host": "", "mirror_registry": "", "mirror_url": "", "mirror_override_path": "false",
-                "mirror_auth": "none"}
-    auth = "ecr" if _ECR_HOST.match(host) else "acr" if host.split(":")[0].endswith(".azurecr.io") else "none"
-    url, override_path = containerd_mirror_url(mirror_host)
-    return {
-        "mirror_host": mirror_host,
-        "mirror_registry": host,
-        "mirror_url": url,
-        "mirror_override_path": "true" if override_path else "false",
-        "mirror_auth": auth,
-    }
-
-
-def render_user_data(template: str, variables: Mapping[str, str]) -> str:
-    """Fill a :class:`string.Template` strictly: unknown ``$names`` and unsafe values are errors."""
-    for key, value in variables.items():
-        if not _SAFE_VALUE.fullmatch(value):
-            raise ConfigError(f"user data variable {key}", f"value {value!r} has characters unsafe in a shell script")
-    try:
-        return string.Template(template).substitute(variables)
-    except KeyError as e:
-        raise ConfigError("aws.user_data_template", f"unknown variable ${e.args[0]}") from None
-    except ValueError as e:  # a stray '$' not followed by a name
-        raise ConfigError("aws.user_data_template", f"{e} (write a literal $ as $$)") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,34 +476,22 @@ class AwsProvider:
 
     def template_text(self) -> str:
         if self._template_text is None:
-            self._template_text = load_template(self.settings.user_data_template)
+            self._template_text = load_template(self.settings.user_data_template, where=_TEMPLATE_SETTING)
         return self._template_text
 
     def node_name(self, intent_id: str) -> str:
         return f"{self.settings.node_name_prefix}{intent_id}"
 
     def user_data_variables(self, spec: LaunchSpec) -> dict[str, str]:
-        offer = spec.offer
-        region = self.settings.regions.get(offer.region)
-        core = {
-            "cluster": self.cluster,
-            "instance_id": spec.intent_id,
-            "node_name": self.node_name(spec.intent_id),
-            "provider": PROVIDER,
-            "region": offer.region,
-            "zone": offer.zone,
-            "instance_type": offer.instance_type,
-            "gpu_model": offer.gpu_model,
-            # Slurm GRES type names are matched case-sensitively; sites name them in lower case
-            # (gpu:a100:8), while the catalog says "A100" / "A100-80GB".
-            "gpu_gres_type": offer.gpu_model.lower().replace("-", "_"),
-            "gpus": str(offer.gpu_count),
-            "market": str(offer.market),
-            "purpose": str(spec.purpose),
-            "harbor_host": self.settings.harbor_host,
-            "gang_id": spec.gang_id,
-            **mirror_variables(region.mirror_host if region else ""),
-        }
+        region = self.settings.regions.get(spec.offer.region)
+        core = node_variables(
+            spec,
+            cluster=self.cluster,
+            provider=PROVIDER,
+            node_name=self.node_name(spec.intent_id),
+            harbor_host=self.settings.harbor_host,
+            mirror_host=region.mirror_host if region else "",
+        )
         return {**self.settings.template_vars, **core}
 
     def render_user_data(self, spec: LaunchSpec) -> str:
@@ -600,7 +499,7 @@ class AwsProvider:
         if spec.user_data:
             return spec.user_data
         text = self.template_text()
-        return render_user_data(text, self.user_data_variables(spec)) if text else ""
+        return render_user_data(text, self.user_data_variables(spec), where=_TEMPLATE_SETTING) if text else ""
 
     # ---- Provider: launch -------------------------------------------------------------------
 
@@ -873,7 +772,7 @@ class AwsProvider:
             try:
                 text = self.template_text()
                 dummy = {k: "x" for k in USER_DATA_VARIABLES} | dict(self.settings.template_vars)
-                rendered = render_user_data(text, dummy)
+                rendered = render_user_data(text, dummy, where=_TEMPLATE_SETTING)
                 if len(rendered.encode()) > MAX_USER_DATA_BYTES:
                     problems.append(("aws.user_data_template", f"renders to more than {MAX_USER_DATA_BYTES} bytes"))
             except ConfigError as e:

@@ -1,13 +1,15 @@
 """The simulator: replays a trace through the real :class:`burst.controller.Controller`.
 
-Discrete events (arrivals, completions, boots, reclaims) move a virtual clock. The controller
+The world (simulated cluster, clouds and virtual clock) is the adapter set
+:class:`burst.sim.world.SimWorld`; a :class:`Simulation` composes it with an ordinary Controller
+and drives both. Discrete events (arrivals, completions, boots, reclaims) move a virtual clock. The controller
 ticks on the daemon's grid (every ``tick_s`` seconds, like the APScheduler interval job) but
 only on grid points where something changed or the last Plan asked to be woken (``wake_at``);
 on the other grid points the daemon's tick would find nothing to do. The simulated cluster
 schedules continuously, as a real scheduler does between controller ticks.
 
-Time zero of the ITP traces is taken as 2021-03-04T00:00Z (the start of their collection), so
-day and month budgets fall on real calendar boundaries.
+Time zero of the ITP traces is taken as 2021-03-04T00:00Z (:data:`TRACE_EPOCH`, the start of their
+collection), so day and month budgets fall on real calendar boundaries.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from burst.catalog import Catalog, OfferFilter
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Market, Offer
 from burst.ports import Store
-from burst.sim.clock import VirtualClock
-from burst.sim.cloud import SimInstance, SimProvider
-from burst.sim.cluster import SimCluster, SimJob
 from burst.sim.trace import TraceJob
+from burst.sim.world import TRACE_EPOCH, SimSettings, SimWorld, node_name_for
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
 
-TRACE_EPOCH = 1614816000.0  # 2021-03-04T00:00:00Z
+__all__ = ["TRACE_EPOCH", "SimResult", "SimSettings", "Simulation", "b1_offers", "node_name_for"]
 
 B1_REGIONS = ("us-east-1", "us-west-2", "eastus", "westus2")
 B1_ACCELERATORS = ("V100", "V100-32GB", "A100", "A100-80GB", "H100")
@@ -39,24 +39,6 @@ def b1_offers(catalog: Catalog | None = None, *, spot: bool = False) -> list[Off
     cat = catalog or Catalog.bundled()
     markets = (Market.ON_DEMAND, Market.SPOT) if spot else (Market.ON_DEMAND,)
     return cat.offers(OfferFilter(clouds=("aws", "azure"), regions=B1_REGIONS, accelerators=B1_ACCELERATORS, markets=markets))
-
-
-@dataclass(frozen=True, slots=True)
-class SimSettings:
-    nodes: int = 80
-    gpus_per_node: int = 8
-    gpu_model: str = "A100"
-    tick_s: float = 30.0
-    boot_s: float = 240.0
-    billing_minimum_s: float = 60.0
-    capacity_error_rate: float = 0.0
-    transient_error_rate: float = 0.0
-    spot_interrupt_mean_s: float | None = None
-    seed: int = 0
-    cluster: str = "sim"
-    sample_every_s: float = 600.0
-    month_cap_usd: float = 0.0
-    day_cap_usd: float = 0.0
 
 
 @dataclass
@@ -144,27 +126,12 @@ class Simulation:
         self.policy = policy
         self.s = settings
         self.offers = list(offers) if offers is not None else b1_offers()
-        self.clock = VirtualClock(TRACE_EPOCH + self.trace[0].submit)
+        self.world = SimWorld(self.trace, settings, {o.cloud for o in self.offers})
+        self.clock = self.world.clock
+        self.cluster = self.world.cluster
+        self.providers = self.world.providers
         self.store: Store = store if store is not None else MemoryStore(audit_limit=10_000)
         self.record_plans = record_plans
-        self.waits: list[float] = []
-        self.cloud_gpu_s_used = 0.0
-        self.cluster = SimCluster(settings.nodes, settings.gpus_per_node, settings.gpu_model, on_start=self._on_start, on_finish=self._on_finish)
-        self.providers: dict[str, SimProvider] = {}
-        for i, cloud in enumerate(sorted({o.cloud for o in self.offers})):
-            self.providers[cloud] = SimProvider(
-                cloud,
-                settings.cluster,
-                self.clock,
-                boot_s=settings.boot_s,
-                billing_minimum_s=settings.billing_minimum_s,
-                capacity_error_rate=settings.capacity_error_rate,
-                transient_error_rate=settings.transient_error_rate,
-                spot_interrupt_mean_s=settings.spot_interrupt_mean_s,
-                seed=settings.seed * 7919 + i,
-                on_ready=self._on_ready,
-                on_gone=self._on_gone,
-            )
         self.controller = Controller(
             cluster=settings.cluster,
             queue=self.cluster,
@@ -175,87 +142,22 @@ class Simulation:
             caps=BudgetCaps(settings.month_cap_usd, settings.day_cap_usd),
         )
         self.series = Series()
-        self._i = 0  # next trace job to submit
-        self._plist = list(self.providers.values())
         self.clock_origin = self.clock.now()
         self.ticks = 0
-        self._cloud_events = 0
         self.plans: list[tuple[float, tuple[str, ...]]] = []
 
-    # ---- world hooks -------------------------------------------------------------------------
-    def _on_start(self, sj: SimJob, now: float) -> None:
-        if sj.requeues == 0:
-            self.waits.append(now - sj.submit)
+    # ---- the world's hooks, for a daemon that drives this simulation's world -------------------
+    def advance_to(self, target: float) -> None:
+        """Live mode: move the world, not the controller (:meth:`SimWorld.advance_to`)."""
+        self.world.advance_to(target)
 
-    def _on_finish(self, sj: SimJob, now: float) -> None:
-        if sj.cloud and sj.start is not None:
-            self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
+    def after_tick(self, now: float) -> None:
+        """:meth:`SimWorld.after_tick`: ``run()`` and a daemon both call it after a tick."""
+        self.world.after_tick(now)
 
-    def _on_ready(self, inst: SimInstance, now: float) -> None:
-        self.cluster.add_cloud_node(
-            node_name_for(inst.burst_id),
-            inst.offer.gpu_count,
-            inst.offer.gpu_model,
-            f"{inst.offer.cloud}/{inst.offer.region}",
-            inst.burst_id,
-        )
-
-    def _on_gone(self, inst: SimInstance, now: float) -> None:
-        # A terminated or reclaimed instance's node leaves; work still on it is requeued.
-        name = node_name_for(inst.burst_id)
-        node = self.cluster._node(name)
-        if node is not None:
-            for jid in list(node.jobs):
-                sj = self.cluster._running.get(jid)
-                if sj is not None and sj.start is not None and sj.cloud:
-                    self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
-            self.cluster.remove_node(name)
-
-    # ---- loop ------------------------------------------------------------------------------------
     def _grid(self, t: float) -> float:
         base = self.clock_origin
         return base + math.ceil((t - base) / self.s.tick_s - 1e-9) * self.s.tick_s
-
-    def _next_world_event(self) -> float | None:
-        cands: list[float] = []
-        if self._i < len(self.trace):
-            cands.append(TRACE_EPOCH + self.trace[self._i].submit)
-        c = self.cluster.next_completion()
-        if c is not None:
-            cands.append(c)
-        for p in self._plist:
-            e = p.next_event()
-            if e is not None:
-                cands.append(e)
-        return min(cands) if cands else None
-
-    def _world_at(self, t: float) -> None:
-        """Apply every world event due at ``t``: completions, boots/reclaims, arrivals; schedule."""
-        self.clock.set(max(t, self.clock.now()))
-        t = self.clock.now()
-        self.cluster.complete_until(t)
-        for p in self._plist:
-            self._cloud_events += p.advance(t)
-        trace = self.trace
-        while self._i < len(trace) and TRACE_EPOCH + trace[self._i].submit <= t:
-            self.cluster.submit(trace[self._i], TRACE_EPOCH + trace[self._i].submit)
-            self._i += 1
-        self.cluster.schedule(t)
-
-    def advance_to(self, target: float) -> None:
-        """Live mode (``burst run`` on the simulated queue): move the world, not the controller."""
-        while True:
-            t = self._next_world_event()
-            if t is None or t > target:
-                break
-            self._world_at(t)
-        if target > self.clock.now():
-            self._world_at(target)
-
-    def after_tick(self, now: float) -> None:
-        """What the simulated scheduler does right after a controller tick: start what fits (an
-        Undrain frees capacity at once). ``run()`` and the live daemon both call it."""
-        self.cluster.schedule(now)
 
     def run(self, progress: Progress | None = None) -> SimResult:
         wall0 = time.perf_counter()
@@ -267,9 +169,10 @@ class Simulation:
         last_version = -1
         next_sample = start
         cluster = self.cluster
+        world = self.world
         last_progress = 0.0
         while True:
-            t_world = self._next_world_event()
+            t_world = world.next_event()
             if t_world is None and next_tick is None:
                 break
             if next_tick is None or (t_world is not None and t_world < next_tick):
@@ -277,12 +180,12 @@ class Simulation:
                 t = t_world
             else:
                 t = next_tick
-            self._world_at(t)
+            world.step_to(t)
             t = self.clock.now()
-            if cluster.version != last_version or self._cloud_events:
+            if cluster.version != last_version or world.cloud_events:
                 # Cloud events count too: a reclaim of an instance that has not joined yet
                 # changes no node, but the daemon's next tick would see it and replace it.
-                self._cloud_events = 0
+                world.cloud_events = 0
                 g = self._grid(t)
                 next_tick = g if next_tick is None else min(next_tick, g)
             if next_tick is not None and t >= next_tick:
@@ -306,8 +209,8 @@ class Simulation:
             if t >= next_sample:
                 self._sample(t)
                 next_sample = t + self.s.sample_every_s
-            if progress is not None and self._i < n:
-                frac = (trace[self._i].submit - trace[0].submit) / span
+            if progress is not None and world.submitted < n:
+                frac = (trace[world.submitted].submit - trace[0].submit) / span
                 if frac - last_progress >= 0.01:
                     last_progress = frac
                     progress(frac)
@@ -316,17 +219,17 @@ class Simulation:
         if progress is not None:
             progress(1.0)
         wall = time.perf_counter() - wall0
-        providers = self._plist
+        providers = list(self.providers.values())
         cost = sum(p.cost(end) for p in providers)
         paid = sum(p.gpu_hours_paid(end) for p in providers)
         ledger = self.store.spend(since=0.0, now=end)
         return SimResult(
             policy=self.policy.name,
             jobs=n,
-            waits_s=list(self.waits),
+            waits_s=list(world.waits),
             cloud_usd=cost,
             gpu_hours_paid=paid,
-            gpu_hours_used=self.cloud_gpu_s_used / 3600.0,
+            gpu_hours_used=world.cloud_gpu_s_used / 3600.0,
             instances=sum(p.launched for p in providers),
             wall_s=wall,
             sim_s=end - start,
@@ -349,11 +252,6 @@ class Simulation:
         s.cloud_provisioned.append(sum(p.live_gpus() for p in self.providers.values()))
         s.pending.append(self.cluster.pending_count)
         s.spend.append(sum(p.cost(t) for p in self.providers.values()))
-
-
-def node_name_for(instance_id: str) -> str:
-    """The scheduler node name a burst instance registers as (its user data sets the same)."""
-    return f"burst-{instance_id}"
 
 
 def _describe(a: object) -> str:

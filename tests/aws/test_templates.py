@@ -12,7 +12,8 @@ import pytest
 
 from burst.domain import Market
 from burst.errors import ConfigError
-from providers.aws import USER_DATA_VARIABLES, AwsProvider, AwsSettings, load_template, render_user_data
+from providers.aws import AwsProvider, AwsSettings
+from providers.bootstrap import USER_DATA_VARIABLES, load_template, render_user_data
 from tests.aws.helpers import CLUSTER, make_offer, make_spec
 
 K8S_VARS = {"k8s_api_endpoint": "10.0.0.10:6443", "k8s_ca_cert_hash": "sha256:abc123", "bootstrap_token_ssm_param": ""}

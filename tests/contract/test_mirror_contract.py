@@ -25,13 +25,13 @@ from pathlib import Path
 import pytest
 
 # The implementations are imported here and nowhere else in this file (fix these lines when
-# modules move): burst.mirror, burst.mirror_worker, burst.sim.mirror, burst.store.memory.
+# modules move): providers.mirror_service, burst.mirror_worker, burst.sim.mirror, burst.store.memory.
 from burst.errors import MirrorError, TransientMirrorError
-from burst.mirror import MirrorService, MirrorSettings
 from burst.mirror_worker import MirrorWorker
 from burst.ports import Mirror, MirrorOutcome, MirrorResult
 from burst.sim.mirror import SimMirror, SimRegistry
 from burst.store.memory import MemoryStore
+from providers.mirror_service import MirrorService, MirrorSettings
 from tests.support.registry import (
     CountingProxy,
     LayoutWriter,

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from burst.errors import MirrorError, TransientMirrorError
-from burst.mirror import MirrorService, MirrorSettings
 from burst.store.memory import MemoryStore
+from providers.mirror_service import MirrorService, MirrorSettings
 from providers.oci import Endpoint, ImageRef, OciCopier, parse_reference
 from providers.registry_auth import ARM_SCOPE, AcrAuth, RegistryAuthError
 from tests.mirror.conftest import HARBOR_SECRET, HARBOR_USER, Env, Sleeps

@@ -25,7 +25,7 @@ def _python(code: str) -> str:
 def test_importing_the_cli_loads_no_engine() -> None:
     """``burst --help`` registers the command; it must not pay for httpx, pydantic or rich."""
     got = _python("import sys, burst.mirror_cli; print(sorted(m for m in ('httpx', 'httpcore', 'pydantic', "
-                  "'rich.console', 'burst.mirror', 'providers.oci', 'yaml') if m in sys.modules))")
+                  "'rich.console', 'providers.mirror_service', 'providers.oci', 'yaml') if m in sys.modules))")
     assert got == "[]"
 
 

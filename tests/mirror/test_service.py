@@ -14,7 +14,10 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from burst.errors import MirrorError
-from burst.mirror import (
+from burst.mirror_cli import mirror_command
+from burst.ports import Mirror
+from burst.store.memory import MemoryStore
+from providers.mirror_service import (
     MirrorConfigError,
     MirrorService,
     MirrorSettings,
@@ -22,9 +25,6 @@ from burst.mirror import (
     containerd_hosts_toml,
     prewarm,
 )
-from burst.mirror_cli import mirror_command
-from burst.ports import Mirror
-from burst.store.memory import MemoryStore
 from providers.oci import InvalidReference
 from tests.mirror.conftest import HARBOR_SECRET, HARBOR_USER, TARGET_PASSWORD, TARGET_USER, Env, Sleeps
 from tests.support.registry import inspect_digest

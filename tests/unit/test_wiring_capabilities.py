@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from burst.config import BurstConfig
-from burst.mirror import MirrorService
 from burst.mirror_worker import MirrorWorker
 from burst.store.memory import MemoryStore
 from burst.wiring import build_runtime
+from providers.mirror_service import MirrorService
 
 MIRROR = {"source": {"registry": "harbor.example.com"}, "targets": {"aws:us-east-1": {"registry": "r.example.com"}}}
 

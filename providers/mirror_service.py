@@ -6,8 +6,13 @@
 recorded in the Store, so a repeat ``ensure`` of an unchanged image costs one manifest HEAD at
 the source. Failures raise :class:`burst.errors.MirrorError` subclasses; the controller backs off.
 
-Also here: :func:`containerd_hosts_toml` (instance user data points containerd at the regional
-mirror) and :func:`prewarm` (mirror the most used images to every region ahead of need).
+Also here: :func:`prewarm` (mirror the most used images to every region ahead of need). The
+containerd ``hosts.toml`` rule is cloud-neutral node bootstrap and lives in
+:mod:`providers.bootstrap` (re-exported here for ``burst mirror``).
+
+The service asks the Store only for mirror records (:class:`MirrorRecords`, which
+:class:`burst.ports.Store` satisfies), so this adapter needs nothing of the core but the domain,
+the errors and the ports.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from burst.clock import WallClock
 from burst.domain import Timestamp
 from burst.errors import ConfigError, MirrorError, TransientMirrorError
-from burst.ports import Clock, Mirror, MirrorResult, Store
+from burst.ports import Clock, Mirror, MirrorResult
+from providers.bootstrap import containerd_hosts_toml, containerd_mirror_url
 from providers.oci import (
     MIB,
     CopyResult,
@@ -46,7 +53,12 @@ from providers.registry_auth import (
     credentials_from_env,
 )
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "AuthSettings", "MirrorConfigError", "MirrorRecords", "MirrorService", "MirrorSettings", "SourceSettings",
+    "TargetSettings", "UnknownTarget", "containerd_hosts_toml", "containerd_mirror_url", "prewarm",
+]
+
+log = logging.getLogger("burst.mirror")
 
 _PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?$")
@@ -171,9 +183,17 @@ class MirrorSettings(BaseModel):
 # ---- the service ----------------------------------------------------------------------------
 
 
-class _WallClock:
-    def now(self) -> Timestamp:
-        return time.time()
+class _Recorded(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+
+class MirrorRecords(Protocol):
+    """What the service keeps in the Store: the source digest of every finished copy."""
+
+    def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None: ...
+
+    def get_mirror(self, image: str, target: str) -> _Recorded | None: ...
 
 
 class MirrorService:
@@ -187,7 +207,7 @@ class MirrorService:
     def __init__(
         self,
         settings: MirrorSettings,
-        store: Store,
+        store: MirrorRecords,
         *,
         clock: Clock | None = None,
         copier: OciCopier | None = None,
@@ -198,7 +218,7 @@ class MirrorService:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.clock: Clock = clock or _WallClock()
+        self.clock: Clock = clock or WallClock()
         self.copier = copier or OciCopier(
             parallel=settings.parallel,
             chunk_threshold=settings.chunk_threshold_mib * MIB,
@@ -396,61 +416,3 @@ def prewarm(
             except MirrorError as exc:
                 log.warning("prewarm %s -> %s:%s failed: %s", image, cloud, region, exc)
     return out
-
-
-# ---- containerd -------------------------------------------------------------------------------
-
-_TOML_SAFE = re.compile(r"^[A-Za-z0-9.:\-\[\]]+(?:/[a-z0-9._\-/]+)?$")
-
-
-def containerd_mirror_url(mirror_host: str, *, insecure: bool = False) -> tuple[str, bool]:
-    """containerd's host URL for a mirror ``host[:port][/prefix]``, and whether it needs
-    ``override_path``: a repository prefix makes the API root ``/v2/<prefix>``, so that
-    ``harbor/team/app`` is fetched as ``mirror/<prefix>/team/app``. One rule for the hosts.toml
-    written here and the one the user-data templates write (providers/aws.py)."""
-    host, _, prefix = mirror_host.partition("/")
-    prefix = prefix.strip("/")
-    scheme = "http" if insecure else "https"
-    return (f"{scheme}://{host}/v2/{prefix}", True) if prefix else (f"{scheme}://{host}", False)
-
-
-def containerd_hosts_toml(
-    harbor_host: str,
-    mirror_host: str,
-    *,
-    mirror_insecure: bool = False,
-    resolve_from_mirror: bool = False,
-    ca_file: str | None = None,
-) -> str:
-    """``/etc/containerd/certs.d/<harbor_host>/hosts.toml`` that pulls Harbor images from the mirror.
-
-    ``mirror_host`` is ``host[:port]`` optionally followed by the repository prefix
-    (``123456789012.dkr.ecr.us-east-1.amazonaws.com/burst``); with a prefix the host URL carries
-    the ``/v2/<prefix>`` API root and ``override_path = true``, so ``harbor/team/app`` is fetched
-    as ``mirror/burst/team/app``.
-
-    By default the mirror gets only the ``pull`` capability: tags are still resolved at Harbor
-    (the source of truth, one small request), and manifests and blobs are then fetched by digest
-    from the mirror, which holds them byte-identical. When the mirror lacks a digest containerd
-    falls back to Harbor. ``resolve_from_mirror`` also lets tags resolve at the mirror (no WAN
-    round trip at all, but a tag moved in Harbor is seen only after the next mirror run).
-    """
-    for name, value in (("harbor_host", harbor_host), ("mirror_host", mirror_host)):
-        if not value or not _TOML_SAFE.match(value):
-            raise ValueError(f"{name} {value!r} is not host[:port][/path]")
-    if ca_file is not None and ('"' in ca_file or "\n" in ca_file):
-        raise ValueError("ca_file must not hold quotes or newlines")
-    url, override_path = containerd_mirror_url(mirror_host, insecure=mirror_insecure)
-    caps = '["pull", "resolve"]' if resolve_from_mirror else '["pull"]'
-    lines = [
-        "# Written by burst: pull Harbor images from the regional mirror, fall back to Harbor.",
-        f'server = "https://{harbor_host}"',
-        "",
-        f'[host."{url}"]',
-        f"  capabilities = {caps}",
-    ]
-    if override_path:
-        lines.append("  override_path = true")
-    if ca_file:
-        lines.append(f'  ca = "{ca_file}"')
-    return "\n".join(lines) + "\n"

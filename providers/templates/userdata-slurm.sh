@@ -1,7 +1,7 @@
 #!/bin/bash
 # burst user data: join the on-prem Slurm cluster as a dynamic node.
 #
-# Rendered by burst (providers/aws.py, string.Template): $$name is burst's, $$$$ is a literal $$.
+# Rendered by burst (providers/bootstrap.py, string.Template): $$name is burst's, $$$$ is a literal $$.
 # Variables: cluster=$cluster instance_id=$instance_id node_name=$node_name provider=$provider
 #            region=$region zone=$zone instance_type=$instance_type gpu_model=$gpu_model gpus=$gpus
 #            gpu_gres_type=$gpu_gres_type (lower case, for Slurm's case-sensitive GRES types)

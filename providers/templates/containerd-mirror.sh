@@ -1,5 +1,5 @@
 # burst user-data part: containerd pulls Harbor images through this region's mirror.
-# Included by the builtin templates at their "# @include containerd-mirror.sh" line (providers/aws.py
+# Included by the builtin templates at their "# @include containerd-mirror.sh" line (providers/bootstrap.py
 # load_template), then rendered with them: same variables, same $$ escaping.
 # ---- containerd: pull Harbor images through this region's mirror ---------------------------
 # Tags and blobs come from the regional mirror (burst copied the image there before launch);
