@@ -45,6 +45,7 @@ from burst.queues.jsonfile import JsonFileQueue
 from burst.queues.kubernetes.adapter import KubernetesQueue
 from burst.queues.kubernetes.settings import K8sSettings
 from burst.queues.slurm.adapter import SlurmQueue
+from burst.queues.slurm.parse import node_name_for
 from burst.queues.slurm.settings import SlurmSettings
 from burst.sim.cluster import SimCluster
 from burst.sim.trace import TraceJob
@@ -121,8 +122,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
 def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
     cluster: SlurmCluster = request.getfixturevalue("slurm_cluster")
     cluster.reset()
-    node_a, node_b = cluster.onprem_nodes[0], cluster.burst_nodes[0]
-    cluster.start_burst_node(node_b)
+    # node B is a burst node the way production makes one: a dynamic node named after its
+    # instance (burst/queues/slurm/adapter.py), registered by `slurmd -Z`.
+    node_a, node_b = cluster.onprem_nodes[0], node_name_for("b-c0ffee00c0ffee00")
+    cluster.start_dynamic_node(node_b, "cloud,aws")
     mark = tmp_path / "ckpt"
     running = cluster.sbatch(f"--nodelist={node_a}", "-N", "1", "--gres=gpu:4", "-c", "1", "--requeue",
                              script=CKPT_SCRIPT.format(mark=mark))
