@@ -22,6 +22,7 @@ Contract, for both:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from burst.domain import (
     Instance,
     InstanceState,
     OnDemandRequest,
+    PreemptedJob,
     RequestState,
     Timestamp,
 )
@@ -202,7 +204,29 @@ class Store(Protocol):
 
     def transition_challenge(
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
-    ) -> GrandChallenge: ...
+    ) -> GrandChallenge:
+        """A table-checked phase change, audited, with ``(to, now)`` appended to ``phases``, and
+        ``fields`` written in the same transaction (the preempted set goes in with PREEMPTING).
+        See :func:`check_challenge_fields` for what ``fields`` may not do."""
+        ...
+
+    def update_challenge(self, challenge_id: str, **fields: Any) -> GrandChallenge:
+        """Change fields without a phase change (no audit row: callers audit what matters).
+        Raises RecordNotFound, or ValueError per :func:`check_challenge_fields`."""
+        ...
+
+    def mark_preempted_released(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        """Set ``released_at = now`` on those preempted jobs that have none (a job already marked
+        keeps its first time; ids not in the set are ignored), audited as one ``release`` row."""
+        ...
+
+    def mark_preempted_restored(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        """Set ``restored`` on those preempted jobs; audited as one ``restored`` row."""
+        ...
 
     # ---- mirrors -----------------------------------------------------------------------
     def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None: ...
@@ -225,3 +249,36 @@ class Store(Protocol):
     def release_lease(self, name: str, holder: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Grand-challenge field rules, shared by every Store implementation
+# --------------------------------------------------------------------------------------------
+
+
+def check_challenge_fields(cur: GrandChallenge, fields: Mapping[str, Any]) -> None:
+    """Refuse writes that would break the runner's crash safety.
+
+    * ``state`` and ``phases`` change only through ``transition_challenge``.
+    * The preempted set, once recorded (non-empty), is never replaced: restore must give back
+      exactly the jobs that were preempted. Its per-job flags change through the ``mark_*``
+      methods only.
+    """
+    for name in ("state", "phases", "id"):
+        if name in fields:
+            raise ValueError(f"challenge field {name!r} cannot be set here")
+    if "preempted_jobs" in fields and cur.preempted_jobs and tuple(fields["preempted_jobs"]) != cur.preempted_jobs:
+        raise ValueError(f"challenge {cur.id!r}: the preempted set is already recorded")
+
+
+def released(gc: GrandChallenge, job_ids: Sequence[str], now: Timestamp) -> tuple[PreemptedJob, ...]:
+    want = set(job_ids)
+    return tuple(
+        dataclasses.replace(p, released_at=now) if p.job_id in want and p.released_at is None else p
+        for p in gc.preempted_jobs
+    )
+
+
+def restored(gc: GrandChallenge, job_ids: Sequence[str]) -> tuple[PreemptedJob, ...]:
+    want = set(job_ids)
+    return tuple(dataclasses.replace(p, restored=True) if p.job_id in want else p for p in gc.preempted_jobs)

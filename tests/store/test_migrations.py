@@ -62,20 +62,20 @@ def test_models_and_tables_agree() -> None:
 
 
 def test_upgrade_downgrade_upgrade(url: str) -> None:
-    assert migrate.head() == "0001"
+    assert migrate.head() == "0003"
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0003"
     assert tables(url) == TABLES | {"alembic_version"}
     migrate.upgrade(url)  # already at head: nothing to do
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0003"
 
     migrate.downgrade(url, "base")
     assert migrate.current(url) is None
     assert tables(url) == {"alembic_version"}
 
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0003"
     assert diff(url) == []
 
 
@@ -106,7 +106,7 @@ def test_from_url_upgrades_unless_told_not_to(url: str) -> None:
         store.close()
     store = SqlStore.from_url(url)
     try:
-        assert migrate.current(url) == "0001"
+        assert migrate.current(url) == "0003"
         assert store.get_instance("x") is None
     finally:
         store.close()
@@ -130,7 +130,7 @@ def test_concurrent_upgrades_take_turns(postgres_url: str) -> None:
     for t in threads:
         t.join(60)
     assert errors == []
-    assert migrate.current(postgres_url) == "0001"
+    assert migrate.current(postgres_url) == "0003"
     assert diff(postgres_url) == []
 
 
@@ -147,3 +147,40 @@ def test_in_memory_sqlite_store() -> None:
         assert store.get_user_setting("U1", "k") == "v"
     finally:
         store.close()
+
+
+def test_0003_converts_challenge_rows_written_before_it(url: str) -> None:
+    """A challenge row of the 0001 shape (preempted_jobs as ids, phase 'preempted') reads back
+    as PreemptedJob records in the same order, phase 'preempting', and downgrades back."""
+    from burst.domain import ChallengeState, PreemptedJob
+
+    migrate.upgrade(url, "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO grand_challenges (id, name, start_at, duration_s, command, created_by, state,"
+                " note, preempted_jobs) VALUES ('gc-1', 'n', 10.0, 60.0, 'c', 'A', 'preempted', '',"
+                " '[\"j9\", \"j2\"]')"
+            )
+    finally:
+        engine.dispose()
+    migrate.upgrade(url)
+    store = SqlStore.from_url(url)
+    try:
+        gc = store.get_challenge("gc-1")
+        assert gc is not None and gc.state is ChallengeState.PREEMPTING
+        assert [(p.job_id, p.order) for p in gc.preempted_jobs] == [("j9", 0), ("j2", 1)]
+        assert gc.preempted_jobs[0] == PreemptedJob("j9", "", 0, 0, 0)
+        assert (gc.nodes, gc.reserved, gc.notices, gc.phases) == (0, False, (), ())
+    finally:
+        store.close()
+    migrate.downgrade(url, "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            row = conn.exec_driver_sql("SELECT state, preempted_jobs FROM grand_challenges").one()
+    finally:
+        engine.dispose()
+    assert row[0] == "preempted"
+    assert (row[1] if isinstance(row[1], list) else __import__("json").loads(row[1])) == ["j9", "j2"]
