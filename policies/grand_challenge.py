@@ -40,7 +40,6 @@ shows it held ``release_retry_s`` after its release (the call never took effect)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -130,7 +129,19 @@ def notice_key(offset_s: float) -> str:
 
 
 def fmt_time(t: Timestamp) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+    """``YYYY-MM-DD HH:MM UTC``, by arithmetic (policies import no clock module): Howard
+    Hinnant's days-to-civil algorithm."""
+    days, secs = divmod(int(t), 86400)
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    return f"{y:04d}-{m:02d}-{d:02d} {secs // 3600:02d}:{secs % 3600 // 60:02d} UTC"
 
 
 def fmt_dur(s: float) -> str:
