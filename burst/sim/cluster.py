@@ -58,6 +58,7 @@ class SimJob:
     lost_work: float = 0.0  # seconds of work lost to holds (not covered by a checkpoint)
     signals: int = 0
     holds: int = 0
+    hold_calls: int = 0  # every hold call naming it, effective or not
     releases: int = 0  # held -> pending changes
     release_calls: int = 0  # every release call naming it, effective or not
 
@@ -496,6 +497,9 @@ class SimCluster:
         """Running: stop it (GPUs freed), keep its last checkpoint, queue it held. Pending: hold
         it. Held, finished or unknown: success, nothing changes."""
         for jid in job_ids:
+            known = self.job(jid)
+            if known is not None:
+                known.hold_calls += 1
             if jid in self._running:
                 sj = self._running[jid]
                 saved, done = self._saved(sj, self.now), self.progress(sj, self.now)

@@ -361,7 +361,7 @@ def _phases_and_snapshots() -> list[tuple[GrandChallenge, float, tuple[Job, ...]
         "back": (pend("a"), pend("b"), pend("d", held=True)),
         "none": (),
     }
-    snaps = []
+    snaps: list[tuple[GrandChallenge, float, tuple[Job, ...], tuple[Job, ...]]] = []
     for gc, now, (_, pending) in itertools.product(gcs, (START + 10, START + 400, t, t + 30, t + 120), views.items()):
         snaps.append((gc, now, (run("b", "n1", started=t),), pending))
     return snaps
