@@ -151,27 +151,43 @@ class ChallengeRunner:
         active = self.store.challenges(states=sorted(CHALLENGE_ACTIVE))
         if not active:
             return res
-        decision = decide_challenges(
-            ChallengeInput(now, tuple(active), snapshot.pending, snapshot.running, snapshot.nodes), self.settings
-        )
-        res.wake_at = decision.wake_at
-        for plan in decision.plans:
-            for action in plan.actions:
-                try:
-                    self._do(action, now, res)
-                    res.executed += 1
-                except ChallengeStop:
-                    break
-                except (BurstError, InvalidTransition, ValueError) as e:
-                    msg = f"{plan.challenge_id}: {type(action).__name__}: {e}"
-                    res.errors.append(msg)
-                    log.warning("grand challenge %s", msg)
-                    break
+        todo = active
+        for _ in range(4):
+            decision = decide_challenges(
+                ChallengeInput(now, tuple(todo), snapshot.pending, snapshot.running, snapshot.nodes), self.settings
+            )
+            res.wake_at = decision.wake_at if res.wake_at is None or decision.wake_at is None else min(
+                res.wake_at, decision.wake_at)
+            again = {plan.challenge_id for plan in decision.plans if self._carry_out(plan.challenge_id, plan.actions,
+                                                                                       now, res)}
+            # A plan that only changed the phase (and told people) touched nothing on the cluster,
+            # so the snapshot still holds: decide that challenge's next step now instead of a
+            # tick later (notified -> draining, challenge ended -> release at once).
+            todo = [gc for gc in self.store.challenges(states=sorted(CHALLENGE_ACTIVE)) if gc.id in again]
+            if not todo:
+                break
         for gc in self.store.challenges(states=sorted(CHALLENGE_ACTIVE)):
             res.phases[gc.id] = str(gc.state)
         for gc in active:
             res.phases.setdefault(gc.id, str(self._get(gc.id).state))
         return res
+
+    def _carry_out(self, cid: str, actions: Sequence[ChallengeAction], now: Timestamp, res: ChallengeRunResult) -> bool:
+        """Carry out one challenge's plan in order, stopping at the first failure. True when the
+        whole plan ran and was only a phase change (plus notices and records)."""
+        for action in actions:
+            try:
+                self._do(action, now, res)
+                res.executed += 1
+            except ChallengeStop:
+                return False
+            except (BurstError, InvalidTransition, ValueError) as e:
+                msg = f"{cid}: {type(action).__name__}: {e}"
+                res.errors.append(msg)
+                log.warning("grand challenge %s", msg)
+                return False
+        return any(isinstance(a, AdvanceChallenge) for a in actions) and all(
+            isinstance(a, AdvanceChallenge | Notify | RecordNotices) for a in actions)
 
     # ---- helpers -----------------------------------------------------------------------------
     def _get(self, cid: str) -> GrandChallenge:

@@ -40,6 +40,7 @@ shows it held ``release_retry_s`` after its release (the call never took effect)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -306,11 +307,11 @@ def _decide_one(
     if gc.state in (C.SCHEDULED, C.NOTIFIED):
         return _before_drain(gc, now, v, s)
     if gc.state is C.DRAINING:
-        return _draining(gc, now, v)
+        return _draining(gc, now, v, s)
     if gc.state is C.PREEMPTING:
         return _preempting(gc, now, v, s)
     if gc.state is C.RUNNING:
-        return _running(gc, now, v)
+        return _running(gc, now, v, s)
     return _restoring(gc, now, v, s)
 
 
@@ -353,11 +354,13 @@ def _before_drain(
     return [], min([*later, drain_at])
 
 
-def _draining(gc: GrandChallenge, now: Timestamp, v: _View) -> tuple[list[ChallengeAction], Timestamp | None]:
+def _draining(
+    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings
+) -> tuple[list[ChallengeAction], Timestamp | None]:
     cid = gc.id
     acts: list[ChallengeAction] = []
     if gc.ending is not ChallengeEnding.DONE:
-        return [AdvanceChallenge(cid, C.RESTORING, f"{gc.ending} while draining; lift the reservation")], now
+        return _and_restore(gc, now, v, s, f"{gc.ending} while draining; lift the reservation")
     if not gc.reserved:
         acts.append(Reserve(cid, gc.reservation or reservation_name(cid), gc.node_names, gc.start_at, gc.duration_s,
                             "the reservation is not confirmed yet; make it (idempotent on its name)"))
@@ -418,7 +421,7 @@ def _preempting(
 ) -> tuple[list[ChallengeAction], Timestamp | None]:
     cid = gc.id
     if gc.ending is not ChallengeEnding.DONE:
-        return [AdvanceChallenge(cid, C.RESTORING, f"{gc.ending} during preemption; give every job back")], now
+        return _and_restore(gc, now, v, s, f"{gc.ending} during preemption; give every job back")
     signalled = gc.entered_at(C.PREEMPTING)
     grace_end = (signalled if signalled is not None else gc.start_at) + s.checkpoint_grace_s
     still = _on_nodes(gc, v)
@@ -439,7 +442,9 @@ def _alive(job_id: str, v: _View) -> Job | None:
     return v.by_id.get(job_id) if job_id else None
 
 
-def _running(gc: GrandChallenge, now: Timestamp, v: _View) -> tuple[list[ChallengeAction], Timestamp | None]:
+def _running(
+    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings
+) -> tuple[list[ChallengeAction], Timestamp | None]:
     cid = gc.id
     acts: list[ChallengeAction] = []
     job = _alive(gc.challenge_job_id, v)
@@ -451,10 +456,10 @@ def _running(gc: GrandChallenge, now: Timestamp, v: _View) -> tuple[list[Challen
     if stop:
         if job is not None:
             acts.append(CancelChallengeJob(cid, gc.challenge_job_id, f"{stop}: cancel the challenge job"))
-        acts.append(AdvanceChallenge(cid, C.RESTORING, f"{stop}; give every preempted job back"))
-        return acts, now
+        more, wake = _and_restore(gc, now, v, s, f"{stop}; give every preempted job back")
+        return acts + more, wake
     if job is None:
-        return [AdvanceChallenge(cid, C.RESTORING, f"challenge job `{gc.challenge_job_id}` ended")], now
+        return _and_restore(gc, now, v, s, f"challenge job `{gc.challenge_job_id}` ended")
     still = _on_nodes(gc, v)
     if still:  # a hold that did not take: the job is back on a challenge node
         acts.append(Hold(cid, tuple(still), "a preempted job runs on a challenge node again; hold it"))
@@ -462,12 +467,23 @@ def _running(gc: GrandChallenge, now: Timestamp, v: _View) -> tuple[list[Challen
     return acts, gc.end_at
 
 
-def _restoring(
-    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings
+def _and_restore(
+    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings, why: str, *, job_stopped: bool = True
 ) -> tuple[list[ChallengeAction], Timestamp | None]:
+    """AdvanceChallenge to RESTORING, followed in the same plan by the restore's first steps (the
+    runner carries them out after the phase change), so jobs come back on this tick."""
+    acts, wake = _restoring(dataclasses.replace(gc, state=C.RESTORING), now, v, s, job_stopped=job_stopped)
+    return [AdvanceChallenge(gc.id, C.RESTORING, why), *acts], wake
+
+
+def _restoring(
+    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings, *, job_stopped: bool = False
+) -> tuple[list[ChallengeAction], Timestamp | None]:
+    """``job_stopped``: the challenge job was cancelled (or seen ended) earlier in this plan, so
+    the snapshot's view of it is stale."""
     cid = gc.id
     acts: list[ChallengeAction] = []
-    job = _alive(gc.challenge_job_id, v)
+    job = None if job_stopped else _alive(gc.challenge_job_id, v)
     if job is not None:
         acts.append(CancelChallengeJob(cid, gc.challenge_job_id, "restoring: the challenge job must not hold the nodes"))
     prio = restore_priorities(gc, (j for j in v.pending if gc.preempted(j.id) is None))

@@ -117,6 +117,7 @@ class SimCluster:
         self.challenge_runtime_s: dict[str, float] = {}  # reservation/job name -> run time (default: its limit)
         self.finished: dict[str, SimJob] = {}
         self.lost_gpu_seconds = 0.0
+        self.hold_log: list[tuple[str, float, float]] = []  # (job id, time, GPU-seconds lost) per hold
         self.nodes: list[SimNode] = []
         self.by_name: dict[str, int] = {}
         # free-count buckets: [k] -> ordered set of node indices with exactly k free GPUs
@@ -505,6 +506,7 @@ class SimCluster:
                 saved, done = self._saved(sj, self.now), self.progress(sj, self.now)
                 sj.lost_work += done - saved
                 self.lost_gpu_seconds += (done - saved) * sj.trace.gpus
+                self.hold_log.append((jid, self.now, (done - saved) * sj.trace.gpus))
                 sj.done_work = saved
                 self._stop(jid)
             elif jid in self._pending:

@@ -130,10 +130,12 @@ EDGES: list[tuple[str, GrandChallenge, float, tuple[Job, ...], tuple[Job, ...], 
     ("preempting -> running after the grace", challenge(C.PREEMPTING, preempted_jobs=(pj("long", 0),)),
      START + 300, QUEUE, (), ["Hold", "SubmitChallenge"], []),
     ("running: challenge job alive", challenge(C.RUNNING), START + H, (), (pend("burst-gc-1"),), [], []),
-    ("running -> restoring: challenge job ended", challenge(C.RUNNING), START + H, (), (), ["AdvanceChallenge"],
-     [C.RESTORING]),
-    ("running -> restoring: time up", challenge(C.RUNNING), START + 6 * H, (run("burst-gc-1", ALL_ONPREM, started=START),),
-     (), ["CancelChallengeJob", "AdvanceChallenge"], [C.RESTORING]),
+    # nothing was preempted here: restore only lifts the reservation, in the same plan
+    ("running -> restoring: challenge job ended", challenge(C.RUNNING), START + H, (), (),
+     ["AdvanceChallenge", "Unreserve", "AdvanceChallenge"], [C.RESTORING, C.DONE]),
+    ("running -> restoring: time up", challenge(C.RUNNING, preempted_jobs=(pj("long", 0),)), START + 6 * H,
+     (run("burst-gc-1", ALL_ONPREM, started=START),), (pend("long", held=True),),
+     ["CancelChallengeJob", "AdvanceChallenge", "ReleaseJobs", "Notify", "Unreserve"], [C.RESTORING]),
     ("restoring: release and unreserve", challenge(C.RESTORING, preempted_jobs=(pj("long", 0),)), START + 7 * H, (),
      (pend("long", held=True),), ["ReleaseJobs", "Notify", "Unreserve"], []),
     ("restoring -> done", challenge(C.RESTORING, reservation="", reserved=False,
@@ -154,24 +156,36 @@ def test_phase_edges(name: str, gc: GrandChallenge, now: float, running: tuple[J
     assert advance_to(got) == moves
     for a in got:
         assert a.reason.strip(), a
+    walk(gc.state, got)
+
+
+RUNNER_EDGES = {Reserve: (C.NOTIFIED, C.DRAINING), RecordPreempted: (C.DRAINING, C.PREEMPTING),
+                SubmitChallenge: (C.PREEMPTING, C.RUNNING)}
+
+
+def walk(state: ChallengeState, actions: list[ChallengeAction]) -> set[tuple[ChallengeState, ChallengeState]]:
+    """Follow a plan's phase changes (AdvanceChallenge, and the three the runner makes for its
+    composite actions) from ``state``; every one must be an edge of the table."""
+    edges = set()
+    for a in actions:
+        edge = RUNNER_EDGES.get(type(a))
         if isinstance(a, AdvanceChallenge):
-            assert (gc.state, a.to) in CHALLENGE_TRANSITIONS
+            edge = (state, a.to)
+        if edge is None or (isinstance(a, Reserve | SubmitChallenge) and edge[0] is not state):
+            continue  # a Reserve retry in DRAINING, a second Submit: no phase change
+        assert edge in CHALLENGE_TRANSITIONS and edge[0] is state, (state, a)
+        edges.add(edge)
+        state = edge[1]
+    return edges
 
 
 def test_every_table_edge_is_decided_somewhere() -> None:
     """Each edge of CHALLENGE_TRANSITIONS is produced by the decision (or, for the three the
     runner makes itself, by its composite actions) in some case of this file's tables."""
-    runner_edges = {(C.NOTIFIED, C.DRAINING): Reserve, (C.DRAINING, C.PREEMPTING): RecordPreempted,
-                    (C.PREEMPTING, C.RUNNING): SubmitChallenge}
     seen: set[tuple[ChallengeState, ChallengeState]] = set()
     cases = [(e[1], e[2], e[3], e[4]) for e in EDGES] + [(c[0], c[1], c[2], ()) for c in CANCELS]
     for gc, now, running, pending in cases:
-        for a in decide(gc, now, running=running, pending=pending):
-            if isinstance(a, AdvanceChallenge):
-                seen.add((gc.state, a.to))
-            for edge, kind in runner_edges.items():
-                if isinstance(a, kind) and gc.state is edge[0]:
-                    seen.add(edge)
+        seen |= walk(gc.state, decide(gc, now, running=running, pending=pending))
     # PREEMPTING -> RESTORING on a refused submit is the runner's too (tests/core); here by cancel.
     assert seen == set(CHALLENGE_TRANSITIONS)
 
@@ -321,11 +335,12 @@ CANCELS: list[tuple[GrandChallenge, float, tuple[Job, ...], list[str], list[Chal
     (challenge(ending=CX), START - 48 * H, QUEUE, ["AdvanceChallenge"], [C.CANCELLED]),
     (challenge(C.NOTIFIED, ending=CX), START - 2 * H, QUEUE, ["AdvanceChallenge", "Notify"], [C.CANCELLED]),
     (challenge(C.NOTIFIED, ending=CX), START - H, QUEUE, ["AdvanceChallenge", "Notify"], [C.CANCELLED]),
-    (challenge(C.DRAINING, ending=CX), START, QUEUE, ["AdvanceChallenge"], [C.RESTORING]),
-    (challenge(C.PREEMPTING, ending=CX, preempted_jobs=(pj("long", 0),)), START + 10, QUEUE, ["AdvanceChallenge"],
-     [C.RESTORING]),
+    (challenge(C.DRAINING, ending=CX), START, QUEUE, ["AdvanceChallenge", "Unreserve", "AdvanceChallenge"],
+     [C.RESTORING, C.CANCELLED]),
+    (challenge(C.PREEMPTING, ending=CX, preempted_jobs=(pj("long", 0),)), START + 10, QUEUE,
+     ["AdvanceChallenge", "ReleaseJobs", "Notify", "Unreserve"], [C.RESTORING]),
     (challenge(C.RUNNING, ending=CX), START + H, (run("burst-gc-1", ALL_ONPREM, started=START),),
-     ["CancelChallengeJob", "AdvanceChallenge"], [C.RESTORING]),
+     ["CancelChallengeJob", "AdvanceChallenge", "Unreserve", "AdvanceChallenge"], [C.RESTORING, C.CANCELLED]),
 ]
 
 
@@ -334,6 +349,7 @@ def test_cancel_in_every_phase(gc: GrandChallenge, now: float, running: tuple[Jo
                                moves: list[ChallengeState]) -> None:
     got = decide(gc, now, running=running)
     assert kinds(got) == want and advance_to(got) == moves
+    walk(gc.state, got)
     if gc.state in (C.SCHEDULED, C.NOTIFIED):  # before draining: nothing on the cluster is touched
         assert not any(isinstance(a, Reserve | Checkpoint | Hold | ReleaseJobs | CancelChallengeJob) for a in got)
 
