@@ -616,3 +616,46 @@ def plan_slots(
         ))
     out.sort(key=lambda sl: (round(sl.gpu_hours, 6), len(sl.users), sl.start))
     return out[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    """What scheduling a challenge would do, for the confirmation (Slack dialog, CLI)."""
+
+    jobs: tuple[str, ...]  # running jobs at risk at the start, in queue order
+    users: tuple[str, ...]
+    gpu_hours: float  # their work since their last start, at risk without a checkpoint
+    nodes: tuple[str, ...]
+    burst_jobs: tuple[str, ...]  # those that may burst (--burst-preempted would run them in the cloud)
+    burst_cost_usd: float  # upper bound: their GPUs for the challenge's duration (or to their limit)
+
+
+def challenge_impact(
+    *,
+    running: Sequence[Job],
+    nodes: Sequence[Node],
+    start_at: Timestamp,
+    duration_s: float,
+    node_count: int = 0,
+    price_per_gpu_hour: float = 0.0,
+) -> Impact:
+    """The impact of a challenge from the live queue and time limits. The burst cost is what the
+    jobs that may burst would cost on burst capacity at ``price_per_gpu_hour`` (the cheapest
+    eligible offer, from the caller) for the challenge's duration, or until their time limit
+    if that comes first: an upper bound, since the queue does not say how long they will run."""
+    names = choose_nodes(node_count, nodes, running, start_at)
+    jobs = at_risk(running, names, start_at)
+    burst = [j for j in jobs if j.may_burst]
+    cost = 0.0
+    for j in burst:
+        end = j.expected_end()
+        hours = min(duration_s, max(0.0, end - start_at) if end is not None else duration_s) / 3600.0
+        cost += j.gpus * hours * price_per_gpu_hour
+    return Impact(
+        jobs=tuple(j.id for j in jobs),
+        users=tuple(sorted({j.owner for j in jobs})),
+        gpu_hours=_gpu_hours(jobs, start_at),
+        nodes=names,
+        burst_jobs=tuple(j.id for j in burst),
+        burst_cost_usd=cost,
+    )

@@ -37,6 +37,7 @@ from policies.grand_challenge import (
     ANNOUNCE,
     ChallengeInput,
     ChallengeSettings,
+    challenge_impact,
     choose_nodes,
     decide_challenges,
     fmt_time,
@@ -487,3 +488,16 @@ def test_confirm_and_cancel_actions_name_the_challenge() -> None:
     gc = challenge(C.RESTORING, preempted_jobs=(pj("a", 0, released_at=START),))
     got = decide(gc, START + 10, pending=(pend("a"),), running=(run("burst-gc-1", ALL_ONPREM, started=START),))
     assert {a.challenge_id for a in got if isinstance(a, ConfirmRestored | CancelChallengeJob | Unreserve)} == {"gc-1"}
+
+
+def test_impact_counts_jobs_users_gpu_hours_and_the_burst_cost() -> None:
+    a = run("a", "n1", started=START - 2 * H, owner="u1", may_burst=True)  # no limit: whole duration
+    b = run("b", "n2", started=START - H, limit=3 * H, owner="u2", gpus=8, may_burst=True)  # 2h left at start
+    c = run("c", "n3", started=START - H, owner="u1")
+    imp = challenge_impact(running=(a, b, c, ON_BURST), nodes=NODES, start_at=START, duration_s=6 * H,
+                           price_per_gpu_hour=2.0)
+    assert imp.jobs == ("a", "b", "c") and imp.users == ("u1", "u2") and "cloud" not in imp.jobs
+    assert imp.gpu_hours == pytest.approx(8 * 2 + 8 * 1 + 8 * 1)
+    assert imp.burst_jobs == ("a", "b")
+    assert imp.burst_cost_usd == pytest.approx(8 * 6 * 2.0 + 8 * 2 * 2.0)
+    assert challenge_impact(running=(), nodes=NODES, start_at=START, duration_s=H).jobs == ()
