@@ -29,17 +29,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from burst.domain import (
     CHALLENGE_ACTIVE,
     AdvanceChallenge,
-    ChallengeJobKind,
     CancelChallengeJob,
     ChallengeAction,
     ChallengeEnding,
+    ChallengeJobKind,
     ChallengeState,
     Checkpoint,
     ConfirmRestored,
