@@ -387,14 +387,17 @@ def _user_notes(gc: GrandChallenge, jobs: Sequence[PreemptedJob], verb: str, rea
     ]
 
 
-def _on_nodes(gc: GrandChallenge, v: _View) -> list[str]:
-    """Recorded, unreleased jobs the queue shows running on a challenge node: to be held."""
+def _on_nodes(gc: GrandChallenge, v: _View, started_since: Timestamp | None = None) -> list[str]:
+    """Recorded, unreleased jobs the queue shows running on a challenge node: to be held. With
+    ``started_since``, only those that (re)started at or after it: a job the hold already
+    stopped may still show running for a moment (Slurm's COMPLETING) and is not held twice."""
     names = set(gc.node_names)
     out = []
     for p in gc.preempted_jobs:
         j = v.by_id.get(p.job_id)
         if p.released_at is None and j is not None and j.state is JobState.RUNNING and names.intersection(j.node_names):
-            out.append(p.job_id)
+            if started_since is None or (j.start_time is not None and j.start_time >= started_since):
+                out.append(p.job_id)
     return out
 
 
@@ -460,8 +463,8 @@ def _running(
         return acts + more, wake
     if job is None:
         return _and_restore(gc, now, v, s, f"challenge job `{gc.challenge_job_id}` ended")
-    still = _on_nodes(gc, v)
-    if still:  # a hold that did not take: the job is back on a challenge node
+    still = _on_nodes(gc, v, gc.entered_at(C.RUNNING) or gc.start_at)
+    if still:  # a hold that did not take: the job runs again on a challenge node
         acts.append(Hold(cid, tuple(still), "a preempted job runs on a challenge node again; hold it"))
     acts += _burst_release(gc, v, still)
     return acts, gc.end_at

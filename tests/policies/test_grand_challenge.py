@@ -501,3 +501,13 @@ def test_impact_counts_jobs_users_gpu_hours_and_the_burst_cost() -> None:
     assert imp.burst_jobs == ("a", "b")
     assert imp.burst_cost_usd == pytest.approx(8 * 6 * 2.0 + 8 * 2 * 2.0)
     assert challenge_impact(running=(), nodes=NODES, start_at=START, duration_s=H).jobs == ()
+
+
+def test_running_holds_only_a_preempted_job_that_started_again() -> None:
+    gc = challenge(C.RUNNING, preempted_jobs=(pj("long", 0),), phases=(("running", START + 300),))
+    cj = pend("burst-gc-1")
+    # still shown running from before the hold (Slurm's COMPLETING): not held twice
+    assert decide(gc, START + 400, running=(LONG,), pending=(cj,)) == []
+    again = run("long", "n2", started=START + 350)
+    got = decide(gc, START + 400, running=(again,), pending=(cj,))
+    assert kinds(got) == ["Hold"] and isinstance(got[0], Hold) and got[0].job_ids == ("long",)
