@@ -326,6 +326,14 @@ def _before_drain(
             acts.append(Notify(ANNOUNCE, f"Grand challenge `{cid}` ({gc.name}) is cancelled; your jobs are not affected.",
                                "a cancelled challenge had been announced"))
         return acts, None
+    if now >= gc.end_at:
+        # The whole window passed before draining (the controller was down): nothing was touched,
+        # and starting now would run past the slot admins agreed to.
+        return [
+            AdvanceChallenge(cid, C.CANCELLED, f"its window ended at {fmt_time(gc.end_at)} before it could start"),
+            Notify("admins", f"Grand challenge `{cid}` ({gc.name}) never started: its window ended at "
+                             f"{fmt_time(gc.end_at)} before the controller could drain the nodes.", "missed window"),
+        ], None
     drain_at = gc.start_at - s.drain_window_s
     due = [o for o in s.notice_offsets_s if now >= gc.start_at - o and notice_key(o) not in gc.notices]
     if gc.state is C.SCHEDULED and not due and now >= drain_at:
@@ -345,8 +353,9 @@ def _before_drain(
         return acts, max(now, min([*later, drain_at]))  # draining may be due at once
     if gc.state is C.NOTIFIED and now >= drain_at:
         names = choose_nodes(gc.nodes, v.nodes, v.running, gc.start_at)
+        begin = max(now, gc.start_at)  # a late controller reserves from now, never in the past
         return [Reserve(
-            cid, reservation_name(cid), names, gc.start_at, gc.duration_s,
+            cid, reservation_name(cid), names, begin, gc.end_at - begin,
             f"drain window ({fmt_dur(s.drain_window_s)}) opened: reserve {len(names)} on-prem node(s) from "
             f"{fmt_time(gc.start_at)} so no job starts there that would have to be preempted",
         )], gc.start_at
@@ -361,8 +370,12 @@ def _draining(
     acts: list[ChallengeAction] = []
     if gc.ending is not ChallengeEnding.DONE:
         return _and_restore(gc, now, v, s, f"{gc.ending} while draining; lift the reservation")
+    if now >= gc.end_at:
+        return _and_restore(gc, now, v, s, f"its window ended at {fmt_time(gc.end_at)} before it started",
+                            ending=ChallengeEnding.FAILED)
     if not gc.reserved:
-        acts.append(Reserve(cid, gc.reservation or reservation_name(cid), gc.node_names, gc.start_at, gc.duration_s,
+        begin = max(now, gc.start_at)
+        acts.append(Reserve(cid, gc.reservation or reservation_name(cid), gc.node_names, begin, gc.end_at - begin,
                             "the reservation is not confirmed yet; make it (idempotent on its name)"))
     if now < gc.start_at:
         return acts, gc.start_at
@@ -432,8 +445,9 @@ def _preempting(
         return [], grace_end
     acts: list[ChallengeAction] = []
     if not gc.reserved:
-        acts.append(Reserve(cid, gc.reservation or reservation_name(cid), gc.node_names, gc.start_at, gc.duration_s,
-                            "the reservation is not confirmed; the challenge job needs it"))
+        begin = max(now, gc.start_at)
+        acts.append(Reserve(cid, gc.reservation or reservation_name(cid), gc.node_names, begin,
+                            max(0.0, gc.end_at - begin), "the reservation is not confirmed; the challenge job needs it"))
     if still:
         acts.append(Hold(cid, tuple(still), f"checkpoint grace of {fmt_dur(s.checkpoint_grace_s)} is over"))
     acts += _burst_release(gc, v, still)
@@ -471,12 +485,15 @@ def _running(
 
 
 def _and_restore(
-    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings, why: str, *, job_stopped: bool = True
+    gc: GrandChallenge, now: Timestamp, v: _View, s: ChallengeSettings, why: str, *, job_stopped: bool = True,
+    ending: ChallengeEnding | None = None,
 ) -> tuple[list[ChallengeAction], Timestamp | None]:
-    """AdvanceChallenge to RESTORING, followed in the same plan by the restore's first steps (the
-    runner carries them out after the phase change), so jobs come back on this tick."""
-    acts, wake = _restoring(dataclasses.replace(gc, state=C.RESTORING), now, v, s, job_stopped=job_stopped)
-    return [AdvanceChallenge(gc.id, C.RESTORING, why), *acts], wake
+    """AdvanceChallenge to RESTORING (recording ``ending`` when given), followed in the same plan
+    by the restore's first steps (the runner carries them out after the phase change), so jobs
+    come back on this tick."""
+    after = dataclasses.replace(gc, state=C.RESTORING, ending=ending or gc.ending)
+    acts, wake = _restoring(after, now, v, s, job_stopped=job_stopped)
+    return [AdvanceChallenge(gc.id, C.RESTORING, why, ending), *acts], wake
 
 
 def _restoring(

@@ -511,3 +511,19 @@ def test_running_holds_only_a_preempted_job_that_started_again() -> None:
     again = run("long", "n2", started=START + 350)
     got = decide(gc, START + 400, running=(again,), pending=(cj,))
     assert kinds(got) == ["Hold"] and isinstance(got[0], Hold) and got[0].job_ids == ("long",)
+
+
+def test_a_controller_back_after_the_window_never_starts_the_challenge() -> None:
+    late = START + 7 * H  # the 6h window ended at START + 6h
+    for st in (C.SCHEDULED, C.NOTIFIED):
+        got = decide(challenge(st), late, running=QUEUE)
+        assert kinds(got) == ["AdvanceChallenge", "Notify"] and advance_to(got) == [C.CANCELLED]
+        assert isinstance(got[1], Notify) and got[1].audience == "admins"
+    got = decide(challenge(C.DRAINING), late, running=QUEUE)
+    assert advance_to(got) == [C.RESTORING, C.FAILED] and not any(isinstance(a, Checkpoint) for a in got)
+    assert isinstance(got[0], AdvanceChallenge) and got[0].ending is ChallengeEnding.FAILED
+
+
+def test_a_late_drain_reserves_from_now_until_the_end() -> None:
+    (r,) = decide(challenge(C.NOTIFIED), START + H, running=QUEUE)
+    assert isinstance(r, Reserve) and (r.start, r.duration_s) == (START + H, 5 * H)
