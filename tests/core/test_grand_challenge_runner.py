@@ -353,3 +353,33 @@ def test_queue_errors_are_reported_and_retried_next_tick(store: Store) -> None:
     w.until_state(C.DONE)
     assert w.job("a").release_calls == 1 and JobState.HELD not in {
         j.state for j in w.cluster.snapshot().pending}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_crashes_at_every_point_over_the_whole_challenge(
+    store: Store, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each crash point fires with probability 1/2 every time it is reached (many kills over
+    draining, running and restoring); the challenge still completes and nothing is doubled."""
+    import random
+
+    rng = random.Random(seed)
+    fired: list[str] = []
+
+    def crash_point(name: str) -> None:
+        if rng.random() < 0.5:
+            fired.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(gcmod, "crash_point", crash_point)
+    w = World(store)
+    fill(w)
+    gc = w.until_state(C.DONE)
+    assert fired  # at least one kill happened
+    w.drain_queue()
+    assert set(w.cluster.finished) >= set(w.trace)
+    assert {p.job_id for p in gc.preempted_jobs} == {"a", "b", "d"} and all(p.restored for p in gc.preempted_jobs)
+    for p in gc.preempted_jobs:
+        sj = w.job(p.job_id)
+        assert sj.signals <= 1 and sj.holds == sj.hold_calls == 1 and sj.releases == sj.release_calls == 1
+    assert len(w.starts["burst-gc-1"]) == 1 and w.cluster.reservations == {}
