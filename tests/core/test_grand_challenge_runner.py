@@ -84,6 +84,10 @@ class World:
         self.cluster.schedule(self.now)
 
     def restart(self) -> None:
+        """A new process: a new runner and, on SQL, a store opened afresh from the database."""
+        if isinstance(self.store, SqlStore):
+            self.store = SqlStore.from_url(self.store.engine.url.render_as_string(hide_password=False))
+            _REOPENED.append(self.store)
         self.runner = ChallengeRunner(self.store, self.cluster, self.notes, SETTINGS)
 
     def tick(self) -> None:
@@ -130,6 +134,16 @@ class World:
     def phases(self) -> list[str]:
         return [r.action for r in reversed(self.store.audit_rows(subject="gc-1", kind="challenge", limit=1000))
                 if "->" in r.action and not r.action.startswith("->")]
+
+
+_REOPENED: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_reopened() -> Iterator[None]:
+    yield
+    while _REOPENED:
+        _REOPENED.pop().close()
 
 
 @pytest.fixture(params=["memory", "sqlite"])
