@@ -466,8 +466,6 @@ CHALLENGE_TRANSITIONS: Mapping[tuple[ChallengeState, ChallengeState], str] = Map
 CHALLENGE_TERMINAL = frozenset({_C.DONE, _C.CANCELLED, _C.FAILED})
 CHALLENGE_ACTIVE = frozenset(set(ChallengeState) - CHALLENGE_TERMINAL)
 """Phases in which a challenge holds (or will hold) its time slot and may touch the cluster."""
-CHALLENGE_TOUCHES_CLUSTER = frozenset({_C.DRAINING, _C.PREEMPTING, _C.RUNNING, _C.RESTORING})
-"""Phases after which a cancel or failure must go through RESTORING."""
 
 
 def check_challenge_transition(src: ChallengeState, dst: ChallengeState) -> str:
