@@ -102,8 +102,9 @@ class Job:
 
     ``gpus`` is the job's total GPU count. A job on one node has ``nodes == 1``; a gang spans
     ``nodes`` whole nodes with ``gpus_per_node`` GPUs on each. ``start_time`` is known only for a
-    running job and is the only timing a policy may use besides ``submit_time``: the queue never
-    tells how long a job will run.
+    running job; besides it and ``submit_time`` a policy may use only ``time_limit_s`` (an upper
+    bound the user gave, where the scheduler has one): the queue never tells how long a job will
+    really run.
     """
 
     id: str
@@ -123,6 +124,15 @@ class Job:
     node_names: tuple[str, ...] = ()
     reason: str = ""  # scheduler's pending reason (Resources, Priority, ...)
     priority: int = 0
+    # The scheduler's wall-time limit, when it has one (Slurm time_limit, Kubernetes
+    # activeDeadlineSeconds). A running job is expected to end by start_time + time_limit_s.
+    time_limit_s: float | None = None
+
+    def expected_end(self) -> Timestamp | None:
+        """start_time + time limit; None when either is unknown (then: may run forever)."""
+        if self.start_time is None or self.time_limit_s is None:
+            return None
+        return self.start_time + self.time_limit_s
 
     @property
     def per_node(self) -> int:
@@ -420,34 +430,42 @@ def check_request_transition(src: RequestState, dst: RequestState) -> str:
 
 
 class ChallengeState(StrEnum):
-    SCHEDULED = "scheduled"
-    NOTIFIED = "notified"
-    DRAINING = "draining"
-    PREEMPTED = "preempted"
-    RUNNING = "running"
-    RESTORING = "restoring"
+    """One phase of a grand challenge's timeline (issue 10), in order."""
+
+    SCHEDULED = "scheduled"  # stored: start, duration, nodes, job spec, owner
+    NOTIFIED = "notified"  # at least one notice (T-24h, T-1h) went out
+    DRAINING = "draining"  # reservation / cordon on the challenge's nodes; no new long job lands
+    PREEMPTING = "preempting"  # preempted set recorded, checkpoint signals sent, grace running
+    RUNNING = "running"  # preempted jobs held, challenge job submitted into the reservation
+    RESTORING = "restoring"  # giving every preempted job back and lifting the reservation
     DONE = "done"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    # Old name of PREEMPTING, an alias (same member) kept only so burst/ondemand.py, which issue
+    # 9 is splitting, still imports; drop it once the bot side uses PREEMPTING.
+    PREEMPTED = "preempting"
 
 
 _C = ChallengeState
 CHALLENGE_TRANSITIONS: Mapping[tuple[ChallengeState, ChallengeState], str] = MappingProxyType(
     {
-        (_C.SCHEDULED, _C.NOTIFIED): "the notice window opened; users were told",
-        (_C.SCHEDULED, _C.CANCELLED): "an admin cancelled it before the notice",
-        (_C.NOTIFIED, _C.DRAINING): "start time reached; checkpoint signals sent",
-        (_C.NOTIFIED, _C.CANCELLED): "an admin cancelled it after the notice",
-        (_C.DRAINING, _C.PREEMPTED): "every preempted job is held and its GPUs are free",
-        (_C.DRAINING, _C.RESTORING): "cancelled or failed mid-drain; give the jobs back",
-        (_C.PREEMPTED, _C.RUNNING): "the challenge job was submitted and started",
-        (_C.PREEMPTED, _C.RESTORING): "the challenge could not start; give the jobs back",
-        (_C.RUNNING, _C.RESTORING): "the challenge ended (done, failed or time limit)",
-        (_C.RESTORING, _C.DONE): "every preempted job was released in priority order",
-        (_C.RESTORING, _C.FAILED): "restore gave up; admins were alerted with the job list",
+        (_C.SCHEDULED, _C.NOTIFIED): "a notice window opened (T-24h or T-1h); owners and the channel were told",
+        (_C.SCHEDULED, _C.CANCELLED): "an admin cancelled it before any notice; nothing on the cluster to undo",
+        (_C.NOTIFIED, _C.DRAINING): "the drain window opened; the challenge's nodes are reserved/cordoned",
+        (_C.NOTIFIED, _C.CANCELLED): "an admin cancelled it after the notice, before draining; nothing to undo",
+        (_C.DRAINING, _C.PREEMPTING): "start reached; preempted set recorded, then checkpoint signals sent",
+        (_C.DRAINING, _C.RESTORING): "cancelled or failed while draining; lift the reservation",
+        (_C.PREEMPTING, _C.RUNNING): "grace over, preempted jobs held, challenge job submitted",
+        (_C.PREEMPTING, _C.RESTORING): "cancelled, or the challenge job could not be submitted; give jobs back",
+        (_C.RUNNING, _C.RESTORING): "the challenge job ended, its time is up (cancelled), or an admin cancelled",
+        (_C.RESTORING, _C.DONE): "every preempted job is pending or running again; reservation gone",
+        (_C.RESTORING, _C.CANCELLED): "restored everything after a cancel past the drain",
+        (_C.RESTORING, _C.FAILED): "restored everything after the challenge failed (its job never started)",
     }
 )
 CHALLENGE_TERMINAL = frozenset({_C.DONE, _C.CANCELLED, _C.FAILED})
+CHALLENGE_ACTIVE = frozenset(set(ChallengeState) - CHALLENGE_TERMINAL)
+"""Phases in which a challenge holds (or will hold) its time slot and may touch the cluster."""
 
 
 def check_challenge_transition(src: ChallengeState, dst: ChallengeState) -> str:
@@ -476,8 +494,53 @@ class OnDemandRequest:
     approver: str = ""
 
 
+class ChallengeJobKind(StrEnum):
+    SLURM = "slurm"  # a Slurm batch script
+    KUBERNETES = "kubernetes"  # a Kubernetes batch/v1 Job manifest
+
+
+class ChallengeEnding(StrEnum):
+    """Where RESTORING leads once everything is given back."""
+
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptedJob:
+    """One job a grand challenge preempted, as recorded *before* the first checkpoint signal.
+
+    ``priority`` and ``order`` (0-based rank in the queue at the start: by priority, then submit
+    time) are what restore gives back. ``released_at`` is written just before the release call (an
+    intent: a job seen still held afterwards is released again); ``restored`` is set once the
+    queue shows it pending or running again (or finished).
+    """
+
+    job_id: str
+    user: str
+    gpus: int
+    priority: int
+    order: int
+    may_burst: bool = False
+    released_at: Timestamp | None = None
+    restored: bool = False
+
+    @property
+    def released(self) -> bool:
+        return self.released_at is not None
+
+
 @dataclass(frozen=True, slots=True)
 class GrandChallenge:
+    """A grand challenge and everything its runner needs to resume after a restart.
+
+    ``nodes == 0`` means the whole on-prem cluster. ``node_names`` and ``reservation`` are fixed
+    when draining starts; ``reserved`` says the reservation (or cordon) is believed in place.
+    ``phases`` holds ``(state, entered_at)`` pairs in order; ``notices`` the notice keys sent
+    (``"T-86400"``...). ``ending`` is where RESTORING leads (set by a cancel or a failure).
+    """
+
     id: str
     name: str
     start_at: Timestamp
@@ -486,7 +549,38 @@ class GrandChallenge:
     created_by: str
     state: ChallengeState = ChallengeState.SCHEDULED
     note: str = ""
-    preempted_jobs: tuple[str, ...] = ()
+    preempted_jobs: tuple[PreemptedJob, ...] = ()
+    nodes: int = 0
+    job_kind: ChallengeJobKind = ChallengeJobKind.SLURM
+    job_path: str = ""
+    job_text: str = ""
+    owner: str = ""
+    challenge_job_id: str = ""
+    reservation: str = ""
+    node_names: tuple[str, ...] = ()
+    reserved: bool = False
+    notices: tuple[str, ...] = ()
+    phases: tuple[tuple[str, Timestamp], ...] = ()
+    burst_preempted: bool = False
+    ending: ChallengeEnding = ChallengeEnding.DONE
+    last_error: str = ""
+
+    @property
+    def end_at(self) -> Timestamp:
+        return self.start_at + self.duration_s
+
+    def entered_at(self, state: ChallengeState) -> Timestamp | None:
+        """When the challenge last entered ``state``; None if it never did."""
+        for name, at in reversed(self.phases):
+            if name == state:
+                return at
+        return None
+
+    def preempted(self, job_id: str) -> PreemptedJob | None:
+        for p in self.preempted_jobs:
+            if p.job_id == job_id:
+                return p
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,6 +653,9 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class Preempt:
+    """Superseded by the grand-challenge actions below (Checkpoint, Hold, ReleaseJobs); kept
+    only because burst/executor.py still names it. Nothing emits it."""
+
     job_ids: tuple[str, ...]
     reason: str
     challenge_id: str = ""
@@ -566,9 +663,125 @@ class Preempt:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
+    """Superseded by :class:`ReleaseJobs`; kept only because burst/executor.py names it."""
+
     job_ids: tuple[str, ...]
     reason: str
     challenge_id: str = ""
+
+
+# ---- grand challenges: what policies/grand_challenge.py decides, burst/grand_challenge.py does ----
+
+
+@dataclass(frozen=True, slots=True)
+class RecordNotices:
+    """Store that these notice keys went out (written before the Notify actions that follow it,
+    so a restart never repeats a notice)."""
+
+    challenge_id: str
+    notices: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Reserve ``nodes`` (on-prem names, never burst nodes) from ``start`` for ``duration_s``
+    under the challenge's reservation name (Slurm reservation with IGNORE_JOBS; Kubernetes
+    cordon). Idempotent on the name."""
+
+    challenge_id: str
+    name: str
+    nodes: tuple[str, ...]
+    start: Timestamp
+    duration_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unreserve:
+    """Delete the reservation / uncordon. A reservation already gone is success."""
+
+    challenge_id: str
+    name: str
+    nodes: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPreempted:
+    """Write the exact preempted set (priority and queue order) and enter PREEMPTING, in one
+    store transaction, before any checkpoint signal."""
+
+    challenge_id: str
+    jobs: tuple[PreemptedJob, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Ask the jobs to checkpoint (Slurm USR1, Kubernetes annotation). Sent at most once."""
+
+    challenge_id: str
+    job_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Stop the jobs and keep them queued, not schedulable (requeue-hold / suspend)."""
+
+    challenge_id: str
+    job_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseJobs:
+    """Give held jobs back, in this order, each with the explicit priority beside it (so they run
+    before work submitted during the challenge). ``released_at`` is recorded before the call."""
+
+    challenge_id: str
+    job_ids: tuple[str, ...]
+    priorities: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRestored:
+    """The queue shows these released jobs pending or running again (or finished)."""
+
+    challenge_id: str
+    job_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitChallenge:
+    """Submit the challenge job into the reservation on ``nodes``; on success the runner records
+    its id and enters RUNNING, on a refusal RESTORING (ending FAILED)."""
+
+    challenge_id: str
+    nodes: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChallengeJob:
+    challenge_id: str
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceChallenge:
+    """A table-checked phase change; ``ending`` (when set) records where RESTORING will lead."""
+
+    challenge_id: str
+    to: ChallengeState
+    reason: str
+    ending: ChallengeEnding | None = None
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +792,21 @@ class Notify:
 
 
 Action: TypeAlias = Launch | Drain | Undrain | Release | Terminate | Mirror | Preempt | Resume | Notify
+
+ChallengeAction: TypeAlias = (
+    Notify
+    | RecordNotices
+    | Reserve
+    | Unreserve
+    | RecordPreempted
+    | Checkpoint
+    | Hold
+    | ReleaseJobs
+    | ConfirmRestored
+    | SubmitChallenge
+    | CancelChallengeJob
+    | AdvanceChallenge
+)
 
 
 @dataclass(frozen=True, slots=True)

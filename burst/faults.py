@@ -24,6 +24,14 @@ The points (where burst/executor.py and burst/controller.py call them):
 * ``before-terminate-call``: TERMINATING is recorded; the provider's terminate call is next.
 * ``after-terminate-call``: the provider accepted the terminate; node removal is not recorded.
 * ``orphan-terminate``: inside orphan collection, between the terminate call and its audit row.
+
+Grand challenges (where burst/grand_challenge.py calls them):
+
+* ``after-preempted-recorded``: the preempted set and PREEMPTING are committed; no signal sent.
+* ``between-signal-and-hold``: the checkpoint signals went out; the grace and the hold are next.
+* ``after-hold``: the queue accepted the hold; the challenge job is not submitted.
+* ``after-submit``: the queue accepted the challenge job; its id and RUNNING are not recorded.
+* ``mid-release``: one job's ``released_at`` is recorded; its release call is next.
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ import signal
 import sys
 
 ENV = "BURST_CRASH_POINTS"
+
+# The names, for harnesses that list them (BURST_CRASH_POINTS accepts any string).
+GRAND_CHALLENGE_POINTS = (
+    "after-preempted-recorded",
+    "between-signal-and-hold",
+    "after-hold",
+    "after-submit",
+    "mid-release",
+)
 
 _parsed: tuple[str, dict[str, float]] | None = None
 

@@ -406,7 +406,29 @@ class Store(Protocol):
 
     def transition_challenge(
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
-    ) -> GrandChallenge: ...
+    ) -> GrandChallenge:
+        """A table-checked phase change, audited, with ``(to, now)`` appended to ``phases``, and
+        ``fields`` written in the same transaction (the preempted set goes in with PREEMPTING).
+        See :func:`burst.store.challenge_rules.check_challenge_fields` for what ``fields`` may not do."""
+        ...
+
+    def update_challenge(self, challenge_id: str, **fields: Any) -> GrandChallenge:
+        """Change fields without a phase change (no audit row: callers audit what matters).
+        Raises RecordNotFound, or ValueError per ``check_challenge_fields``."""
+        ...
+
+    def mark_preempted_released(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        """Set ``released_at = now`` on those preempted jobs that have none (a job already marked
+        keeps its first time; ids not in the set are ignored), audited as one ``release`` row."""
+        ...
+
+    def mark_preempted_restored(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        """Set ``restored`` on those preempted jobs; audited as one ``restored`` row."""
+        ...
 
     # ---- mirrors -----------------------------------------------------------------------
     def record_mirror(self, image: str, target: str, digest: str, *, now: Timestamp) -> None: ...

@@ -7,6 +7,15 @@ node's GPUs goes on one node (best fit: the fullest node that still has room); a
 region. Burst nodes carry the cloud taint: only jobs that may burst land there, and on-prem
 nodes are tried first.
 
+Preemption (issue 10, for grand challenges): a running job checkpoints every
+``checkpoint_interval_s`` of its run and when signalled (``checkpoint``); ``hold`` stops it,
+frees its GPUs and keeps it queued but not schedulable; ``release`` makes it schedulable again
+with the work since its last checkpoint lost (``remaining = duration - checkpointed progress``).
+``set_priority`` puts a job ahead: pending jobs are visited by priority, then submission.
+Reservations (``create_reservation``) take their nodes out of ordinary scheduling; only jobs
+whose time limit ends before the reservation's start, and challenge jobs submitted into it
+(``submit_challenge``), start there. Time limits are not enforced (trace durations are true).
+
 Hand-written because it *is* the fake queue; its hot paths are bucketed by free-GPU count so a
 59-day replay takes seconds. It knows job durations (to end them), and never shows them: the
 snapshot carries only submit and start times, as a real queue does.
@@ -14,15 +23,18 @@ snapshot carries only submit and start times, as a real queue does.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from burst.domain import Job, JobState, Node, QueueSnapshot
+from burst.domain import GrandChallenge, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError
 from burst.sim.trace import TraceJob
 
 ONPREM = "onprem"
+RESERVATION_LABEL = "burst.dev/reservation"  # node label in the snapshot: the reservation holding it
 
 
 @dataclass(slots=True)
@@ -37,6 +49,18 @@ class SimJob:
     nodes: list[int] = field(default_factory=list)
     cloud: bool = False
     requeues: int = 0
+    # ---- preemption (grand challenges) ----
+    done_work: float = 0.0  # progress kept across holds: the last checkpoint before a hold
+    signal_ckpt: float | None = None  # progress saved by a checkpoint signal during this run
+    priority: int = 0
+    time_limit: float | None = None
+    reservation: str = ""  # a challenge job: runs only on this reservation's nodes
+    lost_work: float = 0.0  # seconds of work lost to holds (not covered by a checkpoint)
+    signals: int = 0
+    holds: int = 0
+    hold_calls: int = 0  # every hold call naming it, effective or not
+    releases: int = 0  # held -> pending changes
+    release_calls: int = 0  # every release call naming it, effective or not
 
 
 @dataclass(slots=True)
@@ -51,6 +75,20 @@ class SimNode:
     schedulable: bool = True
     jobs: dict[str, None] = field(default_factory=dict)
     alive: bool = True
+    reserved: str = ""  # name of the reservation holding this node
+
+    @property
+    def listed(self) -> bool:
+        """In the free-GPU buckets: open to ordinary scheduling."""
+        return self.schedulable and self.alive and not self.reserved
+
+
+@dataclass(slots=True)
+class SimReservation:
+    name: str
+    nodes: list[int]
+    start: float
+    end: float
 
 
 StartHook = Callable[[SimJob, float], None]
@@ -69,8 +107,17 @@ class SimCluster:
         *,
         on_start: StartHook | None = None,
         on_finish: StartHook | None = None,
+        checkpoint_interval_s: float = 1800.0,
     ) -> None:
         self.gpus_per_node = gpus_per_node
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.now = 0.0  # the latest time schedule/complete_until saw; preemption calls use it
+        self._held: dict[str, SimJob] = {}
+        self.reservations: dict[str, SimReservation] = {}
+        self.challenge_runtime_s: dict[str, float] = {}  # reservation/job name -> run time (default: its limit)
+        self.finished: dict[str, SimJob] = {}
+        self.lost_gpu_seconds = 0.0
+        self.hold_log: list[tuple[str, float, float]] = []  # (job id, time, GPU-seconds lost) per hold
         self.nodes: list[SimNode] = []
         self.by_name: dict[str, int] = {}
         # free-count buckets: [k] -> ordered set of node indices with exactly k free GPUs
@@ -112,10 +159,10 @@ class SimCluster:
         else:
             self.used_cloud += node.free - free
         b = self._buckets(node)
-        if node.schedulable and node.alive:
+        if node.listed:
             b[node.free].pop(node.idx, None)
         node.free = free
-        if node.schedulable and node.alive:
+        if node.listed:
             b[free][node.idx] = None
         self._node_view.pop(node.idx, None)
         self._snap = None
@@ -141,7 +188,7 @@ class SimCluster:
         node = self._node(node_name)
         if node is None or not node.schedulable:
             return
-        self._buckets(node)[node.free].pop(node.idx, None)
+        self._buckets(node)[node.free].pop(node.idx, None)  # absent when reserved: a no-op
         node.schedulable = False
         self._node_view.pop(node.idx, None)
         self._snap = None
@@ -152,7 +199,8 @@ class SimCluster:
         if node is None or node.schedulable:
             return
         node.schedulable = True
-        self._buckets(node)[node.free][node.idx] = None
+        if node.listed:
+            self._buckets(node)[node.free][node.idx] = None
         self._node_view.pop(node.idx, None)
         self._capacity_grew = True
         self._snap = None
@@ -163,7 +211,7 @@ class SimCluster:
         node = self._node(node_name)
         if node is None:
             return
-        if node.schedulable:
+        if node.listed:
             self._buckets(node)[node.free].pop(node.idx, None)
         if node.location == ONPREM:
             self.used_onprem -= node.gpus - node.free
@@ -186,7 +234,7 @@ class SimCluster:
         return node if node.alive else None
 
     # ---- jobs --------------------------------------------------------------------------------
-    def submit(self, tj: TraceJob, at: float) -> None:
+    def submit(self, tj: TraceJob, at: float, *, time_limit: float | None = None, priority: int = 0) -> None:
         job = Job(
             id=tj.id,
             gpus=tj.gpus,
@@ -199,13 +247,18 @@ class SimCluster:
             may_burst=tj.may_burst,
             gpu_model=tj.gpu_model,
             reason="Resources",
+            priority=priority,
+            time_limit_s=time_limit,
         )
-        self._pending[tj.id] = SimJob(tj, at, job)
+        self._pending[tj.id] = SimJob(tj, at, job, priority=priority, time_limit=time_limit)
+        if priority:
+            self._pending_sorted = False
         self._new_since_pass.append(tj.id)
         self._snap = None
         self.version += 1
 
-    def _requeue(self, jid: str) -> None:
+    def _stop(self, jid: str) -> SimJob:
+        """Take a running job off its nodes (GPUs freed); the caller decides where it goes."""
         sj = self._running.pop(jid)
         for idx in sj.nodes:
             node = self.nodes[idx]
@@ -217,6 +270,11 @@ class SimCluster:
         sj.end = None
         sj.running_view = None
         sj.cloud = False
+        sj.signal_ckpt = None
+        return sj
+
+    def _requeue(self, jid: str) -> None:
+        sj = self._stop(jid)
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
@@ -234,6 +292,7 @@ class SimCluster:
         return None
 
     def complete_until(self, now: float) -> int:
+        self.now = max(self.now, now)
         done = 0
         while self._ends and self._ends[0][0] <= now:
             t, _, jid = heapq.heappop(self._ends)
@@ -241,6 +300,7 @@ class SimCluster:
             if sj is None or sj.end != t:
                 continue
             del self._running[jid]
+            self.finished[jid] = sj
             for idx in sj.nodes:
                 node = self.nodes[idx]
                 node.jobs.pop(jid, None)
@@ -264,7 +324,7 @@ class SimCluster:
         sj.start = now
         if sj.first_start is None:
             sj.first_start = now
-        sj.end = now + sj.trace.duration
+        sj.end = now + max(0.0, self._work(sj) - sj.done_work)
         names = tuple(n.name for n in nodes)
         sj.running_view = Job(
             id=sj.job.id,
@@ -280,6 +340,8 @@ class SimCluster:
             gpu_model=sj.job.gpu_model,
             start_time=now,
             node_names=names,
+            priority=sj.priority,
+            time_limit_s=sj.time_limit,
         )
         self._running[sj.trace.id] = sj
         self._seq += 1
@@ -313,19 +375,29 @@ class SimCluster:
                     return g
         return None
 
+    def _sort_pending(self) -> None:
+        self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[0])))
+        self._pending_sorted = True
+
     def schedule(self, now: float) -> int:
-        """Start every pending job that fits, in submission order. Returns how many started."""
+        """Start every pending job that fits, by priority then submission order (reserved nodes
+        only for the jobs a reservation admits). Returns how many started."""
+        self.now = max(self.now, now)
+        started = self._schedule_reserved(now) if self.reservations else 0
+        return started + self._schedule_open(now)
+
+    def _schedule_open(self, now: float) -> int:
         if not self._pending:
             self._new_since_pass.clear()
             return 0
         if self._capacity_grew:
             if not self._pending_sorted:
-                self._pending = dict(sorted(self._pending.items(), key=lambda kv: (kv[1].submit, kv[0])))
-                self._pending_sorted = True
+                self._sort_pending()
             candidates = list(self._pending.values())
         else:
             # Capacity has not grown since the last pass: only new arrivals can possibly fit.
             candidates = [self._pending[j] for j in self._new_since_pass if j in self._pending]
+        candidates = [sj for sj in candidates if not sj.reservation]
         self._capacity_grew = False
         self._new_since_pass.clear()
         started = 0
@@ -362,8 +434,7 @@ class SimCluster:
             raise QueueError(msg)
         if self._snap is None:
             if not self._pending_sorted:
-                self._pending = dict(sorted(self._pending.items(), key=lambda kv: (kv[1].submit, kv[0])))
-                self._pending_sorted = True
+                self._sort_pending()
             views = self._node_view
             nodes: list[Node] = []
             for node in self.nodes:
@@ -376,17 +447,231 @@ class SimCluster:
                         gpus=node.gpus,
                         gpus_used=node.gpus - node.free,
                         gpu_model=node.model,
-                        schedulable=node.schedulable,
+                        schedulable=node.schedulable and not node.reserved,
                         instance_id=node.instance_id,
                         running_jobs=len(node.jobs),
+                        labels={RESERVATION_LABEL: node.reserved} if node.reserved else {},
                     )
                 nodes.append(v)
             self._snap = QueueSnapshot(
-                pending=tuple(sj.job for sj in self._pending.values()),
+                pending=tuple(sj.job for sj in self._pending.values())
+                + tuple(sj.job for sj in self._held.values()),
                 running=tuple(sj.running_view for sj in self._running.values() if sj.running_view is not None),
                 nodes=tuple(nodes),
             )
         return self._snap
+
+    # ---- preemption: checkpoint, hold, release, priority (PreemptionControl) -----------------
+    def _work(self, sj: SimJob) -> float:
+        if sj.reservation:
+            limit = sj.time_limit if sj.time_limit is not None else sj.trace.duration
+            return min(self.challenge_runtime_s.get(sj.trace.id, limit), limit)
+        return sj.trace.duration
+
+    def progress(self, sj: SimJob, at: float) -> float:
+        """Work done so far (seconds of the job's duration)."""
+        if sj.start is None:
+            return sj.done_work
+        return sj.done_work + max(0.0, at - sj.start)
+
+    def _saved(self, sj: SimJob, at: float) -> float:
+        """Progress a restart would resume from: the later of the last periodic checkpoint and
+        the last signalled one."""
+        saved = sj.done_work
+        if sj.start is not None and self.checkpoint_interval_s > 0:
+            ran = max(0.0, at - sj.start)
+            saved = sj.done_work + math.floor(ran / self.checkpoint_interval_s) * self.checkpoint_interval_s
+        if sj.signal_ckpt is not None:
+            saved = max(saved, sj.signal_ckpt)
+        return saved
+
+    def checkpoint(self, job_ids: Sequence[str]) -> None:
+        """The signal: a running job saves its progress now. Others are skipped."""
+        for jid in job_ids:
+            sj = self._running.get(jid)
+            if sj is None:
+                continue
+            sj.signals += 1
+            sj.signal_ckpt = self.progress(sj, self.now)
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """Running: stop it (GPUs freed), keep its last checkpoint, queue it held. Pending: hold
+        it. Held, finished or unknown: success, nothing changes."""
+        for jid in job_ids:
+            known = self.job(jid)
+            if known is not None:
+                known.hold_calls += 1
+            if jid in self._running:
+                sj = self._running[jid]
+                saved, done = self._saved(sj, self.now), self.progress(sj, self.now)
+                sj.lost_work += done - saved
+                self.lost_gpu_seconds += (done - saved) * sj.trace.gpus
+                self.hold_log.append((jid, self.now, (done - saved) * sj.trace.gpus))
+                sj.done_work = saved
+                self._stop(jid)
+            elif jid in self._pending:
+                sj = self._pending.pop(jid)
+            else:
+                continue
+            sj.holds += 1
+            self._capacity_grew = True
+            sj.job = dataclasses.replace(sj.job, state=JobState.HELD, reason="JobHeldAdmin", priority=sj.priority)
+            self._held[jid] = sj
+            self._snap = None
+            self.version += 1
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Held jobs become pending again, in this order; anything else is success."""
+        for jid in job_ids:
+            sj = self._held.pop(jid, None)
+            if sj is None:
+                for d in (self._pending, self._running, self.finished):
+                    if jid in d:
+                        d[jid].release_calls += 1
+                continue
+            sj.release_calls += 1
+            sj.releases += 1
+            sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
+            self._pending[jid] = sj
+            self._pending_sorted = False
+            self._capacity_grew = True
+            self._snap = None
+            self.version += 1
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        for d in (self._pending, self._held, self._running):
+            sj = d.get(job_id)
+            if sj is None:
+                continue
+            sj.priority = priority
+            sj.job = dataclasses.replace(sj.job, priority=priority)
+            if sj.running_view is not None:
+                sj.running_view = dataclasses.replace(sj.running_view, priority=priority)
+            self._pending_sorted = False
+            self._capacity_grew = True
+            self._snap = None
+            return
+
+    def job(self, job_id: str) -> SimJob | None:
+        """Any job the cluster knows, in whatever state."""
+        for d in (self._running, self._pending, self._held, self.finished):
+            if job_id in d:
+                return d[job_id]
+        return None
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+    # ---- reservations and challenge jobs -------------------------------------------------------
+    def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str:
+        """Reserve ``nodes`` from ``start`` (None: now). Idempotent on the name (times updated).
+        Burst nodes are refused: a reservation never takes cloud capacity."""
+        begin = self.now if start is None else start
+        idxs = []
+        for n in nodes:
+            node = self._node(n)
+            if node is None:
+                raise QueueError(f"reservation {name}: unknown node {n}")
+            if node.location != ONPREM:
+                raise QueueError(f"reservation {name}: {n} is a burst node")
+            idxs.append(node.idx)
+        old = self.reservations.get(name)
+        if old is not None:
+            old.start, old.end = begin, begin + duration_s
+            return name
+        for idx in idxs:
+            node = self.nodes[idx]
+            if node.reserved and node.reserved != name:
+                raise QueueError(f"reservation {name}: {node.name} is in reservation {node.reserved}")
+            if node.listed:
+                self._buckets(node)[node.free].pop(node.idx, None)
+            node.reserved = name
+            self._node_view.pop(idx, None)
+        self.reservations[name] = SimReservation(name, idxs, begin, begin + duration_s)
+        self._snap = None
+        self.version += 1
+        return name
+
+    def delete_reservation(self, name: str) -> None:
+        res = self.reservations.pop(name, None)
+        if res is None:
+            return
+        for idx in res.nodes:
+            node = self.nodes[idx]
+            if node.reserved != name:
+                continue
+            node.reserved = ""
+            if node.listed:
+                self._buckets(node)[node.free][node.idx] = None
+            self._node_view.pop(idx, None)
+        self._capacity_grew = True
+        self._snap = None
+        self.version += 1
+
+    def submit_challenge(self, gc: GrandChallenge, *, name: str, reservation: str, nodes: Sequence[str]) -> str:
+        """Submit ``gc``'s job into ``reservation`` (it runs on nothing else), one whole node per
+        name in ``nodes``, with the challenge's duration as its time limit; it runs for
+        ``challenge_runtime_s[name]`` (default: that limit). The job id is ``name``. Idempotent
+        on ``name``: a job of that name, even finished, is never submitted twice.
+        A challenge whose ``job_text`` contains ``SIM-REJECT`` is refused (tests: a job that
+        fails to start)."""
+        if self.job(name) is not None:
+            return name
+        if "SIM-REJECT" in gc.job_text:
+            raise QueueError(f"challenge job {name}: the scheduler refused the script")
+        if reservation not in self.reservations:
+            raise QueueError(f"challenge job {name}: no reservation {reservation}")
+        per = self.gpus_per_node
+        tj = TraceJob(id=name, submit=self.now, duration=gc.duration_s, gpus=per * len(nodes), nodes=len(nodes),
+                      per_node=per, may_burst=False, owner=gc.owner or gc.created_by)
+        self.submit(tj, self.now, time_limit=gc.duration_s)
+        self._pending[name].reservation = reservation
+        return name
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Remove jobs (running ones free their GPUs). Unknown or finished: success."""
+        for jid in job_ids:
+            if jid in self._running:
+                sj = self._stop(jid)
+            else:
+                sj2 = self._pending.pop(jid, None) or self._held.pop(jid, None)
+                if sj2 is None:
+                    continue
+                sj = sj2
+            self.finished[jid] = sj
+            self._capacity_grew = True
+            self._snap = None
+            self.version += 1
+
+    def _schedule_reserved(self, now: float) -> int:
+        """Start, on reserved nodes, the challenge jobs of each reservation and the jobs whose time
+        limit ends before its start. Linear; runs only while a reservation exists."""
+        started = 0
+        if not self._pending_sorted:
+            self._sort_pending()
+        for res in list(self.reservations.values()):
+            free = [self.nodes[i] for i in res.nodes if self.nodes[i].alive and self.nodes[i].schedulable]
+            if not free:
+                continue
+            for sj in list(self._pending.values()):
+                tj = sj.trace
+                if sj.reservation == res.name:
+                    if now < res.start:
+                        continue
+                elif sj.reservation or sj.time_limit is None or now + sj.time_limit > res.start:
+                    continue
+                fit = [n for n in free if n.free >= tj.per_node and (not tj.gpu_model or n.model == tj.gpu_model)]
+                if len(fit) < tj.nodes:
+                    continue
+                chosen = sorted(fit, key=lambda n: (n.free, n.idx))[: tj.nodes] if tj.nodes == 1 else fit[: tj.nodes]
+                del self._pending[tj.id]
+                self._start(sj, chosen, now)
+                started += 1
+        if started:
+            self._snap = None
+            self.version += 1
+        return started
 
     # ---- measurements --------------------------------------------------------------------------
     @property

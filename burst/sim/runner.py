@@ -238,7 +238,7 @@ class Simulation:
             interruptions=sum(p.interruptions for p in providers),
             requeues=self.cluster.requeues,
             ledger_usd=ledger,
-            unfinished=cluster.pending_count + cluster.running_count,
+            unfinished=cluster.pending_count + cluster.running_count + cluster.held_count,
             series=self.series,
             plans=self.plans,
         )

@@ -89,7 +89,9 @@ class SimWorld:
 
     # ---- world hooks -------------------------------------------------------------------------
     def _on_start(self, sj: SimJob, now: float) -> None:
-        if sj.requeues == 0:
+        # A trace job's wait ends at its first start: not again after a requeue or a grand
+        # challenge's hold, and a challenge job is not part of the trace.
+        if sj.requeues == 0 and sj.holds == 0 and not sj.reservation:
             self.waits.append(now - sj.submit)
 
     def _on_finish(self, sj: SimJob, now: float) -> None:

@@ -27,6 +27,7 @@ from burst.domain import (
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
 from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
 
 
@@ -222,6 +223,8 @@ class MemoryStore:
     def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
         if gc.id in self._challenges:
             raise DuplicateRecord(f"challenge {gc.id!r}")
+        if not gc.phases:
+            gc = dataclasses.replace(gc, phases=((str(gc.state), now),))
         self._challenges[gc.id] = gc
         self.audit(at=now, actor=actor, kind="challenge", subject=gc.id, action=f"->{gc.state}", reason="scheduled")
         return gc
@@ -231,20 +234,56 @@ class MemoryStore:
 
     def challenges(self, *, states: Sequence[ChallengeState] | None = None) -> list[GrandChallenge]:
         rows = [c for c in self._challenges.values() if states is None or c.state in states]
-        rows.sort(key=lambda c: c.start_at)
+        rows.sort(key=lambda c: (c.start_at, c.id))
         return rows
+
+    def _challenge(self, challenge_id: str) -> GrandChallenge:
+        cur = self._challenges.get(challenge_id)
+        if cur is None:
+            raise RecordNotFound(f"challenge {challenge_id!r}")
+        return cur
 
     def transition_challenge(
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> GrandChallenge:
-        cur = self._challenges.get(challenge_id)
-        if cur is None:
-            raise RecordNotFound(f"challenge {challenge_id!r}")
+        cur = self._challenge(challenge_id)
         check_challenge_transition(cur.state, to)
-        new = dataclasses.replace(cur, state=to, **fields)
+        check_challenge_fields(cur, fields)
+        new = dataclasses.replace(cur, state=to, phases=(*cur.phases, (str(to), now)), **fields)
         self._challenges[challenge_id] = new
         self.audit(
             at=now, actor=actor, kind="challenge", subject=challenge_id, action=f"{cur.state}->{to}", reason=reason
+        )
+        return new
+
+    def update_challenge(self, challenge_id: str, **fields: Any) -> GrandChallenge:
+        cur = self._challenge(challenge_id)
+        check_challenge_fields(cur, fields)
+        new = dataclasses.replace(cur, **fields)
+        self._challenges[challenge_id] = new
+        return new
+
+    def mark_preempted_released(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        cur = self._challenge(challenge_id)
+        new = dataclasses.replace(cur, preempted_jobs=released(cur, job_ids, now))
+        self._challenges[challenge_id] = new
+        self.audit(
+            at=now, actor=actor, kind="challenge", subject=challenge_id, action="release", reason=reason,
+            data={"jobs": list(job_ids)},
+        )
+        return new
+
+    def mark_preempted_restored(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        cur = self._challenge(challenge_id)
+        new = dataclasses.replace(cur, preempted_jobs=restored(cur, job_ids))
+        self._challenges[challenge_id] = new
+        self.audit(
+            at=now, actor=actor, kind="challenge", subject=challenge_id, action="restored", reason=reason,
+            data={"jobs": list(job_ids)},
         )
         return new
 

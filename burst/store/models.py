@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Double, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Double, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -35,6 +35,7 @@ class Base(DeclarativeBase):
         str: String(),
         dict[str, Any]: JSON(),
         list[str]: JSON(),
+        list[Any]: JSON(),
     }
 
 
@@ -158,7 +159,9 @@ class OnDemandRequestRow(Base):
 
 
 class GrandChallengeRow(Base):
-    """:class:`burst.domain.GrandChallenge`; ``preempted_jobs`` keeps the jobs' original order."""
+    """:class:`burst.domain.GrandChallenge`. ``preempted_jobs`` is a JSON list of objects (one per
+    :class:`burst.domain.PreemptedJob`, in queue order); ``phases`` a JSON list of
+    ``[state, entered_at]`` pairs. Columns after ``preempted_jobs`` came with migration 0003."""
 
     __tablename__ = "grand_challenges"
 
@@ -170,7 +173,21 @@ class GrandChallengeRow(Base):
     created_by: Mapped[str]
     state: Mapped[str]
     note: Mapped[str] = mapped_column(Text)
-    preempted_jobs: Mapped[list[str]]
+    preempted_jobs: Mapped[list[Any]]
+    nodes: Mapped[int] = mapped_column(Integer)
+    job_kind: Mapped[str]
+    job_path: Mapped[str] = mapped_column(Text)
+    job_text: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str]
+    challenge_job_id: Mapped[str]
+    reservation: Mapped[str]
+    node_names: Mapped[list[str]]
+    reserved: Mapped[bool] = mapped_column(Boolean)
+    notices: Mapped[list[str]]
+    phases: Mapped[list[Any]]
+    burst_preempted: Mapped[bool] = mapped_column(Boolean)
+    ending: Mapped[str]
+    last_error: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index(None, "state"),)
 

@@ -31,12 +31,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from burst.domain import (
+    ChallengeEnding,
+    ChallengeJobKind,
     ChallengeState,
     GrandChallenge,
     Instance,
     InstanceState,
     Market,
     OnDemandRequest,
+    PreemptedJob,
     Purpose,
     RequestState,
     Timestamp,
@@ -46,6 +49,7 @@ from burst.domain import (
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
 from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
 from burst.store.models import (
@@ -110,14 +114,27 @@ def _to_request(row: OnDemandRequestRow) -> OnDemandRequest:
     return OnDemandRequest(**kw)
 
 
+_PREEMPTED_FIELDS = tuple(f.name for f in dataclasses.fields(PreemptedJob))
+
+
 def _challenge_values(gc: GrandChallenge) -> dict[str, Any]:
-    return {name: _plain(getattr(gc, name)) for name in _CHALLENGE_FIELDS}
+    values = {name: _plain(getattr(gc, name)) for name in _CHALLENGE_FIELDS}
+    values["preempted_jobs"] = [{k: getattr(p, k) for k in _PREEMPTED_FIELDS} for p in gc.preempted_jobs]
+    values["phases"] = [[str(state), at] for state, at in gc.phases]
+    return values
 
 
 def _to_challenge(row: GrandChallengeRow) -> GrandChallenge:
     kw = {name: getattr(row, name) for name in _CHALLENGE_FIELDS}
     kw["state"] = ChallengeState(row.state)
-    kw["preempted_jobs"] = tuple(row.preempted_jobs or ())
+    kw["job_kind"] = ChallengeJobKind(row.job_kind)
+    kw["ending"] = ChallengeEnding(row.ending)
+    kw["preempted_jobs"] = tuple(
+        PreemptedJob(**{k: v for k, v in p.items() if k in _PREEMPTED_FIELDS}) for p in row.preempted_jobs or ()
+    )
+    kw["phases"] = tuple((str(state), float(at)) for state, at in row.phases or ())
+    kw["node_names"] = tuple(row.node_names or ())
+    kw["notices"] = tuple(row.notices or ())
     return GrandChallenge(**kw)
 
 
@@ -527,6 +544,8 @@ class SqlStore:
 
     # ---- grand challenges ----------------------------------------------------------------
     def add_challenge(self, gc: GrandChallenge, *, now: Timestamp, actor: str) -> GrandChallenge:
+        if not gc.phases:
+            gc = dataclasses.replace(gc, phases=((str(gc.state), now),))
         return self._add(
             GrandChallengeRow, "challenge", gc.id, _challenge_values(gc), _to_challenge,
             now=now, actor=actor, action=f"->{gc.state}", reason="scheduled",
@@ -547,9 +566,58 @@ class SqlStore:
     def transition_challenge(
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> GrandChallenge:
-        return self._transition(
-            GrandChallengeRow, "challenge", challenge_id, to, _to_challenge, _challenge_values, check_challenge_transition,
-            now=now, actor=actor, reason=reason, fields=fields,
+        with self._write() as s:
+            row = self._locked(s, GrandChallengeRow, challenge_id)
+            if row is None:
+                raise RecordNotFound(f"challenge {challenge_id!r}")
+            cur = _to_challenge(row)
+            check_challenge_transition(cur.state, to)
+            check_challenge_fields(cur, fields)
+            new = dataclasses.replace(cur, state=to, phases=(*cur.phases, (str(to), now)), **fields)
+            _assign(row, _challenge_values(new))
+            self._audit(
+                s, at=now, actor=actor, kind="challenge", subject=challenge_id, action=f"{cur.state}->{to}",
+                reason=reason,
+            )
+            return _to_challenge(row)
+
+    def _change_challenge(
+        self, challenge_id: str, change: Any, audit: Mapping[str, Any] | None = None
+    ) -> GrandChallenge:
+        """Read-modify-write one challenge row under its lock; ``change(cur) -> new``."""
+        with self._write() as s:
+            row = self._locked(s, GrandChallengeRow, challenge_id)
+            if row is None:
+                raise RecordNotFound(f"challenge {challenge_id!r}")
+            new = change(_to_challenge(row))
+            _assign(row, _challenge_values(new))
+            if audit is not None:
+                self._audit(s, subject=challenge_id, kind="challenge", **audit)
+            return _to_challenge(row)
+
+    def update_challenge(self, challenge_id: str, **fields: Any) -> GrandChallenge:
+        def change(cur: GrandChallenge) -> GrandChallenge:
+            check_challenge_fields(cur, fields)
+            return dataclasses.replace(cur, **fields)
+
+        return self._change_challenge(challenge_id, change)
+
+    def mark_preempted_released(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        return self._change_challenge(
+            challenge_id,
+            lambda cur: dataclasses.replace(cur, preempted_jobs=released(cur, job_ids, now)),
+            {"at": now, "actor": actor, "action": "release", "reason": reason, "data": {"jobs": list(job_ids)}},
+        )
+
+    def mark_preempted_restored(
+        self, challenge_id: str, job_ids: Sequence[str], *, now: Timestamp, actor: str, reason: str
+    ) -> GrandChallenge:
+        return self._change_challenge(
+            challenge_id,
+            lambda cur: dataclasses.replace(cur, preempted_jobs=restored(cur, job_ids)),
+            {"at": now, "actor": actor, "action": "restored", "reason": reason, "data": {"jobs": list(job_ids)}},
         )
 
     # ---- mirrors -------------------------------------------------------------------------

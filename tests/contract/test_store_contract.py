@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from burst.domain import (
+    ChallengeEnding,
+    ChallengeJobKind,
     ChallengeState,
     GrandChallenge,
     Instance,
@@ -21,6 +23,7 @@ from burst.domain import (
     InvalidTransition,
     Market,
     OnDemandRequest,
+    PreemptedJob,
     Purpose,
     RequestState,
 )
@@ -489,31 +492,45 @@ def gc(id: str = "gc-1", **kw: Any) -> GrandChallenge:
     return GrandChallenge(**base)
 
 
+def pj(job_id: str, order: int, **kw: Any) -> PreemptedJob:
+    base: dict[str, Any] = dict(job_id=job_id, user=f"U{order}", gpus=8, priority=100 - order, order=order)
+    base.update(kw)
+    return PreemptedJob(**base)
+
+
 def test_challenge_lifecycle_keeps_preempted_jobs_in_order(store: Store) -> None:
     got = store.add_challenge(gc(), now=1.0, actor="ADMIN")
-    assert got == gc() == store.get_challenge("gc-1")
+    assert got == dataclasses.replace(gc(), phases=(("scheduled", 1.0),)) == store.get_challenge("gc-1")
     assert actions(store, "gc-1") == ["->scheduled"]
     with pytest.raises(DuplicateRecord):
         store.add_challenge(gc(name="dup"), now=2.0, actor="ADMIN")
-    jobs = ("j30", "j4", "j17", "j1")
+    jobs = (pj("j30", 0), pj("j4", 1, may_burst=True), pj("j17", 2), pj("j1", 3))
     path: list[tuple[ChallengeState, dict[str, Any]]] = [
-        (C.NOTIFIED, {}),
-        (C.DRAINING, {"note": "signals sent"}),
-        (C.PREEMPTED, {"preempted_jobs": jobs}),
-        (C.RUNNING, {}),
+        (C.NOTIFIED, {"notices": ("T-86400",)}),
+        (C.DRAINING, {"reservation": "burst-gc-1", "node_names": ("n2", "n1"), "note": "reserved"}),
+        (C.PREEMPTING, {"preempted_jobs": jobs}),
+        (C.RUNNING, {"challenge_job_id": "77"}),
         (C.RESTORING, {}),
         (C.DONE, {}),
     ]
     for k, (to, fields) in enumerate(path):
         got = store.transition_challenge("gc-1", to, now=100.0 + k, actor="runner", reason=f"s{k}", **fields)
         assert got.state is to and store.get_challenge("gc-1") == got
-    assert got.preempted_jobs == jobs and got.note == "signals sent"
+    assert got.preempted_jobs == jobs and got.note == "reserved"
+    assert (got.notices, got.reservation, got.node_names, got.challenge_job_id) == (
+        ("T-86400",), "burst-gc-1", ("n2", "n1"), "77",
+    )
+    assert got.phases == (
+        ("scheduled", 1.0), ("notified", 100.0), ("draining", 101.0), ("preempting", 102.0),
+        ("running", 103.0), ("restoring", 104.0), ("done", 105.0),
+    )
+    assert got.entered_at(C.PREEMPTING) == 102.0 and got.entered_at(C.FAILED) is None
     assert actions(store, "gc-1") == [
         "->scheduled",
         "scheduled->notified",
         "notified->draining",
-        "draining->preempted",
-        "preempted->running",
+        "draining->preempting",
+        "preempting->running",
         "running->restoring",
         "restoring->done",
     ]
@@ -521,6 +538,62 @@ def test_challenge_lifecycle_keeps_preempted_jobs_in_order(store: Store) -> None
     with pytest.raises(InvalidTransition):
         store.transition_challenge("gc-1", C.CANCELLED, now=200.0, actor="ADMIN", reason="too late")
     assert audit_count(store) == n and store.get_challenge("gc-1") == got
+
+
+def test_challenge_new_fields_round_trip(store: Store) -> None:
+    full = gc(
+        nodes=4, job_kind=ChallengeJobKind.KUBERNETES, job_path="/srv/gc/job.yaml", job_text="kind: Job\n",
+        owner="U9", burst_preempted=True, ending=ChallengeEnding.CANCELLED, last_error="x",
+        phases=(("scheduled", 5.0),),
+    )
+    got = store.add_challenge(full, now=9.0, actor="ADMIN")
+    assert got == full == store.get_challenge("gc-1")  # given phases are kept
+    assert isinstance(got.job_kind, ChallengeJobKind) and isinstance(got.ending, ChallengeEnding)
+
+
+def test_update_challenge_changes_fields_but_never_state_or_the_preempted_set(store: Store) -> None:
+    store.add_challenge(gc(), now=1.0, actor="ADMIN")
+    n = audit_count(store)
+    got = store.update_challenge("gc-1", reserved=True, notices=("T-3600",), ending=ChallengeEnding.FAILED)
+    assert (got.reserved, got.notices, got.ending) == (True, ("T-3600",), ChallengeEnding.FAILED)
+    assert store.get_challenge("gc-1") == got and audit_count(store) == n
+    for bad in ({"state": C.DONE}, {"phases": ()}):
+        with pytest.raises(ValueError):
+            store.update_challenge("gc-1", **bad)
+    with pytest.raises(RecordNotFound):
+        store.update_challenge("missing", reserved=True)
+    store.transition_challenge("gc-1", C.NOTIFIED, now=2.0, actor="r", reason="r")
+    store.transition_challenge("gc-1", C.DRAINING, now=3.0, actor="r", reason="r")
+    jobs = (pj("a", 0), pj("b", 1))
+    store.transition_challenge("gc-1", C.PREEMPTING, now=4.0, actor="r", reason="r", preempted_jobs=jobs)
+    before = store.get_challenge("gc-1")
+    with pytest.raises(ValueError, match="already recorded"):
+        store.update_challenge("gc-1", preempted_jobs=(pj("c", 0),))
+    with pytest.raises(ValueError, match="already recorded"):
+        store.transition_challenge("gc-1", C.RESTORING, now=5.0, actor="r", reason="r", preempted_jobs=())
+    assert store.get_challenge("gc-1") == before
+    assert store.update_challenge("gc-1", preempted_jobs=jobs).preempted_jobs == jobs  # same set: no-op
+
+
+def test_mark_preempted_released_and_restored(store: Store) -> None:
+    store.add_challenge(gc(preempted_jobs=(pj("a", 0), pj("b", 1), pj("c", 2))), now=1.0, actor="ADMIN")
+    n = audit_count(store)
+    got = store.mark_preempted_released("gc-1", ["b", "zz"], now=50.0, actor="runner", reason="restore")
+    assert [(p.job_id, p.released_at, p.released) for p in got.preempted_jobs] == [
+        ("a", None, False), ("b", 50.0, True), ("c", None, False),
+    ]
+    # A second mark keeps the first time: released_at says when the job was first given back.
+    got = store.mark_preempted_released("gc-1", ["a", "b"], now=60.0, actor="runner", reason="restore")
+    assert [p.released_at for p in got.preempted_jobs] == [60.0, 50.0, None]
+    got = store.mark_preempted_restored("gc-1", ["b"], now=70.0, actor="runner", reason="seen pending")
+    assert [p.restored for p in got.preempted_jobs] == [False, True, False]
+    assert store.get_challenge("gc-1") == got
+    assert audit_count(store) == n + 3
+    assert actions(store, "gc-1")[-3:] == ["release", "release", "restored"]
+    with pytest.raises(RecordNotFound):
+        store.mark_preempted_released("missing", ["a"], now=1.0, actor="r", reason="r")
+    with pytest.raises(RecordNotFound):
+        store.mark_preempted_restored("missing", ["a"], now=1.0, actor="r", reason="r")
 
 
 def test_challenges_filter_and_order(store: Store) -> None:

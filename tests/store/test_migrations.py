@@ -31,7 +31,7 @@ TABLES = {
     "orphan_sightings",
     "system_state",
 }
-HEAD = "0002"  # the newest revision shipped
+HEAD = "0003"  # the newest revision shipped
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -194,3 +194,40 @@ def test_0002_moves_system_state_out_of_user_settings_and_back(url: str) -> None
     assert float(rows[("_orphans", "i-0abc")]) == 1700000000.5
     assert json.loads(rows[("_controller", "last_tick")]) == {"at": 1700000200.0, "pending": 3}
     assert rows[("U1", "ssh_key")] == "ssh-ed25519 AAAA"
+
+
+def test_0003_converts_challenge_rows_written_before_it(url: str) -> None:
+    """A challenge row of the 0001 shape (preempted_jobs as ids, phase 'preempted') reads back
+    as PreemptedJob records in the same order, phase 'preempting', and downgrades back."""
+    from burst.domain import ChallengeState, PreemptedJob
+
+    migrate.upgrade(url, "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO grand_challenges (id, name, start_at, duration_s, command, created_by, state,"
+                " note, preempted_jobs) VALUES ('gc-1', 'n', 10.0, 60.0, 'c', 'A', 'preempted', '',"
+                " '[\"j9\", \"j2\"]')"
+            )
+    finally:
+        engine.dispose()
+    migrate.upgrade(url)
+    store = SqlStore.from_url(url)
+    try:
+        gc = store.get_challenge("gc-1")
+        assert gc is not None and gc.state is ChallengeState.PREEMPTING
+        assert [(p.job_id, p.order) for p in gc.preempted_jobs] == [("j9", 0), ("j2", 1)]
+        assert gc.preempted_jobs[0] == PreemptedJob("j9", "", 0, 0, 0)
+        assert (gc.nodes, gc.reserved, gc.notices, gc.phases) == (0, False, (), ())
+    finally:
+        store.close()
+    migrate.downgrade(url, "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            row = conn.exec_driver_sql("SELECT state, preempted_jobs FROM grand_challenges").one()
+    finally:
+        engine.dispose()
+    assert row[0] == "preempted"
+    assert (row[1] if isinstance(row[1], list) else __import__("json").loads(row[1])) == ["j9", "j2"]

@@ -138,7 +138,7 @@ def test_documented_happy_paths_are_walkable() -> None:
     req = ["requested", "approved", "provisioning", "ready", "expiring", "released"]
     for a, b in itertools.pairwise(req):
         check_request_transition(RequestState(a), RequestState(b))
-    gc = ["scheduled", "notified", "draining", "preempted", "running", "restoring", "done"]
+    gc = ["scheduled", "notified", "draining", "preempting", "running", "restoring", "done"]
     for a, b in itertools.pairwise(gc):
         check_challenge_transition(ChallengeState(a), ChallengeState(b))
 
