@@ -95,7 +95,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "kubernetes": frozenset({"preemption", "gang_hold", "close", "unavailable", "parse_error"}),
     "jsonfile": frozenset({"unavailable", "parse_error"}),
     # The simulated scheduler is in memory: it always answers, and what it answers is its own.
-    "sim": frozenset(),
+    # It checkpoints, holds and releases for grand challenges in the simulator.
+    "sim": frozenset({"preemption"}),
 }
 
 
@@ -253,7 +254,11 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBacken
     assert cluster.schedule(T0) == 1
     cluster.submit(TraceJob("p1", T0 + 1, 3600.0, 16, nodes=2, per_node=8), T0 + 1)
     assert cluster.schedule(T0 + 1) == 0
-    yield QueueBackend("sim", cluster, "onprem-0001", "onprem-0002", "r1", "p1")
+    def checkpointed(jid: str) -> bool:
+        sj = cluster.job(jid)
+        return sj is not None and sj.signals > 0
+
+    yield QueueBackend("sim", cluster, "onprem-0001", "onprem-0002", "r1", "p1", checkpointed=checkpointed)
 
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Iterator[QueueBackend]]] = {
