@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from burst.domain import Market
 from burst.errors import ConfigError
 from policies import BudgetConfig, OverflowConfig, PolicyConfig, ScaleInConfig, SelectionConfig
+from policies.grand_challenge import ChallengeSettings
 
 
 class _Strict(BaseModel):
@@ -158,6 +159,30 @@ class BackoffSettings(_Strict):
         return self
 
 
+class GrandChallengeConfig(_Strict):
+    """Timeline of a grand challenge (issue 10), in hours and minutes as an admin thinks."""
+
+    notice_hours: list[float] = Field(default_factory=lambda: [24.0, 1.0])  # notices at T - each
+    drain_window_min: float = Field(default=60.0, ge=0, le=7 * 24 * 60)  # reserve this long before
+    checkpoint_grace_min: float = Field(default=5.0, ge=0, le=24 * 60)  # signal -> hold
+    max_duration_hours: float = Field(default=14 * 24.0, gt=0, le=365 * 24)
+
+    @field_validator("notice_hours")
+    @classmethod
+    def _notices(cls, v: list[float]) -> list[float]:
+        if any(h <= 0 or h > 24 * 30 for h in v):
+            raise ValueError("each notice is hours before the start, between 0 and 720")
+        return sorted(set(v), reverse=True)
+
+    def settings(self) -> ChallengeSettings:
+        return ChallengeSettings(
+            notice_offsets_s=tuple(h * 3600.0 for h in self.notice_hours),
+            drain_window_s=self.drain_window_min * 60.0,
+            checkpoint_grace_s=self.checkpoint_grace_min * 60.0,
+            max_duration_s=self.max_duration_hours * 3600.0,
+        )
+
+
 class BurstConfig(_Strict):
     cluster: str = Field(default="burst-demo", min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
     database_url: str = "sqlite:///.burst/burst.db"
@@ -170,6 +195,7 @@ class BurstConfig(_Strict):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
+    grand_challenge: GrandChallengeConfig = Field(default_factory=GrandChallengeConfig)
     mirror: dict[str, Any] | None = None  # validated by providers.mirror_service.MirrorSettings
     slack: dict[str, Any] | None = None  # validated by the bot
 

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from burst.domain import (
     CloudInstance,
     CloudState,
+    GrandChallenge,
     Instance,
     InstanceState,
     Node,
@@ -45,9 +46,11 @@ from burst.domain import (
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
+from burst.grand_challenge import ChallengeRunner, ChallengeRunResult
 from burst.ondemand.reconcile import reconcile_requests
 from burst.ports import (
     AsyncMirror,
+    ChallengeQueue,
     GangHold,
     Notifier,
     Provider,
@@ -58,6 +61,7 @@ from burst.ports import (
 from burst.ports import Mirror as MirrorPort
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
+from policies.grand_challenge import ChallengeSettings, overflow_view
 from policies.reconcile import NOTHING, BootSample, Decision, ReconcileSettings, reconcile_instance
 from policies.requests import ACTIVE_REQUEST_STATES
 
@@ -81,6 +85,8 @@ class TickResult:
     skipped: str = ""  # why the tick did not act, "" when it did
     orphans_terminated: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    # What the grand-challenge runner did this tick (None when the queue cannot run challenges).
+    challenges: ChallengeRunResult | None = None
     # Earliest time something falls due: the plan's wake_at, or a deadline of the reconcile step
     # (a launch's listing grace, an orphan's grace, a retry). The simulator sleeps until then.
     wake_at: Timestamp | None = None
@@ -114,6 +120,8 @@ class Controller:
         mirror: MirrorPort | None = None,
         async_mirror: AsyncMirror | None = None,
         gang_hold: GangHold | None = None,
+        challenge_queue: ChallengeQueue | None = None,
+        challenge_settings: ChallengeSettings | None = None,
         notifier: Notifier | None = None,
         caps: BudgetCaps = BudgetCaps(),
         backoff: BackoffPolicy = BackoffPolicy(),
@@ -127,7 +135,10 @@ class Controller:
         wiring (None when the adapter lacks them); the controller never probes an adapter:
 
         * ``async_mirror``: image copies off the tick (see :class:`burst.executor.Executor`);
-        * ``gang_hold``: the queue's gang registration hold (Kubernetes).
+        * ``gang_hold``: the queue's gang registration hold (Kubernetes);
+        * ``challenge_queue``: the queue's reservations, checkpoint, hold, release and submit,
+          with which the tick runs grand challenges (:mod:`burst.grand_challenge`); None on a
+          queue that cannot, and then no challenge advances.
         """
         self.cluster = cluster
         self.queue = queue
@@ -163,6 +174,10 @@ class Controller:
             user_data_for=user_data_for,
             disabled_providers=self.disabled,
         )
+        self.challenges = (
+            ChallengeRunner(store, challenge_queue, notifier, challenge_settings)
+            if challenge_queue is not None else None
+        )
         self.last: TickResult | None = None
 
     # ---- the tick ------------------------------------------------------------------------------
@@ -180,9 +195,17 @@ class Controller:
         # 2. mirror external state into the store
         res = TickResult(now, Plan(), None)
         self._reconcile(now, qs, cloud, unobserved, res)
+        active: Sequence[GrandChallenge] = ()
+        if self.challenges is not None:
+            # Grand challenges step forward on the same observation (notices, reservation,
+            # checkpoint, hold, submit, release); what they hold shapes what overflow sees.
+            res.challenges = self.challenges.run(now, qs)
+            active = res.challenges.active
+            if res.challenges.wake_at is not None:
+                res.due(res.challenges.wake_at)
 
         # 3. snapshot
-        snap = self.build_snapshot(now, qs)
+        snap = self.build_snapshot(now, qs, challenges=active)
 
         # 4. decide
         plan = self.decide(snap, self.policy)
@@ -351,7 +374,10 @@ class Controller:
             self._orphans_listed = set(seen)
 
     # ---- snapshot ------------------------------------------------------------------------------
-    def build_snapshot(self, now: Timestamp, qs: QueueSnapshot) -> Snapshot:
+    def build_snapshot(self, now: Timestamp, qs: QueueSnapshot, *, challenges: Sequence[GrandChallenge] = ()) -> Snapshot:
+        """The policy's view. ``challenges`` (the active grand challenges) hide their held jobs
+        and reserved nodes from overflow (:func:`policies.grand_challenge.overflow_view`)."""
+        pending, nodes = overflow_view(challenges, qs.pending, qs.nodes) if challenges else (qs.pending, qs.nodes)
         spend = SpendView()
         if self.caps.month_usd or self.caps.day_usd:
             spend = SpendView(
@@ -364,9 +390,9 @@ class Controller:
         return Snapshot(
             now=now,
             cluster=self.cluster,
-            pending=qs.pending,
+            pending=pending,
             running=qs.running,
-            nodes=qs.nodes,
+            nodes=nodes,
             instances=tuple(self.store.live_instances()),
             offers=self.offers,
             backoff_until={k: b.until for k, b in backoffs.items()},

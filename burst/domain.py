@@ -651,25 +651,6 @@ class Mirror:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Preempt:
-    """Superseded by the grand-challenge actions below (Checkpoint, Hold, ReleaseJobs); kept
-    only because burst/executor.py still names it. Nothing emits it."""
-
-    job_ids: tuple[str, ...]
-    reason: str
-    challenge_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """Superseded by :class:`ReleaseJobs`; kept only because burst/executor.py names it."""
-
-    job_ids: tuple[str, ...]
-    reason: str
-    challenge_id: str = ""
-
-
 # ---- grand challenges: what policies/grand_challenge.py decides, burst/grand_challenge.py does ----
 
 
@@ -791,7 +772,7 @@ class Notify:
     reason: str
 
 
-Action: TypeAlias = Launch | Drain | Undrain | Release | Terminate | Mirror | Preempt | Resume | Notify
+Action: TypeAlias = Launch | Drain | Undrain | Release | Terminate | Mirror | Notify
 
 ChallengeAction: TypeAlias = (
     Notify

@@ -39,9 +39,7 @@ from burst.domain import (
     Notify,
     Offer,
     Plan,
-    Preempt,
     Release,
-    Resume,
     Terminate,
     Timestamp,
     Undrain,
@@ -196,9 +194,6 @@ class Executor:
                         self._notified[key] = now
                         self._notify(action.audience, action.text)
                         res.notified += 1
-                elif isinstance(action, Preempt | Resume):
-                    # Carried out by the grand-challenge runner, which owns their bookkeeping.
-                    log.debug("skipping %s: handled by the grand-challenge runner", type(action).__name__)
             except QueueError as e:
                 res.errors.append(f"{type(action).__name__}: queue: {e}")
                 log.warning("queue error during %s: %s", type(action).__name__, e)

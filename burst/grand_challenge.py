@@ -4,7 +4,7 @@ One entry point, :meth:`ChallengeRunner.run`, called once per controller tick wi
 queue snapshot (after issue 9's merge, from ``Controller.tick``; until then tests and the
 simulator call it directly). It reads the active challenges from the store, asks the pure
 decision what is due, and carries each challenge's actions out in order through the queue
-capability (:class:`ChallengeQueue`) and the :class:`~burst.ports.Notifier`. No thread, no loop,
+capability (:class:`burst.ports.ChallengeQueue`) and the :class:`~burst.ports.Notifier`. No thread, no loop,
 no sleep: every wait (notice offsets, drain window, checkpoint grace, the challenge's duration)
 is a time the decision compares with ``now``.
 
@@ -31,7 +31,6 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from burst.domain import (
     CHALLENGE_ACTIVE,
@@ -58,7 +57,7 @@ from burst.domain import (
 )
 from burst.errors import BurstError, DuplicateRecord, InputError, QueueError, QueueUnavailable, RecordNotFound
 from burst.faults import crash_point
-from burst.ports import Notifier, Store
+from burst.ports import ChallengeQueue, Notifier, Store
 from policies.grand_challenge import (
     ChallengeInput,
     ChallengeSettings,
@@ -73,47 +72,6 @@ C = ChallengeState
 ACTOR = "grand-challenge"
 
 
-@runtime_checkable
-class ChallengeQueue(Protocol):
-    """What a grand challenge needs from the on-prem scheduler: ``PreemptionControl`` plus
-    reservations, priorities, submission and cancel. (Defined here until issue 9's merge; the
-    lead moves it into ``burst/ports.py``.) Every call is idempotent, as in ports.py.
-
-    * ``checkpoint``/``hold``/``release``: as ``PreemptionControl``. ``release`` of a job that is
-      not held (or gone) is success.
-    * ``set_priority(job_id, priority)``: an explicit priority; called right after ``release``
-      (on Slurm, setting a priority on a held job would itself release it).
-    * ``create_reservation(name, start, duration_s, nodes=...)``: reserve exactly these on-prem
-      nodes (never burst nodes; Slurm: with ``flags=IGNORE_JOBS``; Kubernetes: cordon) from
-      ``start``. Jobs that end before ``start`` by their time limit may still start there.
-      Idempotent on ``name``.
-    * ``delete_reservation(name)``: gone already is success (Kubernetes: uncordon).
-    * ``submit_challenge(gc, name=, reservation=, nodes=)``: submit the challenge's job (its
-      kind, path or text) into the reservation on those nodes, with the challenge's duration as
-      time limit; returns the job id. Idempotent on ``name``: a job of that name that exists
-      (queued, running or finished) is returned, never submitted again. A refusal of the job
-      itself (bad script, unknown manifest) is a ``QueueError``; an unreachable scheduler
-      ``QueueUnavailable``.
-    * ``cancel(job_ids)``: gone is success.
-    """
-
-    def checkpoint(self, job_ids: Sequence[str]) -> None: ...
-
-    def hold(self, job_ids: Sequence[str]) -> None: ...
-
-    def release(self, job_ids: Sequence[str]) -> None: ...
-
-    def set_priority(self, job_id: str, priority: int) -> None: ...
-
-    def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str: ...
-
-    def delete_reservation(self, name: str) -> None: ...
-
-    def submit_challenge(self, gc: GrandChallenge, *, name: str, reservation: str, nodes: Sequence[str]) -> str: ...
-
-    def cancel(self, job_ids: Sequence[str]) -> None: ...
-
-
 @dataclass
 class ChallengeRunResult:
     """What one run did; the controller folds it into its TickResult and metrics."""
@@ -126,6 +84,9 @@ class ChallengeRunResult:
     released: int = 0  # release calls made in this run
     restored: int = 0  # jobs confirmed back in the queue in this run
     phases: dict[str, str] = field(default_factory=dict)  # challenge id -> phase after the run
+    # The challenges still active after the run, as the store has them (what overflow must
+    # respect: held jobs, reserved nodes).
+    active: tuple[GrandChallenge, ...] = ()
     wake_at: Timestamp | None = None
 
 
@@ -174,7 +135,8 @@ class ChallengeRunner:
             todo = [gc for gc in self.store.challenges(states=sorted(CHALLENGE_ACTIVE)) if gc.id in again]
             if not todo:
                 break
-        for gc in self.store.challenges(states=sorted(CHALLENGE_ACTIVE)):
+        res.active = tuple(self.store.challenges(states=sorted(CHALLENGE_ACTIVE)))
+        for gc in res.active:
             res.phases[gc.id] = str(gc.state)
         for gc in active:
             res.phases.setdefault(gc.id, str(self._get(gc.id).state))

@@ -92,6 +92,46 @@ class PreemptionControl(Protocol):
     def release(self, job_ids: Sequence[str]) -> None: ...
 
 
+@runtime_checkable  # for tests and the wiring; the core never probes an adapter
+class ChallengeQueue(Protocol):
+    """What a grand challenge needs from the on-prem scheduler: ``PreemptionControl`` plus
+    reservations, priorities, submission and cancel. Every call is idempotent, as in ports.py.
+
+    * ``checkpoint``/``hold``/``release``: as ``PreemptionControl``. ``release`` of a job that is
+      not held (or gone) is success.
+    * ``set_priority(job_id, priority)``: an explicit priority; called right after ``release``
+      (on Slurm, setting a priority on a held job would itself release it).
+    * ``create_reservation(name, start, duration_s, nodes=...)``: reserve exactly these on-prem
+      nodes (never burst nodes; Slurm: with ``flags=IGNORE_JOBS``; Kubernetes: cordon) from
+      ``start``. Jobs that end before ``start`` by their time limit may still start there.
+      Idempotent on ``name``.
+    * ``delete_reservation(name)``: gone already is success (Kubernetes: uncordon).
+    * ``submit_challenge(gc, name=, reservation=, nodes=)``: submit the challenge's job (its
+      kind, path or text) into the reservation on those nodes, with the challenge's duration as
+      time limit; returns the job id. Idempotent on ``name``: a job of that name that exists
+      (queued, running or finished) is returned, never submitted again. A refusal of the job
+      itself (bad script, unknown manifest) is a ``QueueError``; an unreachable scheduler
+      ``QueueUnavailable``.
+    * ``cancel(job_ids)``: gone is success.
+    """
+
+    def checkpoint(self, job_ids: Sequence[str]) -> None: ...
+
+    def hold(self, job_ids: Sequence[str]) -> None: ...
+
+    def release(self, job_ids: Sequence[str]) -> None: ...
+
+    def set_priority(self, job_id: str, priority: int) -> None: ...
+
+    def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str: ...
+
+    def delete_reservation(self, name: str) -> None: ...
+
+    def submit_challenge(self, gc: GrandChallenge, *, name: str, reservation: str, nodes: Sequence[str]) -> str: ...
+
+    def cancel(self, job_ids: Sequence[str]) -> None: ...
+
+
 class GangHold(Protocol):
     """A queue that keeps a gang member's node unschedulable until every member has joined
     (Kubernetes: the ``burst.dev/gang`` taint). ``release_gang_hold`` lifts the hold of one node;

@@ -22,6 +22,7 @@ from burst.errors import QueueError
 from burst.executor import BackoffPolicy
 from burst.ports import (
     AsyncMirror,
+    ChallengeQueue,
     Clock,
     Closeable,
     GangHold,
@@ -127,6 +128,7 @@ def build_runtime(
     tick_wall = cfg.tick_interval_s
     # The queue's optional capabilities, known here from the adapter built (never probed later).
     gang_hold: GangHold | None = None
+    challenge_queue: ChallengeQueue | None = None
     closeables: list[Closeable] = []
     if cfg.queue.kind == "sim":
         # The simulator's adapter set (cluster as the QueueSource, clouds as Providers, one
@@ -151,6 +153,7 @@ def build_runtime(
             {o.cloud for o in offers},
         )
         queue: QueueSource = world.cluster
+        challenge_queue = world.cluster  # reservations, checkpoint, hold, release, submit
         providers = {k: v for k, v in world.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
         clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
         before = world.advance_to
@@ -222,6 +225,8 @@ def build_runtime(
         notifier=notifier,
         async_mirror=async_mirror,
         gang_hold=gang_hold,
+        challenge_queue=challenge_queue,
+        challenge_settings=cfg.grand_challenge.settings(),
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),

@@ -679,3 +679,34 @@ def challenge_impact(
         burst_jobs=tuple(j.id for j in burst),
         burst_cost_usd=cost,
     )
+
+
+# ---- what a challenge means for overflow ------------------------------------------------------
+
+
+def overflow_view(
+    challenges: Iterable[GrandChallenge], pending: Sequence[Job], nodes: Sequence[Node]
+) -> tuple[tuple[Job, ...], tuple[Node, ...]]:
+    """The queue as the overflow policy must see it while challenges are active (pure).
+
+    * A preempted job that is still held is not demand: it waits for the challenge to end, and
+      bursting it would pay the cloud for work the admin chose to pause. (With
+      ``--burst-preempted`` the runner releases the jobs that may burst at once; released jobs
+      are demand again.)
+    * The challenge job itself runs in its reservation, never in the cloud.
+    * Nodes held by a challenge's reservation (or cordon) take no other work, so they are not
+      free capacity: overflow must not wait for them.
+    Returns the inputs unchanged (same objects) when no challenge holds anything."""
+    held: set[str] = set()
+    reserved: set[str] = set()
+    for gc in challenges:
+        held.update(p.job_id for p in gc.preempted_jobs if p.released_at is None)
+        if gc.challenge_job_id:
+            held.add(gc.challenge_job_id)
+        if gc.reserved:
+            reserved.update(gc.node_names)
+    if not held and not reserved:
+        return tuple(pending), tuple(nodes)
+    kept = tuple(j for j in pending if j.id not in held)
+    shown = tuple(dataclasses.replace(n, schedulable=False) if n.name in reserved and n.schedulable else n for n in nodes)
+    return kept, shown

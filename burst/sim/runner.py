@@ -27,6 +27,7 @@ from burst.sim.trace import TraceJob
 from burst.sim.world import TRACE_EPOCH, SimSettings, SimWorld, node_name_for
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
+from policies.grand_challenge import ChallengeSettings
 
 __all__ = ["TRACE_EPOCH", "SimResult", "SimSettings", "Simulation", "b1_offers", "node_name_for"]
 
@@ -119,6 +120,7 @@ class Simulation:
         offers: Sequence[Offer] | None = None,
         store: Store | None = None,
         record_plans: bool = False,
+        challenge_settings: ChallengeSettings | None = None,
     ) -> None:
         if not trace:
             raise ValueError("empty trace")
@@ -140,6 +142,10 @@ class Simulation:
             offers=self.offers,
             policy=policy,
             caps=BudgetCaps(settings.month_cap_usd, settings.day_cap_usd),
+            # The simulated cluster runs grand challenges through the same tick (what-if:
+            # `burst simulate --grand-challenge`); with none stored, this costs one read a tick.
+            challenge_queue=self.cluster,
+            challenge_settings=challenge_settings,
         )
         self.series = Series()
         self.clock_origin = self.clock.now()

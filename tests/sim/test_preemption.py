@@ -7,7 +7,7 @@ import pytest
 
 from burst.domain import GrandChallenge, JobState
 from burst.errors import QueueError
-from burst.grand_challenge import ChallengeQueue
+from burst.ports import ChallengeQueue
 from burst.sim.cluster import RESERVATION_LABEL, SimCluster
 from burst.sim.trace import TraceJob
 
