@@ -15,8 +15,9 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from burst.challenges import record_queue
 from burst.controller import Controller, TickResult
-from burst.domain import Timestamp
+from burst.domain import QueueSnapshot, Timestamp
 from burst.ports import Clock, Closeable, Prewarming, Store
 
 log = logging.getLogger("burst.daemon")
@@ -117,6 +118,10 @@ class Daemon:
             "notes": list(res.plan.notes)[:20],
             "live_instances": len(snap.instances) if snap else None,
         }
+        if snap is not None:
+            # Running jobs and on-prem nodes (bounded): the impact of a grand challenge the bot
+            # shows before an admin confirms one (burst/challenges.py reads it back).
+            summary["queue"] = record_queue(QueueSnapshot(snap.pending, snap.running, snap.nodes))
         self.store.set_controller_status(summary, now=res.now)  # read by `burst status` and the bot
 
     def stop(self) -> None:
