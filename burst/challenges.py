@@ -117,6 +117,45 @@ def queue_from_status(status: Mapping[str, object]) -> LiveQueue | None:
     )
 
 
+# ---- times and durations as admins type them (CLI, --grand-challenge) ---------------------------
+
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DUR = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DUR_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str, where: str) -> float:
+    """``6h``, ``90m``, ``1d12h``, or a bare number of seconds. InputError naming ``where``."""
+    t = text.strip().lower()
+    if _DUR.fullmatch(t):
+        return sum(float(n) * _UNIT_S[u] for n, u in _DUR_PART.findall(t))
+    try:
+        v = float(t)
+    except ValueError:
+        raise InputError(where, f"{text!r} is not a duration (try 6h, 90m, 1d12h)") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise InputError(where, f"{text!r} is not a duration (try 6h, 90m, 1d12h)")
+    return v
+
+
+def parse_start(text: str, now: Timestamp, where: str = "--start") -> Timestamp:
+    """``+2h`` (from now), POSIX seconds, or an ISO time (``2026-05-01T09:00Z``; UTC if no zone)."""
+    from datetime import UTC, datetime
+
+    raw = text.strip()
+    if raw.startswith("+"):
+        return now + parse_duration(raw[1:], where)
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(where, f"{text!r} is not a start time (use 2026-05-01T09:00Z, POSIX seconds or +2h)") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
 # ---- what an admin asks for ----------------------------------------------------------------------
 
 

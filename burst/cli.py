@@ -70,14 +70,19 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed for injected faults.")] = 0,
     store: Annotated[str | None, typer.Option(help="Store URL for the simulated controller (default: in memory).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line at the end.")] = False,
+    grand_challenge: Annotated[list[str] | None, typer.Option(
+        "--grand-challenge", metavar="START,DURATION[,NODES]",
+        help="What-if grand challenge (repeatable): START as a day offset into the trace (1.5), POSIX "
+             "seconds or an ISO time; DURATION like 6h; NODES default: all on-prem nodes.")] = None,
 ) -> None:
     """Replay a job trace through the controller under each policy; compare waits and dollars."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from burst.config import load_config
     from burst.sim.compare import headline, parse_policies, run_policies
-    from burst.sim.report import render_table, write_report
-    from burst.sim.runner import SimSettings, b1_offers
+    from burst.sim.challenges import challenges_for, parse_grand_challenge
+    from burst.sim.report import render_challenges, render_table, write_report
+    from burst.sim.runner import TRACE_EPOCH, SimSettings, b1_offers
     from burst.sim.trace import bundled_trace_path, load_trace
     from burst.wiring import offers_for
 
@@ -97,10 +102,12 @@ def simulate(
         path = trace or bundled_trace_path()
         jobs = load_trace(path, format, gpus_per_node=gpus_per_node, days=days)
         burst_cfg = None
+        challenge_settings = None
         offers = b1_offers(spot=spot)
         if config is not None:
             cfg = load_config(config)
             burst_cfg = cfg.policy_config()
+            challenge_settings = cfg.grand_challenge.settings()
             offers = offers_for(cfg)
             if spot and not cfg.offers.allow_spot:
                 offers = b1_offers(spot=True)
@@ -112,6 +119,12 @@ def simulate(
 
             base = burst_cfg or PolicyConfig()
             burst_cfg = replace(base, selection=replace(base.selection if base else SelectionConfig(), allow_spot=True))
+        # Checked like `burst gc schedule` checks a challenge, before anything runs.
+        sim_start = TRACE_EPOCH + jobs[0].submit
+        challenges = challenges_for(
+            [(v, parse_grand_challenge(v, sim_start)) for v in grand_challenge or ()],
+            sim_start=sim_start, onprem_nodes=nodes, settings=challenge_settings,
+        )
     except InputError as e:
         _fail(str(e))
     if not offers:
@@ -138,8 +151,11 @@ def simulate(
             task = prog.add_task(name, total=1.0)
             return lambda frac: prog.update(task, completed=frac)
 
-        runs = run_policies(jobs, names, settings=settings, offers=offers, burst_config=burst_cfg, progress=factory, store_factory=store_factory)
+        runs = run_policies(jobs, names, settings=settings, offers=offers, burst_config=burst_cfg, progress=factory,
+                            store_factory=store_factory, challenges=challenges, challenge_settings=challenge_settings)
     console.print(render_table(runs, f"{nodes} nodes x {gpus_per_node} GPUs, {len(jobs):,} jobs (waits in minutes)"))
+    for table in render_challenges(runs):
+        console.print(table)
     head = headline(runs)
     if head:
         console.print(" ".join(f"{k}={v:.3f}" for k, v in head.items()))
@@ -147,7 +163,14 @@ def simulate(
         files = write_report(report, runs, {"trace": str(path), "nodes": nodes, "gpus_per_node": gpus_per_node, "jobs": len(jobs), "spot": spot, **head})
         console.print(f"report: {', '.join(str(f) for f in files)}")
     if json_out:
-        print(json.dumps({"policies": {r.name: r.figures for r in runs}, **head}, default=float))
+        out: dict[str, object] = {"policies": {r.name: r.figures for r in runs}, **head}
+        if challenges:
+            # The challenges' figures under the burst policy (else the first replayed policy);
+            # every replayed policy's own list is under challenges_by_policy.
+            by = {r.name: r.extra["challenges"] for r in runs if "challenges" in r.extra}
+            out["challenges"] = by.get("burst") or next(iter(by.values()), [])
+            out["challenges_by_policy"] = by
+        print(json.dumps(out, default=float))
 
 
 # ---- run ----------------------------------------------------------------------------------------
