@@ -79,8 +79,8 @@ def simulate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from burst.config import load_config
-    from burst.sim.compare import headline, parse_policies, run_policies
     from burst.sim.challenges import challenges_for, parse_grand_challenge
+    from burst.sim.compare import headline, parse_policies, run_policies
     from burst.sim.report import render_challenges, render_table, write_report
     from burst.sim.runner import TRACE_EPOCH, SimSettings, b1_offers
     from burst.sim.trace import bundled_trace_path, load_trace
