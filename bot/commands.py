@@ -25,6 +25,7 @@ from bot.format import (
     format_request_detail,
     format_status,
 )
+from bot.notifier import SlackNotifier
 from bot.views import gc_confirm_modal, request_from
 from burst.challenges import cancel_outcome
 from burst.ondemand.errors import Denied, ServiceError
@@ -137,7 +138,7 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
     if isinstance(cmd, p.GcShow):
         return format_challenge_detail(svc.gc_get(cmd.challenge_id))
     if isinstance(cmd, p.GcCancel):
-        g = svc.gc_cancel(user, cmd.challenge_id)
+        g = svc.gc_cancel(user, cmd.challenge_id, SlackNotifier(client, deps.settings))
         return f":x: Grand challenge `{g.id}`: {cancel_outcome(g)}."
     return ""
     if isinstance(cmd, p.GcList):

@@ -24,6 +24,7 @@ from pathlib import Path
 from burst.domain import (
     CHALLENGE_ACTIVE,
     ChallengeJobKind,
+    ChallengeState,
     GrandChallenge,
     Job,
     JobState,
@@ -34,8 +35,15 @@ from burst.domain import (
 )
 from burst.errors import InputError
 from burst.grand_challenge import read_job_spec, request_cancel, schedule_challenge
-from burst.ports import Store
-from policies.grand_challenge import ChallengeSettings, Impact, challenge_impact, fmt_time, validate_challenge
+from burst.ports import Notifier, Store
+from policies.grand_challenge import (
+    ANNOUNCE,
+    ChallengeSettings,
+    Impact,
+    challenge_impact,
+    fmt_time,
+    validate_challenge,
+)
 
 CHALLENGE_ID = re.compile(r"^gc-[0-9a-f]{6}$")
 
@@ -259,11 +267,18 @@ class ChallengeDesk:
             raise InputError(cid[:40], "no such grand challenge")
         return gc
 
-    def cancel(self, actor: str, cid: str, now: Timestamp) -> GrandChallenge:
+    def cancel(self, actor: str, cid: str, now: Timestamp, notifier: Notifier | None = None) -> GrandChallenge:
         """Cancel in any phase (``request_cancel``). InputError for an unknown, finished or
-        already-restoring challenge."""
-        self.get(cid)
-        return request_cancel(self.store, cid, now=now, actor=actor)
+        already-restoring challenge. A challenge cancelled at once after its notice went out is
+        announced through ``notifier`` (best effort): the runner never sees it again to do so."""
+        before = self.get(cid)
+        gc = request_cancel(self.store, cid, now=now, actor=actor)
+        if notifier is not None and gc.state is ChallengeState.CANCELLED and before.notices:
+            try:
+                notifier.notify(ANNOUNCE, f"Grand challenge `{gc.id}` ({gc.name}) is cancelled; your jobs are not affected.")
+            except Exception:  # noqa: BLE001 - best effort, by the Notifier contract
+                pass
+        return gc
 
 
 # ---- what a challenge is doing, for `gc show` / `gc list` ---------------------------------------

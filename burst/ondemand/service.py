@@ -421,11 +421,12 @@ class OnDemandService:
         except InputError:
             raise ServiceError(f"No grand challenge `{slack_escape(cid[:20])}`.") from None
 
-    def gc_cancel(self, admin: str, cid: str) -> GrandChallenge:
+    def gc_cancel(self, admin: str, cid: str, notifier: Notifier | None = None) -> GrandChallenge:
+        """``notifier`` (default: the service's) announces a cancel after a notice went out."""
         self.require_admin(admin, "cancel grand challenges")
         self.gc_get(cid)
         try:
-            return self.challenges.cancel(admin, cid, self.clock.now())
+            return self.challenges.cancel(admin, cid, self.clock.now(), notifier or self.notifier)
         except InputError as e:
             raise ServiceError(f"Grand challenge `{cid}`: {e.message}.") from None
 

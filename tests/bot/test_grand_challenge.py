@@ -179,6 +179,8 @@ def test_notices_reach_the_owners_at_risk_and_the_announce_channel_then_all_come
     world.until(ChallengeState.RUNNING, 2 * H)
     phases = [s for s, _ in world.challenge().phases]
     assert phases[-3:] == ["draining", "preempting", "running"]
+    told = [m for m in world.texts("D" + OTHER) if "was told to checkpoint and will be held" in m]
+    assert len(told) == 1 and "`j-other`" in told[0]
     _, _, key = world.post.command(f"gc show {gc.id}", user=USER)
     shown = world.post.reply(key)
     assert "phase: *running*" in shown and "preempted: 2, released: 0, restored: 0" in shown
@@ -211,7 +213,10 @@ def test_cancel_after_the_notice_tells_the_channel(world: GcWorld) -> None:
     assert "cancelled; nothing on the cluster" in world.post.reply(key)
     world.step(gc.start_at - 23 * H)
     assert world.challenge().state is ChallengeState.CANCELLED
-    assert len(world.texts(ANNOUNCE)) == 1  # the runner does not announce a challenge already cancelled
+    notice, cancelled = world.texts(ANNOUNCE)
+    assert gc.id in cancelled and "is cancelled; your jobs are not affected" in cancelled
+    world.step(gc.start_at + H)
+    assert len(world.texts(ANNOUNCE)) == 2 and world.cluster.reservations == {}
 
 
 def test_cancel_while_running_restores_every_preempted_job(world: GcWorld) -> None:

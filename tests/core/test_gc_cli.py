@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from burst.cli import app
-from burst.domain import ChallengeEnding, ChallengeState
+from burst.domain import ChallengeEnding, ChallengeState, PreemptedJob
 from burst.store.sql import SqlStore
 
 runner = CliRunner()
@@ -158,7 +158,10 @@ def test_cancel_while_running_records_the_cancel_for_the_runner(site: Path) -> N
     store = SqlStore.from_url(f"sqlite:///{site}/burst.db")
     now = time.time()
     for to in (ChallengeState.NOTIFIED, ChallengeState.DRAINING, ChallengeState.PREEMPTING, ChallengeState.RUNNING):
-        store.transition_challenge(cid, to, now=now, actor="grand-challenge", reason="test: as the runner does")
+        fields = {"preempted_jobs": (PreemptedJob("big", "ada", 8, 3, 0),)} if to is ChallengeState.PREEMPTING else {}
+        store.transition_challenge(cid, to, now=now, actor="grand-challenge", reason="test: as the runner does", **fields)
+    res = gc(site, "show", cid)
+    assert res.exit_code == 0 and "job big (ada, 8 GPUs, priority 3): held" in res.stdout and "preempting" in res.stdout
     out = ok_json(gc(site, "cancel", cid, "--json"))
     assert isinstance(out, dict) and out["state"] == "running" and out["ending"] == "cancelled"
     assert "releases every preempted job" in str(out["outcome"])
