@@ -52,14 +52,15 @@ def impact_text(a: Assessment, burst_preempted: bool) -> str:
     if impact is None:
         return "*Impact:* unknown (no controller tick recorded yet)."
     src = f" (from the {slack_escape(a.queue.source)})" if a.queue is not None else ""
-    users = ", ".join(mention(u) for u in impact.users[:30])
-    more = f" and {len(impact.users) - 30} more" if len(impact.users) > 30 else ""
+    named = [u for u in impact.users if u]  # a job whose queue shows no owner has none to name
+    users = ", ".join(mention(u) for u in named[:30])
+    more = f" and {len(named) - 30} more" if len(named) > 30 else ""
     lines = [
         f"*Impact{src}:* {len(impact.jobs)} running job(s) of {len(impact.users)} user(s) would be preempted, "
         f"{impact.gpu_hours:,.1f} GPU-hours of work since their last start at risk (lost only where "
         "a job does not checkpoint).",
     ]
-    if impact.users:
+    if named:
         lines.append(f"Users affected: {users}{more}")
     n, cost = len(impact.burst_jobs), impact.burst_cost_usd
     price = f"${a.price_per_gpu_hour:,.2f} per GPU-hour, the cheapest offer"

@@ -109,7 +109,7 @@ class Daemon:
             "skipped": res.skipped,
             "pending": len(snap.pending) if snap else None,
             "running": len(snap.running) if snap else None,
-            # Who runs on-prem now: a grand challenge's impact (Slack confirmation modal).
+            # Who runs on-prem now (the jobs themselves are under "queue", below).
             "running_users": sorted({j.owner for j in snap.running if j.owner})[:500] if snap else [],
             "onprem_gpus": sum(n.gpus for n in snap.nodes if not n.instance_id) if snap else None,
             "onprem_gpus_used": sum(n.gpus_used for n in snap.nodes if not n.instance_id) if snap else None,
