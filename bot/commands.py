@@ -141,14 +141,3 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
         g = svc.gc_cancel(user, cmd.challenge_id, SlackNotifier(client, deps.settings))
         return f":x: Grand challenge `{g.id}`: {cancel_outcome(g)}."
     return ""
-    if isinstance(cmd, p.GcList):
-        gcs = svc.challenges.gc_list()
-        return "\n".join(describe_challenge(g) for g in gcs) if gcs else "No grand challenges scheduled."
-    if isinstance(cmd, p.GcShow):
-        g = svc.challenges.gc_get(cmd.challenge_id)
-        extra = f"\npreempted jobs: {', '.join(slack_escape(j.job_id) for j in g.preempted_jobs)}" if g.preempted_jobs else ""
-        return describe_challenge(g) + extra
-    if isinstance(cmd, p.GcCancel):
-        g = svc.challenges.gc_cancel(user, cmd.challenge_id)
-        return f":x: Grand challenge `{g.id}` cancelled."
-    return ""

@@ -371,7 +371,7 @@ def _parse_gc(rest: list[str]) -> Command:
         while opts:
             word = opts[0].lower()
             if word == "nodes":
-                if len(opts) < 2 or not opts[1].isdigit() or len(opts[1]) > 6:
+                if len(opts) < 2 or not re.fullmatch(r"[0-9]{1,6}", opts[1]):
                     raise ParseError("`nodes` takes a whole number of nodes (0: the whole on-prem cluster).", u)
                 nodes, opts = int(opts[1]), opts[2:]
             elif word in ("burst-preempted", "--burst-preempted"):

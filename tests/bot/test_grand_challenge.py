@@ -293,3 +293,28 @@ def test_list_shows_phase_and_counts(world: GcWorld) -> None:
     world.until(ChallengeState.RUNNING, 3 * H)
     _, _, key = world.post.command("gc list", user=USER)
     assert "*running*, 3 preempted, 0 restored" in world.post.reply(key)
+
+
+@pytest.mark.parametrize(
+    ("text", "nodes", "burst", "note"),
+    [
+        ("gc schedule +2h 6h /srv/gc.sh", 0, False, ""),
+        ("gc schedule +2h 6h /srv/gc.sh nodes 64 burst-preempted big eval", 64, True, "big eval"),
+        ("gc schedule +2h 6h ~/gc.yaml burst-preempted", 0, True, ""),
+        ("gc schedule +2h 6h ./gc.sh nodes 2 weekly", 2, False, "weekly"),
+    ],
+)
+def test_schedule_options_parse(text: str, nodes: int, burst: bool, note: str) -> None:
+    from bot import parse as p
+
+    cmd = p.parse(text)
+    assert isinstance(cmd, p.GcSchedule)
+    assert (cmd.nodes, cmd.burst_preempted, cmd.note) == (nodes, burst, note)
+
+
+@pytest.mark.parametrize("bad", ["nodes", "nodes x", "nodes ²", "nodes 1234567"])
+def test_bad_node_count_is_a_parse_error(bad: str) -> None:
+    from bot import parse as p
+
+    with pytest.raises(p.ParseError, match="whole number of nodes"):
+        p.parse(f"gc schedule +2h 6h /srv/gc.sh {bad}")
