@@ -21,10 +21,13 @@ from bot.format import (
     describe_challenge,
     describe_request,
     format_budget,
+    format_challenge_detail,
     format_request_detail,
     format_status,
 )
-from bot.views import gc_confirm_modal
+from bot.notifier import SlackNotifier
+from bot.views import gc_confirm_modal, request_from
+from burst.challenges import cancel_outcome
 from burst.ondemand.errors import Denied, ServiceError
 from burst.ondemand.messages import fmt_hours, fmt_time, slack_escape
 
@@ -118,25 +121,23 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
         r = svc.reject(user, cmd.request_id, cmd.reason)
         return f":x: Rejected `{r.id}`."
     if isinstance(cmd, p.GcSchedule):
-        svc.require_admin(user, "schedule grand challenges")
         now = svc.clock.now()
         start = cmd.start_at if cmd.start_at is not None else now + (cmd.start_in_s or 0.0)
-        if start <= now:
-            raise ServiceError("The start time is in the past.")
-        impact = svc.challenges.impact(start, cmd.duration_s)
+        req = request_from(start, cmd.duration_s, cmd.job, cmd.note, cmd.nodes, cmd.burst_preempted)
+        assessed = svc.gc_assess(user, req)
+        if assessed.errors:
+            raise ServiceError(slack_escape("Cannot schedule: " + "; ".join(assessed.errors) + ". Nothing was scheduled."))
         trigger = str(body.get("trigger_id") or "")
         if not trigger:
             raise ServiceError("Slack sent no trigger for the confirmation dialog; try again.")
-        client.views_open(trigger_id=trigger, view=gc_confirm_modal(start, cmd.duration_s, cmd.job, cmd.note, impact))
+        client.views_open(trigger_id=trigger, view=gc_confirm_modal(req, assessed, svc.challenges.settings))
         return ""
     if isinstance(cmd, p.GcList):
-        gcs = svc.challenges.gc_list()
+        gcs = svc.gc_list()
         return "\n".join(describe_challenge(g) for g in gcs) if gcs else "No grand challenges scheduled."
     if isinstance(cmd, p.GcShow):
-        g = svc.challenges.gc_get(cmd.challenge_id)
-        extra = f"\npreempted jobs: {', '.join(slack_escape(j.job_id) for j in g.preempted_jobs)}" if g.preempted_jobs else ""
-        return describe_challenge(g) + extra
+        return format_challenge_detail(svc.gc_get(cmd.challenge_id))
     if isinstance(cmd, p.GcCancel):
-        g = svc.challenges.gc_cancel(user, cmd.challenge_id)
-        return f":x: Grand challenge `{g.id}` cancelled."
+        g = svc.gc_cancel(user, cmd.challenge_id, SlackNotifier(client, deps.settings))
+        return f":x: Grand challenge `{g.id}`: {cancel_outcome(g)}."
     return ""

@@ -6,7 +6,15 @@ mrkdwn, and everything a user typed goes through :func:`slack_escape`.
 
 from __future__ import annotations
 
-from burst.domain import GrandChallenge, Instance, OnDemandRequest, RequestState
+from burst.challenges import counts
+from burst.domain import (
+    CHALLENGE_TERMINAL,
+    ChallengeEnding,
+    GrandChallenge,
+    Instance,
+    OnDemandRequest,
+    RequestState,
+)
 from burst.ondemand.messages import fmt_hours, fmt_time, slack_escape
 from burst.ondemand.service import BudgetReport, RequestDetail, StatusReport
 
@@ -23,10 +31,36 @@ def describe_request(r: OnDemandRequest) -> str:
 
 
 def describe_challenge(gc: GrandChallenge) -> str:
+    c = counts(gc)
+    jobs = f", {c['preempted']} preempted, {c['restored']} restored" if c["preempted"] else ""
+    ending = f" ({gc.ending} requested)" if gc.ending is not ChallengeEnding.DONE and gc.state not in CHALLENGE_TERMINAL else ""
     return (
         f"`{gc.id}` {slack_escape(gc.name)} at {fmt_time(gc.start_at)} for {fmt_hours(gc.duration_s / 3600)}: "
-        f"*{gc.state}* (by <@{gc.created_by}>){' — ' + slack_escape(gc.note) if gc.note else ''}"
+        f"*{gc.state}*{ending}{jobs} (by <@{gc.created_by}>){' — ' + slack_escape(gc.note) if gc.note else ''}"
     )
+
+
+def format_challenge_detail(gc: GrandChallenge) -> str:
+    """``/burst gc show``: the phase, the preempted/released/restored counts, and the jobs."""
+    c = counts(gc)
+    where = f"{len(gc.node_names)} node(s)" if gc.node_names else (f"{gc.nodes} node(s)" if gc.nodes else "the whole on-prem cluster")
+    lines = [
+        describe_challenge(gc),
+        f"phase: *{gc.state}*; nodes: {where}; job: {slack_escape(gc.job_path or '(inline)')} ({gc.job_kind})"
+        + ("; burst-preempted" if gc.burst_preempted else ""),
+        f"preempted: {c['preempted']}, released: {c['released']}, restored: {c['restored']}",
+    ]
+    if gc.preempted_jobs:
+        ids = ", ".join(f"`{slack_escape(p.job_id)}`{' (back)' if p.restored else ''}" for p in gc.preempted_jobs[:40])
+        more = f" and {len(gc.preempted_jobs) - 40} more" if len(gc.preempted_jobs) > 40 else ""
+        lines.append(f"preempted jobs: {ids}{more}")
+    if gc.challenge_job_id:
+        lines.append(f"challenge job: `{slack_escape(gc.challenge_job_id)}`")
+    if gc.notices:
+        lines.append(f"notices sent: {', '.join(gc.notices)}")
+    if gc.last_error:
+        lines.append(f"last error: {slack_escape(gc.last_error[:300])}")
+    return "\n".join(lines)
 
 
 def format_request_detail(d: RequestDetail) -> str:

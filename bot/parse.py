@@ -30,8 +30,9 @@ USAGE: dict[str, str] = {
     "budget": "/burst budget",
     "approve": "/burst approve <request-id>",
     "reject": "/burst reject <request-id> [reason]",
-    "gc": "/burst gc schedule <when> <duration> <job> [note] | gc list | gc show <id> | gc cancel <id>",
-    "gc schedule": "/burst gc schedule <when: 2026-05-01T09:00Z or +2h> <duration> <job> [note]",
+    "gc": "/burst gc schedule <when> <duration> <job-file> [nodes N] [burst-preempted] [note] | gc list | gc show <id> | gc cancel <id>",
+    "gc schedule": "/burst gc schedule <when: 2026-05-01T09:00Z or +2h> <duration> <job-file: Slurm script, or .yaml Kubernetes Job> "
+                   "[nodes N] [burst-preempted] [note]",
     "gc show": "/burst gc show <gc-id>",
     "gc cancel": "/burst gc cancel <gc-id>",
     "help": "/burst help",
@@ -130,8 +131,10 @@ class GcSchedule:
     start_at: float | None  # absolute POSIX time, or None when relative
     start_in_s: float | None  # "+2h": relative to when the service handles it
     duration_s: float
-    job: str
+    job: str  # path of the challenge job (a Slurm batch script, or a Kubernetes Job manifest)
     note: str = ""
+    nodes: int = 0  # 0: the whole on-prem cluster
+    burst_preempted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ _DURATION = re.compile(r"(?:[0-9]{1,6}(?:\.[0-9]{1,3})?(?:min|d|h|m))+|[0-9]{1,6
 _REGION = re.compile(r"[a-z]{2,}[a-z0-9-]{1,30}")
 _REQUEST_ID = re.compile(r"r-[0-9a-f]{6}")
 _GC_ID = re.compile(r"gc-[0-9a-f]{6}")
-_JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@=+-]{0,127}")
+_JOB = re.compile(r"[A-Za-z0-9/~.][A-Za-z0-9._:/@=+~-]{0,255}")  # a file path on the bot's host
 _WHEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-][0-9]{2}:[0-9]{2})?")
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0}
 
@@ -362,6 +365,18 @@ def _parse_gc(rest: list[str]) -> Command:
             raise ParseError(f"`{_shown(when)}` is not a start time (use `2026-05-01T09:00Z` or `+2h`).", u)
         duration = parse_duration_s(dur, u)
         if not _JOB.fullmatch(job):
-            raise ParseError(f"`{_shown(job)}` is not a job name (letters, digits and ._:/@=+- only).", u)
-        return GcSchedule(start_at, start_in, duration, job, _free_text(args[3:], "note", u))
+            raise ParseError(f"`{_shown(job)}` is not a job file path (letters, digits and ._:/@=+~- only).", u)
+        opts = args[3:]
+        nodes, burst_preempted = 0, False
+        while opts:
+            word = opts[0].lower()
+            if word == "nodes":
+                if len(opts) < 2 or not re.fullmatch(r"[0-9]{1,6}", opts[1]):
+                    raise ParseError("`nodes` takes a whole number of nodes (0: the whole on-prem cluster).", u)
+                nodes, opts = int(opts[1]), opts[2:]
+            elif word in ("burst-preempted", "--burst-preempted"):
+                burst_preempted, opts = True, opts[1:]
+            else:
+                break
+        return GcSchedule(start_at, start_in, duration, job, _free_text(opts, "note", u), nodes, burst_preempted)
     raise ParseError(f"Unknown `gc` subcommand `{_shown(rest[0])}`.", USAGE["gc"])

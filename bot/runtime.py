@@ -172,7 +172,8 @@ class BotFactory:
         settings = bot_settings(cfg.slack)
         # The schema was brought up to date once, by prepare_store() before the workers started.
         store = SqlStore.from_url(cfg.database_url, upgrade=False)
-        service = OnDemandService(store, settings, offers_for(cfg), WallClock())
+        service = OnDemandService(store, settings, offers_for(cfg), WallClock(),
+                                  challenge_settings=cfg.grand_challenge.settings())
         executor = listener_executor or YieldingExecutor(self.gate, self.lazy_workers)
         # Socket Mode has no signing secret (nothing to verify: the bot dialled Slack); Bolt wants
         # one all the same, and this one verifies nothing because no HTTP request reaches it.

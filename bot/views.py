@@ -1,9 +1,10 @@
 """Views: the App Home tab (help), and the grand-challenge confirmation modal.
 
-``/burst gc schedule`` does not record anything by itself: it opens a modal that shows the impact
-(how many jobs, and which users, the challenge would preempt) and records the challenge only when
-an admin presses *Schedule*. The modal carries the parsed arguments in ``private_metadata``; on
-submit they are validated again, and the admin check is repeated.
+``/burst gc schedule`` does not record anything by itself: it checks the request (bad input is an
+ephemeral one-line error), then opens a modal that shows the impact (jobs, users, GPU-hours at
+risk, the cost of burst-preempted) and what will happen to the jobs, and records the challenge
+only when an admin presses *Schedule*. The modal carries the parsed arguments in
+``private_metadata``; on submit they are validated again, and the admin check is repeated.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from slack_bolt import App
 
 from bot.common import BotDeps, guard
 from bot.parse import HELP
-from burst.challenges import Impact
+from burst.challenges import Assessment, ChallengeRequest, kind_for_path, timeline_promise
+from burst.domain import ChallengeJobKind
 from burst.ondemand.errors import Denied, ServiceError
-from burst.ondemand.messages import fmt_hours, fmt_time, slack_escape
+from burst.ondemand.messages import clean_text, fmt_hours, fmt_time, slack_escape
+from policies.grand_challenge import ChallengeSettings, fmt_dur
 
 log = logging.getLogger("burst.bot")
 
 GC_CALLBACK = "burst_gc_confirm"
-_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@=+-]{0,127}$")
+_JOB = re.compile(r"^[A-Za-z0-9/~.][A-Za-z0-9._:/@=+~-]{0,255}$")
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
 
 
 def home_view() -> dict[str, Any]:
@@ -37,21 +41,50 @@ def home_view() -> dict[str, Any]:
     }
 
 
-def _impact_text(impact: Impact) -> str:
-    users = ", ".join(f"<@{u}>" if re.fullmatch(r"[UW][A-Z0-9]{2,20}", u) else slack_escape(u) for u in impact.users[:30])
-    more = f" and {len(impact.users) - 30} more" if len(impact.users) > 30 else ""
-    who = f"\nUsers affected: {users}{more}" if impact.users else "\nUsers affected: not known from this source"
-    src = f" (from the {slack_escape(impact.source)})" if impact.source else ""
-    return f"*Impact:* {impact.jobs} running job(s) would be preempted{src}.{who}"
+def mention(user: str) -> str:
+    """A Slack user id as a mention; a scheduler user name escaped as it is."""
+    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else slack_escape(user)
 
 
-def gc_confirm_modal(start_at: float, duration_s: float, job: str, note: str, impact: Impact) -> dict[str, Any]:
-    meta = json.dumps({"start_at": start_at, "duration_s": duration_s, "job": job, "note": note})
+def impact_text(a: Assessment, burst_preempted: bool) -> str:
+    """The impact lines of the confirmation: jobs, users, GPU-hours at risk, burst cost."""
+    impact = a.impact
+    if impact is None:
+        return "*Impact:* unknown (no controller tick recorded yet)."
+    src = f" (from the {slack_escape(a.queue.source)})" if a.queue is not None else ""
+    named = [u for u in impact.users if u]  # a job whose queue shows no owner has none to name
+    users = ", ".join(mention(u) for u in named[:30])
+    more = f" and {len(named) - 30} more" if len(named) > 30 else ""
+    lines = [
+        f"*Impact{src}:* {len(impact.jobs)} running job(s) of {len(impact.users)} user(s) would be preempted, "
+        f"{impact.gpu_hours:,.1f} GPU-hours of work since their last start at risk (lost only where "
+        "a job does not checkpoint).",
+    ]
+    if named:
+        lines.append(f"Users affected: {users}{more}")
+    n, cost = len(impact.burst_jobs), impact.burst_cost_usd
+    price = f"${a.price_per_gpu_hour:,.2f} per GPU-hour, the cheapest offer"
+    if burst_preempted:
+        lines.append(f"*Cost of burst-preempted:* {n} of them may burst; running them in the cloud during the "
+                     f"challenge costs up to ${cost:,.2f} ({price}), within the budget caps.")
+    else:
+        lines.append(f"With burst-preempted, {n} of them could run in the cloud meanwhile for up to ${cost:,.2f} ({price}).")
+    return "\n".join(lines)
+
+
+def gc_confirm_modal(req: ChallengeRequest, a: Assessment, settings: ChallengeSettings) -> dict[str, Any]:
+    meta = json.dumps({
+        "start_at": req.start_at, "duration_s": req.duration_s, "job": req.job_path, "note": req.note,
+        "nodes": req.nodes, "burst_preempted": req.burst_preempted,
+    })
+    where = f"{req.nodes} on-prem node(s)" if req.nodes else "the whole on-prem cluster"
+    kind = "Kubernetes Job" if req.job_kind is ChallengeJobKind.KUBERNETES else "Slurm batch script"
     text = (
-        f"*Grand challenge* `{slack_escape(job)}`\nstarts {fmt_time(start_at)}, runs {fmt_hours(duration_s / 3600)}"
-        + (f"\nnote: {slack_escape(note)}" if note else "")
-        + "\n\n" + _impact_text(impact)
-        + "\n\nThe whole cluster runs the challenge; preempted jobs are checkpointed, held, and released afterwards."
+        f"*Grand challenge* `{slack_escape(req.job_path)}` ({kind})\nstarts {fmt_time(req.start_at)}, runs "
+        f"{fmt_hours(req.duration_s / 3600)} on {where}"
+        + (f"\nnote: {slack_escape(req.note)}" if req.note else "")
+        + "\n\n" + impact_text(a, req.burst_preempted)
+        + "\n\n" + "\n".join(f"• {line}" for line in timeline_promise(settings, req.burst_preempted, fmt_dur))
     )
     return {
         "type": "modal",
@@ -60,8 +93,15 @@ def gc_confirm_modal(start_at: float, duration_s: float, job: str, note: str, im
         "title": {"type": "plain_text", "text": "Schedule challenge"},
         "submit": {"type": "plain_text", "text": "Schedule"},
         "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}],
     }
+
+
+def request_from(start_at: float, duration_s: float, job: str, note: str, nodes: int, burst_preempted: bool) -> ChallengeRequest:
+    return ChallengeRequest(
+        start_at=start_at, duration_s=duration_s, nodes=nodes, job_path=job, job_kind=kind_for_path(job),
+        burst_preempted=burst_preempted, note=clean_text(note),
+    )
 
 
 def _result_view(text: str) -> dict[str, Any]:
@@ -82,14 +122,18 @@ def register_views(app: App, deps: BotDeps) -> None:
             meta = json.loads(view.get("private_metadata") or "{}")
             start, duration = float(meta["start_at"]), float(meta["duration_s"])
             job, note = str(meta["job"]), str(meta.get("note") or "")
+            nodes, burst_preempted = int(meta.get("nodes") or 0), bool(meta.get("burst_preempted"))
             if not _JOB.match(job):
-                raise ServiceError("The job name is not valid.")
+                raise ValueError("bad job path")
         except (ValueError, KeyError, TypeError):
             ack(response_action="update", view=_result_view(":warning: That dialog's data is not valid; nothing was scheduled."))
             return
         try:
-            gc = deps.service.challenges.gc_schedule(user, start, duration, job, note)
-            text = f":white_check_mark: Scheduled `{gc.id}` {slack_escape(gc.name)} at {fmt_time(gc.start_at)}."
+            # Validated again (time passed, another challenge may have been scheduled): the same
+            # path as the CLI; nothing is stored when it refuses.
+            gc = deps.service.gc_schedule(user, request_from(start, duration, job, note, nodes, burst_preempted))
+            text = (f":white_check_mark: Scheduled `{gc.id}` {slack_escape(gc.name)} at {fmt_time(gc.start_at)} "
+                    f"for {fmt_hours(gc.duration_s / 3600)}.")
         except Denied as e:
             text = f":no_entry: {e}"
         except ServiceError as e:

@@ -12,16 +12,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from burst.errors import BurstError, ConfigError, InputError
 
+if TYPE_CHECKING:
+    from burst.domain import GrandChallenge
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="burst: hybrid-cloud burst orchestrator for on-prem GPU clusters.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(config_app, name="config")
+gc_app = typer.Typer(no_args_is_help=True, help="Grand challenges: schedule, list, show, cancel, plan (admins).")
+app.add_typer(gc_app, name="gc")
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -70,14 +75,19 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed for injected faults.")] = 0,
     store: Annotated[str | None, typer.Option(help="Store URL for the simulated controller (default: in memory).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line at the end.")] = False,
+    grand_challenge: Annotated[list[str] | None, typer.Option(
+        "--grand-challenge", metavar="START,DURATION[,NODES]",
+        help="What-if grand challenge (repeatable): START as a day offset into the trace (1.5), POSIX "
+             "seconds or an ISO time; DURATION like 6h; NODES default: all on-prem nodes.")] = None,
 ) -> None:
     """Replay a job trace through the controller under each policy; compare waits and dollars."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from burst.config import load_config
+    from burst.sim.challenges import challenges_for, parse_grand_challenge
     from burst.sim.compare import headline, parse_policies, run_policies
-    from burst.sim.report import render_table, write_report
-    from burst.sim.runner import SimSettings, b1_offers
+    from burst.sim.report import render_challenges, render_table, write_report
+    from burst.sim.runner import TRACE_EPOCH, SimSettings, b1_offers
     from burst.sim.trace import bundled_trace_path, load_trace
     from burst.wiring import offers_for
 
@@ -97,10 +107,12 @@ def simulate(
         path = trace or bundled_trace_path()
         jobs = load_trace(path, format, gpus_per_node=gpus_per_node, days=days)
         burst_cfg = None
+        challenge_settings = None
         offers = b1_offers(spot=spot)
         if config is not None:
             cfg = load_config(config)
             burst_cfg = cfg.policy_config()
+            challenge_settings = cfg.grand_challenge.settings()
             offers = offers_for(cfg)
             if spot and not cfg.offers.allow_spot:
                 offers = b1_offers(spot=True)
@@ -112,6 +124,12 @@ def simulate(
 
             base = burst_cfg or PolicyConfig()
             burst_cfg = replace(base, selection=replace(base.selection if base else SelectionConfig(), allow_spot=True))
+        # Checked like `burst gc schedule` checks a challenge, before anything runs.
+        sim_start = TRACE_EPOCH + jobs[0].submit
+        challenges = challenges_for(
+            [(v, parse_grand_challenge(v, sim_start)) for v in grand_challenge or ()],
+            sim_start=sim_start, onprem_nodes=nodes, settings=challenge_settings,
+        )
     except InputError as e:
         _fail(str(e))
     if not offers:
@@ -138,8 +156,11 @@ def simulate(
             task = prog.add_task(name, total=1.0)
             return lambda frac: prog.update(task, completed=frac)
 
-        runs = run_policies(jobs, names, settings=settings, offers=offers, burst_config=burst_cfg, progress=factory, store_factory=store_factory)
+        runs = run_policies(jobs, names, settings=settings, offers=offers, burst_config=burst_cfg, progress=factory,
+                            store_factory=store_factory, challenges=challenges, challenge_settings=challenge_settings)
     console.print(render_table(runs, f"{nodes} nodes x {gpus_per_node} GPUs, {len(jobs):,} jobs (waits in minutes)"))
+    for table in render_challenges(runs):
+        console.print(table)
     head = headline(runs)
     if head:
         console.print(" ".join(f"{k}={v:.3f}" for k, v in head.items()))
@@ -147,7 +168,14 @@ def simulate(
         files = write_report(report, runs, {"trace": str(path), "nodes": nodes, "gpus_per_node": gpus_per_node, "jobs": len(jobs), "spot": spot, **head})
         console.print(f"report: {', '.join(str(f) for f in files)}")
     if json_out:
-        print(json.dumps({"policies": {r.name: r.figures for r in runs}, **head}, default=float))
+        out: dict[str, object] = {"policies": {r.name: r.figures for r in runs}, **head}
+        if challenges:
+            # The challenges' figures under the burst policy (else the first replayed policy);
+            # every replayed policy's own list is under challenges_by_policy.
+            by = {r.name: r.extra["challenges"] for r in runs if "challenges" in r.extra}
+            out["challenges"] = by.get("burst") or next(iter(by.values()), [])
+            out["challenges_by_policy"] = by
+        print(json.dumps(out, default=float))
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -258,6 +286,281 @@ def status(
         )
     else:
         console.print("no tick recorded yet (is `burst run` running?)")
+
+
+# ---- grand challenges ---------------------------------------------------------------------------
+
+ConfigOpt = Annotated[Path | None, typer.Option(help="Config file; default: the embedded defaults.")]
+DbOpt = Annotated[str | None, typer.Option(help="Overrides the config's database_url.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON line.")]
+AsOpt = Annotated[str | None, typer.Option("--as", help="Actor recorded in the audit log; default: the OS user.")]
+
+
+def _actor(as_user: str | None) -> str:
+    import getpass
+
+    if as_user is not None:
+        if not as_user.strip() or len(as_user) > 64:
+            _fail("--as: give a user name of 1 to 64 characters")
+        return as_user.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli"
+
+
+class _GcContext:
+    """What the gc commands share: the config, the store, the clock the controller uses, and
+    the live queue built from the config as `burst run` builds it (only when needed)."""
+
+    def __init__(self, config: Path | None, database_url: str | None, *, need_queue: bool) -> None:
+        from burst.challenges import ChallengeDesk, LiveQueue, cheapest_gpu_hour
+        from burst.config import load_config
+        from burst.errors import QueueError
+        from burst.wiring import build_runtime, open_store
+
+        try:
+            self.cfg = load_config(config)
+        except InputError as e:
+            _fail(str(e))
+        try:
+            self.store = open_store(database_url or self.cfg.database_url)
+        except BurstError as e:
+            _fail(f"database: {e}", 1)
+        self.queue: LiveQueue | None = None
+        self.settings = self.cfg.grand_challenge.settings()
+        price = 0.0
+        if need_queue:
+            try:
+                rt = build_runtime(self.cfg, store=self.store)
+                self.now = rt.clock.now()
+                if rt.before_tick is not None:  # the simulated world: move it to now
+                    rt.before_tick(self.now)
+                self.queue = LiveQueue.of_snapshot(rt.queue.snapshot(), self.now, f"{self.cfg.queue.kind} queue")
+                price = cheapest_gpu_hour(rt.controller.offers)
+            except InputError as e:
+                _fail(str(e))
+            except QueueError as e:
+                _fail(f"queue: {e}", 1)
+            except BurstError as e:
+                _fail(f"cannot build the queue: {e}", 1)
+        else:
+            self.now = time.time()
+        queue = self.queue
+        self.desk = ChallengeDesk(self.store, live_queue=lambda: queue, settings=self.settings, price_per_gpu_hour=price)
+
+
+def _when(t: float) -> str:
+    from policies.grand_challenge import fmt_time
+
+    return fmt_time(t)
+
+
+def _print_challenge(gc: GrandChallenge) -> None:
+    from burst.challenges import counts
+    from burst.domain import CHALLENGE_TERMINAL, ChallengeEnding
+
+    c = counts(gc)
+    console.print(
+        f"{gc.id} {gc.name}: [bold]{gc.state}[/bold]"
+        + (f" ({gc.ending} requested)" if gc.ending is not ChallengeEnding.DONE and gc.state not in CHALLENGE_TERMINAL else "")
+        + f", {_when(gc.start_at)} for {gc.duration_s / 3600:g} h on "
+        + (f"{gc.nodes} node(s)" if gc.nodes else "the whole on-prem cluster")
+        + f"; preempted {c['preempted']}, released {c['released']}, restored {c['restored']}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@gc_app.command("schedule")
+def gc_schedule(
+    start: Annotated[str, typer.Option(help="2026-05-01T09:00Z, POSIX seconds, or +2h from now.")],
+    duration: Annotated[str, typer.Option(help="6h, 90m, 1d12h.")],
+    nodes: Annotated[int, typer.Option(help="On-prem nodes to take; 0: the whole on-prem cluster.")] = 0,
+    job: Annotated[Path | None, typer.Option(help="The challenge job: a Slurm batch script or a Kubernetes Job manifest.")] = None,
+    job_text: Annotated[str | None, typer.Option(help="The challenge job, inline.")] = None,
+    kind: Annotated[str | None, typer.Option(help="slurm or kubernetes; default: from the file name (.yaml/.yml/.json: kubernetes).")] = None,
+    burst_preempted: Annotated[bool, typer.Option("--burst-preempted", help="Release preempted jobs that may burst at once, so overflow runs them in the cloud.")] = False,
+    name: Annotated[str, typer.Option(help="A name; default: the job file's name.")] = "",
+    note: Annotated[str, typer.Option(help="A note shown with the challenge.")] = "",
+    as_user: AsOpt = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate and store a grand challenge (the same checks and audit as Slack), and show its
+    impact on the live queue."""
+    from burst.challenges import (
+        ChallengeRequest,
+        challenge_dict,
+        impact_dict,
+        kind_for_path,
+        parse_duration,
+        parse_start,
+    )
+    from burst.domain import ChallengeJobKind
+
+    if (job is None) == (job_text is None):
+        _fail("give the challenge job with exactly one of --job PATH or --job-text TEXT")
+    if kind is not None and kind not in ("slurm", "kubernetes"):
+        _fail(f"--kind: must be slurm or kubernetes, got {kind!r}")
+    if len(note) > 200 or len(name) > 100:
+        _fail("--note is at most 200 characters and --name at most 100")
+    actor = _actor(as_user)
+    ctx = _GcContext(config, database_url, need_queue=True)
+    try:
+        req = ChallengeRequest(
+            start_at=parse_start(start, ctx.now), duration_s=parse_duration(duration, "--duration"), nodes=nodes,
+            job_path=str(job) if job is not None else "", job_text=job_text or "",
+            job_kind=ChallengeJobKind(kind) if kind else (kind_for_path(str(job)) if job else ChallengeJobKind.SLURM),
+            burst_preempted=burst_preempted, name=name, note=note,
+        )
+        assessed = ctx.desk.assess(req, ctx.now)
+        gc = ctx.desk.schedule(actor, req, ctx.now)
+    except InputError as e:
+        _fail(str(e))
+    if json_out:
+        out = challenge_dict(gc)
+        if assessed.impact is not None:
+            out["impact"] = impact_dict(assessed.impact, assessed.price_per_gpu_hour)
+        print(json.dumps(out, default=float))
+        return
+    console.print(f"scheduled {gc.id} by {actor}", highlight=False)
+    _print_challenge(gc)
+    if assessed.impact is not None:
+        i = assessed.impact
+        console.print(
+            f"impact (from the {assessed.queue.source if assessed.queue else 'queue'}): {len(i.jobs)} running job(s) of "
+            f"{len(i.users)} user(s), {i.gpu_hours:,.1f} GPU-hours since their last start at risk; "
+            f"burst-preempted would run {len(i.burst_jobs)} of them in the cloud for up to ${i.burst_cost_usd:,.2f}",
+            highlight=False, soft_wrap=True,
+        )
+
+
+@gc_app.command("list")
+def gc_list(config: ConfigOpt = None, database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """Grand challenges not yet finished, by start."""
+    from burst.challenges import challenge_dict
+
+    ctx = _GcContext(config, database_url, need_queue=False)
+    rows = ctx.desk.listing()
+    if json_out:
+        print(json.dumps([challenge_dict(g) for g in rows], default=float))
+        return
+    if not rows:
+        console.print("no grand challenges scheduled")
+    for g in rows:
+        _print_challenge(g)
+
+
+@gc_app.command("show")
+def gc_show(
+    challenge_id: Annotated[str, typer.Argument(help="gc-xxxxxx")],
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One challenge: its phase, preempted/released/restored counts, jobs and phase history."""
+    from burst.challenges import challenge_dict
+
+    ctx = _GcContext(config, database_url, need_queue=False)
+    try:
+        gc = ctx.desk.get(challenge_id)
+    except InputError as e:
+        _fail(str(e))
+    if json_out:
+        print(json.dumps(challenge_dict(gc), default=float))
+        return
+    _print_challenge(gc)
+    for p in gc.preempted_jobs:
+        state = "restored" if p.restored else ("released" if p.released else "held")
+        console.print(f"  job {p.job_id} ({p.user}, {p.gpus} GPUs, priority {p.priority}): {state}", highlight=False)
+    for phase, at in gc.phases:
+        console.print(f"  {_when(at)}  {phase}", highlight=False)
+    if gc.last_error:
+        console.print(f"  last error: {gc.last_error}", highlight=False)
+
+
+@gc_app.command("cancel")
+def gc_cancel(
+    challenge_id: Annotated[str, typer.Argument(help="gc-xxxxxx")],
+    as_user: AsOpt = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel in any phase. Before draining nothing on the cluster is touched; after, the
+    controller's next tick releases every preempted job and lifts the reservation."""
+    from burst.challenges import cancel_outcome, challenge_dict
+
+    actor = _actor(as_user)
+    ctx = _GcContext(config, database_url, need_queue=False)
+    try:
+        gc = ctx.desk.cancel(actor, challenge_id, ctx.now)
+    except InputError as e:
+        _fail(str(e))
+    if json_out:
+        print(json.dumps({**challenge_dict(gc), "outcome": cancel_outcome(gc)}, default=float))
+        return
+    console.print(f"{gc.id}: {cancel_outcome(gc)}", highlight=False, soft_wrap=True)
+
+
+@gc_app.command("plan")
+def gc_plan(
+    duration: Annotated[str, typer.Option(help="6h, 90m, 1d12h.")],
+    nodes: Annotated[int, typer.Option(help="On-prem nodes to take; 0: the whole on-prem cluster.")] = 0,
+    within: Annotated[str, typer.Option(help="Look this far ahead.")] = "7d",
+    step: Annotated[str, typer.Option(help="Candidate starts every STEP.")] = "1h",
+    top: Annotated[int, typer.Option(help="How many candidates to show.")] = 10,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rank candidate start times by the work they would preempt (running GPU-hours since their
+    last start, then users affected), from the live queue and its time limits."""
+    from rich.table import Table
+
+    from burst.challenges import parse_duration
+    from burst.domain import CHALLENGE_ACTIVE
+    from policies.grand_challenge import plan_slots
+
+    try:
+        dur = parse_duration(duration, "--duration")
+        within_s = parse_duration(within, "--within")
+        step_s = parse_duration(step, "--step")
+    except InputError as e:
+        _fail(str(e))
+    if dur <= 0:
+        _fail("--duration: must be more than 0")
+    if within_s <= 0 or step_s <= 0 or within_s / step_s > 10_000:
+        _fail("--within and --step must be more than 0, with at most 10000 candidates")
+    if not 1 <= top <= 1000:
+        _fail(f"--top: must be between 1 and 1000, got {top}")
+    ctx = _GcContext(config, database_url, need_queue=True)
+    q = ctx.queue
+    assert q is not None
+    if dur > ctx.settings.max_duration_s:
+        _fail(f"--duration: {duration} is over the maximum of {ctx.settings.max_duration_s / 3600:g} h")
+    if nodes < 0 or nodes > q.onprem_count:
+        _fail(f"--nodes: it asks for {nodes} nodes; the on-prem cluster has {q.onprem_count}")
+    slots = plan_slots(
+        now=ctx.now, running=q.running, nodes=q.nodes, duration_s=dur, node_count=nodes, within_s=within_s,
+        step_s=step_s, existing=ctx.store.challenges(states=sorted(CHALLENGE_ACTIVE)), limit=top,
+    )
+    rows = [
+        {"start": s.start, "gpu_hours": s.gpu_hours, "jobs": list(s.jobs), "users": list(s.users), "nodes": len(s.nodes)}
+        for s in slots
+    ]
+    if json_out:
+        print(json.dumps({"as_of": ctx.now, "source": q.source, "duration_s": dur, "slots": rows}, default=float))
+        return
+    t = Table(title=f"least disruptive starts for {duration} on {nodes or q.onprem_count} node(s) (from the {q.source})")
+    for col in ("rank", "start", "GPU-h at risk", "jobs", "users"):
+        t.add_column(col, justify="left" if col == "start" else "right")
+    for k, sl in enumerate(slots, 1):
+        t.add_row(str(k), _when(sl.start), f"{sl.gpu_hours:,.1f}", str(len(sl.jobs)), str(len(sl.users)))
+    console.print(t)
+    if not rows:
+        console.print("no free slot in that window (every candidate overlaps a scheduled challenge)")
 
 
 # ---- config -------------------------------------------------------------------------------------

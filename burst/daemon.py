@@ -15,8 +15,9 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from burst.challenges import record_queue
 from burst.controller import Controller, TickResult
-from burst.domain import Timestamp
+from burst.domain import QueueSnapshot, Timestamp
 from burst.ports import Clock, Closeable, Prewarming, Store
 
 log = logging.getLogger("burst.daemon")
@@ -108,7 +109,7 @@ class Daemon:
             "skipped": res.skipped,
             "pending": len(snap.pending) if snap else None,
             "running": len(snap.running) if snap else None,
-            # Who runs on-prem now: a grand challenge's impact (Slack confirmation modal).
+            # Who runs on-prem now (the jobs themselves are under "queue", below).
             "running_users": sorted({j.owner for j in snap.running if j.owner})[:500] if snap else [],
             "onprem_gpus": sum(n.gpus for n in snap.nodes if not n.instance_id) if snap else None,
             "onprem_gpus_used": sum(n.gpus_used for n in snap.nodes if not n.instance_id) if snap else None,
@@ -117,6 +118,10 @@ class Daemon:
             "notes": list(res.plan.notes)[:20],
             "live_instances": len(snap.instances) if snap else None,
         }
+        if snap is not None:
+            # Running jobs and on-prem nodes (bounded): the impact of a grand challenge the bot
+            # shows before an admin confirms one (burst/challenges.py reads it back).
+            summary["queue"] = record_queue(QueueSnapshot(snap.pending, snap.running, snap.nodes))
         self.store.set_controller_status(summary, now=res.now)  # read by `burst status` and the bot
 
     def stop(self) -> None:

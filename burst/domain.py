@@ -441,9 +441,6 @@ class ChallengeState(StrEnum):
     DONE = "done"
     CANCELLED = "cancelled"
     FAILED = "failed"
-    # Old name of PREEMPTING, an alias (same member) kept only so burst/ondemand.py, which issue
-    # 9 is splitting, still imports; drop it once the bot side uses PREEMPTING.
-    PREEMPTED = "preempting"
 
 
 _C = ChallengeState

@@ -3,6 +3,18 @@
 One registry per process; the daemon calls :func:`observe_tick` after every tick. Names follow
 Prometheus conventions (``_total`` counters, base units). Nothing here is needed by the
 simulator, which reports its own figures.
+
+Grand challenges (from ``TickResult.challenges``):
+
+* ``burst_grand_challenge_phase{challenge="gc-...", phase="..."}``: 1 for the phase the challenge
+  is in after the tick, 0 for its other phases (every phase of ``ChallengeState`` is exported, so
+  ``burst_grand_challenge_phase{phase="restoring"} == 1`` finds the challenges restoring). A
+  challenge's series are removed one tick after it reached a final phase (done, cancelled,
+  failed), so finished challenges do not pile up.
+* ``burst_grand_challenge_jobs_preempted_total``: jobs recorded as preempted (the set written
+  before the first checkpoint signal);
+* ``burst_grand_challenge_jobs_restored_total``: preempted jobs confirmed pending or running
+  again (or gone) after their release.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from burst.controller import TickResult
+from burst.domain import CHALLENGE_TERMINAL, ChallengeState
 
 REGISTRY = CollectorRegistry()
 
@@ -27,6 +40,14 @@ INSTANCES = Gauge("burst_live_instances", "burst instances not yet terminated", 
 CLOUD_GPUS = Gauge("burst_cloud_gpus", "GPUs of live burst instances", registry=REGISTRY)
 HOURLY_USD = Gauge("burst_cloud_usd_per_hour", "Hourly price of the live burst fleet", registry=REGISTRY)
 LEADER = Gauge("burst_leader", "1 while this process holds the controller lease", registry=REGISTRY)
+GC_PHASE = Gauge("burst_grand_challenge_phase", "1 for the phase each grand challenge is in, 0 for its other phases",
+                 ["challenge", "phase"], registry=REGISTRY)
+GC_PREEMPTED = Counter("burst_grand_challenge_jobs_preempted", "Jobs preempted by grand challenges", registry=REGISTRY)
+GC_RESTORED = Counter("burst_grand_challenge_jobs_restored", "Preempted jobs confirmed back in the queue",
+                      registry=REGISTRY)
+_PHASES = tuple(str(s) for s in ChallengeState)
+_FINAL = frozenset(str(s) for s in CHALLENGE_TERMINAL)
+_gc_final: set[str] = set()  # challenges whose final phase was exported on the previous tick
 
 
 def serve(port: int, addr: str = "127.0.0.1") -> None:
@@ -45,6 +66,8 @@ def observe_tick(res: TickResult | None, seconds: float, leader: bool) -> None:
     LAUNCH_FAILURES.inc(len(res.executed.failed))
     EXEC_ERRORS.inc(len(res.executed.errors))
     ORPHANS.inc(len(res.orphans_terminated))
+    if res.challenges is not None:
+        observe_challenges(res.challenges.phases, res.challenges.preempted, res.challenges.restored)
     snap = res.snapshot
     if snap is None:
         return
@@ -57,3 +80,21 @@ def observe_tick(res: TickResult | None, seconds: float, leader: bool) -> None:
     CLOUD_GPUS.set(sum(i.gpus for i in snap.instances))
     HOURLY_USD.set(sum(i.price_per_hour for i in snap.instances))
 
+
+
+def observe_challenges(phases: dict[str, str], preempted: int, restored: int) -> None:
+    """Export one run of the grand-challenge runner (``ChallengeRunResult``)."""
+    GC_PREEMPTED.inc(preempted)
+    GC_RESTORED.inc(restored)
+    for cid in _gc_final - set(phases):
+        for phase in _PHASES:
+            try:
+                GC_PHASE.remove(cid, phase)
+            except KeyError:
+                pass
+    _gc_final.clear()
+    for cid, now in phases.items():
+        for phase in _PHASES:
+            GC_PHASE.labels(cid, phase).set(1 if phase == now else 0)
+        if now in _FINAL:
+            _gc_final.add(cid)

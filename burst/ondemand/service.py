@@ -16,23 +16,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from burst.challenges import ChallengeBook, ImpactFn
+from burst.challenges import (
+    Assessment,
+    ChallengeDesk,
+    ChallengeRequest,
+    LiveQueue,
+    cheapest_gpu_hour,
+    queue_from_status,
+)
 from burst.domain import (
     ChallengeState,
     GrandChallenge,
     Instance,
     InstanceState,
+    Market,
     Offer,
     OnDemandRequest,
     RequestState,
     Timestamp,
 )
-from burst.errors import DuplicateRecord, StoreError
+from burst.errors import DuplicateRecord, InputError, StoreError
 from burst.ondemand.errors import Denied, ServiceError
 from burst.ondemand.messages import clean_text, fmt_hours, notify_quietly, slack_escape
 from burst.ondemand.settings import SETTINGS_USER, SSH_KEY_SETTING, OnDemandSettings
 from burst.ondemand.sshkeys import validate_ssh_key
 from burst.ports import Clock, Notifier, Store
+from policies.grand_challenge import ChallengeSettings
 from policies.requests import (
     ACTIVE_REQUEST_STATES,
     QuotaLimits,
@@ -70,6 +79,12 @@ class RequestResult:
     def needs_approval(self) -> bool:
         return self.request.state is RequestState.REQUESTED
 
+
+
+def _sentence(text: str) -> str:
+    """One line, capitalised, ending with a full stop, Slack-escaped."""
+    t = slack_escape(" ".join(text.split()))
+    return (t[:1].upper() + t[1:]).rstrip(".") + "."
 
 
 def month_start(now: Timestamp) -> Timestamp:
@@ -129,8 +144,9 @@ class OnDemandService:
     """Everything the bot may do. Thread-safe as far as the store is (the SQL store is).
 
     Reads return data (:class:`StatusReport`, :class:`BudgetReport`, :class:`RequestDetail`);
-    ``bot/format.py`` renders them for Slack. Grand challenges: ``self.challenges``
-    (:class:`burst.challenges.ChallengeBook`)."""
+    ``bot/format.py`` renders them for Slack. Grand challenges: the ``gc_*`` methods, over
+    ``self.challenges`` (:class:`burst.challenges.ChallengeDesk`, the path the CLI takes too),
+    with the live queue the controller recorded on its last tick."""
 
     def __init__(
         self,
@@ -141,8 +157,11 @@ class OnDemandService:
         *,
         notifier: Notifier | None = None,
         is_admin: Callable[[str], bool] | None = None,
-        impact: ImpactFn | None = None,
+        challenge_settings: ChallengeSettings | None = None,
+        live_queue: Callable[[], LiveQueue | None] | None = None,
     ) -> None:
+        """``challenge_settings``: the config's ``grand_challenge:`` section (limits, offsets).
+        ``live_queue``: where the impact's running jobs come from; default: the last tick."""
         self.store = store
         self.settings = settings
         self.offers = tuple(
@@ -157,8 +176,11 @@ class OnDemandService:
         self.clock = clock
         self.notifier = notifier
         self._is_admin = is_admin
-        self.challenges = ChallengeBook(
-            store, clock, require_admin=self.require_admin, last_tick=self.last_tick, impact=impact
+        # The burst cost of --burst-preempted is priced on the controller's offers (all of them,
+        # not only those allowed for on-demand requests): overflow is what would run them.
+        self.challenges = ChallengeDesk(
+            store, live_queue=live_queue or self.last_queue, settings=challenge_settings,
+            price_per_gpu_hour=cheapest_gpu_hour(o for o in offers if o.market is Market.ON_DEMAND) or cheapest_gpu_hour(offers),
         )
         try:
             store.set_user_setting(SETTINGS_USER, "ssh_user", settings.ssh_user, now=clock.now())
@@ -373,6 +395,40 @@ class OnDemandService:
         norm, fp = validate_ssh_key(key)
         self.store.set_user_setting(user, SSH_KEY_SETTING, norm, now=self.clock.now())
         return fp
+
+    # ---- grand challenges ------------------------------------------------------------------
+    def last_queue(self) -> LiveQueue | None:
+        return queue_from_status(self.last_tick())
+
+    def gc_assess(self, admin: str, req: ChallengeRequest) -> Assessment:
+        """The admin check, then every problem with ``req`` and its impact (nothing stored)."""
+        self.require_admin(admin, "schedule grand challenges")
+        return self.challenges.assess(req, self.clock.now())
+
+    def gc_schedule(self, admin: str, req: ChallengeRequest) -> GrandChallenge:
+        self.require_admin(admin, "schedule grand challenges")
+        try:
+            return self.challenges.schedule(admin, req, self.clock.now())
+        except InputError as e:
+            raise ServiceError(_sentence(e.message)) from None
+
+    def gc_list(self) -> list[GrandChallenge]:
+        return self.challenges.listing()
+
+    def gc_get(self, cid: str) -> GrandChallenge:
+        try:
+            return self.challenges.get(cid)
+        except InputError:
+            raise ServiceError(f"No grand challenge `{slack_escape(cid[:20])}`.") from None
+
+    def gc_cancel(self, admin: str, cid: str, notifier: Notifier | None = None) -> GrandChallenge:
+        """``notifier`` (default: the service's) announces a cancel after a notice went out."""
+        self.require_admin(admin, "cancel grand challenges")
+        self.gc_get(cid)
+        try:
+            return self.challenges.cancel(admin, cid, self.clock.now(), notifier or self.notifier)
+        except InputError as e:
+            raise ServiceError(f"Grand challenge `{cid}`: {e.message}.") from None
 
     # ---- status ------------------------------------------------------------------------------
     def last_tick(self) -> dict[str, object]:

@@ -1,24 +1,23 @@
 """Grand challenges in the simulator: the ``--grand-challenge START,DURATION[,NODES]`` value and
 the per-challenge figures of the JSON summary (issue 10).
 
-``burst simulate`` wires these in once the challenge runner is part of ``Controller.tick``
-(issue 9's merge): it adds one :class:`~burst.domain.GrandChallenge` per flag to the store
-before the replay, and reports :func:`challenge_summary` for each at the end.
+``burst simulate`` adds one :class:`~burst.domain.GrandChallenge` per flag to each simulation's
+store before the replay (:func:`challenges_for`; the runner is part of ``Controller.tick``, which
+the simulator drives), and reports :func:`challenge_summary` for each at the end.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from burst.domain import ChallengeState, GrandChallenge, Timestamp
+from burst.challenges import parse_duration
+from burst.domain import ChallengeJobKind, ChallengeState, GrandChallenge, Timestamp
 from burst.errors import InputError
 from burst.sim.cluster import SimCluster
+from policies.grand_challenge import ChallengeSettings, validate_challenge
 
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DUR = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_DUR_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 DAY_OFFSET_MAX = 10_000.0  # a START below this is a day offset from the trace's start
 
 
@@ -27,17 +26,6 @@ class ChallengeFlag:
     start: Timestamp
     duration_s: float
     nodes: int  # 0: the whole on-prem cluster
-
-
-def parse_duration(text: str, where: str) -> float:
-    """``6h``, ``90m``, ``1d12h``, or a bare number of seconds."""
-    t = text.strip().lower()
-    if _DUR.fullmatch(t):
-        return sum(float(n) * _UNIT_S[u] for n, u in _DUR_PART.findall(t))
-    try:
-        return float(t)
-    except ValueError:
-        raise InputError(where, f"{text!r} is not a duration (try 6h, 90m, 1d12h)") from None
 
 
 def parse_grand_challenge(value: str, trace_start: Timestamp) -> ChallengeFlag:
@@ -66,6 +54,31 @@ def parse_grand_challenge(value: str, trace_start: Timestamp) -> ChallengeFlag:
             raise InputError(where, f"NODES {parts[2]!r} is not a whole number")
         nodes = int(parts[2])
     return ChallengeFlag(start, duration, nodes)
+
+
+SIM_JOB = "#!/bin/sh\n# the simulated challenge job: runs for the challenge's duration\n"
+
+
+def challenges_for(
+    flags: Sequence[tuple[str, ChallengeFlag]], *, sim_start: Timestamp, onprem_nodes: int,
+    settings: ChallengeSettings | None = None,
+) -> list[GrandChallenge]:
+    """One challenge per ``(flag text, flag)``, checked as ``burst gc schedule`` checks one (start
+    after the replay's start, duration within the maximum, nodes within the cluster, no overlap
+    with an earlier flag). Raises InputError naming the flag; nothing is simulated then."""
+    out: list[GrandChallenge] = []
+    for k, (text, f) in enumerate(flags):
+        errors = validate_challenge(
+            now=sim_start, start_at=f.start, duration_s=f.duration_s, nodes=f.nodes, onprem_nodes=onprem_nodes,
+            job_kind=ChallengeJobKind.SLURM, job_text=SIM_JOB, existing=out, settings=settings or ChallengeSettings(),
+        )
+        if errors:
+            raise InputError("--grand-challenge", f"{text}: " + "; ".join(errors))
+        out.append(GrandChallenge(
+            id=f"gc-{k:06x}", name=f"what-if {k + 1}", start_at=f.start, duration_s=f.duration_s, command="(simulated)",
+            created_by="simulate", owner="simulate", nodes=f.nodes, job_text=SIM_JOB,
+        ))
+    return out
 
 
 def challenge_summary(gc: GrandChallenge, cluster: SimCluster) -> dict[str, object]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from burst.domain import Offer
+from burst.domain import GrandChallenge, Offer
 from burst.ports import Store
+from burst.sim.challenges import challenge_summary
 from burst.sim.clairvoyant import run_clairvoyant
 from burst.sim.report import PolicyRun, wait_figures
 from burst.sim.runner import SimSettings, Simulation
 from burst.sim.trace import TraceJob
 from policies import PolicyConfig
+from policies.grand_challenge import ChallengeSettings
 from policies.reference import BY_NAME
 
 KNOWN = ("never", "greedy", "burst", "clairvoyant")
@@ -37,7 +39,12 @@ def run_policies(
     overrides: dict[str, PolicyConfig] | None = None,
     progress: ProgressFactory | None = None,
     store_factory: Callable[[], Store] | None = None,
+    challenges: Sequence[GrandChallenge] = (),
+    challenge_settings: ChallengeSettings | None = None,
 ) -> list[PolicyRun]:
+    """``challenges``: grand challenges added to each simulated policy's store before its replay
+    (the what-if of ``--grand-challenge``); their figures land in ``extra["challenges"]``. The
+    clairvoyant bound has no cluster to run them on and ignores them."""
     runs: list[PolicyRun] = []
     for name in names:
         if name == "clairvoyant":
@@ -62,9 +69,16 @@ def run_policies(
         cfg = (overrides or {}).get(name, BY_NAME[name])
         if name == "burst" and burst_config is not None:
             cfg = replace(burst_config, name="burst")
-        sim = Simulation(trace, cfg, settings=settings, offers=offers, store=store_factory() if store_factory else None)
+        sim = Simulation(trace, cfg, settings=settings, offers=offers, store=store_factory() if store_factory else None,
+                         challenge_settings=challenge_settings)
+        for gc in challenges:
+            sim.store.add_challenge(gc, now=sim.clock_origin, actor="simulate")
         res = sim.run(progress(name) if progress else None)
-        runs.append(PolicyRun(name, res.figures(), res.waits_s, res.series, {"ledger_usd": res.ledger_usd}))
+        extra: dict[str, object] = {"ledger_usd": res.ledger_usd}
+        if challenges:
+            ran = [sim.store.get_challenge(gc.id) for gc in challenges]
+            extra["challenges"] = [challenge_summary(g, sim.cluster) for g in ran if g is not None]
+        runs.append(PolicyRun(name, res.figures(), res.waits_s, res.series, extra))
     return runs
 
 

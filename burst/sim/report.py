@@ -79,6 +79,36 @@ def render_table(runs: Sequence[PolicyRun], title: str) -> Any:
     return t
 
 
+def render_challenges(runs: Sequence[PolicyRun]) -> list[Any]:
+    """One small table per grand challenge of ``--grand-challenge``: its figures under each
+    simulated policy."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    with_gc = [r for r in runs if r.extra.get("challenges")]
+    if not with_gc:
+        return []
+    tables = []
+    for k, first in enumerate(with_gc[0].extra["challenges"]):
+        start = datetime.fromtimestamp(float(first["start"]), UTC).strftime("%Y-%m-%d %H:%M UTC")
+        t = Table(title=f"grand challenge {k + 1}: {start}, {(float(first['end']) - float(first['start'])) / 3600:g} h, "
+                        f"{first['nodes']} nodes")
+        for col in ("policy", "state", "preempted", "restored", "lost GPU-h", "start signal -> running s",
+                    "end -> all released s"):
+            t.add_column(col, justify="left" if col in ("policy", "state") else "right")
+        for r in with_gc:
+            c = r.extra["challenges"][k]
+
+            def num(v: Any, fmt: str = "{:.0f}") -> str:
+                return "-" if v is None else fmt.format(v)
+
+            t.add_row(r.name, str(c["state"]), str(c["preempted_jobs"]), str(c["restored_jobs"]),
+                      num(c["lost_gpu_hours"], "{:.1f}"), num(c["challenge_started_s"]), num(c["restored_s"]))
+        tables.append(t)
+    return tables
+
+
 def write_report(out: Path, runs: Sequence[PolicyRun], meta: Mapping[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     summary = {"meta": dict(meta), "policies": {r.name: {**r.figures, **r.extra} for r in runs}}

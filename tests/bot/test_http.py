@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from burst.domain import RequestState
+from burst.challenges import record_queue
+from burst.domain import Job, JobState, Node, QueueSnapshot, RequestState
 from burst.ondemand.service import OnDemandService
 from burst.store.memory import MemoryStore
 from tests.bot.conftest import ADMIN, ADMIN_CHANNEL, GROUP_ADMIN, OTHER, SECRET, USER, Poster
@@ -113,10 +114,19 @@ def test_non_admin_gc_schedule_is_denied_and_audited(post: Poster, store: Memory
 
 
 def test_gc_schedule_opens_impact_modal_and_submit_records(
-    post: Poster, store: MemoryStore, fake: FakeSlack, service: OnDemandService
+    post: Poster, store: MemoryStore, fake: FakeSlack, service: OnDemandService, tmp_path: Path
 ) -> None:
-    store.set_controller_status({"at": 1.0, "running": 42, "running_users": ["U0ADA0001", "grace"]}, now=0.0)
-    _, _, key = post.command("gc schedule +2h 6h llm-eval big run", user=ADMIN)
+    # The last tick recorded 42 running jobs (burst/daemon.py writes them under "queue").
+    running = tuple(
+        Job(id=f"j{k}", gpus=8, submit_time=0.0, state=JobState.RUNNING, owner="U0ADA0001" if k % 2 else "grace",
+            start_time=0.0, node_names=(f"n{k}",))
+        for k in range(42)
+    )
+    nodes = tuple(Node(name=f"n{k}", gpus=8, gpus_used=8) for k in range(42))
+    store.set_controller_status({"at": 1.0, "queue": record_queue(QueueSnapshot((), running, nodes))}, now=0.0)
+    job = tmp_path / "llm-eval.sh"
+    job.write_text("#!/bin/sh\nsrun ./eval\n")
+    _, _, key = post.command(f"gc schedule +2h 6h {job} big run", user=ADMIN)
     (opened,) = fake.calls("views.open")
     view = opened.params["view"]
     assert "42 running job(s)" in json.dumps(view)
@@ -133,7 +143,7 @@ def test_gc_schedule_opens_impact_modal_and_submit_records(
     status, body = post.signed(payload_body(submit))
     assert status == 200 and json.loads(body)["response_action"] == "update"
     (gc,) = store.challenges()
-    assert gc.name == "llm-eval" and gc.note == "big run" and gc.duration_s == 6 * 3600
+    assert gc.name == "llm-eval.sh" and gc.note == "big run" and gc.duration_s == 6 * 3600
     _, _, key = post.command(f"gc cancel {gc.id}", user=ADMIN)
     assert "cancelled" in post.reply(key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 
 import pytest
@@ -10,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bot.format import format_budget, format_status
-from burst.domain import ChallengeState, RequestState
+from burst.challenges import ChallengeRequest, record_queue
+from burst.domain import ChallengeState, Job, JobState, Node, QueueSnapshot, RequestState
 from burst.ondemand.errors import Denied, ServiceError
 from burst.ondemand.service import OnDemandService, RequestArgs
 from burst.ondemand.sshkeys import validate_ssh_key
@@ -139,17 +141,28 @@ def test_extend_ready_and_expiring(service: OnDemandService, store: MemoryStore,
 
 
 def test_status_budget_and_grand_challenges(service: OnDemandService, store: MemoryStore, clock: ManualClock) -> None:
+    running = (Job(id="j1", gpus=8, submit_time=0.0, state=JobState.RUNNING, owner=USER, start_time=clock.now() - 3600,
+                   node_names=("n1",)),)
     store.set_controller_status(
         {"at": clock.now(), "onprem_gpus": 1024, "onprem_gpus_used": 1000, "pending": 12, "running": 90,
-         "longest_wait_s": 1800}, now=clock.now())
-    gc = service.challenges.gc_schedule(ADMIN, clock.now() + 3600, 4 * 3600, "llm-eval", "<!channel> big")
+         "longest_wait_s": 1800, "queue": record_queue(QueueSnapshot((), running, (Node("n1", 8, 8), Node("n2", 8))))},
+        now=clock.now())
+    req = ChallengeRequest(start_at=clock.now() + 3600, duration_s=4 * 3600, job_text="#!/bin/sh\n", name="llm-eval",
+                           note="<!channel> big")
+    gc = service.gc_schedule(ADMIN, req)
     text = format_status(service.status())
     assert "1000/1024" in text and "12 pending" in text and "30 min" in text and gc.id in text
-    assert "&lt;!channel&gt;" in service.challenges.gc_get(gc.id).note.replace("<", "&lt;").replace(">", "&gt;")
+    assert "&lt;!channel&gt;" in service.gc_get(gc.id).note.replace("<", "&lt;").replace(">", "&gt;")
     with pytest.raises(ServiceError, match="overlaps"):
-        service.challenges.gc_schedule(ADMIN, clock.now() + 7200, 3600, "other")
+        service.gc_schedule(ADMIN, dataclasses.replace(req, start_at=clock.now() + 7200, duration_s=3600))
+    with pytest.raises(ServiceError, match="asks for 3 nodes; the on-prem cluster has 2"):
+        service.gc_schedule(ADMIN, dataclasses.replace(req, start_at=clock.now() + 86400, nodes=3))
     with pytest.raises(Denied):
-        service.challenges.gc_cancel(USER, gc.id)
-    assert service.challenges.gc_cancel(ADMIN, gc.id).state is ChallengeState.CANCELLED
-    assert service.challenges.impact(0, 0).jobs == 90
+        service.gc_cancel(USER, gc.id)
+    with pytest.raises(Denied):
+        service.gc_assess(USER, req)
+    assert service.gc_cancel(ADMIN, gc.id).state is ChallengeState.CANCELLED
+    impact = service.gc_assess(ADMIN, req).impact
+    assert impact is not None and impact.jobs == ("j1",) and impact.users == (USER,)
+    assert impact.gpu_hours == pytest.approx(16.0)  # 8 GPUs, running 1 h now + 1 h until the start
     assert "vision" in format_budget(service.budget())
