@@ -244,7 +244,7 @@ def status(
     from rich.table import Table
 
     from burst.config import load_config
-    from burst.controller import day_start, month_start
+    from burst.domain import day_start, month_start
     from burst.wiring import open_store
 
     try:

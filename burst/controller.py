@@ -26,7 +26,6 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from burst.domain import (
     CloudInstance,
@@ -39,6 +38,8 @@ from burst.domain import (
     Plan,
     QueueSnapshot,
     Timestamp,
+    day_start,
+    month_start,
 )
 from burst.domain import (
     Mirror as MirrorAction,
@@ -94,16 +95,6 @@ class TickResult:
     def due(self, t: Timestamp) -> None:
         if self.wake_at is None or t < self.wake_at:
             self.wake_at = t
-
-
-def month_start(now: Timestamp) -> Timestamp:
-    d = datetime.fromtimestamp(now, UTC)
-    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
-
-
-def day_start(now: Timestamp) -> Timestamp:
-    d = datetime.fromtimestamp(now, UTC)
-    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
 
 class Controller:

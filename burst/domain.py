@@ -13,11 +13,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
 Timestamp: TypeAlias = float
+
+
+def month_start(now: Timestamp) -> Timestamp:
+    """Start of ``now``'s calendar month in UTC: where monthly budgets and spend reports begin."""
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def day_start(now: Timestamp) -> Timestamp:
+    """Start of ``now``'s day in UTC: where daily budgets and spend reports begin."""
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 """POSIX seconds. Injected by a :class:`burst.ports.Clock`; never read from the wall clock here."""
 
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})

@@ -14,7 +14,6 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from burst.challenges import (
     Assessment,
@@ -34,6 +33,8 @@ from burst.domain import (
     OnDemandRequest,
     RequestState,
     Timestamp,
+    day_start,
+    month_start,
 )
 from burst.errors import DuplicateRecord, InputError, StoreError
 from burst.ondemand.errors import Denied, ServiceError
@@ -85,16 +86,6 @@ def _sentence(text: str) -> str:
     """One line, capitalised, ending with a full stop, Slack-escaped."""
     t = slack_escape(" ".join(text.split()))
     return (t[:1].upper() + t[1:]).rstrip(".") + "."
-
-
-def month_start(now: Timestamp) -> Timestamp:
-    d = datetime.fromtimestamp(now, UTC)
-    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
-
-
-def day_start(now: Timestamp) -> Timestamp:
-    d = datetime.fromtimestamp(now, UTC)
-    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
 
 
