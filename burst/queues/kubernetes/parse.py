@@ -592,3 +592,84 @@ def assemble(pods: Sequence[PodInfo], node_docs: Sequence[Any], jobs: Sequence[J
     pending += [j for j in extra if j.state is JobState.PENDING]
     nodes = build_nodes(node_docs, pods, s)
     return QueueSnapshot(pending=tuple(pending + held), running=tuple(running), nodes=tuple(nodes))
+
+
+# ---- grand-challenge Job manifests ------------------------------------------------------------
+
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"  # what a cordon puts on a node
+
+
+def challenge_job_body(text: str, *, name: str, namespace: str, challenge_id: str, nodes: Sequence[str],
+                       duration_s: float) -> dict[str, Any]:
+    """The batch/v1 Job to create for a grand challenge, from its manifest (YAML or JSON, one
+    document). Pure. Raises :class:`~burst.errors.QueueError` naming the problem with the manifest.
+
+    What burst sets over the manifest: ``metadata.name``/``namespace`` (``generateName`` and
+    server-set fields dropped); the label :data:`CHALLENGE_LABEL` on the Job and its pods;
+    ``spec.suspend: false``; ``activeDeadlineSeconds`` = the challenge's duration (or the
+    manifest's, if shorter); a required node affinity on ``metadata.name`` in ``nodes``, ANDed
+    with every term the manifest has; and a toleration of the cordon's
+    ``node.kubernetes.io/unschedulable:NoSchedule`` taint (the reserved nodes are cordoned, and
+    kube-scheduler places a pod on a cordoned node only when it tolerates that taint)."""
+    import copy
+    import math
+
+    import yaml
+
+    what = "the challenge's Kubernetes manifest"
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise QueueError(f"{what} is not YAML: {' '.join(str(e).split())[:300]}") from None
+    if len(docs) != 1:
+        raise QueueError(f"{what} holds {len(docs)} documents; give exactly one batch/v1 Job")
+    doc = docs[0]
+    if not isinstance(doc, dict):
+        raise QueueError(f"{what} is not an object but {type(doc).__name__}")
+    if doc.get("kind") != "Job" or doc.get("apiVersion") != "batch/v1":
+        raise QueueError(f"{what} is {doc.get('apiVersion')!r} {doc.get('kind')!r}, not a batch/v1 Job")
+    if not nodes:
+        raise QueueError(f"{what}: no node to run on")
+    body: dict[str, Any] = copy.deepcopy(doc)
+    try:
+        meta = body.setdefault("metadata", {}) or {}
+        spec = body.get("spec")
+        tmpl = spec.get("template") if isinstance(spec, dict) else None
+        tspec = tmpl.get("spec") if isinstance(tmpl, dict) else None
+        if not isinstance(tspec, dict) or not isinstance(tspec.get("containers"), list) or not tspec["containers"]:
+            raise QueueError(f"{what} has no spec.template.spec.containers")
+        if tspec.get("nodeName"):
+            raise QueueError(f"{what} pins spec.template.spec.nodeName; burst places it on the reserved nodes")
+        assert isinstance(spec, dict) and isinstance(tmpl, dict)
+        for k in ("generateName", "resourceVersion", "uid", "creationTimestamp", "selfLink", "managedFields"):
+            meta.pop(k, None)
+        body.pop("status", None)
+        meta["name"], meta["namespace"] = name, namespace
+        meta["labels"] = {**(meta.get("labels") or {}), CHALLENGE_LABEL: challenge_id}
+        body["metadata"] = meta
+        tmeta = tmpl.setdefault("metadata", {}) or {}
+        tmeta["labels"] = {**(tmeta.get("labels") or {}), CHALLENGE_LABEL: challenge_id}
+        tmpl["metadata"] = tmeta
+        spec["suspend"] = False
+        limit = max(1, math.ceil(duration_s))
+        own = spec.get("activeDeadlineSeconds")
+        spec["activeDeadlineSeconds"] = min(limit, own) if isinstance(own, int) and not isinstance(own, bool) \
+            and own > 0 else limit
+        tol = list(tspec.get("tolerations") or [])
+        if not any(isinstance(t, dict) and t.get("key") == UNSCHEDULABLE_TAINT for t in tol):
+            tol.append({"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"})
+        tspec["tolerations"] = tol
+        ours = {"key": "metadata.name", "operator": "In", "values": sorted(nodes)}
+        aff = tspec.setdefault("affinity", {}) or {}
+        na = aff.setdefault("nodeAffinity", {}) or {}
+        req = na.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+        terms = list(req.get("nodeSelectorTerms") or [])
+        # terms are ORed, expressions within a term ANDed: ours goes into every term
+        terms = [{**t, "matchFields": [*(t.get("matchFields") or []), ours]} for t in terms] or [{"matchFields": [ours]}]
+        req["nodeSelectorTerms"] = terms
+        na["requiredDuringSchedulingIgnoredDuringExecution"] = req
+        aff["nodeAffinity"] = na
+        tspec["affinity"] = aff
+    except (AttributeError, TypeError) as e:  # a field of the wrong shape (a list for a map...)
+        raise QueueError(f"{what} has a field of the wrong type: {e}") from None
+    return body
