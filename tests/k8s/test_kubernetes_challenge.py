@@ -291,3 +291,15 @@ def test_challenge_namespace_must_be_one_burst_reads(kube: FakeKube) -> None:
     assert K8sSettings(host=kube.url, namespaces=["ml", "hpc"], challenge_namespace="hpc").challenge_ns == "hpc"
     with pytest.raises(ValidationError, match="not in namespaces"):
         K8sSettings(host=kube.url, namespaces=["ml"], challenge_namespace="gc")
+
+
+def test_the_snapshot_after_a_submit_shows_the_challenge_job(kube: FakeKube, queue: KubernetesQueue) -> None:
+    """Read-your-writes for the Job burst creates: with a slow watch, the snapshot right after the
+    submit waits for it rather than show no challenge Job (the runner would take that for ended)."""
+    kube.add_node("gpu01", 8)
+    kube.add_node("gpu02", 8)
+    queue.snapshot()  # the watchers run
+    kube.watch_delay_s = 0.5
+    jid = queue.submit_challenge(challenge(), name="burst-gc-abc123", reservation="r", nodes=["gpu01", "gpu02"])
+    snap = queue.snapshot()
+    assert jid in {j.id for j in (*snap.pending, *snap.running)}
