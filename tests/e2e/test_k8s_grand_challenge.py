@@ -28,12 +28,16 @@ store and in what people were told; the time between steps is printed (run with 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from burst.controller import Controller, TickResult
-from burst.domain import ChallengeJobKind, ChallengeState, GrandChallenge
+from burst.domain import ChallengeEnding, ChallengeJobKind, ChallengeState, GrandChallenge
 from burst.grand_challenge import schedule_challenge
 from burst.queues.kubernetes.adapter import (
     CHECKPOINT_ANNOTATION,
@@ -230,46 +234,113 @@ def first_rv(events: list[tuple[int, dict[str, Any]]], pred: Any) -> int | None:
     return next((rv for rv, o in events if pred(o)), None)
 
 
-def test_k8s_grand_challenge(kube: FakeKube, tmp_path: Path) -> None:
-    tl = Timeline("Kubernetes grand challenge (real client, stand-in API server)")
-    t0 = time.time()
-    seed(kube, t0)
-    queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5))
-    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
-    notes = Notes()
-    controller = Controller(cluster=CLUSTER, queue=queue, providers={}, store=store, offers=[], policy=POLICY,
-                            gang_hold=queue, challenge_queue=queue, challenge_settings=SETTINGS, notifier=notes)
-    world = World(kube, tl)
-    untouched_uids = {p["metadata"]["uid"] for p in kube.pods_of_job("ml", "cloudy")}
-    try:
-        gc = schedule_challenge(store, now=t0, actor="ADMIN", name="llm-pretrain", start_at=t0 + START_IN,
-                                duration_s=DURATION, onprem_nodes=4, job_kind=ChallengeJobKind.KUBERNETES,
-                                job_text=MANIFEST, settings=SETTINGS)
-        cid = gc.id
-        tl.mark(f"scheduled {cid} for +{START_IN:.0f}s")
-        errors: list[str] = []
-        seen_phases: list[str] = []
+@dataclass
+class Run:
+    """One challenge driven to its end through Controller.tick on the seeded cluster."""
 
-        def after(r: TickResult) -> None:
-            if r.challenges is not None:
-                errors.extend(r.challenges.errors)
-                for c, a, b in r.challenges.transitions:
-                    tl.mark(f"tick: {c} {a} -> {b}")
-                    seen_phases.append(b)
+    kube: FakeKube
+    tl: Timeline
+    world: World
+    store: SqlStore
+    notes: Notes
+    controller: Controller
+    cid: str = ""
+    errors: list[str] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
 
+    def after(self, r: TickResult) -> None:
+        if r.challenges is not None:
+            self.errors.extend(r.challenges.errors)
+            for c, a, b in r.challenges.transitions:
+                self.tl.mark(f"tick: {c} {a} -> {b}")
+                self.phases.append(b)
+
+    def to_the_end(self) -> GrandChallenge:
         def finished(r: TickResult) -> GrandChallenge | None:
-            g = store.get_challenge(cid)
+            g = self.store.get_challenge(self.cid)
             assert g is not None
             return g if g.state in (C.DONE, C.CANCELLED, C.FAILED) else None
 
         try:
-            g, _ = tick_until(controller, finished, timeout=START_IN + DURATION, what="the challenge to end",
-                              before=world.step, after=after, interval=0.2)
+            g, _ = tick_until(self.controller, finished, timeout=START_IN + DURATION, what="the challenge to end",
+                              before=self.world.step, after=self.after, interval=0.2)
         finally:
-            tl.report()
+            self.tl.report()
         # the restored jobs start again on the freed nodes
-        tick_until(controller, lambda r: all(world.started.get(j) for j in ("train-a", "train-b")),
-                   timeout=10, what="the restored jobs running again", before=world.step, after=after)
+        tick_until(self.controller, lambda r: all(self.world.started.get(j) for j in ("train-a", "train-b")),
+                   timeout=10, what="the restored jobs running again", before=self.world.step, after=self.after)
+        assert isinstance(g, GrandChallenge)
+        return g
+
+
+@contextmanager
+def challenge_run(kube: FakeKube, tmp_path: Path, title: str, manifest: str = MANIFEST,
+                  watch: bool = True) -> Iterator[Run]:
+    tl = Timeline(title)
+    t0 = time.time()
+    seed(kube, t0)
+    queue = KubernetesQueue(K8sSettings(host=kube.url, timeout_s=5, watch=watch))
+    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
+    notes = Notes()
+    controller = Controller(cluster=CLUSTER, queue=queue, providers={}, store=store, offers=[], policy=POLICY,
+                            gang_hold=queue, challenge_queue=queue, challenge_settings=SETTINGS, notifier=notes)
+    run = Run(kube, tl, World(kube, tl), store, notes, controller)
+    try:
+        gc = schedule_challenge(store, now=t0, actor="ADMIN", name="llm-pretrain", start_at=t0 + START_IN,
+                                duration_s=DURATION, onprem_nodes=4, job_kind=ChallengeJobKind.KUBERNETES,
+                                job_text=manifest, settings=SETTINGS)
+        run.cid = gc.id
+        tl.mark(f"scheduled {gc.id} for +{START_IN:.0f}s")
+        yield run
+    finally:
+        queue.close()
+        store.close()
+
+
+def checkpointed_before_suspend_and_resumed(kube: FakeKube, world: World) -> tuple[dict[str, int], dict[str, int]]:
+    """Per preempted Job: the checkpoint annotation came before its suspension, it was resumed
+    after, and its new pod resumed from the checkpoint its old pod wrote. Returns the rv of the
+    first checkpoint annotation per Job, and of the resume per preempted Job."""
+    pod_ckpt: dict[str, int] = {}
+    for e in kube.events:
+        if e.kind == "pods" and CHECKPOINT_ANNOTATION in e.obj["metadata"]["annotations"]:
+            pod_ckpt.setdefault(owner_job(e.obj), e.rv)
+    resumed = {}
+    for j in ("train-a", "train-b"):
+        ev = job_events(kube, j)
+        s_rv = first_rv(ev, lambda o: o["spec"]["suspend"] is True)
+        assert s_rv is not None, f"{j} was never suspended"
+        r_rv = first_rv([(rv, o) for rv, o in ev if rv > s_rv], lambda o: o["spec"]["suspend"] is False)
+        assert r_rv is not None, f"{j} was never resumed"
+        assert pod_ckpt[j] < s_rv, f"{j}: the checkpoint annotation must come before the suspend"
+        resumed[j] = r_rv
+        assert j in world.checkpoints and world.resumed.get(j) == world.checkpoints[j], \
+            f"{j} wrote a checkpoint before it was held, and its new pod resumed from it"
+    assert resumed["train-a"] < resumed["train-b"], "resumed in the recorded queue order"
+    assert all(kube.jobs[("ml", j)]["spec"]["suspend"] is False for j in ("train-a", "train-b"))
+    return pod_ckpt, resumed
+
+
+def reservation_lifted(kube: FakeKube) -> None:
+    """Uncordoned, except the node an admin had cordoned; the burst node never touched."""
+    for n in ONPREM:
+        node = kube.nodes[n]
+        assert not node["spec"].get("unschedulable"), f"{n} still cordoned"
+        assert not {RESERVATION_ANNOTATION, RESERVATION_CORDON_ANNOTATION} & set(node["metadata"]["annotations"])
+    assert kube.nodes["gpu04"]["spec"]["unschedulable"] is True
+    assert RESERVATION_ANNOTATION not in kube.nodes["gpu04"]["metadata"]["annotations"]
+    assert not any(e.kind == "nodes" and e.obj["metadata"]["name"] == "b-1" and e.type == "MODIFIED"
+                   for e in kube.events), "the burst node is never touched"
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch", "list"])
+def test_k8s_grand_challenge(kube: FakeKube, tmp_path: Path, watch: bool) -> None:
+    untouched_uids: set[str] = set()
+    with challenge_run(kube, tmp_path, f"Kubernetes grand challenge (real client, stand-in API server, "
+                                       f"{'watch' if watch else 'list'})", watch=watch) as run:
+        untouched_uids = {p["metadata"]["uid"] for p in kube.pods_of_job("ml", "cloudy")}
+        g = run.to_the_end()
+        world, notes, cid, errors, seen_phases = run.world, run.notes, run.cid, run.errors, run.phases
 
         # ---- the challenge ----
         assert g.state is C.DONE, (g.state, g.last_error, errors)
@@ -286,26 +357,10 @@ def test_k8s_grand_challenge(kube: FakeKube, tmp_path: Path) -> None:
         assert any("2 job(s) of 2 user(s)" in t for t in notes.to("all"))
 
         # ---- checkpoint annotation before suspend, suspend, then resume in recorded order ----
-        pod_ckpt: dict[str, int] = {}
-        for e in kube.events:
-            if e.kind == "pods" and CHECKPOINT_ANNOTATION in e.obj["metadata"]["annotations"]:
-                pod_ckpt.setdefault(owner_job(e.obj), e.rv)
-        suspended, resumed = {}, {}
-        for j in ("train-a", "train-b"):
-            ev = job_events(kube, j)
-            s_rv = first_rv(ev, lambda o: o["spec"]["suspend"] is True)
-            assert s_rv is not None, f"{j} was never suspended"
-            r_rv = first_rv([(rv, o) for rv, o in ev if rv > s_rv], lambda o: o["spec"]["suspend"] is False)
-            assert r_rv is not None, f"{j} was never resumed"
-            assert pod_ckpt[j] < s_rv, f"{j}: the checkpoint annotation must come before the suspend"
-            suspended[j], resumed[j] = s_rv, r_rv
-            assert j in world.checkpoints and world.resumed.get(j) == world.checkpoints[j], \
-                f"{j} wrote a checkpoint before it was held, and its new pod resumed from it"
-        assert resumed["train-a"] < resumed["train-b"], "resumed in the recorded queue order"
+        pod_ckpt, _ = checkpointed_before_suspend_and_resumed(kube, world)
         prio = {j: int(kube.jobs[("ml", j)]["metadata"]["annotations"][RESTORE_PRIORITY_ANNOTATION])
                 for j in ("train-a", "train-b")}
         assert prio["train-a"] > prio["train-b"] > 100, "restore priorities above all waiting work, in order"
-        assert all(kube.jobs[("ml", j)]["spec"]["suspend"] is False for j in ("train-a", "train-b"))
         assert {n for j in ("train-a", "train-b") for _, n in world.started[j]} <= set(ONPREM)
 
         # ---- the challenge Job: made with the reservation's nodes, and it ran there ----
@@ -327,14 +382,7 @@ def test_k8s_grand_challenge(kube: FakeKube, tmp_path: Path) -> None:
                                                    "b-1": False}
 
         # ---- at the end: uncordoned, except the node an admin had cordoned ----
-        for n in ONPREM:
-            node = kube.nodes[n]
-            assert not node["spec"].get("unschedulable"), f"{n} still cordoned"
-            assert not {RESERVATION_ANNOTATION, RESERVATION_CORDON_ANNOTATION} & set(node["metadata"]["annotations"])
-        assert kube.nodes["gpu04"]["spec"]["unschedulable"] is True
-        assert RESERVATION_ANNOTATION not in kube.nodes["gpu04"]["metadata"]["annotations"]
-        assert not any(e.kind == "nodes" and e.obj["metadata"]["name"] == "b-1" and e.type == "MODIFIED"
-                       for e in kube.events), "the burst node is never touched"
+        reservation_lifted(kube)
 
         # ---- jobs that were not preempted: untouched ----
         for j in ("short", "cloudy", "waiting"):
@@ -350,10 +398,25 @@ def test_k8s_grand_challenge(kube: FakeKube, tmp_path: Path) -> None:
         assert {p["metadata"]["uid"] for p in kube.pods_of_job("ml", "cloudy")} == untouched_uids
         assert all(p["status"]["phase"] == "Running" for p in kube.pods_of_job("ml", "cloudy"))
 
-        tl.mark("checked")
         print(f"[e2e] start signal to challenge running: {g.entered_at(C.RUNNING) - g.entered_at(C.PREEMPTING):.2f}s;"
               f" challenge end to all released: "
               f"{max(p.released_at or 0 for p in g.preempted_jobs) - (g.entered_at(C.RESTORING) or 0):.2f}s")
-    finally:
-        queue.close()
-        store.close()
+        run.tl.mark("checked")
+
+
+def test_k8s_grand_challenge_whose_job_is_refused_gives_everything_back(kube: FakeKube, tmp_path: Path) -> None:
+    """The API server refuses the challenge's Job (422: no restartPolicy): the challenge moves to
+    restoring and ends failed, every preempted Job is resumed in order, the reservation lifted,
+    and the admins are told why."""
+    bad = MANIFEST.replace("      restartPolicy: Never\n", "")
+    with challenge_run(kube, tmp_path, "Kubernetes grand challenge, job refused", manifest=bad) as run:
+        g = run.to_the_end()
+        assert g.state is C.FAILED and g.ending is ChallengeEnding.FAILED
+        assert "restartPolicy" in g.last_error and "HTTP 422" in g.last_error
+        assert run.phases == ["notified", "draining", "preempting", "restoring", "failed"]
+        assert [p.job_id for p in g.preempted_jobs] == ["ml/job/train-a", "ml/job/train-b"]
+        assert all(p.restored for p in g.preempted_jobs)
+        assert not any(ns == "default" for ns, _ in kube.jobs), "no challenge Job was made"
+        checkpointed_before_suspend_and_resumed(kube, run.world)
+        reservation_lifted(kube)
+        assert any("failed to start" in t and "restartPolicy" in t for t in run.notes.to("admins"))
