@@ -177,6 +177,7 @@ def build_runtime(
         kube = KubernetesQueue(K8sSettings.model_validate(cfg.queue.kubernetes or {}))
         queue = kube
         gang_hold = kube  # the burst.dev/gang taint
+        challenge_queue = kube  # cordon reservations, checkpoint annotation, Job suspend, challenge Jobs
         closeables.append(kube)  # its watch threads
     clock = clock or WallClock()
     service: MirrorService | None = None

@@ -147,7 +147,9 @@ def test_hold_suspends_job_and_release_unsuspends(kube: FakeKube, queue: Kuberne
     kube.add_node("gpu01", 8)
     kube.add_node("gpu02", 8)
     kube.add_job("train", "ml", parallelism=2, gpus_per_pod=8, pods="running:gpu01,gpu02", labels=OPT_IN)
-    kube.add_pod("bare", "ml", gpus=1, node="gpu01")
+    # not a Job's: evicted by hold, and its ReplicaSet makes it again (an ownerless pod is refused,
+    # see test_hold_refuses_a_pod_nothing_owns)
+    kube.add_pod("bare", "ml", gpus=1, node="gpu01", owner=("ReplicaSet", "web-1"))
     jid = "ml/job/train"
     assert {j.id for j in queue.snapshot().running} == {jid, "ml/pod/bare"}
 

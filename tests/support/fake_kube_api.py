@@ -11,9 +11,14 @@ Served:
 * ``POST /api/v1/namespaces/{ns}/pods/{name}/eviction`` (201; 429 while the pod is "protected by
   a PodDisruptionBudget": :meth:`FakeKube.protect`)
 * ``GET /api/v1/nodes``, ``GET/PATCH/DELETE /api/v1/nodes/{name}``
-* ``GET /apis/batch/v1/jobs``, ``/apis/batch/v1/namespaces/{ns}/jobs``,
-  ``GET/PATCH /apis/batch/v1/namespaces/{ns}/jobs/{name}``. Like the Job controller, suspending a
-  Job deletes its active pods and unsuspending creates ``parallelism`` new pending pods.
+* ``GET /apis/batch/v1/jobs``, ``GET/POST /apis/batch/v1/namespaces/{ns}/jobs``,
+  ``GET/PATCH/DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}``. Like the Job controller, a new
+  or unsuspended Job gets ``parallelism`` new pending pods from its template (``status.startTime``
+  set, reset on resume) and suspending it deletes its active pods. DELETE honours
+  ``propagationPolicy`` (default ``Orphan``, as for batch/v1 Jobs). POST answers 409
+  AlreadyExists and 422 Invalid as the real server does.
+* A PATCH whose body carries ``metadata.resourceVersion`` other than the object's gets 409
+  Conflict (optimistic concurrency).
 
 PATCH accepts merge patch and strategic-merge patch (treated as a JSON merge patch, which is the
 same for the scalar fields used here) and JSON patch (``add``/``replace``/``remove``). Errors are
@@ -147,6 +152,12 @@ class FakeKube:
         self._seen: dict[str, dict[Any, Obj]] = {"pods": {}, "nodes": {}, "jobs": {}}
         self._drop_gen = 0
         self._stopping = threading.Event()
+        # PriorityClass name -> value: what the Priority admission plugin puts in a new pod's
+        # spec.priority (pods made by the Job controller here)
+        self.priority_classes: dict[str, int] = {}
+        # called with (method, path) under the lock before a request is served: a test changes
+        # the world between a client's read and its write (a race) here
+        self.on_request: Callable[[str, str], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -331,6 +342,9 @@ class FakeKube:
         annotations: dict[str, str] | None = None,
         pods: str = "pending",  # "pending" | "running:<node>,<node>" | "none"
         created: float | None = None,
+        started: float | None = None,  # status.startTime (and its running pods' startTime)
+        active_deadline_s: int | None = None,  # spec.activeDeadlineSeconds
+        priority_class: str | None = None,  # template priorityClassName (see priority_classes)
     ) -> Obj:
         job: Obj = {
             "apiVersion": "batch/v1",
@@ -349,24 +363,40 @@ class FakeKube:
             },
             "status": {},
         }
+        if active_deadline_s is not None:
+            job["spec"]["activeDeadlineSeconds"] = active_deadline_s
+        if priority_class is not None:
+            job["spec"]["template"]["spec"]["priorityClassName"] = priority_class
+        if not suspend:
+            job["status"]["startTime"] = ts(started if started is not None else time.time())
         with self.lock:
             self.jobs[(namespace, name)] = job
             if not suspend and pods != "none":
-                self._job_pods(job, pods)
+                self._job_pods(job, pods, started)
         return job
 
-    def _job_pods(self, job: Obj, pods: str = "pending") -> None:
+    def _job_pods(self, job: Obj, pods: str = "pending", started: float | None = None) -> None:
+        """What the Job controller does: ``parallelism`` pods from the template (with what the
+        Priority admission plugin adds: ``spec.priority`` from ``priority_classes``)."""
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         tmpl = job["spec"]["template"]
-        gpus = int(tmpl["spec"]["containers"][0]["resources"]["limits"].get(GPU, "0"))
+        tspec = tmpl["spec"]
+        res = tspec["containers"][0].get("resources") or {}
+        gpus = int((res.get("limits") or {}).get(GPU, (res.get("requests") or {}).get(GPU, "0")))
         nodes = pods.split(":", 1)[1].split(",") if pods.startswith("running:") else []
+        pclass = tspec.get("priorityClassName")
         for i in range(job["spec"].get("parallelism", 1)):
-            self.add_pod(
+            pod = self.add_pod(
                 f"{name}-{i}-{next(self._uid)}", ns, gpus=gpus, owner=("Job", name),
-                labels=dict(tmpl["metadata"].get("labels", {})),
-                annotations=dict(tmpl["metadata"].get("annotations", {})),
-                node=nodes[i] if i < len(nodes) else None,
+                labels=dict((tmpl.get("metadata") or {}).get("labels") or {}),
+                annotations=dict((tmpl.get("metadata") or {}).get("annotations") or {}),
+                node=nodes[i] if i < len(nodes) else None, started=started,
+                priority=self.priority_classes.get(pclass, 0) if pclass else None,
+                image=tspec["containers"][0].get("image", ""),
             )
+            for k in ("tolerations", "affinity", "nodeSelector", "priorityClassName", "activeDeadlineSeconds"):
+                if k in tspec:
+                    pod["spec"][k] = copy.deepcopy(tspec[k])
 
     def pods_of_job(self, namespace: str, name: str) -> list[Obj]:
         with self.lock:
@@ -386,6 +416,8 @@ class FakeKube:
             if self._fail:
                 code = self._fail.pop(0)
                 return code, status(code, "InternalError" if code >= 500 else "Failure", "injected failure")
+            if self.on_request is not None:
+                self.on_request(method, path)
             self.sync()  # a LIST's resourceVersion covers every change made before it
             code, obj = self._route(method, path, query, body, content_type)
             self.sync()  # a write's answer carries the version of its own change
@@ -595,6 +627,8 @@ class FakeKube:
             if name is None and method == "GET":
                 items = [j for (jns, _), j in self.jobs.items() if ns is None or jns == ns]
                 return 200, lst("JobList", self._select(items, query), "batch/v1", rv=self.rv)
+            if name is None and method == "POST" and ns is not None:
+                return self._create_job(ns, body)
             if ns is None or name is None:
                 return 405, status(405, "MethodNotAllowed", method)
             job = self.jobs.get((ns, name))
@@ -602,6 +636,8 @@ class FakeKube:
                 return 404, status(404, "NotFound", f'jobs.batch "{name}" not found')
             if method == "GET":
                 return 200, job
+            if method == "DELETE":
+                return self._delete_job(ns, name, query, body)
             if method == "PATCH":
                 was = bool(job["spec"].get("suspend"))
                 code, new = self._patch(self.jobs, (ns, name), body, content_type)
@@ -610,12 +646,79 @@ class FakeKube:
                     for p in self.pods_of_job(ns, name):
                         del self.pods[(ns, p["metadata"]["name"])]
                 elif code == 200 and was and not now:  # ... and recreates them on resume
+                    new.setdefault("status", {})["startTime"] = ts(time.time())  # reset on resume
                     self._job_pods(new)
                 return code, new
         return 404, status(404, "NotFound", f"the server could not find the requested resource ({path})")
 
+    def _create_job(self, ns: str, body: Any) -> tuple[int, Obj]:
+        """POST a Job: 201 with the stored object; 409 AlreadyExists; 422 Invalid (the checks the
+        real validation makes on what burst sends: a name, a template with containers, a
+        restartPolicy of Never or OnFailure). Then, as the Job controller, its pods."""
+        if not isinstance(body, dict) or body.get("kind", "Job") != "Job":
+            return 400, status(400, "BadRequest", "the body is not a Job")
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
+        if meta.get("namespace", ns) != ns:
+            return 400, status(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                                                  "sent on the request")
+        tspec = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+        problems = []
+        if not name:
+            problems.append("metadata.name: Required value: name or generateName is required")
+        if not tspec.get("containers"):
+            problems.append("spec.template.spec.containers: Required value")
+        if tspec.get("restartPolicy") not in ("Never", "OnFailure"):
+            problems.append('spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"')
+        if problems:
+            return 422, status(422, "Invalid", f'Job.batch "{name or ""}" is invalid: ' + ", ".join(problems))
+        if (ns, name) in self.jobs:
+            return 409, status(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+        job = copy.deepcopy(body)
+        job["apiVersion"], job["kind"] = "batch/v1", "Job"
+        job["metadata"] = {**self._meta(name, ns, meta.get("labels"), meta.get("annotations")),
+                           **{k: v for k, v in meta.items() if k not in ("labels", "annotations")}}
+        job["metadata"]["namespace"] = ns
+        spec = job.setdefault("spec", {})
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completions", spec["parallelism"])
+        spec.setdefault("suspend", False)
+        job["status"] = {}
+        self.jobs[(ns, name)] = job
+        if not spec["suspend"]:
+            job["status"]["startTime"] = ts(time.time())
+            self._job_pods(job)
+        return 201, job
+
+    def _delete_job(self, ns: str, name: str, query: dict[str, list[str]], body: Any) -> tuple[int, Obj]:
+        """DELETE a Job. ``propagationPolicy`` (query or DeleteOptions body) ``Background`` or
+        ``Foreground``: its pods are deleted too (here at once; the real garbage collector does
+        it shortly after, and Foreground keeps the Job until then); ``Orphan``, the default for
+        batch/v1 Jobs, leaves the pods without their owner reference."""
+        policy = query.get("propagationPolicy", [""])[0] or (body or {}).get("propagationPolicy") or "Orphan"
+        if policy not in ("Orphan", "Background", "Foreground"):
+            return 400, status(400, "BadRequest", f"unknown propagationPolicy {policy!r}")
+        job = self.jobs.pop((ns, name))
+        for p in self.pods_of_job(ns, name):
+            if policy == "Orphan":
+                p["metadata"]["ownerReferences"] = [o for o in p["metadata"].get("ownerReferences", [])
+                                                    if not (o["kind"] == "Job" and o["name"] == name)]
+            else:
+                del self.pods[(ns, p["metadata"]["name"])]
+        out = status(200, "", "deleted", ok=True)
+        out["details"] = {"name": name, "group": "batch", "kind": "jobs", "uid": job["metadata"]["uid"]}
+        return 200, out
+
     def _patch(self, store: dict[Any, Obj], key: Any, body: Any, content_type: str) -> tuple[int, Obj]:
         ct = content_type.split(";")[0].strip()
+        want = ((body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None)
+        have = store[key].get("metadata", {}).get("resourceVersion")
+        if want is not None and want != have:
+            # optimistic concurrency, as the API server does with a resourceVersion in the patch
+            kind = "nodes" if store is self.nodes else "pods" if store is self.pods else "jobs.batch"
+            return 409, status(409, "Conflict", f'Operation cannot be fulfilled on {kind} "{_meta_of(store[key]).get("name")}": '
+                                                "the object has been modified; please apply your changes to the latest "
+                                                "version and try again")
         if ct == "application/json-patch+json" and isinstance(body, list):
             try:
                 new = json_patch(store[key], body)

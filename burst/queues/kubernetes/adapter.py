@@ -9,10 +9,17 @@ Writing: ``drain_node`` cordons (``spec.unschedulable=true``) and evicts the nod
 the Eviction API (DaemonSet and mirror pods are left; a 429 from a PodDisruptionBudget leaves the
 pod for the next call), ``undrain_node`` uncordons, ``remove_node`` deletes the Node (404 is
 success). Preemption: ``hold`` suspends the owning batch/v1 Job (``spec.suspend=true``: the Job
-controller deletes its pods and keeps the Job) or evicts bare pods; ``release`` unsuspends;
-``checkpoint`` annotates the pods with ``burst.dev/checkpoint-requested-at`` (Kubernetes has no
-signal API: workloads watch the annotation through the downward API or the API server, and get
-SIGTERM with their grace period when they are held).
+controller deletes its pods and keeps the Job), evicts pods another controller owns, and refuses
+pods nothing owns (they would be lost); ``release`` unsuspends; ``checkpoint`` annotates the pods
+with ``burst.dev/checkpoint-requested-at`` (Kubernetes has no signal API: workloads watch the
+annotation through the downward API or the API server, and get SIGTERM with their grace period
+when they are held).
+
+Grand challenges (:class:`~burst.ports.ChallengeQueue`): a reservation is a cordon of exactly its
+on-prem nodes, marked with annotations so that lifting it uncordons only what it cordoned;
+``set_priority`` records a restore priority that only burst reads (Kubernetes has no mutable
+per-Job priority); ``submit_challenge`` creates the challenge's Job with node affinity to the
+reserved nodes and a toleration of the cordon; ``cancel`` deletes Jobs (background propagation).
 
 The writes themselves, and the reads that pick what to write to (the pods on a node to drain, the
 pods of a job to hold), always go to the API server. ``close()`` stops the watchers (the daemon
@@ -32,18 +39,21 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from burst.domain import QueueSnapshot
-from burst.errors import QueueError, QueueParseError
+from burst.domain import ChallengeJobKind, GrandChallenge, QueueSnapshot
+from burst.errors import QueueError, QueueParseError, QueueUnavailable
 from burst.queues.kubernetes.api import Apis, api_call, get_json
 from burst.queues.kubernetes.informers import Informer, Informers, make_informers, stop_informers
 from burst.queues.kubernetes.parse import (
+    CHALLENGE_LABEL,
     GANG_TAINT_KEY,
+    RESTORE_PRIORITY_ANNOTATION,
     PodInfo,
     as_list,
     as_obj,
     as_strmap,
     as_text,
     assemble,
+    challenge_job_body,
     gang_key,
     list_items,
     parse_job,
@@ -58,6 +68,14 @@ T = TypeVar("T")
 
 CHECKPOINT_ANNOTATION = "burst.dev/checkpoint-requested-at"
 DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"
+# Grand-challenge reservations (create_reservation/delete_reservation): on every reserved node
+# the reservation's name, and its window for people reading the node; on the nodes this
+# reservation cordoned (and only those), the name again, so that lifting it uncordons exactly
+# those and a node cordoned before (by an admin) stays cordoned.
+RESERVATION_ANNOTATION = "burst.dev/reservation"
+RESERVATION_WINDOW_ANNOTATION = "burst.dev/reservation-window"
+RESERVATION_CORDON_ANNOTATION = "burst.dev/reservation-cordoned"
+CONFLICT_RETRIES = 5  # re-reads of a node changed between our read and our patch (409)
 
 
 class NodeNotIdle(QueueError):
@@ -70,7 +88,8 @@ class NodeNotIdle(QueueError):
 
 
 class KubernetesQueue:
-    """:class:`~burst.ports.QueueSource` and :class:`~burst.ports.PreemptionControl` on Kubernetes.
+    """:class:`~burst.ports.QueueSource`, :class:`~burst.ports.PreemptionControl` and
+    :class:`~burst.ports.ChallengeQueue` on Kubernetes.
 
     Called from one thread (the controller's); the watcher threads it starts are internal. Call
     :meth:`close` when done with it (idempotent; a later snapshot starts the watchers again)."""
@@ -378,9 +397,18 @@ class KubernetesQueue:
                                                       ok_404=True))
 
     def hold(self, job_ids: Sequence[str]) -> None:
-        """Suspend the owning batch/v1 Jobs (their pods are deleted, the Jobs stay); evict bare
-        pods. Already suspended or gone: success."""
+        """Suspend the owning batch/v1 Jobs (``spec.suspend=true``: the Job controller deletes
+        their active pods, the Jobs stay; resumed by :meth:`release`). Already suspended or gone:
+        success.
+
+        A pod that no Job owns cannot be suspended. One that another controller owns (a
+        ReplicaSet, a StatefulSet...) is evicted: its owner makes it again, pending (the
+        reservation keeps it off the challenge's nodes), so nothing is lost and :meth:`release`
+        has nothing to do for it. A pod with no owner (or a static pod) would be gone for good:
+        it is refused, after every other job of the call has been held, with a
+        :class:`QueueError` naming it (an admin stops it, or cancels the challenge)."""
         apis = self._api()
+        refused: list[str] = []
         for jid in job_ids:
             jobs, bare = self._owning_jobs(jid)
             for ns, name in jobs:
@@ -391,31 +419,239 @@ class KubernetesQueue:
                 for f in seen:
                     f()
             for p in bare:
+                if p.owner_kind in ("", "Node"):
+                    refused.append(f"{p.namespace}/{p.name}")
+                    continue
                 if not self._evict(p.namespace, p.name, f"burst hold {jid}"):
                     raise QueueError(f"hold {jid}: eviction of {p.namespace}/{p.name} refused by a disruption budget")
+        if refused:
+            raise QueueError(f"cannot hold pod(s) {', '.join(refused)}: no Job or controller owns them, so they "
+                             "cannot be suspended, and evicting them would lose them; stop them or cancel the challenge")
+
+    def _jobs_behind(self, jid: str) -> list[tuple[str, str]]:
+        """The batch/v1 Jobs (namespace, name) a job id stands for, read from the API server
+        (none for a bare pod)."""
+        ns, kind, name = split_job_id(jid)
+        if kind == "pod":
+            return []
+        if kind == "job":
+            return [(ns, name)]
+        jobs = []
+        for d in self._list_jobs():
+            tmeta = as_obj(as_obj(as_obj(d.get("spec"), "job.spec").get("template"), "template").get("metadata"),
+                           "template.metadata")
+            tl = as_strmap(tmeta.get("labels"), "template.metadata.labels")
+            ta = as_strmap(tmeta.get("annotations"), "template.metadata.annotations")
+            meta = as_obj(d.get("metadata"), "job.metadata")
+            fake = PodInfo(ns, "", "", tl, ta, "Job", as_text(meta.get("name"), "job.metadata.name"), 0, "",
+                           "", False, "", 0.0, None, 0, "", {}, False)
+            if meta.get("namespace") == ns and gang_key(fake) == (kind, name):
+                jobs.append((ns, fake.owner_name))
+        return jobs
 
     def release(self, job_ids: Sequence[str]) -> None:
-        """Unsuspend the owning Jobs, in the order given. Bare pods cannot come back: success."""
+        """Unsuspend the owning Jobs, one by one in the order given (the Job controller makes
+        their pods in that order). Not suspended, gone, or a bare pod (nothing to bring back):
+        success."""
+        apis = self._api()
+        for jid in job_ids:
+            for jns, jname in self._jobs_behind(jid):
+                self._remember("jobs", self._get_json(f"resume job {jns}/{jname}", apis.batch.patch_namespaced_job,
+                                                      jname, jns, {"spec": {"suspend": False}}, ok_404=True))
+
+    # ---- ChallengeQueue --------------------------------------------------------------------
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """Record a restore priority on the job's batch/v1 Jobs (annotation
+        ``burst.dev/restore-priority``), which burst's snapshot reports as ``Job.priority``.
+
+        Kubernetes has no per-Job numeric priority to change: a pod's priority comes from its
+        PriorityClass at creation and is immutable, and the pod template of a Job that has run
+        cannot be edited. So this does not change the order in which kube-scheduler places
+        pods (it orders by pod priority, then by when a pod entered its queue); it makes burst
+        itself (overflow's order of pending work) treat the restored job as the priority says.
+        The runner releases preempted jobs one by one in their recorded order, so their new
+        pods enter the scheduler's queue in that order. A bare pod has no Job: nothing to do.
+        Gone: success."""
+        apis = self._api()
+        for ns, name in self._jobs_behind(job_id):
+            body = {"metadata": {"annotations": {RESTORE_PRIORITY_ANNOTATION: str(int(priority))}}}
+            self._remember("jobs", self._get_json(f"set restore priority of job {ns}/{name}",
+                                                  apis.batch.patch_namespaced_job, name, ns, body, ok_404=True))
+
+    def _is_burst_node(self, doc: Any) -> bool:
+        meta = as_obj(doc.get("metadata"), "node.metadata")
+        labels = as_strmap(meta.get("labels"), "node.metadata.labels")
+        taints = as_list(as_obj(doc.get("spec"), "node.spec").get("taints"), "node.spec.taints")
+        return bool(labels.get(self.settings.instance_id_label)) or any(
+            isinstance(t, Mapping) and t.get("key") == self.settings.cloud_taint_key for t in taints)
+
+    def _patch_node_checked(self, node_name: str, doc: Any, make: Callable[[Mapping[str, str], bool], Any]) -> None:
+        """Patch a node with ``make(annotations, unschedulable)`` of the version read (``doc``),
+        guarded by that resourceVersion: a node changed meanwhile (an admin cordoned it) is read
+        again and the patch decided again (409 Conflict), up to CONFLICT_RETRIES times.
+        ``make`` returning None: nothing to change."""
+        apis = self._api()
+        for _ in range(CONFLICT_RETRIES):
+            meta = as_obj(doc.get("metadata"), f"node {node_name}.metadata")
+            ann = as_strmap(meta.get("annotations"), f"node {node_name}.metadata.annotations")
+            cordoned = bool(as_obj(doc.get("spec"), f"node {node_name}.spec").get("unschedulable"))
+            body = make(ann, cordoned)
+            if body is None:
+                return
+            body.setdefault("metadata", {})["resourceVersion"] = meta.get("resourceVersion")
+            try:
+                node = self._get_json(f"patch node {node_name}", apis.core.patch_node, node_name, body, ok_404=True)
+            except QueueError as e:
+                if getattr(e, "status", 0) != 409:
+                    raise
+                doc = self._get_json(f"read node {node_name}", apis.core.read_node, node_name, ok_404=True)
+                if doc is None:
+                    return
+                continue
+            if node is not None:
+                self._remember("nodes", node)
+            return
+        raise QueueError(f"patch node {node_name}: it kept changing under us ({CONFLICT_RETRIES} conflicts)")
+
+    def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str:
+        """Cordon exactly ``nodes`` (on-prem nodes) for a grand challenge; returns ``name``.
+
+        Every node is checked first, and nothing changes if one is unknown, is a burst node, or
+        is in another reservation (QueueError naming it). Then each gets the annotation
+        ``burst.dev/reservation=<name>`` (and its window); a node that is schedulable is
+        cordoned and marked ``burst.dev/reservation-cordoned=<name>``; one already cordoned (by
+        an admin) is only annotated, so :meth:`delete_reservation` leaves it cordoned. Each
+        patch is guarded by the node's resourceVersion (a concurrent cordon is seen, not
+        overwritten). Idempotent on ``name``.
+
+        A cordon has no start time: nothing new starts on the nodes from now (the drain window),
+        including jobs whose time limit would end before ``start`` (stricter than a Slurm
+        reservation with IGNORE_JOBS). Pods already running keep running."""
+        apis = self._api()
+        if not nodes:
+            raise QueueError(f"reservation {name}: no nodes given")
+        docs: dict[str, Any] = {}
+        for n in dict.fromkeys(nodes):
+            doc = self._get_json(f"read node {n}", apis.core.read_node, n, ok_404=True)
+            if doc is None:
+                raise QueueError(f"reservation {name}: no node {n}")
+            if self._is_burst_node(doc):
+                raise QueueError(f"reservation {name}: {n} is a burst node; only on-prem nodes are reserved")
+            ann = as_strmap(as_obj(doc.get("metadata"), f"node {n}.metadata").get("annotations"),
+                            f"node {n}.metadata.annotations")
+            other = ann.get(RESERVATION_ANNOTATION)
+            if other and other != name:
+                raise QueueError(f"reservation {name}: node {n} is in reservation {other}")
+            docs[n] = doc
+        end = (start if start is not None else time.time()) + duration_s
+        window = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start or time.time()))}/" \
+                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end))}"
+
+        def reserve(ann: Mapping[str, str], cordoned: bool) -> Any:
+            ours = ann.get(RESERVATION_CORDON_ANNOTATION) == name
+            if ann.get(RESERVATION_ANNOTATION) == name and (not ours or cordoned):
+                return None  # done already (a cordon of ours that an admin lifted is put back)
+            body: dict[str, Any] = {"metadata": {"annotations": {RESERVATION_ANNOTATION: name,
+                                                                 RESERVATION_WINDOW_ANNOTATION: window}}}
+            if not cordoned or ours:
+                body["spec"] = {"unschedulable": True}
+                body["metadata"]["annotations"][RESERVATION_CORDON_ANNOTATION] = name
+            return body
+
+        for n, doc in docs.items():
+            self._patch_node_checked(n, doc, reserve)
+        return name
+
+    def delete_reservation(self, name: str) -> None:
+        """Lift reservation ``name``: remove its annotations from its nodes and uncordon those it
+        cordoned (a node cordoned before it stays cordoned). None left: success.
+
+        A node an admin cordons *during* the challenge cannot be told from the reservation's
+        cordon (Kubernetes keeps one flag): it is uncordoned with the rest."""
+        apis = self._api()
+        docs = list_items(self._get_json("list nodes", apis.core.list_node), "NodeList")
+
+        def lift(ann: Mapping[str, str], cordoned: bool) -> Any:
+            if ann.get(RESERVATION_ANNOTATION) != name and ann.get(RESERVATION_CORDON_ANNOTATION) != name:
+                return None
+            body: dict[str, Any] = {"metadata": {"annotations": {
+                RESERVATION_ANNOTATION: None, RESERVATION_WINDOW_ANNOTATION: None, RESERVATION_CORDON_ANNOTATION: None}}}
+            if ann.get(RESERVATION_CORDON_ANNOTATION) == name and cordoned:
+                body["spec"] = {"unschedulable": None}
+            return body
+
+        for i, doc in enumerate(docs):
+            meta = as_obj(as_obj(doc, f"NodeList.items[{i}]").get("metadata"), f"NodeList.items[{i}].metadata")
+            ann = as_strmap(meta.get("annotations"), f"NodeList.items[{i}].metadata.annotations")
+            if name in (ann.get(RESERVATION_ANNOTATION), ann.get(RESERVATION_CORDON_ANNOTATION)):
+                self._patch_node_checked(as_text(meta.get("name"), f"NodeList.items[{i}].metadata.name"), doc, lift)
+
+    def submit_challenge(self, gc: GrandChallenge, *, name: str, reservation: str, nodes: Sequence[str]) -> str:
+        """Create the challenge's batch/v1 Job from ``gc.job_text`` as Job ``name`` in the
+        challenge namespace (``challenge_namespace``), placed on the reservation's nodes (see
+        :func:`burst.queues.kubernetes.parse.challenge_job_body`), with the challenge's duration
+        as ``activeDeadlineSeconds``. Returns its job id ``<namespace>/job/<name>``.
+
+        Of ``nodes``, those cordoned by someone else before the reservation are left out (an
+        admin's cordon means "not this node"). Idempotent: a Job ``name`` that exists and
+        carries this challenge's label is returned (409 AlreadyExists), never made again; one
+        that does not carry it is a QueueError. A challenge that is not a Kubernetes one, a bad
+        manifest (named), or no usable node: QueueError."""
+        if gc.job_kind is not ChallengeJobKind.KUBERNETES:
+            raise QueueError(f"challenge {gc.id}: its job is a {gc.job_kind} job; this queue runs Kubernetes Jobs")
+        apis = self._api()
+        usable = []
+        for n in dict.fromkeys(nodes):
+            doc = self._get_json(f"read node {n}", apis.core.read_node, n, ok_404=True)
+            if doc is None:
+                continue
+            ann = as_strmap(as_obj(doc.get("metadata"), f"node {n}.metadata").get("annotations"),
+                            f"node {n}.metadata.annotations")
+            cordoned = bool(as_obj(doc.get("spec"), f"node {n}.spec").get("unschedulable"))
+            if cordoned and ann.get(RESERVATION_CORDON_ANNOTATION) != reservation:
+                log.info("challenge %s: node %s was cordoned before reservation %s; not used", gc.id, n, reservation)
+                continue
+            usable.append(n)
+        if not usable:
+            raise QueueError(f"challenge {gc.id}: none of its {len(nodes)} node(s) can take it "
+                             f"(unknown, or cordoned before reservation {reservation})")
+        ns = self.settings.challenge_ns
+        body = challenge_job_body(gc.job_text, name=name, namespace=ns, challenge_id=gc.id, nodes=usable,
+                                  duration_s=gc.duration_s)
+        jid = f"{ns}/job/{name}"
+        try:
+            self._get_json(f"create job {ns}/{name}", apis.batch.create_namespaced_job, ns, body)
+        except QueueError as e:
+            if getattr(e, "status", 0) != 409:
+                raise
+            have = self._get_json(f"read job {ns}/{name}", apis.batch.read_namespaced_job, name, ns, ok_404=True)
+            if have is None:
+                raise QueueUnavailable(f"kubernetes create job {ns}/{name}: exists and is gone; try again") from None
+            labels = as_strmap(as_obj(have.get("metadata"), "job.metadata").get("labels"), "job.metadata.labels")
+            if labels.get(CHALLENGE_LABEL) != gc.id:
+                raise QueueError(f"challenge {gc.id}: a Job {ns}/{name} exists that is not this challenge's") from None
+            return jid
+        infs = self._informers
+        inf = infs.jobs_in(ns) if infs is not None else None
+        if inf is not None:
+            inf.expect_added(f"{ns}/{name}")  # the next snapshot shows the Job burst just made
+        return jid
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Delete the Jobs behind each id (a bare pod: the pod) with ``propagationPolicy:
+        Background`` (the garbage collector deletes their pods; the API's default for batch/v1
+        Jobs is to orphan them). Gone: success."""
         apis = self._api()
         for jid in job_ids:
             ns, kind, name = split_job_id(jid)
             if kind == "pod":
+                seen = self._before_write("pods", ns, name)
+                self._call(f"delete pod {ns}/{name}", apis.core.delete_namespaced_pod, name, ns, ok_404=True)
+                seen()
                 continue
-            if kind == "job":
-                jobs = [(ns, name)]
-            else:
-                docs = self._list_jobs()
-                jobs = []
-                for d in docs:
-                    tmeta = as_obj(as_obj(as_obj(d.get("spec"), "job.spec").get("template"), "template").get("metadata"),
-                                 "template.metadata")
-                    tl = as_strmap(tmeta.get("labels"), "template.metadata.labels")
-                    ta = as_strmap(tmeta.get("annotations"), "template.metadata.annotations")
-                    meta = as_obj(d.get("metadata"), "job.metadata")
-                    fake = PodInfo(ns, "", "", tl, ta, "Job", as_text(meta.get("name"), "job.metadata.name"), 0, "",
-                                   "", False, "", 0.0, None, 0, "", {}, False)
-                    if meta.get("namespace") == ns and gang_key(fake) == (kind, name):
-                        jobs.append((ns, fake.owner_name))
-            for jns, jname in jobs:
-                self._remember("jobs", self._get_json(f"resume job {jns}/{jname}", apis.batch.patch_namespaced_job,
-                                                      jname, jns, {"spec": {"suspend": False}}, ok_404=True))
+            for jns, jname in self._jobs_behind(jid):
+                seen = self._before_write("jobs", jns, jname)
+                self._call(f"delete job {jns}/{jname}", apis.batch.delete_namespaced_job, jname, jns,
+                           propagation_policy="Background", ok_404=True)
+                seen()

@@ -13,9 +13,10 @@ exponential backoff. Consistency:
   reaches a snapshot once its event has arrived, typically milliseconds.
 * Read-your-writes for burst's own writes: the object a PATCH returns (cordon, uncordon,
   annotate, suspend, resume) goes into the cache at once, unless the cache already has a newer
-  version; for an eviction, a node deletion or a Job suspension (whose pods the Job controller
-  deletes) the next snapshot waits up to ``watch_settle_s`` for the watch to show that object
-  changed, then goes on with what it has.
+  version; for an eviction, a node deletion, a Job suspension (whose pods the Job controller
+  deletes) or a Job deletion the next snapshot waits up to ``watch_settle_s`` for the watch to
+  show that object changed, and for a Job burst created (a grand challenge's) for the watch to
+  show it, then goes on with what it has.
 * Never silently stale: if a watcher has been failing for more than ``watch_stale_after_s``,
   ``snapshot`` reads by LIST instead (and raises ``QueueUnavailable`` if that fails too).
 * Objects from events are parsed as strictly as from a LIST. A malformed one stays in the cache
@@ -131,6 +132,7 @@ class Informer(Generic[P]):
         self._stray: QueueParseError | None = None  # an object without a usable name
         self._rv = ""  # where the watch resumes
         self._expect: dict[str, str] = {}  # key -> version a write of ours is expected to change
+        self._expect_new: set[str] = set()  # keys a create of ours is expected to add
         self._failing_since: float | None = None  # monotonic
         self._relist_needed = False
         self._stop = threading.Event()
@@ -220,6 +222,12 @@ class Informer(Generic[P]):
         with self._cond:
             self._expect[key] = version
 
+    def expect_added(self, key: str) -> None:
+        """A create of ours made ``key``: the next :meth:`settle` waits until the cache has it (a
+        snapshot must not miss an object burst itself just made, such as a challenge Job)."""
+        with self._cond:
+            self._expect_new.add(key)
+
     def settle(self, deadline: float) -> None:
         """Wait until every expected change has been seen, the watcher fails, or ``deadline``
         (monotonic) passes; then forget the expectations (the cache is eventually consistent)."""
@@ -227,11 +235,14 @@ class Informer(Generic[P]):
             while True:
                 self._expect = {k: v for k, v in self._expect.items()
                                 if (e := self._entries.get(k)) is not None and e.rv == v}
+                self._expect_new = {k for k in self._expect_new if k not in self._entries}
                 left = deadline - time.monotonic()
-                if not self._expect or left <= 0 or self._failing_since is not None:
-                    if self._expect:
-                        log.debug("kubernetes watch %s: not seen yet: %s", self.what, sorted(self._expect))
+                if not (self._expect or self._expect_new) or left <= 0 or self._failing_since is not None:
+                    if self._expect or self._expect_new:
+                        log.debug("kubernetes watch %s: not seen yet: %s", self.what,
+                                  sorted([*self._expect, *self._expect_new]))
                     self._expect.clear()
+                    self._expect_new.clear()
                     return
                 self._cond.wait(left)
 

@@ -21,6 +21,16 @@ Reading: pods, nodes and batch/v1 Jobs (see *Watch* below for how they are fetch
   the node unschedulable for opted-in pods).
 * **Opt-in**: a pod (or its Job) may burst when it has the label or annotation
   ``burst.dev/allow-cloud=true`` (key and value configurable).
+* **Time limit** (``Job.time_limit_s``): ``activeDeadlineSeconds`` of the pods (from each pod's
+  start) or of their batch/v1 Job (from the Job's ``status.startTime``), whichever ends the job
+  first; none when neither is set (the job may run forever).
+* **Priority**: the pods' ``spec.priority`` (what the Priority admission plugin resolved from
+  their PriorityClass), raised to burst's restore priority (annotation
+  ``burst.dev/restore-priority`` on the batch/v1 Job, set by ``KubernetesQueue.set_priority``
+  after a grand challenge) where that is higher. Only burst reads that annotation.
+* **Grand-challenge Jobs** (label ``burst.dev/grand-challenge``) are reported from their creation
+  until they finish (condition ``Complete``/``Failed``) even while no pod shows them, so the
+  challenge runner never takes a Job whose pods are not made or judged yet for ended.
 
 Every function here is pure (no I/O, no clock): the adapter and the informers feed it what a LIST,
 a WATCH event or a write's answer returned. An object that cannot be read raises
@@ -31,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -72,6 +82,29 @@ def parse_time(v: Any, where: str) -> float:
         return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise QueueParseError(where, f"not an RFC 3339 time: {v!r}") from None
+
+
+def parse_deadline(v: Any, where: str) -> float | None:
+    """``activeDeadlineSeconds`` (a positive integer) as seconds; None when unset."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise QueueParseError(where, f"expected a positive number of seconds, got {v!r}")
+    return float(v)
+
+
+def parse_priority(v: Any, where: str) -> int | None:
+    """An integer priority (``spec.priority``, or burst's restore-priority annotation as text)."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            raise QueueParseError(where, f"expected an integer, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise QueueParseError(where, f"expected an integer, got {v!r}")
+    return v
 
 
 def as_obj(v: Any, where: str) -> Obj:
@@ -148,6 +181,7 @@ class PodInfo:
     image: str
     node_selector: dict[str, str]
     deleting: bool
+    deadline_s: float | None = None  # spec.activeDeadlineSeconds (counts from status.startTime)
 
     @property
     def terminal(self) -> bool:
@@ -204,6 +238,7 @@ def parse_pod(p: Any, gpu: str, where: str = "pod") -> PodInfo:
         image=image,
         node_selector=as_strmap(spec.get("nodeSelector"), f"{where}.spec.nodeSelector"),
         deleting=bool(meta.get("deletionTimestamp")),
+        deadline_s=parse_deadline(spec.get("activeDeadlineSeconds"), f"{where}.spec.activeDeadlineSeconds"),
     )
 
 
@@ -239,8 +274,27 @@ def _opted_in(labels: Mapping[str, str], annotations: Mapping[str, str], s: K8sS
     return labels.get(s.opt_in_key) == s.opt_in_value or annotations.get(s.opt_in_key) == s.opt_in_value
 
 
+def _time_limit(pods: Sequence[PodInfo], start: float | None, owners: Sequence[JobInfo]) -> float | None:
+    """The group's time limit, as ``Job.time_limit_s`` means it (``start_time + limit`` is when it
+    is expected to end). A pod's ``activeDeadlineSeconds`` counts from its own start, a batch/v1
+    Job's from the Job's ``status.startTime`` (or, unknown, from the group's start); the group ends
+    when its last pod does, or when a Job's deadline ends all of it. None when a pod has no limit
+    and no Job gives one. Not started (pending): the shortest limit given."""
+    job_limits = [o.deadline_s for o in owners if o.deadline_s is not None]
+    if start is None:
+        pod_limits = [p.deadline_s for p in pods if p.deadline_s is not None]
+        return min(pod_limits + job_limits) if pod_limits or job_limits else None
+    ends: list[float] = []
+    if all(p.deadline_s is not None for p in pods):
+        ends.append(max((p.started if p.started is not None else start) + (p.deadline_s or 0.0) for p in pods))
+    ends += [(o.started if o.started is not None else start) + (o.deadline_s or 0.0)
+             for o in owners if o.deadline_s is not None]
+    return max(0.0, min(ends) - start) if ends else None
+
+
 def _group_job(jid: str, pods: Sequence[PodInfo], state: JobState, s: K8sSettings,
-               submitted: float | None = None) -> Job:
+               submitted: float | None = None, owners: Sequence[JobInfo] = ()) -> Job:
+    """``owners``: the batch/v1 Jobs the pods belong to (time limits, restore priorities)."""
     first = min(pods, key=lambda p: (p.created, p.name))
     per_pod = max(p.gpus for p in pods)
     n = len(pods)
@@ -249,6 +303,8 @@ def _group_job(jid: str, pods: Sequence[PodInfo], state: JobState, s: K8sSetting
     labels = {"namespace": first.namespace, "kind": jid.split("/")[1], "pods": str(n)}
     if first.message:
         labels["message"] = first.message
+    start = min(starts) if starts else (first.created if state is JobState.RUNNING else None)
+    boosts = [o.restore_priority for o in owners if o.restore_priority is not None]
     return Job(
         id=jid,
         gpus=sum(p.gpus for p in pods),
@@ -262,19 +318,24 @@ def _group_job(jid: str, pods: Sequence[PodInfo], state: JobState, s: K8sSetting
         image=first.image,
         may_burst=any(_opted_in(p.labels, p.annotations, s) for p in pods),
         gpu_model=first.node_selector.get(s.gpu_model_label, ""),
-        start_time=min(starts) if starts else (first.created if state is JobState.RUNNING else None),
+        start_time=start,
         node_names=tuple(sorted({p.node_name for p in pods if p.node_name})),
         reason="Unschedulable" if state is JobState.PENDING else "",
-        priority=max(p.priority for p in pods),
+        priority=max([p.priority for p in pods] + boosts),
+        time_limit_s=_time_limit(pods, start, owners),
     )
 
 
 def build_jobs(
-    pods: Sequence[PodInfo], s: K8sSettings, submitted: Mapping[str, float] | None = None
+    pods: Sequence[PodInfo], s: K8sSettings, submitted: Mapping[str, float] | None = None,
+    jobs: Mapping[tuple[str, str], JobInfo] | None = None,
 ) -> tuple[list[Job], list[Job]]:
     """Pods -> (pending, running) jobs. Pure. ``submitted`` maps job ids to their batch/v1 Job's
-    creation time: a Job's wait starts when it was created, not when its (re)created pods were."""
+    creation time: a Job's wait starts when it was created, not when its (re)created pods were.
+    ``jobs``: the batch/v1 Jobs by (namespace, name), for their time limits and restore
+    priorities."""
     submitted = submitted or {}
+    jobs = jobs or {}
     pend: dict[str, list[PodInfo]] = {}
     run: dict[str, list[PodInfo]] = {}
     for p in pods:
@@ -286,28 +347,37 @@ def build_jobs(
             run.setdefault(jid, []).append(p)
         elif p.phase == "Pending" and p.unschedulable and not p.deleting:
             pend.setdefault(jid, []).append(p)
-    pending = [_group_job(j, ps, JobState.PENDING, s, submitted.get(j)) for j, ps in pend.items()]
-    running = [_group_job(j, ps, JobState.RUNNING, s, submitted.get(j)) for j, ps in run.items()]
+
+    def owners(ps: Sequence[PodInfo]) -> list[JobInfo]:
+        keys = sorted({(p.namespace, p.owner_name) for p in ps if p.owner_kind == "Job"})
+        return [jobs[k] for k in keys if k in jobs]
+
+    pending = [_group_job(j, ps, JobState.PENDING, s, submitted.get(j), owners(ps)) for j, ps in pend.items()]
+    running = [_group_job(j, ps, JobState.RUNNING, s, submitted.get(j), owners(ps)) for j, ps in run.items()]
     pending.sort(key=lambda j: (-j.priority, j.submit_time, j.id))
     running.sort(key=lambda j: (j.start_time or 0.0, j.id))
     return pending, running
 
 
-def parse_suspended_job(j: Any, s: K8sSettings, where: str = "job") -> Job | None:
-    """A suspended batch/v1 Job that asks for GPUs -> a HELD job; else None."""
-    j = as_obj(j, where)
+CHALLENGE_LABEL = "burst.dev/grand-challenge"  # on a challenge Job and its pods: the challenge id
+RESTORE_PRIORITY_ANNOTATION = "burst.dev/restore-priority"  # KubernetesQueue.set_priority
+FINISHED_CONDITIONS = ("Complete", "Failed")
+
+
+def _template_job(j: Obj, s: K8sSettings, where: str, state: JobState, reason: str,
+                  need_gpus: bool = True) -> Job | None:
+    """A batch/v1 Job read from its spec (no pods needed): ``parallelism`` pods of its template.
+    None when ``need_gpus`` and the template asks for no GPU."""
     meta = as_obj(j.get("metadata"), f"{where}.metadata")
     ns = as_text(meta.get("namespace"), f"{where}.metadata.namespace")
     name = as_text(meta.get("name"), f"{where}.metadata.name")
     where = f"job {ns}/{name}"
     spec = as_obj(j.get("spec"), f"{where}.spec")
-    if spec.get("suspend") is not True:
-        return None
     tmpl = as_obj(spec.get("template"), f"{where}.spec.template")
     tspec = as_obj(tmpl.get("spec"), f"{where}.spec.template.spec")
     tmeta = as_obj(tmpl.get("metadata"), f"{where}.spec.template.metadata")
     gpus = pod_gpus(tspec, s.gpu_resource, f"{where}.spec.template.spec")
-    if gpus <= 0:
+    if gpus <= 0 and need_gpus:
         return None
     par = spec.get("parallelism", 1)
     if par is None:
@@ -320,11 +390,21 @@ def parse_suspended_job(j: Any, s: K8sSettings, where: str = "job") -> Job | Non
     annotations = {**as_strmap(meta.get("annotations"), f"{where}.metadata.annotations"),
                    **as_strmap(tmeta.get("annotations"), f"{where}.spec.template.metadata.annotations")}
     containers = as_list(tspec.get("containers"), f"{where}.spec.template.spec.containers")
+    # A template rarely has spec.priority (the Priority admission plugin fills it in on each pod
+    # from priorityClassName; burst does not read PriorityClasses): the restore priority burst
+    # set, else the template's own, else 0.
+    prio = parse_priority(as_strmap(meta.get("annotations"), f"{where}.metadata.annotations")
+                          .get(RESTORE_PRIORITY_ANNOTATION), f"{where}.metadata.annotations[{RESTORE_PRIORITY_ANNOTATION}]")
+    if prio is None:
+        prio = parse_priority(tspec.get("priority"), f"{where}.spec.template.spec.priority") or 0
+    limits = [x for x in (parse_deadline(spec.get("activeDeadlineSeconds"), f"{where}.spec.activeDeadlineSeconds"),
+                          parse_deadline(tspec.get("activeDeadlineSeconds"),
+                                         f"{where}.spec.template.spec.activeDeadlineSeconds")) if x is not None]
     return Job(
         id=job_id(ns, "job", name),
         gpus=gpus * par,
         submit_time=parse_time(meta.get("creationTimestamp"), f"{where}.metadata.creationTimestamp"),
-        state=JobState.HELD,
+        state=state,
         owner=labels.get(s.owner_label, ""),
         team=labels.get(s.team_label, ns),
         gpus_per_node=gpus if par > 1 else 0,
@@ -333,8 +413,21 @@ def parse_suspended_job(j: Any, s: K8sSettings, where: str = "job") -> Job | Non
         image=as_text(as_obj(containers[0], f"{where}.containers[0]").get("image"), f"{where}.image")
         if containers else "",
         may_burst=_opted_in(labels, annotations, s),
-        reason="Suspended",
+        reason=reason,
+        priority=prio,
+        time_limit_s=min(limits) if limits else None,
     )
+
+
+def parse_suspended_job(j: Any, s: K8sSettings, where: str = "job") -> Job | None:
+    """A suspended batch/v1 Job that asks for GPUs -> a HELD job; else None. Its priority is
+    burst's restore priority (:data:`RESTORE_PRIORITY_ANNOTATION`) where set; its time limit
+    the Job's (or its template's) ``activeDeadlineSeconds``."""
+    j = as_obj(j, where)
+    spec = as_obj(j.get("spec"), f"{where}.spec")
+    if spec.get("suspend") is not True:
+        return None
+    return _template_job(j, s, where, JobState.HELD, "Suspended")
 
 
 def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -> list[Node]:
@@ -403,20 +496,49 @@ def list_items(doc: Any, what: str) -> list[Any]:
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     """What a snapshot needs from a batch/v1 Job: its id, creation time and, if suspended, the
-    HELD job it stands for."""
+    HELD job it stands for; its ``activeDeadlineSeconds`` and ``status.startTime`` (time
+    limits), burst's restore priority, and, for a grand-challenge Job (label
+    :data:`CHALLENGE_LABEL`) that has not finished, the job read from its spec (``challenge``)."""
 
     jid: str
     submitted: float
     held: Job | None
+    deadline_s: float | None = None
+    started: float | None = None
+    restore_priority: int | None = None
+    challenge: Job | None = None
 
 
 def parse_job(d: Any, s: K8sSettings, where: str = "job") -> JobInfo:
     held = parse_suspended_job(d, s, where)
-    meta = as_obj(as_obj(d, where).get("metadata"), f"{where}.metadata")
+    d = as_obj(d, where)
+    meta = as_obj(d.get("metadata"), f"{where}.metadata")
     ns = as_text(meta.get("namespace"), f"{where}.metadata.namespace")
     name = as_text(meta.get("name"), f"{where}.metadata.name")
-    return JobInfo(job_id(ns, "job", name), parse_time(meta.get("creationTimestamp"),
-                                                       f"job {ns}/{name}.metadata.creationTimestamp"), held)
+    where = f"job {ns}/{name}"
+    spec = as_obj(d.get("spec"), f"{where}.spec")
+    status = as_obj(d.get("status"), f"{where}.status")
+    started = status.get("startTime")
+    annotations = as_strmap(meta.get("annotations"), f"{where}.metadata.annotations")
+    finished = any(
+        as_obj(c, f"{where}.status.conditions[{i}]").get("type") in FINISHED_CONDITIONS
+        and as_obj(c, f"{where}.status.conditions[{i}]").get("status") == "True"
+        for i, c in enumerate(as_list(status.get("conditions"), f"{where}.status.conditions"))
+    )
+    challenge = None
+    if as_strmap(meta.get("labels"), f"{where}.metadata.labels").get(CHALLENGE_LABEL) and not finished \
+            and held is None and not meta.get("deletionTimestamp"):
+        challenge = _template_job(d, s, where, JobState.PENDING, "ChallengeJob", need_gpus=False)
+    return JobInfo(
+        jid=job_id(ns, "job", name),
+        submitted=parse_time(meta.get("creationTimestamp"), f"{where}.metadata.creationTimestamp"),
+        held=held,
+        deadline_s=parse_deadline(spec.get("activeDeadlineSeconds"), f"{where}.spec.activeDeadlineSeconds"),
+        started=parse_time(started, f"{where}.status.startTime") if started else None,
+        restore_priority=parse_priority(annotations.get(RESTORE_PRIORITY_ANNOTATION),
+                                        f"{where}.metadata.annotations[{RESTORE_PRIORITY_ANNOTATION}]"),
+        challenge=challenge,
+    )
 
 
 def check_node(n: Any, s: K8sSettings, where: str = "node") -> Obj:
@@ -430,11 +552,124 @@ def check_node(n: Any, s: K8sSettings, where: str = "node") -> Obj:
     return as_obj(n, where)
 
 
+def challenge_jobs(jobs: Sequence[JobInfo], pods: Sequence[PodInfo], shown: Iterable[str]) -> list[Job]:
+    """Grand-challenge Jobs that have not finished and that the pods do not show (``shown``: the
+    ids already in the snapshot). A challenge Job is reported from its creation to its end, so
+    the runner never mistakes it for ended while its pods wait for the scheduler's first
+    verdict, before the Job controller has made them, or when they ask for no GPU: RUNNING with
+    the nodes of its bound pods, else PENDING."""
+    have = set(shown)
+    out: list[Job] = []
+    for info in jobs:
+        job = info.challenge
+        if job is None or job.id in have:
+            continue
+        ns, _, name = split_job_id(job.id)
+        mine = [p for p in pods if p.namespace == ns and p.owner_kind == "Job" and p.owner_name == name
+                and not p.terminal]
+        bound = [p for p in mine if p.node_name]
+        if bound:
+            starts = [p.started for p in bound if p.started is not None]
+            job = replace(job, state=JobState.RUNNING, reason="",
+                          start_time=min(starts) if starts else min(p.created for p in bound),
+                          node_names=tuple(sorted({p.node_name for p in bound})))
+        out.append(job)
+    return out
+
+
 def assemble(pods: Sequence[PodInfo], node_docs: Sequence[Any], jobs: Sequence[JobInfo],
              s: K8sSettings) -> QueueSnapshot:
     """Parsed pods, Node objects and Jobs -> the snapshot. Pure."""
     held = [j.held for j in jobs if j.held is not None]
     submitted = {j.jid: j.submitted for j in jobs}
-    pending, running = build_jobs(pods, s, submitted)
+    by_name: dict[tuple[str, str], JobInfo] = {}
+    for j in jobs:
+        ns, _, name = split_job_id(j.jid)
+        by_name[(ns, name)] = j
+    pending, running = build_jobs(pods, s, submitted, by_name)
+    extra = challenge_jobs(jobs, pods, [j.id for j in pending + running + held])
+    running += [j for j in extra if j.state is JobState.RUNNING]
+    pending += [j for j in extra if j.state is JobState.PENDING]
     nodes = build_nodes(node_docs, pods, s)
     return QueueSnapshot(pending=tuple(pending + held), running=tuple(running), nodes=tuple(nodes))
+
+
+# ---- grand-challenge Job manifests ------------------------------------------------------------
+
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"  # what a cordon puts on a node
+
+
+def challenge_job_body(text: str, *, name: str, namespace: str, challenge_id: str, nodes: Sequence[str],
+                       duration_s: float) -> dict[str, Any]:
+    """The batch/v1 Job to create for a grand challenge, from its manifest (YAML or JSON, one
+    document). Pure. Raises :class:`~burst.errors.QueueError` naming the problem with the manifest.
+
+    What burst sets over the manifest: ``metadata.name``/``namespace`` (``generateName`` and
+    server-set fields dropped); the label :data:`CHALLENGE_LABEL` on the Job and its pods;
+    ``spec.suspend: false``; ``activeDeadlineSeconds`` = the challenge's duration (or the
+    manifest's, if shorter); a required node affinity on ``metadata.name`` in ``nodes``, ANDed
+    with every term the manifest has; and a toleration of the cordon's
+    ``node.kubernetes.io/unschedulable:NoSchedule`` taint (the reserved nodes are cordoned, and
+    kube-scheduler places a pod on a cordoned node only when it tolerates that taint)."""
+    import copy
+    import math
+
+    import yaml
+
+    what = "the challenge's Kubernetes manifest"
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise QueueError(f"{what} is not YAML: {' '.join(str(e).split())[:300]}") from None
+    if len(docs) != 1:
+        raise QueueError(f"{what} holds {len(docs)} documents; give exactly one batch/v1 Job")
+    doc = docs[0]
+    if not isinstance(doc, dict):
+        raise QueueError(f"{what} is not an object but {type(doc).__name__}")
+    if doc.get("kind") != "Job" or doc.get("apiVersion") != "batch/v1":
+        raise QueueError(f"{what} is {doc.get('apiVersion')!r} {doc.get('kind')!r}, not a batch/v1 Job")
+    if not nodes:
+        raise QueueError(f"{what}: no node to run on")
+    body: dict[str, Any] = copy.deepcopy(doc)
+    try:
+        meta = body.setdefault("metadata", {}) or {}
+        spec = body.get("spec")
+        tmpl = spec.get("template") if isinstance(spec, dict) else None
+        tspec = tmpl.get("spec") if isinstance(tmpl, dict) else None
+        if not isinstance(tspec, dict) or not isinstance(tspec.get("containers"), list) or not tspec["containers"]:
+            raise QueueError(f"{what} has no spec.template.spec.containers")
+        if tspec.get("nodeName"):
+            raise QueueError(f"{what} pins spec.template.spec.nodeName; burst places it on the reserved nodes")
+        assert isinstance(spec, dict) and isinstance(tmpl, dict)
+        for k in ("generateName", "resourceVersion", "uid", "creationTimestamp", "selfLink", "managedFields"):
+            meta.pop(k, None)
+        body.pop("status", None)
+        meta["name"], meta["namespace"] = name, namespace
+        meta["labels"] = {**(meta.get("labels") or {}), CHALLENGE_LABEL: challenge_id}
+        body["metadata"] = meta
+        tmeta = tmpl.setdefault("metadata", {}) or {}
+        tmeta["labels"] = {**(tmeta.get("labels") or {}), CHALLENGE_LABEL: challenge_id}
+        tmpl["metadata"] = tmeta
+        spec["suspend"] = False
+        limit = max(1, math.ceil(duration_s))
+        own = spec.get("activeDeadlineSeconds")
+        spec["activeDeadlineSeconds"] = min(limit, own) if isinstance(own, int) and not isinstance(own, bool) \
+            and own > 0 else limit
+        tol = list(tspec.get("tolerations") or [])
+        if not any(isinstance(t, dict) and t.get("key") == UNSCHEDULABLE_TAINT for t in tol):
+            tol.append({"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"})
+        tspec["tolerations"] = tol
+        ours = {"key": "metadata.name", "operator": "In", "values": sorted(nodes)}
+        aff = tspec.setdefault("affinity", {}) or {}
+        na = aff.setdefault("nodeAffinity", {}) or {}
+        req = na.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+        terms = list(req.get("nodeSelectorTerms") or [])
+        # terms are ORed, expressions within a term ANDed: ours goes into every term
+        terms = [{**t, "matchFields": [*(t.get("matchFields") or []), ours]} for t in terms] or [{"matchFields": [ours]}]
+        req["nodeSelectorTerms"] = terms
+        na["requiredDuringSchedulingIgnoredDuringExecution"] = req
+        aff["nodeAffinity"] = na
+        tspec["affinity"] = aff
+    except (AttributeError, TypeError) as e:  # a field of the wrong shape (a list for a map...)
+        raise QueueError(f"{what} has a field of the wrong type: {e}") from None
+    return body

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class K8sSettings(BaseModel):
@@ -49,3 +49,18 @@ class K8sSettings(BaseModel):
     # the API server sends a bookmark about every minute, so silence means a half-open
     # connection, which would otherwise look healthy until watch_timeout_s.
     watch_silence_s: float = Field(default=120.0, gt=0)
+    # Where a grand challenge's Job is created. None: the first of ``namespaces``, else "default".
+    # It must be one burst reads (in ``namespaces`` when that is set): the runner follows the
+    # challenge Job through the snapshot.
+    challenge_namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _challenge_namespace_is_read(self) -> K8sSettings:
+        if self.challenge_namespace and self.namespaces and self.challenge_namespace not in self.namespaces:
+            raise ValueError(f"challenge_namespace {self.challenge_namespace!r} is not in namespaces "
+                             f"{self.namespaces}: burst would not see the challenge Job it creates")
+        return self
+
+    @property
+    def challenge_ns(self) -> str:
+        return self.challenge_namespace or (self.namespaces[0] if self.namespaces else "default")
