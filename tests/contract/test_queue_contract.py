@@ -38,11 +38,11 @@ from burst import ports
 
 # The implementations are imported here and nowhere else in this file (fix these lines when
 # modules move): burst.queues.{jsonfile,kubernetes,slurm}, burst.sim.{cluster,trace}.
-from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
-from burst.errors import InputError, QueueParseError, QueueUnavailable
-from burst.ports import PreemptionControl, QueueSource
+from burst.domain import GANG_HOLD_LABEL, ChallengeJobKind, GrandChallenge, Job, JobState, Node, QueueSnapshot
+from burst.errors import InputError, QueueError, QueueParseError, QueueUnavailable
+from burst.ports import ChallengeQueue, PreemptionControl, QueueSource
 from burst.queues.jsonfile import JsonFileQueue
-from burst.queues.kubernetes.adapter import KubernetesQueue
+from burst.queues.kubernetes.adapter import RESERVATION_ANNOTATION, KubernetesQueue
 from burst.queues.kubernetes.settings import K8sSettings
 from burst.queues.slurm.adapter import SlurmQueue
 from burst.queues.slurm.parse import node_name_for
@@ -54,6 +54,21 @@ from tests.support.slurm_cluster import SlurmCluster, free_ports, started_cluste
 
 T = TypeVar("T")
 T0 = 1_800_000_000.0
+K8S_CHALLENGE_JOB = """apiVersion: batch/v1
+kind: Job
+metadata:
+  name: ignored
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: challenge
+          image: harbor.example.com/ml/challenge:1
+          resources:
+            limits:
+              nvidia.com/gpu: 8
+"""
 
 
 # The ports' capability Protocols are not runtime-checkable (the core never probes an adapter);
@@ -87,16 +102,20 @@ class QueueBackend:
     dead_queue: Callable[[], QueueSource] | None = None  # the same queue, its scheduler not answering
     garbled_queue: Callable[[], QueueSource] | None = None  # one whose scheduler answers unreadably
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # ChallengeQueue: a challenge job this scheduler runs (kind, text), and which nodes a
+    # reservation of that name holds as the scheduler itself reports it.
+    challenge_job: tuple[ChallengeJobKind, str] | None = None
+    reserved_nodes: Callable[[str], set[str]] | None = None
 
 
 # Which capability each backend has. A capability test is parametrized over these only.
 CAPABILITIES: dict[str, frozenset[str]] = {
     "slurm": frozenset({"preemption", "unavailable", "parse_error"}),
-    "kubernetes": frozenset({"preemption", "gang_hold", "close", "unavailable", "parse_error"}),
+    "kubernetes": frozenset({"preemption", "challenge", "gang_hold", "close", "unavailable", "parse_error"}),
     "jsonfile": frozenset({"unavailable", "parse_error"}),
     # The simulated scheduler is in memory: it always answers, and what it answers is its own.
     # It checkpoints, holds and releases for grand challenges in the simulator.
-    "sim": frozenset({"preemption"}),
+    "sim": frozenset({"preemption", "challenge", "priority"}),
 }
 
 
@@ -213,7 +232,12 @@ def _kubernetes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queu
         yield QueueBackend(
             "kubernetes", make(), "node-a", "node-b", "ml/job/train", "ml/job/gang", settle_s=5.0,
             unknown_job_id="ml/job/no-such-job", checkpointed=checkpointed, add_gang_held_node=gang_held,
-            dead_queue=dead, garbled_queue=garbled,
+            dead_queue=dead, garbled_queue=garbled, challenge_job=(ChallengeJobKind.KUBERNETES, K8S_CHALLENGE_JOB),
+            reserved_nodes=lambda name: {
+                n for n, node in kube.nodes.items()
+                if node["spec"].get("unschedulable") and node["metadata"].get("annotations", {}).get(
+                    RESERVATION_ANNOTATION) == name
+            },
         )
     finally:
         for q in made:
@@ -258,7 +282,13 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBacken
         sj = cluster.job(jid)
         return sj is not None and sj.signals > 0
 
-    yield QueueBackend("sim", cluster, "onprem-0001", "onprem-0002", "r1", "p1", checkpointed=checkpointed)
+    def reserved(name: str) -> set[str]:
+        res = cluster.reservations.get(name)
+        return {cluster.nodes[i].name for i in res.nodes} if res is not None else set()
+
+    yield QueueBackend("sim", cluster, "onprem-0001", "onprem-0002", "r1", "p1", checkpointed=checkpointed,
+                       unknown_job_id="no-such-job", challenge_job=(ChallengeJobKind.SLURM, "#!/bin/sh\nsleep 60\n"),
+                       reserved_nodes=reserved)
 
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Iterator[QueueBackend]]] = {
@@ -281,6 +311,16 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBac
 
 @pytest.fixture(params=with_capability("preemption"))
 def preemptible(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture(params=with_capability("challenge"))
+def challenging(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture(params=with_capability("priority"))
+def prioritising(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
     yield from _backend(request, tmp_path)
 
 
@@ -339,6 +379,7 @@ def test_capabilities_are_declared(backend: QueueBackend) -> None:
     caps = CAPABILITIES[backend.name]
     assert isinstance(q, PreemptionControl) == ("preemption" in caps)
     assert isinstance(q, GangHold) == ("gang_hold" in caps)
+    assert isinstance(q, ChallengeQueue) == ("challenge" in caps) == (backend.challenge_job is not None)
     assert isinstance(q, Closable) == ("close" in caps)
     assert (backend.dead_queue is not None) == ("unavailable" in caps)
     assert (backend.garbled_queue is not None) == ("parse_error" in caps)
@@ -475,6 +516,80 @@ def test_release_of_a_job_that_is_not_held_is_success(preemptible: QueueBackend)
     assert [j.id for j in snap.running] == [b.running_id]
     pend = job(snap.pending, b.pending_id)
     assert pend is not None and pend.state is JobState.PENDING
+
+
+# ---- grand challenges (ChallengeQueue) ------------------------------------------------------
+
+
+def _challenge(b: QueueBackend, cid: str = "gc-contract") -> GrandChallenge:
+    assert b.challenge_job is not None
+    kind, text = b.challenge_job
+    return GrandChallenge(id=cid, name="contract", start_at=T0, duration_s=600.0, command="", created_by="admin",
+                          job_kind=kind, job_text=text)
+
+
+def test_a_reservation_holds_exactly_its_nodes_and_both_calls_are_idempotent(challenging: QueueBackend) -> None:
+    b = challenging
+    q = b.queue
+    assert isinstance(q, ChallengeQueue) and b.reserved_nodes is not None
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])  # again: success
+    assert b.reserved_nodes("burst-gc-contract") == {b.idle_node}
+    assert b.reserved_nodes("burst-gc-other") == set()
+    q.delete_reservation("burst-gc-contract")
+    q.delete_reservation("burst-gc-contract")  # gone: success
+    q.delete_reservation("burst-gc-never-made")
+    assert b.reserved_nodes("burst-gc-contract") == set()
+
+
+def test_a_reservation_naming_an_unknown_node_is_refused_and_changes_nothing(challenging: QueueBackend) -> None:
+    b = challenging
+    q = b.queue
+    assert isinstance(q, ChallengeQueue) and b.reserved_nodes is not None
+    with pytest.raises(QueueError):
+        q.create_reservation("burst-gc-bad", None, 600.0, nodes=[b.idle_node, "no-such-node-9"])
+    assert b.reserved_nodes("burst-gc-bad") == set()
+
+
+def test_the_challenge_job_is_submitted_once_per_name_and_cancel_is_idempotent(challenging: QueueBackend) -> None:
+    b = challenging
+    q = b.queue
+    assert isinstance(q, ChallengeQueue)
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])
+    gc = _challenge(b)
+    first = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.idle_node])
+    again = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.idle_node])
+    assert first and again == first
+
+    def listed(snap: QueueSnapshot) -> None:
+        assert job(snap.pending + snap.running, first) is not None, f"{first} not in the queue"
+
+    eventually(b, listed)
+    q.cancel([first])
+    q.cancel([first])  # gone: success
+    q.cancel([b.unknown_job_id])
+
+    def gone(snap: QueueSnapshot) -> None:
+        assert job(snap.pending + snap.running, first) is None, f"{first} still in the queue"
+
+    eventually(b, gone)
+    q.delete_reservation("burst-gc-contract")
+
+
+def test_a_released_job_gets_the_priority_it_is_given(prioritising: QueueBackend) -> None:
+    b = prioritising
+    q = b.queue
+    assert isinstance(q, ChallengeQueue)
+    q.hold([b.pending_id])
+    q.release([b.pending_id])
+    q.set_priority(b.pending_id, 4242)  # after the release, as the runner does
+    q.set_priority(b.unknown_job_id, 1)  # unknown: success
+
+    def given(snap: QueueSnapshot) -> None:
+        j = job(snap.pending + snap.running, b.pending_id)
+        assert j is not None and j.priority == 4242, j
+
+    eventually(b, given)
 
 
 # ---- gang holds -----------------------------------------------------------------------------
