@@ -238,6 +238,25 @@ def _num(v: Any, where: str, *, optional: bool = False) -> float | None:
     return float(v)
 
 
+# Slurm's "no limit" sentinels in a uint32 field (22.05 prints them as plain numbers): INFINITE
+# (0xffffffff) and NO_VAL (0xfffffffe).
+_NO_LIMIT = 4294967294
+
+
+def parse_time_limit(v: Any, where: str) -> float | None:
+    """``squeue --json`` ``time_limit`` (minutes) -> seconds; None when the job has no limit.
+
+    22.05 prints a plain number, or null for ``--time=UNLIMITED``; later versions an object
+    ``{"set", "infinite", "number"}``. Unset, infinite, the NO_VAL/INFINITE sentinels and 0 (which
+    Slurm never stores as a real limit) are all "no limit": the job may run forever. A job without
+    ``--time`` in a partition with ``MaxTime=INFINITE`` shows 525600 (a year) on 22.05: a real
+    number, kept (it never ends before any challenge start that matters)."""
+    minutes = _num(v, where, optional=True)
+    if minutes is None or minutes <= 0 or minutes >= _NO_LIMIT:
+        return None
+    return minutes * 60.0
+
+
 def _str(v: Any, where: str) -> str:
     if v is None:
         return ""
@@ -331,6 +350,9 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
         account = _str(j.get("account"), f"{where}.account")
         constraint = _str(j.get("features"), f"{where}.features")
         prio = _num(j.get("priority", 0), f"{where}.priority", optional=True) or 0
+        if prio >= _NO_LIMIT:  # NO_VAL: a priority not computed yet
+            prio = 0
+        time_limit = parse_time_limit(j.get("time_limit"), f"{where}.time_limit")
         nodes: tuple[str, ...] = ()
         if is_running:
             nodes = _job_nodes(j, where)
@@ -373,6 +395,7 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
             node_names=nodes,
             reason=reason,
             priority=int(prio),
+            time_limit_s=time_limit,
         )
         (running if is_running else pending).append(job)
     return pending, running
