@@ -87,7 +87,7 @@ def test_reservation_takes_busy_on_prem_nodes_only(cluster: SlurmCluster, queue:
     assert queue.create_reservation("burst-gc-x", start + 5, 600, nodes=["gpu01", "gpu02"]) == "burst-gc-x"
     res = queue.reservation("burst-gc-x")
     assert res is not None and res["Nodes"] == "gpu[01-02]" and "IGNORE_JOBS" in res["Flags"]
-    assert res["Users"] == "root" and res["Duration"] == "00:10:00"
+    assert res["Users"] == "root" and res["Duration"] == "00:11:00"  # 10 min + a minute's slack
     for bad in (["ALL"], [], ["burst01"], ["gpu09"]):
         with pytest.raises(QueueError):
             queue.create_reservation("burst-gc-bad", start, 600, nodes=bad)

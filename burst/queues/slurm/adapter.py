@@ -63,6 +63,14 @@ its constraint), or asks for the ``cloud`` feature itself (``--constraint=cloud`
 pending for reasons that more nodes cannot fix (held, dependency, begin time, partition down,
 invalid account...) are reported with ``JobState.HELD``; the scheduler's reason is kept in
 ``Job.reason``. Jobs without GPUs are left out of the snapshot (burst rents GPU capacity only).
+
+Grand challenges (:class:`~burst.ports.ChallengeQueue`, issue 10): a reservation on an explicit
+list of on-prem nodes with ``flags=IGNORE_JOBS`` (never ``Nodes=ALL``, which takes burst nodes
+too); ``USR1`` (``checkpoint_signal``) to the batch shell of running jobs; hold = ``requeue=1``
+then ``requeuehold``; release, then an explicit priority; the challenge job submitted with
+``sbatch`` into the reservation under its deterministic name (a second submit finds the first).
+The Slurm behaviours these work around are listed above ``SlurmQueue._job_states`` and measured
+in tests/slurm/test_challenge_queue.py.
 """
 
 from __future__ import annotations
@@ -445,7 +453,8 @@ class SlurmQueue:
     def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str:
         """``scontrol create reservation reservationname=NAME starttime=.. duration=..
         nodes=<explicit on-prem list> users=<settings.user or this process's user>
-        flags=IGNORE_JOBS``; ``start`` is POSIX seconds (None or past: now).
+        flags=IGNORE_JOBS``; ``start`` is POSIX seconds (None or past: now). The duration gets
+        ``settings.reservation_slack_s`` more (burst deletes it when the challenge is over).
 
         ``IGNORE_JOBS``: without it Slurm refuses while jobs run on those nodes ("Requested nodes
         are busy"); jobs whose time limit ends before ``start`` may still start there. Never
@@ -457,7 +466,7 @@ class SlurmQueue:
             return name
         when = "now" if start is None or start <= time.time() + 1 else time.strftime(
             "%Y-%m-%dT%H:%M:%S", time.localtime(start))
-        minutes = max(1, math.ceil(duration_s / 60))
+        minutes = max(1, math.ceil((duration_s + self.settings.reservation_slack_s) / 60))
         try:
             self._run(["scontrol", "create", "reservation", f"reservationname={name}", f"starttime={when}",
                        f"duration={minutes}", f"nodes={','.join(node_list)}", f"users={self._user()}",
