@@ -572,7 +572,9 @@ def started_cluster(tmp_path_factory: Any, name: str, **kw: Any) -> Iterator[Slu
 #   signals  one "signal restart=R step=S at=T" line per checkpoint signal received
 #   ckpt     the step saved at the last signal
 # The first run never ends by itself; a restarted run does ``extra`` more steps and ends.
-# It exits on TERM (exiting 0 on USR1 would end it COMPLETED and it could not be requeued).
+# It exits on TERM, 1.5 s later (a job tidying up; under the cluster's KillWait=2): a held job
+# stays COMPLETING that long, as a real one does. (Exiting 0 on USR1 would end it COMPLETED and
+# it could not be requeued.)
 CHECKPOINT_JOB = """#!/bin/bash
 d={marks}/job-$SLURM_JOB_ID
 mkdir -p $d
@@ -581,7 +583,7 @@ if [ -f $d/ckpt ]; then step=$(cat $d/ckpt); fi
 r=${{SLURM_RESTART_COUNT:-0}}
 echo "start restart=$r step=$step at=$(date +%s.%N)" >> $d/runs
 trap 'echo $step > $d/ckpt; echo "signal restart=$r step=$step at=$(date +%s.%N)" >> $d/signals' USR1
-trap 'echo "term restart=$r step=$step at=$(date +%s.%N)" >> $d/runs; exit 143' TERM
+trap 'sleep 1.5; echo "term restart=$r step=$step at=$(date +%s.%N)" >> $d/runs; exit 143' TERM
 limit=100000000
 if [ "$r" -ge 1 ]; then limit=$((step + {extra})); fi
 while [ $step -lt $limit ]; do sleep 0.2; step=$((step + 1)); done
