@@ -132,6 +132,23 @@ def test_held_and_ineligible_jobs() -> None:
     assert [j.state for j in pend] == [JobState.HELD, JobState.HELD, JobState.HELD, JobState.PENDING]
 
 
+def test_completing_jobs_requeued_held_are_held_and_others_may_lack_a_start() -> None:
+    """Measured on 22.05: right after ``requeuehold`` a job shows COMPLETING with reason
+    JobHeldUser (and its start time may already be 0) until its processes are gone."""
+    pend, run = parse_squeue(
+        squeue(
+            job(job_id=40, job_state="COMPLETING", state_reason="JobHeldUser", start_time=0, nodes="gpu01",
+                state_description="job requeued in held state"),
+            job(job_id=41, job_state="COMPLETING", state_reason="None", start_time=0, nodes="gpu02"),
+            job(job_id=42, job_state="COMPLETING", state_reason="None", start_time=1795739600, nodes="gpu03"),
+        ),
+        S,
+    )
+    assert [(j.id, j.state) for j in pend] == [("40", JobState.HELD)]
+    assert [(j.id, j.start_time, j.node_names) for j in run] == [("41", None, ("gpu02",)),
+                                                                  ("42", 1795739600.0, ("gpu03",))]
+
+
 def test_array_ids_and_later_slurm_number_objects() -> None:
     pend, run = parse_squeue(
         squeue(

@@ -316,6 +316,14 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
             raise QueueParseError(f"{where}.job_state", "missing")
         state_set = set(state.split(","))
         is_running = bool(state_set & _RUNNING_STATES)
+        if is_running and state_set <= {"COMPLETING", "REQUEUED"} and _str(
+                j.get("state_reason"), f"{cmd}: jobs[{i}].state_reason").startswith("JobHeld"):
+            # Requeued in held state (a grand challenge's hold) and still winding down: its
+            # future is held, and that is what it is (its GPUs show used in sinfo until it is
+            # gone). Seen as running, a restarted controller would hold it again, and Slurm may
+            # already have cleared its start time.
+            is_running = False
+            state_set.add("REQUEUE_HOLD")
         is_pending = not is_running and bool(state_set & (_PENDING_STATES | _HELD_STATES))
         if not (is_running or is_pending):
             continue  # finished jobs linger for MinJobAge
@@ -342,7 +350,9 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
         if is_running:
             start = _num(j.get("start_time"), f"{where}.start_time", optional=True)
             if not start:
-                raise QueueParseError(f"{where}.start_time", "a running job has no start time")
+                if "COMPLETING" not in state_set:
+                    raise QueueParseError(f"{where}.start_time", "a running job has no start time")
+                start = None  # a requeued job winding down: Slurm cleared its start time
         reason = _str(j.get("state_reason"), f"{where}.state_reason")
         reason = "" if reason == "None" else reason
         partition = _str(j.get("partition"), f"{where}.partition")
