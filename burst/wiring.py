@@ -166,6 +166,7 @@ def build_runtime(
         slurm = SlurmQueue(SlurmSettings.model_validate(cfg.queue.slurm or {}))
         warn_isolation(slurm)
         queue = slurm
+        challenge_queue = slurm  # reservations, checkpoint, hold, release, submit (typed: checked by mypy)
     elif cfg.queue.kind == "jsonfile":
         from burst.queues.jsonfile import JsonFileQueue
 

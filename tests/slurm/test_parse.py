@@ -132,6 +132,23 @@ def test_held_and_ineligible_jobs() -> None:
     assert [j.state for j in pend] == [JobState.HELD, JobState.HELD, JobState.HELD, JobState.PENDING]
 
 
+def test_completing_jobs_requeued_held_are_held_and_others_may_lack_a_start() -> None:
+    """Measured on 22.05: right after ``requeuehold`` a job shows COMPLETING with reason
+    JobHeldUser (and its start time may already be 0) until its processes are gone."""
+    pend, run = parse_squeue(
+        squeue(
+            job(job_id=40, job_state="COMPLETING", state_reason="JobHeldUser", start_time=0, nodes="gpu01",
+                state_description="job requeued in held state"),
+            job(job_id=41, job_state="COMPLETING", state_reason="None", start_time=0, nodes="gpu02"),
+            job(job_id=42, job_state="COMPLETING", state_reason="None", start_time=1795739600, nodes="gpu03"),
+        ),
+        S,
+    )
+    assert [(j.id, j.state) for j in pend] == [("40", JobState.HELD)]
+    assert [(j.id, j.start_time, j.node_names) for j in run] == [("41", None, ("gpu02",)),
+                                                                  ("42", 1795739600.0, ("gpu03",))]
+
+
 def test_array_ids_and_later_slurm_number_objects() -> None:
     pend, run = parse_squeue(
         squeue(
@@ -144,6 +161,41 @@ def test_array_ids_and_later_slurm_number_objects() -> None:
     )
     assert pend[0].id == "20_[1-9]"
     assert run[0].id == "20_0" and run[0].start_time == 1795739600.0 and run[0].priority == 5
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (5, 300.0),  # 22.05: minutes as a plain number
+        (525600, 525600 * 60.0),  # 22.05's "no --time in a MaxTime=INFINITE partition": a year, kept
+        (None, None),  # 22.05: --time=UNLIMITED prints null
+        (4294967295, None),  # INFINITE sentinel
+        (4294967294, None),  # NO_VAL sentinel
+        (0, None),
+        ({"set": True, "infinite": False, "number": 90}, 5400.0),  # later versions
+        ({"set": True, "infinite": True, "number": 0}, None),
+        ({"set": False, "infinite": False, "number": 0}, None),
+    ],
+)
+def test_time_limit(raw: Any, expected: float | None) -> None:
+    _, run = parse_squeue(squeue(job(job_id=30, job_state="RUNNING", nodes="gpu01", start_time=1795739600,
+                                     time_limit=raw)), S)
+    assert run[0].time_limit_s == expected
+    end = run[0].expected_end()
+    assert end == (None if expected is None else 1795739600.0 + expected)
+
+
+def test_time_limit_missing_is_none_and_bad_names_the_field() -> None:
+    pend, _ = parse_squeue(squeue(job(job_id=31)), S)  # no time_limit key at all
+    assert pend[0].time_limit_s is None
+    with pytest.raises(QueueParseError) as e:
+        parse_squeue(squeue(job(job_id=32, time_limit="ten")), S)
+    assert "job 32.time_limit" in str(e.value)
+
+
+def test_priority_no_val_is_zero() -> None:
+    pend, _ = parse_squeue(squeue(job(job_id=33, priority=4294967294), job(job_id=34, priority=12)), S)
+    assert [j.priority for j in pend] == [0, 12]
 
 
 def test_may_burst_rules() -> None:

@@ -561,3 +561,52 @@ def started_cluster(tmp_path_factory: Any, name: str, **kw: Any) -> Iterator[Slu
     print(f"\n[{name}] Slurm cluster up in {cluster.startup_s:.2f}s at {cluster.root}")
     yield cluster
     cluster.stop()
+
+
+# ---- checkpointing jobs (grand challenges) ---------------------------------------------------
+
+# A batch job that checkpoints on USR1 and resumes from its checkpoint when Slurm runs it again
+# (SLURM_RESTART_COUNT >= 1). It counts steps (one per 0.2 s). Its marker directory
+# ``<marks>/job-<id>/`` holds:
+#   runs     one "start restart=R step=S at=T" line per run, "term ..." when stopped, "done ..." at the end
+#   signals  one "signal restart=R step=S at=T" line per checkpoint signal received
+#   ckpt     the step saved at the last signal
+# The first run never ends by itself; a restarted run does ``extra`` more steps and ends.
+# It exits on TERM, 1.5 s later (a job tidying up; under the cluster's KillWait=2): a held job
+# stays COMPLETING that long, as a real one does. (Exiting 0 on USR1 would end it COMPLETED and
+# it could not be requeued.)
+CHECKPOINT_JOB = """#!/bin/bash
+d={marks}/job-$SLURM_JOB_ID
+mkdir -p $d
+step=0
+if [ -f $d/ckpt ]; then step=$(cat $d/ckpt); fi
+r=${{SLURM_RESTART_COUNT:-0}}
+echo "start restart=$r step=$step at=$(date +%s.%N)" >> $d/runs
+trap 'echo $step > $d/ckpt; echo "signal restart=$r step=$step at=$(date +%s.%N)" >> $d/signals' USR1
+trap 'sleep 1.5; echo "term restart=$r step=$step at=$(date +%s.%N)" >> $d/runs; exit 143' TERM
+limit=100000000
+if [ "$r" -ge 1 ]; then limit=$((step + {extra})); fi
+while [ $step -lt $limit ]; do sleep 0.2; step=$((step + 1)); done
+echo "done restart=$r step=$step at=$(date +%s.%N)" >> $d/runs
+"""
+
+
+def checkpoint_job(marks: Path, extra_steps: int = 10) -> str:
+    """The script text of :data:`CHECKPOINT_JOB` writing its markers under ``marks``."""
+    return CHECKPOINT_JOB.format(marks=marks, extra=extra_steps)
+
+
+def job_marks(marks: Path, job_id: str) -> dict[str, list[dict[str, str]]]:
+    """A checkpointing job's marker files, parsed: ``{"runs": [...], "signals": [...]}``, each line
+    as a dict (``kind`` plus its ``key=value`` words); ``ckpt`` as ``[{"step": S}]`` when saved."""
+    d = marks / f"job-{job_id}"
+    out: dict[str, list[dict[str, str]]] = {"runs": [], "signals": [], "ckpt": []}
+    for name in ("runs", "signals"):
+        p = d / name
+        if p.exists():
+            for line in p.read_text().splitlines():
+                kind, *words = line.split()
+                out[name].append({"kind": kind, **dict(w.split("=", 1) for w in words)})
+    if (d / "ckpt").exists():
+        out["ckpt"].append({"step": (d / "ckpt").read_text().strip()})
+    return out

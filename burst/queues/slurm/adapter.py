@@ -63,24 +63,34 @@ its constraint), or asks for the ``cloud`` feature itself (``--constraint=cloud`
 pending for reasons that more nodes cannot fix (held, dependency, begin time, partition down,
 invalid account...) are reported with ``JobState.HELD``; the scheduler's reason is kept in
 ``Job.reason``. Jobs without GPUs are left out of the snapshot (burst rents GPU capacity only).
+
+Grand challenges (:class:`~burst.ports.ChallengeQueue`, issue 10): a reservation on an explicit
+list of on-prem nodes with ``flags=IGNORE_JOBS`` (never ``Nodes=ALL``, which takes burst nodes
+too); ``USR1`` (``checkpoint_signal``) to the batch shell of running jobs; hold = ``requeue=1``
+then ``requeuehold``; release, then an explicit priority; the challenge job submitted with
+``sbatch`` into the reservation under its deterministic name (a second submit finds the first).
+The Slurm behaviours these work around are listed above ``SlurmQueue._job_states`` and measured
+in tests/slurm/test_challenge_queue.py.
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
 import math
 import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from burst.domain import QueueSnapshot
+from burst.domain import ChallengeJobKind, GrandChallenge, QueueSnapshot
 from burst.errors import QueueError, QueueParseError, QueueUnavailable
 from burst.queues.slurm.parse import (
     NodeRecord,
     expand_hostlist,
     natural_key,
+    parse_gres,
     parse_node_records,
     parse_scontrol_line,
     parse_sinfo,
@@ -121,11 +131,17 @@ _GONE_JOB = re.compile(
     r"Job/step already completing|is finished",
     re.I,
 )
-
+# Running states a hold stops by requeue-hold; a COMPLETING job is already stopping.
+_HOLD_BY_REQUEUE = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "STOPPED", "RESIZING"})
+_FINISHED_STATES = frozenset({
+    "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+    "OUT_OF_MEMORY", "REVOKED",
+})
 
 
 class SlurmQueue:
-    """:class:`~burst.ports.QueueSource` and :class:`~burst.ports.PreemptionControl` on Slurm."""
+    """:class:`~burst.ports.QueueSource`, :class:`~burst.ports.PreemptionControl` and
+    :class:`~burst.ports.ChallengeQueue` (grand challenges) on Slurm."""
 
     name = "slurm"
 
@@ -301,12 +317,50 @@ class SlurmQueue:
     def _update_node(self, node_name: str, *settings: str) -> None:
         self._run(["scontrol", "update", f"nodename={node_name}", *settings])
 
-    # ---- PreemptionControl ---------------------------------------------------------------
+    # ---- PreemptionControl and ChallengeQueue -------------------------------------------
+    #
+    # Measured on Debian's 22.05.8 (tests/slurm/test_challenge_queue.py holds each one):
+    # * ``scancel --signal=.. --batch`` on a PENDING job does not fail: it blocks (retrying) until
+    #   the client's timeout. Only jobs Slurm shows RUNNING are signalled.
+    # * ``requeuehold`` of a job submitted with ``--no-requeue`` fails ("Requested operation is
+    #   presently disabled") unless ``scontrol update jobid=N requeue=1`` comes first.
+    # * ``requeue``/``requeuehold`` is allowed on a *finished* batch job still in slurmctld's memory
+    #   (MinJobAge): it would run again. So hold looks at the job's state first and never holds a
+    #   job that is not running or pending. (A job that ends in the few milliseconds between the
+    #   look and the call is the window left; Slurm offers no conditional requeue.)
+    # * ``scontrol update priority=`` on a held job fails ("Job is in held state, pending
+    #   scheduler release"): the priority is set after the release.
+
+    def _job_states(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``job id -> (state, reason)`` as squeue shows them (finished jobs included while Slurm
+        keeps them); ids Slurm does not know are absent. One squeue call."""
+        ids = [str(j) for j in job_ids if str(j)]
+        if not ids:
+            return {}
+        try:
+            out = self._run(["squeue", "-h", "--states=all", "-j", ",".join(ids), "-o", "%i|%T|%r"])
+        except SlurmCommandError as e:
+            if _GONE_JOB.search(e.stderr):
+                return {}  # none of them exists
+            raise
+        states: dict[str, tuple[str, str]] = {}
+        for line in out.splitlines():
+            jid, _, rest = line.strip().partition("|")
+            state, _, reason = rest.partition("|")
+            if jid:
+                states[jid] = (state.strip().upper(), reason.strip())
+        return states
 
     def checkpoint(self, job_ids: Sequence[str]) -> None:
-        """``scancel --signal=USR1 --batch``: the batch script gets the signal and checkpoints.
-        Jobs that finished or are not running (nothing to checkpoint) are skipped."""
+        """``scancel --signal=<checkpoint_signal> --batch``: the batch script gets the signal and
+        checkpoints. Only jobs Slurm shows RUNNING are signalled (a pending job would block the
+        call); finished or unknown jobs have nothing to checkpoint."""
+        states = self._job_states(job_ids)
         for jid in job_ids:
+            state = states.get(str(jid), ("", ""))[0]
+            if state != "RUNNING":
+                log.info("checkpoint %s skipped: %s", jid, state or "unknown to Slurm")
+                continue
             try:
                 self._run(["scancel", f"--signal={self.settings.checkpoint_signal}", "--batch", str(jid)])
             except SlurmCommandError as e:
@@ -316,21 +370,24 @@ class SlurmQueue:
                 raise
 
     def hold(self, job_ids: Sequence[str]) -> None:
-        """Running job: ``scontrol requeuehold`` (GPUs freed at once, the job keeps its id).
-        Pending job: ``scontrol hold``. Finished or unknown job: success."""
+        """Running job: make it requeueable (``scontrol update jobid=N requeue=1``), then
+        ``scontrol requeuehold`` (GPUs freed at once; the job keeps its id and runs again with
+        ``SLURM_RESTART_COUNT`` + 1 when released). Pending job: ``scontrol hold``. Already held,
+        stopping (COMPLETING), finished or unknown: success, nothing is called."""
+        states = self._job_states(job_ids)
         for jid in job_ids:
+            state, reason = states.get(str(jid), ("", ""))
             try:
-                self._run(["scontrol", "requeuehold", str(jid)])
+                if state in _HOLD_BY_REQUEUE:
+                    self._run(["scontrol", "update", f"jobid={jid}", "requeue=1"])
+                    self._run(["scontrol", "requeuehold", str(jid)])
+                elif state == "PENDING" and not reason.startswith("JobHeld"):
+                    self._run(["scontrol", "hold", str(jid)])
+                else:
+                    log.info("hold %s: nothing to do (%s %s)", jid, state or "unknown to Slurm", reason)
             except SlurmCommandError as e:
-                if _GONE_JOB.search(e.stderr):
-                    continue
-                if re.search(r"pending execution", e.stderr, re.I):
-                    try:
-                        self._run(["scontrol", "hold", str(jid)])
-                    except SlurmCommandError as e2:
-                        if not _GONE_JOB.search(e2.stderr):
-                            raise
-                    continue
+                if _GONE_JOB.search(e.stderr) or re.search(r"pending execution|held state", e.stderr, re.I):
+                    continue  # it ended, or is already requeued/held, meanwhile
                 raise
 
     def release(self, job_ids: Sequence[str]) -> None:
@@ -341,6 +398,16 @@ class SlurmQueue:
             except SlurmCommandError as e:
                 if _GONE_JOB.search(e.stderr) or re.search(r"not held|no longer pending", e.stderr, re.I):
                     continue
+                raise
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """``scontrol update jobid=N priority=P`` (an explicit priority, which Slurm then keeps:
+        a requeued job got a new submit and eligible time, so this is what gives it its place
+        back). Call it after :meth:`release`. A finished or unknown job is success."""
+        try:
+            self._run(["scontrol", "update", f"jobid={job_id}", f"priority={int(priority)}"])
+        except SlurmCommandError as e:
+            if not _GONE_JOB.search(e.stderr):
                 raise
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -354,39 +421,68 @@ class SlurmQueue:
 
     # ---- grand challenges: reservations and submission -----------------------------------
 
-    def create_reservation(
-        self,
-        name: str,
-        start: float | None,
-        duration_s: float,
-        *,
-        nodes: Sequence[str] | str = "ALL",
-        users: Iterable[str] = ("root",),
-        flags: Iterable[str] = ("IGNORE_JOBS",),
-    ) -> str:
-        """``scontrol create reservation``; ``start`` is POSIX seconds (None: now). Idempotent on
-        ``name``: an existing reservation of that name is updated to these times."""
-        when = "now" if start is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start))
-        minutes = max(1, math.ceil(duration_s / 60))
-        node_arg = nodes if isinstance(nodes, str) else ",".join(nodes)
-        args = [f"reservationname={name}", f"starttime={when}", f"duration={minutes}",
-                f"nodes={node_arg}", f"users={','.join(users)}"]
-        flag_list = ",".join(flags)
-        if flag_list:
-            args.append(f"flags={flag_list}")
-        if any(r.get("ReservationName") == name for r in self.reservations()):
-            try:
-                self._run(["scontrol", "update", f"reservationname={name}", f"starttime={when}",
-                           f"duration={minutes}"])
-            except SlurmCommandError as e:
-                if not re.search(r"already started", e.stderr, re.I):
-                    raise
-                self._run(["scontrol", "update", f"reservationname={name}", f"duration={minutes}"])
+    def reservation(self, name: str) -> dict[str, str] | None:
+        """``scontrol show reservation NAME -o`` as a dict; None when Slurm has no such reservation."""
+        try:
+            out = self._run(["scontrol", "show", "reservation", "-o", name])
+        except SlurmCommandError as e:
+            if re.search(r"not found|invalid", e.stderr, re.I):
+                return None
+            raise
+        for line in out.splitlines():
+            rec = parse_scontrol_line(line)
+            if rec.get("ReservationName") == name:
+                return rec
+        return None
+
+    def _check_onprem(self, what: str, nodes: Sequence[str]) -> list[str]:
+        """The node names, checked: explicit, known to Slurm, and none a burst node (cloud
+        feature, or dynamic). Raises QueueError naming the problem; nothing is changed."""
+        names = [str(n) for n in nodes if str(n)]
+        if not names or any(n.upper() == "ALL" for n in names):
+            raise QueueError(f"{what}: needs an explicit list of on-prem nodes (never ALL: it takes burst nodes too)")
+        known = {r.name: r for r in self._node_records()}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise QueueError(f"{what}: Slurm has no node {', '.join(unknown)}")
+        burst = [n for n in names if known[n].is_dynamic or self.settings.cloud_feature in known[n].features]
+        if burst:
+            raise QueueError(f"{what}: {', '.join(burst)} are burst nodes; a grand challenge takes on-prem nodes only")
+        return names
+
+    def create_reservation(self, name: str, start: float | None, duration_s: float, *, nodes: Sequence[str]) -> str:
+        """``scontrol create reservation reservationname=NAME starttime=.. duration=..
+        nodes=<explicit on-prem list> users=<settings.user or this process's user>
+        flags=IGNORE_JOBS``; ``start`` is POSIX seconds (None or past: now). The duration gets
+        ``settings.reservation_slack_s`` more (burst deletes it when the challenge is over).
+
+        ``IGNORE_JOBS``: without it Slurm refuses while jobs run on those nodes ("Requested nodes
+        are busy"); jobs whose time limit ends before ``start`` may still start there. Never
+        ``Nodes=ALL`` (burst nodes are refused, and so is an empty list). Idempotent on ``name``:
+        a reservation of that name that exists is success and is left as it is (a second create
+        would fail as an overlap)."""
+        node_list = self._check_onprem(f"reservation {name}", nodes)
+        if self.reservation(name) is not None:
             return name
-        self._run(["scontrol", "create", "reservation", *args])
+        when = "now" if start is None or start <= time.time() + 1 else time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.localtime(start))
+        minutes = max(1, math.ceil((duration_s + self.settings.reservation_slack_s) / 60))
+        try:
+            self._run(["scontrol", "create", "reservation", f"reservationname={name}", f"starttime={when}",
+                       f"duration={minutes}", f"nodes={','.join(node_list)}", f"users={self._user()}",
+                       "flags=IGNORE_JOBS"])
+        except SlurmCommandError as e:
+            # A create whose answer was lost (timeout) and is now repeated: it exists after all.
+            if re.search(r"overlaps|already exists|duplicate", e.stderr, re.I) and self.reservation(name) is not None:
+                return name
+            raise
         return name
 
+    def _user(self) -> str:
+        return self.settings.user or getpass.getuser()
+
     def delete_reservation(self, name: str) -> None:
+        """``scontrol delete reservationname=NAME``; a reservation that is gone is success."""
         try:
             self._run(["scontrol", "delete", f"reservationname={name}"])
         except SlurmCommandError as e:
@@ -396,6 +492,45 @@ class SlurmQueue:
     def reservations(self) -> list[dict[str, str]]:
         out = self._run(["scontrol", "show", "reservation", "-o"])
         return [parse_scontrol_line(line) for line in out.splitlines() if "ReservationName=" in line]
+
+    def jobs_named(self, name: str) -> list[tuple[str, str]]:
+        """``(job id, state)`` of every job of that name Slurm still knows (finished ones too,
+        for MinJobAge), oldest first."""
+        out = self._run(["squeue", "-h", "--states=all", f"--name={name}", "-o", "%i|%T"])
+        rows = []
+        for line in out.splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid:
+                rows.append((jid, state.strip().upper()))
+        return sorted(rows, key=lambda r: natural_key(r[0]))
+
+    def submit_challenge(self, gc: GrandChallenge, *, name: str, reservation: str, nodes: Sequence[str]) -> str:
+        """``sbatch --job-name=NAME --reservation=RES --nodelist=<nodes> -N <n> --exclusive
+        --gres=<gpu>:<per node> --time=<duration>`` with ``gc.job_text`` as the script; returns the
+        job id. The GPUs are asked for so the job is a GPU job in the snapshot (burst reads only
+        those), and whole nodes so it owns them.
+
+        Idempotent on ``name``: a job of that name Slurm still knows (queued, running, or finished
+        within MinJobAge) is returned and nothing is submitted; that covers a crash right after the
+        submit. A job that is not a Slurm script, or a script sbatch refuses: QueueError.
+        Slurm unreachable: QueueUnavailable (then nothing is known; the next call looks again)."""
+        if gc.job_kind is not ChallengeJobKind.SLURM:
+            raise QueueError(f"challenge job {name}: a {gc.job_kind} job cannot run on Slurm")
+        if not gc.job_text.strip():
+            raise QueueError(f"challenge job {name}: no batch script")
+        known = self.jobs_named(name)
+        if known:
+            live = [jid for jid, st in known if st not in _FINISHED_STATES]
+            return live[0] if live else known[-1][0]
+        node_list = self._check_onprem(f"challenge job {name}", nodes)
+        per_node = min(
+            (parse_gres(r.fields.get("Gres"), self.settings.gpu_gres, f"node {r.name}.Gres")[0]
+             for r in self._node_records() if r.name in node_list),
+            default=0,
+        )
+        extra = [f"--nodelist={','.join(node_list)}", "--exclusive"]
+        return self.submit(gc.job_text, job_name=name, nodes=len(node_list), gpus_per_node=per_node,
+                           time_limit_s=gc.duration_s, reservation=reservation, extra_args=extra)
 
     def submit(
         self,

@@ -238,6 +238,25 @@ def _num(v: Any, where: str, *, optional: bool = False) -> float | None:
     return float(v)
 
 
+# Slurm's "no limit" sentinels in a uint32 field (22.05 prints them as plain numbers): INFINITE
+# (0xffffffff) and NO_VAL (0xfffffffe).
+_NO_LIMIT = 4294967294
+
+
+def parse_time_limit(v: Any, where: str) -> float | None:
+    """``squeue --json`` ``time_limit`` (minutes) -> seconds; None when the job has no limit.
+
+    22.05 prints a plain number, or null for ``--time=UNLIMITED``; later versions an object
+    ``{"set", "infinite", "number"}``. Unset, infinite, the NO_VAL/INFINITE sentinels and 0 (which
+    Slurm never stores as a real limit) are all "no limit": the job may run forever. A job without
+    ``--time`` in a partition with ``MaxTime=INFINITE`` shows 525600 (a year) on 22.05: a real
+    number, kept (it never ends before any challenge start that matters)."""
+    minutes = _num(v, where, optional=True)
+    if minutes is None or minutes <= 0 or minutes >= _NO_LIMIT:
+        return None
+    return minutes * 60.0
+
+
 def _str(v: Any, where: str) -> str:
     if v is None:
         return ""
@@ -297,6 +316,14 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
             raise QueueParseError(f"{where}.job_state", "missing")
         state_set = set(state.split(","))
         is_running = bool(state_set & _RUNNING_STATES)
+        if is_running and state_set <= {"COMPLETING", "REQUEUED"} and _str(
+                j.get("state_reason"), f"{cmd}: jobs[{i}].state_reason").startswith("JobHeld"):
+            # Requeued in held state (a grand challenge's hold) and still winding down: its
+            # future is held, and that is what it is (its GPUs show used in sinfo until it is
+            # gone). Seen as running, a restarted controller would hold it again, and Slurm may
+            # already have cleared its start time.
+            is_running = False
+            state_set.add("REQUEUE_HOLD")
         is_pending = not is_running and bool(state_set & (_PENDING_STATES | _HELD_STATES))
         if not (is_running or is_pending):
             continue  # finished jobs linger for MinJobAge
@@ -323,7 +350,9 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
         if is_running:
             start = _num(j.get("start_time"), f"{where}.start_time", optional=True)
             if not start:
-                raise QueueParseError(f"{where}.start_time", "a running job has no start time")
+                if "COMPLETING" not in state_set:
+                    raise QueueParseError(f"{where}.start_time", "a running job has no start time")
+                start = None  # a requeued job winding down: Slurm cleared its start time
         reason = _str(j.get("state_reason"), f"{where}.state_reason")
         reason = "" if reason == "None" else reason
         partition = _str(j.get("partition"), f"{where}.partition")
@@ -331,6 +360,9 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
         account = _str(j.get("account"), f"{where}.account")
         constraint = _str(j.get("features"), f"{where}.features")
         prio = _num(j.get("priority", 0), f"{where}.priority", optional=True) or 0
+        if prio >= _NO_LIMIT:  # NO_VAL: a priority not computed yet
+            prio = 0
+        time_limit = parse_time_limit(j.get("time_limit"), f"{where}.time_limit")
         nodes: tuple[str, ...] = ()
         if is_running:
             nodes = _job_nodes(j, where)
@@ -373,6 +405,7 @@ def parse_squeue(text: str, settings: SlurmSettings) -> tuple[list[Job], list[Jo
             node_names=nodes,
             reason=reason,
             priority=int(prio),
+            time_limit_s=time_limit,
         )
         (running if is_running else pending).append(job)
     return pending, running

@@ -35,3 +35,8 @@ class SlurmSettings(BaseModel):
     gpu_gres: str = "gpu"  # GRES name that counts as GPUs
     checkpoint_signal: str = "USR1"
     user: str = ""  # reserved for reservations/submits made by burst ("" = the caller)
+    # A grand challenge's reservation outlives the challenge by this much, so that burst (after
+    # releasing the preempted jobs with their priorities) lifts it, not Slurm's clock: a
+    # reservation that ended on time by itself would let newer work take the nodes while the
+    # preempted jobs are still held.
+    reservation_slack_s: float = Field(default=60.0, ge=0)
