@@ -106,11 +106,12 @@ class QueueBackend:
     # reservation of that name holds as the scheduler itself reports it.
     challenge_job: tuple[ChallengeJobKind, str] | None = None
     reserved_nodes: Callable[[str], set[str]] | None = None
+    burst_node: str = ""  # a joined burst node, where the scenario has one
 
 
 # Which capability each backend has. A capability test is parametrized over these only.
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "slurm": frozenset({"preemption", "unavailable", "parse_error"}),
+    "slurm": frozenset({"preemption", "challenge", "priority", "burst_node", "unavailable", "parse_error"}),
     "kubernetes": frozenset({"preemption", "challenge", "gang_hold", "close", "unavailable", "parse_error"}),
     "jsonfile": frozenset({"unavailable", "parse_error"}),
     # The simulated scheduler is in memory: it always answers, and what it answers is its own.
@@ -164,6 +165,14 @@ def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBack
         (conf.parent / "gres.conf").write_text((cluster.conf.parent / "gres.conf").read_text())
         return SlurmQueue(settings.model_copy(update={"slurm_conf": conf, "timeout_s": 3.0}))
 
+    def reserved(name: str) -> set[str]:
+        # Slurm's own word, read with its CLI (not through the adapter under test)
+        out = cluster.run("scontrol", "show", "reservation", "-o", name, check=False).stdout
+        m = re.search(r"\bNodes=(\S+)", out) if f"ReservationName={name} " in out else None
+        if m is None or m.group(1) == "(null)":
+            return set()
+        return set(cluster.run("scontrol", "show", "hostnames", m.group(1)).stdout.split())
+
     def garbled() -> QueueSource:
         # Slurm's own answer, cut short (a client killed mid-write, a full pipe): the real sinfo
         # and squeue run, and their JSON is truncated on the way to burst.
@@ -181,6 +190,7 @@ def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBack
         unknown_job_id="4000000",
         checkpointed=lambda jid: mark.exists() and "ckpt" in mark.read_text(),
         dead_queue=dead, garbled_queue=garbled,
+        challenge_job=(ChallengeJobKind.SLURM, "#!/bin/sh\nsleep 60\n"), reserved_nodes=reserved, burst_node=node_b,
     )
     cluster.reset()
 
@@ -383,6 +393,7 @@ def test_capabilities_are_declared(backend: QueueBackend) -> None:
     assert isinstance(q, Closable) == ("close" in caps)
     assert (backend.dead_queue is not None) == ("unavailable" in caps)
     assert (backend.garbled_queue is not None) == ("parse_error" in caps)
+    assert bool(backend.burst_node) == ("burst_node" in caps)
 
 
 def test_snapshot_reports_pending_and_running_jobs_with_their_gpus(backend: QueueBackend) -> None:
@@ -532,9 +543,10 @@ def test_a_reservation_holds_exactly_its_nodes_and_both_calls_are_idempotent(cha
     b = challenging
     q = b.queue
     assert isinstance(q, ChallengeQueue) and b.reserved_nodes is not None
-    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])
-    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])  # again: success
-    assert b.reserved_nodes("burst-gc-contract") == {b.idle_node}
+    # an on-prem node running a job: a challenge reserves busy nodes and clears them itself
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.busy_node])
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.busy_node])  # again: success
+    assert b.reserved_nodes("burst-gc-contract") == {b.busy_node}
     assert b.reserved_nodes("burst-gc-other") == set()
     q.delete_reservation("burst-gc-contract")
     q.delete_reservation("burst-gc-contract")  # gone: success
@@ -547,18 +559,32 @@ def test_a_reservation_naming_an_unknown_node_is_refused_and_changes_nothing(cha
     q = b.queue
     assert isinstance(q, ChallengeQueue) and b.reserved_nodes is not None
     with pytest.raises(QueueError):
-        q.create_reservation("burst-gc-bad", None, 600.0, nodes=[b.idle_node, "no-such-node-9"])
+        q.create_reservation("burst-gc-bad", None, 600.0, nodes=[b.busy_node, "no-such-node-9"])
     assert b.reserved_nodes("burst-gc-bad") == set()
+
+
+@pytest.fixture(params=[n for n in with_capability("challenge") if "burst_node" in CAPABILITIES[n]])
+def with_burst_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueBackend]:
+    yield from _backend(request, tmp_path)
+
+
+def test_a_reservation_never_takes_a_burst_node(with_burst_node: QueueBackend) -> None:
+    b = with_burst_node
+    q = b.queue
+    assert isinstance(q, ChallengeQueue) and b.reserved_nodes is not None and b.burst_node
+    with pytest.raises(QueueError):
+        q.create_reservation("burst-gc-cloud", None, 600.0, nodes=[b.busy_node, b.burst_node])
+    assert b.reserved_nodes("burst-gc-cloud") == set()
 
 
 def test_the_challenge_job_is_submitted_once_per_name_and_cancel_is_idempotent(challenging: QueueBackend) -> None:
     b = challenging
     q = b.queue
     assert isinstance(q, ChallengeQueue)
-    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.idle_node])
+    q.create_reservation("burst-gc-contract", None, 600.0, nodes=[b.busy_node])
     gc = _challenge(b)
-    first = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.idle_node])
-    again = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.idle_node])
+    first = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.busy_node])
+    again = q.submit_challenge(gc, name="burst-gc-contract", reservation="burst-gc-contract", nodes=[b.busy_node])
     assert first and again == first
 
     def listed(snap: QueueSnapshot) -> None:
