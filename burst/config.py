@@ -166,6 +166,10 @@ class GrandChallengeConfig(_Strict):
     drain_window_min: float = Field(default=60.0, ge=0, le=7 * 24 * 60)  # reserve this long before
     checkpoint_grace_min: float = Field(default=5.0, ge=0, le=24 * 60)  # signal -> hold
     max_duration_hours: float = Field(default=14 * 24.0, gt=0, le=365 * 24)
+    # a job released but still seen held this long after is released again (the first call never
+    # reached the scheduler: a crash between recording and calling)
+    release_retry_s: float = Field(default=60.0, gt=0, le=3600)
+    restore_poll_s: float = Field(default=30.0, gt=0, le=3600)  # how soon to look again while restoring
 
     @field_validator("notice_hours")
     @classmethod
@@ -180,6 +184,8 @@ class GrandChallengeConfig(_Strict):
             drain_window_s=self.drain_window_min * 60.0,
             checkpoint_grace_s=self.checkpoint_grace_min * 60.0,
             max_duration_s=self.max_duration_hours * 3600.0,
+            release_retry_s=self.release_retry_s,
+            restore_poll_s=self.restore_poll_s,
         )
 
 
