@@ -104,7 +104,7 @@ class CloudsSettings(_Strict):
             validate_section(("clouds", "aws", "settings"), AwsSettings, self.aws.settings or {})
         if self.azure.enabled and not self.azure.simulated:
             try:
-                from providers.azure import AzureSettings  # type: ignore[import-untyped]  # issue 11
+                from providers.azure import AzureSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]  # issue 11
             except ImportError as e:  # the Azure provider lands with its own issue
                 raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
             validate_section(("clouds", "azure", "settings"), AzureSettings, self.azure.settings or {})
