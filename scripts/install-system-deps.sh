@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real components the test-suite runs against (RECIPES.md): PostgreSQL, Slurm with
-# munge, two docker-registry servers and skopeo. Idempotent and quiet; needs root (CI is root).
+# munge, two docker-registry servers and skopeo; buildah, podman and debootstrap for the container
+# image test (tests/deploy/). kubectl is not installed here: Debian's kubernetes-client conflicts
+# with the kubectl the machines ship (RECIPES.md). Idempotent and quiet; needs root (CI is root).
 # Nothing here starts a service: the pytest fixtures start and stop what they need on 127.0.0.1.
 set -euo pipefail
-pkgs=(postgresql slurmctld slurmd slurm-client munge docker-registry skopeo apache2-utils)
+pkgs=(postgresql slurmctld slurmd slurm-client munge docker-registry skopeo apache2-utils buildah podman debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
