@@ -19,10 +19,15 @@ Grand challenges (from ``TickResult.challenges``):
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from burst.controller import TickResult
-from burst.domain import CHALLENGE_TERMINAL, ChallengeState
+from burst.domain import CHALLENGE_TERMINAL, ChallengeState, CloudInstance, LaunchSpec
+from burst.ports import Mirror, MirrorResult, Provider
+from policies import Snapshot
 
 REGISTRY = CollectorRegistry()
 
@@ -79,6 +84,7 @@ def observe_tick(res: TickResult | None, seconds: float, leader: bool) -> None:
         INSTANCES.labels(state).set(by_state.get(state, 0))
     CLOUD_GPUS.set(sum(i.gpus for i in snap.instances))
     HOURLY_USD.set(sum(i.price_per_hour for i in snap.instances))
+    observe_fleet(snap)
 
 
 
@@ -98,3 +104,99 @@ def observe_challenges(phases: dict[str, str], preempted: int, restored: int) ->
             GC_PHASE.labels(cid, phase).set(1 if phase == now else 0)
         if now in _FINAL:
             _gc_final.add(cid)
+
+
+# ---- dashboard metrics (deploy/grafana/burst.json) ------------------------------------------------
+# Demand, fleet by state/cloud/purpose, spend against each cap and the learnt boot time come from
+# the tick's snapshot (observe_fleet, called by observe_tick). Launch attempts and errors by
+# class, and mirror copies, are counted where they happen: the wiring hands the controller each
+# Provider and the mirror wrapped in MeteredProvider / MeteredMirror.
+PENDING_GPUS = Gauge("burst_pending_gpus", "GPUs requested by pending jobs, by whether they may burst",
+                     ["may_burst"], registry=REGISTRY)
+FLEET = Gauge("burst_instances", "burst instances not yet terminated", ["state", "cloud", "purpose"], registry=REGISTRY)
+SPEND = Gauge("burst_spend_usd", "Spent or committed in the current budget period", ["budget"], registry=REGISTRY)
+BUDGET_CAP = Gauge("burst_budget_cap_usd", "Budget cap of the period (0: no cap)", ["budget"], registry=REGISTRY)
+BOOT_ESTIMATE = Gauge("burst_boot_estimate_seconds",
+                      "Learnt launch-to-joined time of recent instances (absent until one has joined)",
+                      registry=REGISTRY)
+LAUNCH_ATTEMPTS = Counter("burst_launch_attempts", "Launch calls made to a cloud", ["cloud"], registry=REGISTRY)
+LAUNCH_ERRORS = Counter("burst_launch_errors", "Launch calls that raised, by cloud and error class",
+                        ["cloud", "error_class"], registry=REGISTRY)
+MIRROR_BYTES = Counter("burst_mirror_bytes", "Bytes uploaded to cloud registries by image copies", ["cloud"],
+                       registry=REGISTRY)
+MIRROR_SECONDS = Histogram("burst_mirror_copy_duration_seconds", "Wall time of one image copy (present images too)",
+                           ["cloud"], registry=REGISTRY, buckets=(0.5, 2, 5, 15, 30, 60, 120, 300, 600, 1800))
+MIRROR_ERRORS = Counter("burst_mirror_errors", "Image copies that failed, by cloud and error class",
+                        ["cloud", "error_class"], registry=REGISTRY)
+
+
+def observe_fleet(snap: Snapshot) -> None:
+    """The dashboard's view of one snapshot. Series of combinations gone since the last tick are
+    dropped (an instance state no instance is in is absent, not a stale number)."""
+    demand = {"true": 0, "false": 0}
+    for j in snap.pending:
+        demand["true" if j.may_burst else "false"] += j.gpus
+    for k, v in demand.items():
+        PENDING_GPUS.labels(k).set(v)
+    counts: dict[tuple[str, str, str], int] = {}
+    for i in snap.instances:
+        key = (str(i.state), i.cloud, str(i.purpose))
+        counts[key] = counts.get(key, 0) + 1
+    FLEET.clear()
+    for key, n in counts.items():
+        FLEET.labels(*key).set(n)
+    s = snap.spend
+    for budget, spent, cap in (("month", s.month_usd, s.month_cap_usd), ("day", s.day_usd, s.day_cap_usd)):
+        SPEND.labels(budget).set(spent)
+        BUDGET_CAP.labels(budget).set(cap)
+    if snap.boot_estimate_s is not None:
+        BOOT_ESTIMATE.set(snap.boot_estimate_s)
+
+
+class MeteredProvider:
+    """A :class:`~burst.ports.Provider` that counts launch calls and their errors by class
+    (``CapacityError``, ``QuotaError``, ``TransientProviderError``, ...). Behaviour unchanged:
+    every call and every exception passes through."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def launch(self, spec: LaunchSpec) -> CloudInstance:
+        LAUNCH_ATTEMPTS.labels(self.name).inc()
+        try:
+            return self.inner.launch(spec)
+        except Exception as e:
+            LAUNCH_ERRORS.labels(self.name, type(e).__name__).inc()
+            raise
+
+    def list_instances(self) -> Sequence[CloudInstance]:
+        return self.inner.list_instances()
+
+    def find(self, intent_id: str) -> CloudInstance | None:
+        return self.inner.find(intent_id)
+
+    def terminate(self, cloud_ids: Sequence[str]) -> None:
+        self.inner.terminate(cloud_ids)
+
+
+class MeteredMirror:
+    """A :class:`~burst.ports.Mirror` that counts bytes uploaded, copy time and failures per cloud."""
+
+    def __init__(self, inner: Mirror) -> None:
+        self.inner = inner
+
+    def target_for(self, image: str, cloud: str, region: str) -> str:
+        return self.inner.target_for(image, cloud, region)
+
+    def ensure(self, image: str, cloud: str, region: str) -> MirrorResult:
+        t0 = time.perf_counter()
+        try:
+            out = self.inner.ensure(image, cloud, region)
+        except Exception as e:
+            MIRROR_ERRORS.labels(cloud, type(e).__name__).inc()
+            raise
+        finally:
+            MIRROR_SECONDS.labels(cloud).observe(time.perf_counter() - t0)
+        MIRROR_BYTES.labels(cloud).inc(out.bytes_uploaded)
+        return out

@@ -27,8 +27,11 @@ log = logging.getLogger("burst.mirror")
 class MirrorWorker:
     """The :class:`burst.ports.AsyncMirror` over any :class:`burst.ports.Mirror`."""
 
-    def __init__(self, mirror: Mirror, *, max_workers: int = 2) -> None:
+    def __init__(self, mirror: Mirror, *, max_workers: int = 2, copier: Mirror | None = None) -> None:
         self.mirror = mirror
+        # what the pool calls for a copy: ``mirror`` itself, or a wrapper of it that meters copies
+        # (burst.metrics.MeteredMirror, handed in by the wiring)
+        self._copier = copier if copier is not None else mirror
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="burst-mirror")
         self._inflight: dict[MirrorKey, Future[MirrorResult]] = {}
         self._lock = threading.Lock()
@@ -46,7 +49,7 @@ class MirrorWorker:
         with self._lock:
             if key in self._inflight:
                 return False
-            self._inflight[key] = self._pool.submit(self.mirror.ensure, image, cloud, region)
+            self._inflight[key] = self._pool.submit(self._copier.ensure, image, cloud, region)
         log.info("mirroring %s to %s/%s", image, cloud, region)
         return True
 

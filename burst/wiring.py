@@ -188,7 +188,10 @@ def build_runtime(
         from providers.mirror_service import MirrorService, MirrorSettings
 
         service = MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock)
-        async_mirror = MirrorWorker(service)  # copies run off the tick
+        from burst.metrics import MeteredMirror
+
+        # copies run off the tick; bytes, time and failures are counted for the dashboard
+        async_mirror = MirrorWorker(service, copier=MeteredMirror(service))
     if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
         from providers.aws import AwsProvider, AwsSettings
 
@@ -214,10 +217,13 @@ def build_runtime(
     from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
+    from burst.metrics import MeteredProvider
+
     controller = Controller(
         cluster=cfg.cluster,
         queue=queue,
-        providers=providers,
+        # launch attempts and errors by class are counted for the dashboard (burst/metrics.py)
+        providers={name: MeteredProvider(p) for name, p in providers.items()},
         store=store,
         offers=[o for o in offers if o.cloud in providers],
         policy=policy,

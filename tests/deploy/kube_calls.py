@@ -68,8 +68,8 @@ def permissions(package: Path = PACKAGE) -> set[Permission]:
         for api, method, _ in _method_refs(tree):
             out.add(permission(api, method))
         for arg in _watch_calls(tree):
-            if isinstance(arg, ast.Attribute) and (api := _api_of(arg.value)) is not None:
-                group, resource, _verb = permission(api, arg.attr)
+            if isinstance(arg, ast.Attribute) and (wapi := _api_of(arg.value)) is not None:
+                group, resource, _verb = permission(wapi, arg.attr)
                 out.add((group, resource, "watch"))
             else:
                 raise ValueError(f"{path.name}:{arg.lineno}: an Informer's watch call is not core.X or batch.X")
