@@ -137,6 +137,17 @@ def _dockerfile_uid() -> int:
 
 
 @needs_kubectl
+def test_the_image_healthcheck_and_the_probes_use_the_same_metrics_port() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")  # continuation lines joined
+    health = re.search(r"^HEALTHCHECK .*$", dockerfile, re.M)
+    assert health
+    args = container(one(objects("controller-only"), "Deployment", "burst-controller"), "controller")["args"]
+    port = args[args.index("--metrics-port") + 1]
+    assert f"127.0.0.1:{port}/healthz" in health[0]
+    assert re.search(rf"^EXPOSE\s.*\b{port}\b", dockerfile, re.M)
+
+
+@needs_kubectl
 def test_pods_run_as_the_images_non_root_user_with_a_writable_workdir() -> None:
     uid = _dockerfile_uid()
     workdir = re.search(r"^WORKDIR\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
