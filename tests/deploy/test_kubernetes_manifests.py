@@ -123,6 +123,8 @@ def test_controller_two_replicas_lease_identity_and_probes(overlay: str) -> None
         get = c[probe]["httpGet"]
         assert get["path"] == path and get["port"] in ("metrics", port)
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == ("true", str(port), "/metrics")
     # PDB covers the controller pods
     pdb = one(objs, "PodDisruptionBudget", "burst-controller")
     labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -157,7 +159,9 @@ def test_pods_run_as_the_images_non_root_user_with_a_writable_workdir() -> None:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] == uid != 0
         for c in spec["containers"]:
-            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
             mounts = {m["mountPath"] for m in c["volumeMounts"]}
             assert workdir[1] in mounts, f"{dep['metadata']['name']}: {workdir[1]} must be a writable volume"
 
@@ -166,6 +170,7 @@ def test_pods_run_as_the_images_non_root_user_with_a_writable_workdir() -> None:
 def test_config_map_holds_a_valid_kubernetes_config_mounted_where_args_point() -> None:
     objs = objects("controller-bot")
     cm = one(objs, "ConfigMap", "burst-config")
+    assert re.fullmatch(r"burst-config-[a-z0-9]{6,}", cm["metadata"]["name"]), "hash suffix rolls the pods"
     cfg = parse_config(yaml.safe_load(cm["data"]["burst.yaml"]), "ConfigMap burst-config")
     assert cfg.queue.kind == "kubernetes"
     assert (cfg.queue.kubernetes or {}).get("in_cluster") is True
