@@ -225,6 +225,9 @@ def test_bot_is_behind_a_service_and_never_gets_an_api_token() -> None:
     named = {p["name"]: p["containerPort"] for p in c["ports"]}
     target = svc["spec"]["ports"][0]["targetPort"]
     assert named.get(target, target) == port
+    # no health path on the bot: its probes check the TCP port (docs/operate.md)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert named.get(c[probe]["tcpSocket"]["port"], c[probe]["tcpSocket"]["port"]) == port
     assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
