@@ -213,6 +213,31 @@ def test_secrets_are_placeholders_and_every_reference_resolves() -> None:
 
 
 @needs_kubectl
+def test_the_controller_finds_the_harbor_robot_where_the_secret_is_mounted(tmp_path: Path) -> None:
+    """The mirror resolves its source credentials from the controller's environment as set by
+    the Deployment (the mounted password file stood in by a file here)."""
+    from providers.registry_auth import credentials_from_env
+
+    objs = objects("controller-only")
+    cfg = parse_config(yaml.safe_load(one(objs, "ConfigMap", "burst-config")["data"]["burst.yaml"]))
+    assert cfg.mirror is not None
+    src = cfg.mirror["source"]
+    c = container(one(objs, "Deployment", "burst-controller"), "controller")
+    robot = one(objs, "Secret", "burst-harbor-robot")["stringData"]
+    env: dict[str, str] = {}
+    for e in c["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] == "burst-harbor-robot":
+            env[e["name"]] = robot[ref["key"]]
+        elif "value" in e and e["value"].startswith("/etc/burst/secrets/harbor/"):
+            f = tmp_path / Path(e["value"]).name
+            f.write_text(robot[f.name] + "\n")
+            env[e["name"]] = str(f)
+    creds = credentials_from_env(src["auth"].get("credentials") or src["registry"], env)
+    assert creds is not None and (creds.username, creds.password) == (robot["username"], robot["password"])
+
+
+@needs_kubectl
 def test_bot_is_behind_a_service_and_never_gets_an_api_token() -> None:
     objs = objects("controller-bot")
     dep = one(objs, "Deployment", "burst-bot")
