@@ -281,3 +281,17 @@ def test_calls_are_derived_from_the_code(tmp_path: Path) -> None:
     (pkg / "extra.py").write_text("def f(apis):\n    return apis.core.connect_get_namespaced_pod_proxy('x', 'ns')\n")
     with pytest.raises(ValueError, match="connect_get_namespaced_pod_proxy"):
         kube_calls.permissions(pkg)
+
+
+def test_an_empty_bot_token_file_means_no_slack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/operate.md: without Slack, burst-slack gets an empty bot-token and the controller
+    starts with notifications only logged."""
+    from bot.notifier import slack_notifier
+
+    token = tmp_path / "bot-token"
+    token.write_text("")
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("SLACK_BOT_TOKEN_FILE", str(token))
+    assert slack_notifier(None) is None
+    token.write_text("xoxb-test\n")
+    assert slack_notifier(None) is not None
