@@ -12,7 +12,7 @@ import pytest
 from burst.daemon import Daemon
 from burst.domain import TAG_CLUSTER, TAG_ID, LaunchSpec, Offer, Purpose
 from burst.errors import CapacityError, TransientMirrorError
-from burst.metrics import REGISTRY, MeteredMirror, MeteredProvider
+from burst.metrics import REGISTRY, MeteredMirror, MeteredProvider, observe_tick
 from burst.ports import MirrorResult
 from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimProvider
@@ -54,6 +54,11 @@ def test_fleet_demand_spend_and_boot_time_follow_the_snapshot() -> None:
     assert snap.boot_estimate_s is not None
     assert value("burst_boot_estimate_seconds") == snap.boot_estimate_s
     assert value("burst_pending_gpus", may_burst="true") == 0.0  # j1 runs in the cloud now
+    # A leader that turns standby keeps its last fleet values: the dashboard keeps only the series
+    # of the pod with burst_leader == 1 (docs/operate.md).
+    observe_tick(None, 0.0, leader=False)
+    assert value("burst_leader") == 0.0
+    assert value("burst_instances", state="joined", cloud=inst.cloud, purpose=str(inst.purpose)) == 1.0
 
 
 def _spec(intent: str, offer: Offer) -> LaunchSpec:
