@@ -44,7 +44,10 @@ output "mirror_source_registry" {
 
 output "mirror_source_auth" {
   description = "config key `mirror.source.auth`"
-  value       = var.harbor_credentials == "" ? { method = "anonymous", credentials = null } : { method = "basic", credentials = var.harbor_credentials }
+  value = {
+    method      = var.harbor_credentials == "" ? "anonymous" : "basic"
+    credentials = var.harbor_credentials == "" ? null : var.harbor_credentials
+  }
 }
 
 output "aws_mirror_targets" {
