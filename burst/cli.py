@@ -591,7 +591,9 @@ def config_from_terraform(
     try:
         text = render_yaml(read_documents(files or [Path("-")], sys.stdin))
     except InputError as e:
-        _fail(str(e))
+        from rich.markup import escape
+
+        _fail(escape(str(e)))  # the message quotes patterns such as [a-z0-9]: not markup
     sys.stdout.write(text)
 
 

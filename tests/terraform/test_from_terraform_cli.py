@@ -100,7 +100,7 @@ def _bad(doc: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
             json.dumps(_bad(_example(), ["aws_regions", "value", "us-east-1", "subnets", "use1-az4"], "sg-123")),
             ["clouds.aws.settings.regions.us-east-1.subnets", "is not a subnet id"],
         ),
-        (json.dumps(_bad(_example(), ["cluster", "value"], "ML_Prod")), ["cluster", "pattern"]),
+        (json.dumps(_bad(_example(), ["cluster", "value"], "ML_Prod")), ["cluster", "pattern '^[a-z0-9][a-z0-9-]*$'"]),
     ],
     ids=["empty", "not-json", "list", "no-outputs", "not-output-json", "unknown-output", "bad-subnet", "bad-cluster"],
 )
