@@ -74,6 +74,14 @@ OUTPUTS: Mapping[str, OutputKey] = {
     "aws_user_data_template": OutputKey((*_AWS, "user_data_template")),
     "aws_template_vars": OutputKey((*_AWS, "template_vars")),
     "aws_mirror_targets": OutputKey(("mirror", "targets"), Merge.MAP),
+    # terraform/azure (one copy per location; all share one resource group)
+    "azure_subscription_id": OutputKey((*_AZURE, "subscription_id")),
+    "azure_resource_group": OutputKey((*_AZURE, "resource_group")),
+    "azure_regions": OutputKey((*_AZURE, "regions"), Merge.MAP),
+    "azure_admin_ssh_public_key": OutputKey((*_AZURE, "admin_ssh_public_key")),
+    "azure_user_data_template": OutputKey((*_AZURE, "user_data_template")),
+    "azure_template_vars": OutputKey((*_AZURE, "template_vars")),
+    "azure_mirror_targets": OutputKey(("mirror", "targets"), Merge.MAP),
 }
 """Terraform output name -> the burst config key it fills."""
 
