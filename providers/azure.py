@@ -66,6 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -236,6 +237,13 @@ def parse_vm_id(cloud_id: str) -> tuple[str, str, str] | None:
     return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
+def _text(value: Any) -> str:
+    """An SDK string or str-enum as its wire text (str() of an enum member is its qualified name)."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value or "")
+
+
 def _statuses(vm: Any) -> list[str]:
     props = getattr(vm, "properties", None)
     view = getattr(props, "instance_view", None)
@@ -250,9 +258,9 @@ def cloud_instance_from_vm(vm: Any, *, deleting_by_us: bool = False) -> CloudIns
     being deleted without our asking, was evicted: ``interrupted`` (its work is requeued).
     """
     props = getattr(vm, "properties", None)
-    prov = str(getattr(props, "provisioning_state", "") or "")
+    prov = _text(getattr(props, "provisioning_state", None))
     power = next((c for c in _statuses(vm) if c.startswith("PowerState/")), "")
-    spot = str(getattr(props, "priority", "") or "") == "Spot"
+    spot = _text(getattr(props, "priority", None)) == "Spot"
     tags = {str(k): str(v) for k, v in (getattr(vm, "tags", None) or {}).items()}
     interrupted = False
     if prov == "Deleting":
@@ -272,7 +280,7 @@ def cloud_instance_from_vm(vm: Any, *, deleting_by_us: bool = False) -> CloudIns
     created = getattr(props, "time_created", None)
     launched_at = created.timestamp() if isinstance(created, datetime) else None
     zones = list(getattr(vm, "zones", None) or [])
-    size = str(getattr(getattr(props, "hardware_profile", None), "vm_size", "") or "")
+    size = _text(getattr(getattr(props, "hardware_profile", None), "vm_size", None))
     return CloudInstance(
         cloud=PROVIDER,
         cloud_id=str(getattr(vm, "id", "")),
@@ -697,7 +705,7 @@ class AzureProvider:
             vm = self._get_vm(name)
             if vm is None:
                 continue
-            if str(getattr(getattr(vm, "properties", None), "provisioning_state", "")) == "Deleting":
+            if _text(getattr(getattr(vm, "properties", None), "provisioning_state", None)) == "Deleting":
                 with self._lock:
                     self._deleting.add(cid.lower())
                 continue
