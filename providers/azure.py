@@ -66,7 +66,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from enum import Enum
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,6 +94,7 @@ from burst.errors import (
     TransientProviderError,
 )
 from providers.azure_offers import RegionView, region_view
+from providers.azure_offers import text as _text
 from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, load_template, node_variables, render_user_data
 from providers.errors import map_azure_error
 
@@ -235,13 +235,6 @@ def parse_vm_id(cloud_id: str) -> tuple[str, str, str] | None:
     """(subscription, resource group, VM name) of a VM resource id; None for anything else."""
     m = _VM_ID.match(cloud_id)
     return (m.group(1), m.group(2), m.group(3)) if m else None
-
-
-def _text(value: Any) -> str:
-    """An SDK string or str-enum as its wire text (str() of an enum member is its qualified name)."""
-    if isinstance(value, Enum):
-        return str(value.value)
-    return str(value or "")
 
 
 def _statuses(vm: Any) -> list[str]:
