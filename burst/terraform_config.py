@@ -168,7 +168,13 @@ def render_config(docs: Iterable[OutputDocument]) -> dict[str, Any]:
         node = config
         for part in key.path[:-1]:
             node = node.setdefault(part, {})
-        node[key.path[-1]] = value
+        leaf = key.path[-1]
+        if leaf in node:  # two outputs fill one map (aws_ and azure_mirror_targets): disjoint entries
+            clash = sorted(set(node[leaf]) & set(value))
+            if clash:
+                raise InputError(by_name[name][0][0], f"output {name!r}: {key.dotted} entry {clash[0]!r} is filled twice")
+            value = {**node[leaf], **value}
+        node[leaf] = value
     clouds = config.setdefault("clouds", {})
     for cloud in CLOUDS:
         if cloud in clouds_seen:

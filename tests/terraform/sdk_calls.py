@@ -118,3 +118,37 @@ def iam_action(call: SdkCall) -> str:
     if call.method not in names:
         raise AssertionError(f"line {call.line}: {call.service}.{call.method} is not a {call.service} API operation")
     return f"{call.service}:{names[call.method]}"
+
+
+# ---- azure-mgmt-compute --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmCall:
+    """``self._compute.<group>.<method>(...)``, or a raw GET (group ``GET``, method: the path's source)."""
+
+    group: str
+    method: str
+    line: int
+
+
+def azure_calls(path: Path, client_attr: str = "_compute", raw_get: str = "_raw_get") -> list[ArmCall]:
+    """Operation-group calls on ``self.<client_attr>``, and the call sites of ``self.<raw_get>``
+    (the provider's ARM GET through the compute client's pipeline) with their path argument."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    calls: list[ArmCall] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        f = node.func
+        recv = f.value
+        if (isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Attribute)
+                and isinstance(recv.value.value, ast.Name) and recv.value.value.id == "self"
+                and recv.value.attr == client_attr):
+            calls.append(ArmCall(recv.attr, f.attr, node.lineno))
+        elif (isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Name) and recv.value.id == "self"
+                and recv.attr == client_attr and f.attr != "send_request"):
+            calls.append(ArmCall("", f.attr, node.lineno))  # a client method that is no operation group
+        elif isinstance(recv, ast.Name) and recv.id == "self" and f.attr == raw_get and node.args:
+            calls.append(ArmCall("GET", ast.unparse(node.args[0]), node.lineno))
+    return calls

@@ -43,6 +43,8 @@ except ImportError:  # pragma: no cover - until wp-azure is merged
     pass
 
 AWS_EXAMPLE = HERE / "aws-output.json"
+AZURE_EXAMPLE = HERE / "azure-output.json"
+EXAMPLES = {"aws": AWS_EXAMPLE, "azure": AZURE_EXAMPLE}
 
 
 def _module_outputs() -> dict[str, dict[str, Any]]:
@@ -149,10 +151,11 @@ def test_every_required_cloud_and_mirror_key_has_an_output() -> None:
             assert any(p[: len(path)] == path for p in covered), f"required key {'.'.join(path)} has no Terraform output"
 
 
-def test_aws_example_document_matches_the_outputs() -> None:
+@pytest.mark.parametrize("module", sorted(EXAMPLES))
+def test_example_document_matches_the_outputs(module: str) -> None:
     """The example `terraform output -json` has exactly the module's outputs, with their literal keys."""
-    doc = json.loads(AWS_EXAMPLE.read_text())
-    outs = outputs("aws")
+    doc = json.loads(EXAMPLES[module].read_text())
+    outs = outputs(module)
     assert set(doc) == set(outs)
     for name, hcl_value in outs.items():
         value = doc[name]["value"]
@@ -182,3 +185,17 @@ def test_rendered_aws_yaml_is_a_valid_config() -> None:
     assert mirror.targets["aws:us-east-1"].kind == "ecr"
     assert mirror.source.registry == "harbor.example.org"
     assert cfg.offers.regions == ["us-east-1"]
+
+
+def test_rendered_aws_and_azure_yaml_is_a_valid_config() -> None:
+    docs = [parse_output_document(p.read_text(), str(p)) for p in (AWS_EXAMPLE, AZURE_EXAMPLE)]
+    cfg = parse_config(yaml.safe_load(render_yaml(docs)), "rendered")
+    assert cfg.enabled_clouds() == ("aws", "azure")
+    assert not cfg.clouds.azure.simulated
+    azure = SECTION_MODELS[("clouds", "azure", "settings")].model_validate(cfg.clouds.azure.settings)
+    assert azure.resource_group == "ml-prod-burst"  # type: ignore[attr-defined]
+    assert azure.regions["eastus"].subnet_id.endswith("/subnets/nodes")  # type: ignore[attr-defined]
+    mirror = MirrorSettings.model_validate(cfg.mirror)
+    assert set(mirror.targets) == {"aws:us-east-1", "azure:eastus"}
+    assert mirror.targets["azure:eastus"].kind == "acr"
+    assert cfg.offers.regions == ["us-east-1", "eastus"]

@@ -7,10 +7,10 @@ The calls are derived from the source (tests/terraform/sdk_calls.py), the grants
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
 from tests.terraform.hcl import local_values, strings_under, typed_blocks
-from tests.terraform.sdk_calls import ROOT, SdkCall, boto3_calls, iam_action, string_constants
+from tests.terraform.sdk_calls import ROOT, SdkCall, azure_calls, boto3_calls, iam_action, string_constants
 
 AWS_PY = ROOT / "providers" / "aws.py"
 ECR_PY = ROOT / "providers" / "ecr.py"
@@ -89,3 +89,111 @@ def test_aws_launch_and_terminate_are_confined_to_the_cluster_tag() -> None:
         if "ec2:RunInstances" in actions and any(r.endswith((":instance/*", ":volume/*")) for r in resources):
             assert "aws:RequestTag/${local.cluster_tag}" in variables, st["sid"]
     assert local_values("aws")["cluster_tag"] == "burst:cluster"
+
+
+# ---- Azure ------------------------------------------------------------------------------------
+
+AZURE_PY = ROOT / "providers" / "azure.py"
+AZURE_OFFERS_PY = ROOT / "providers" / "azure_offers.py"
+
+# azure-mgmt-compute operation -> the ARM action it is authorised as (Azure's resource provider
+# operations list). A call missing here fails the test: add it, and grant it in identity.tf.
+AZURE_OPERATIONS = {
+    ("virtual_machines", "get"): "Microsoft.Compute/virtualMachines/read",
+    ("virtual_machines", "list"): "Microsoft.Compute/virtualMachines/read",
+    ("virtual_machines", "begin_create_or_update"): "Microsoft.Compute/virtualMachines/write",
+    ("virtual_machines", "begin_delete"): "Microsoft.Compute/virtualMachines/delete",
+    ("proximity_placement_groups", "create_or_update"): "Microsoft.Compute/proximityPlacementGroups/write",
+    ("resource_skus", "list"): "Microsoft.Compute/skus/read",
+    ("usage", "list"): "Microsoft.Compute/locations/usages/read",
+    ("virtual_machine_images", "list"): "Microsoft.Compute/locations/publishers/artifacttypes/offers/skus/versions/read",
+}
+# The provider's raw ARM GETs (``self._raw_get(<path>, ...)``), by the source of the path argument.
+AZURE_RAW_GETS = {
+    "sub": {"Microsoft.Resources/subscriptions/read"},
+    "f'{sub}/resourceGroups/{s.resource_group}'": {"Microsoft.Resources/subscriptions/resourceGroups/read"},
+    "cfg.subnet_id": {"Microsoft.Network/virtualNetworks/subnets/read"},
+    # an image resource id: a gallery image version or a managed image
+    "image": {"Microsoft.Compute/galleries/images/versions/read", "Microsoft.Compute/images/read"},
+}
+# Authorised in addition to virtualMachines/write because of what the VM body asks for.
+AZURE_IMPLIED = {
+    # the VM-managed NIC (no azure-mgmt-network): created with the VM, in the configured subnet
+    "networkInterfaceConfigurations": {
+        "Microsoft.Network/networkInterfaces/write",
+        "Microsoft.Network/virtualNetworks/subnets/join/action",
+    },
+    "osDisk": {"Microsoft.Compute/disks/write"},
+    # NIC and OS disk go with the VM's delete
+    "deleteOption": {"Microsoft.Network/networkInterfaces/delete", "Microsoft.Compute/disks/delete"},
+}
+# ARM serves these at subscription scope only, so they sit in the read-only catalogue role.
+AZURE_SUBSCRIPTION_SCOPE = {
+    "Microsoft.Compute/skus/read",
+    "Microsoft.Compute/locations/usages/read",
+    "Microsoft.Compute/locations/publishers/artifacttypes/offers/skus/versions/read",
+    "Microsoft.Resources/subscriptions/read",
+    "Microsoft.Compute/galleries/images/versions/read",
+    "Microsoft.Compute/images/read",
+}
+
+
+def _azure_derived() -> set[str]:
+    from azure.mgmt.compute import ComputeManagementClient
+
+    client = ComputeManagementClient(credential=object(), subscription_id="00000000-0000-0000-0000-000000000000")  # type: ignore[arg-type]
+    actions: set[str] = set()
+    calls = [*azure_calls(AZURE_PY), *azure_calls(AZURE_OFFERS_PY)]
+    assert len(calls) >= 8, "the AST walk found too few calls: the walker no longer understands providers/azure.py"
+    for call in calls:
+        if call.group == "GET":
+            assert call.method in AZURE_RAW_GETS, f"azure.py:{call.line}: raw GET of {call.method} has no entry in AZURE_RAW_GETS"
+            actions |= AZURE_RAW_GETS[call.method]
+            continue
+        assert call.group, f"azure.py:{call.line}: {call.method} on the compute client itself is not an operation"
+        assert hasattr(getattr(client, call.group, None), call.method), (
+            f"azure.py:{call.line}: {call.group}.{call.method} is not an azure-mgmt-compute operation"
+        )
+        key = (call.group, call.method)
+        assert key in AZURE_OPERATIONS, f"azure.py:{call.line}: {call.group}.{call.method} has no entry in AZURE_OPERATIONS"
+        actions.add(AZURE_OPERATIONS[key])
+    strings = string_constants(AZURE_PY)
+    for body_key, extra in AZURE_IMPLIED.items():
+        if body_key in strings:
+            actions |= extra
+    return actions
+
+
+def _role_actions(name: str) -> tuple[set[str], Any]:
+    roles = dict(typed_blocks("azure", "resource", "azurerm_role_definition"))
+    assert name in roles, f"terraform/azure: no azurerm_role_definition {name!r}"
+    return set(strings_under(roles[name], "actions")), roles[name]
+
+
+def test_azure_controller_roles_are_exactly_what_providers_azure_calls() -> None:
+    derived = _azure_derived()
+    rg_actions, _ = _role_actions("controller")
+    sub_actions, _ = _role_actions("controller_catalog")
+    granted = rg_actions | sub_actions
+    assert granted == derived, (
+        f"granted but never called: {sorted(granted - derived)}; called but not granted: {sorted(derived - granted)}"
+    )
+    assert not rg_actions & sub_actions
+
+
+def test_azure_roles_scopes() -> None:
+    """The VM role is assignable in the resource group only; the subscription-wide role only reads."""
+    rg_actions, rg_role = _role_actions("controller")
+    sub_actions, sub_role = _role_actions("controller_catalog")
+    assert rg_role["assignable_scopes"] == ["${local.rg_id}"]
+    assert rg_role["scope"] == "${local.rg_id}"
+    assert sub_actions == AZURE_SUBSCRIPTION_SCOPE
+    assert all(a.endswith("/read") for a in sub_actions)
+    assert not rg_actions & AZURE_SUBSCRIPTION_SCOPE
+
+
+def test_azure_node_identity_may_only_pull() -> None:
+    assignments = dict(typed_blocks("azure", "resource", "azurerm_role_assignment"))
+    node = [a for a in assignments.values() if a["principal_id"] == "${local.node_identity_principal}"]
+    assert [a["role_definition_name"] for a in node] == ["AcrPull"]
+    assert node[0]["scope"] == "${azurerm_container_registry.mirror.id}"
