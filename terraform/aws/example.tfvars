@@ -10,7 +10,8 @@ harbor_credentials    = "harbor" # BURST_REGISTRY_HARBOR_USERNAME / _PASSWORD_FI
 instance_types        = ["p4d.24xlarge", "p5.48xlarge"]
 user_data_template    = "builtin:slurm"
 template_vars = {
-  slurmctld_host = "slurm-ctl.example.org"
+  slurmctld_host      = "slurm-ctl.example.org"
+  munge_key_ssm_param = "/burst/munge-key" # SecureString; the node role may read exactly this one
 }
 
 # Kubernetes instead of Slurm: the API server reaches the kubelet.

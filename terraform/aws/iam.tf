@@ -48,13 +48,13 @@ resource "aws_iam_role_policy" "node" {
 
 data "aws_iam_policy_document" "node" {
   statement {
-    sid       = "RegistryToken"
+    sid       = "RegistryToken"               # `aws ecr get-login-password` in burst-mirror-auth
     actions   = ["ecr:GetAuthorizationToken"] # account-wide by design: no resource-level form
     resources = ["*"]
   }
   statement {
-    sid       = "PullMirroredImages"
-    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+    sid       = "PullMirroredImages" # containerd: manifests, then layers
+    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
     resources = [local.mirror_repo]
   }
   statement {
@@ -67,6 +67,23 @@ data "aws_iam_policy_document" "node" {
       values   = [var.region]
     }
   }
+  dynamic "statement" {
+    # the join secret the shipped user data reads (`aws ssm get-parameter`): munge key (Slurm) or
+    # bootstrap token (Kubernetes), named in template_vars; only those parameters
+    for_each = length(local.node_ssm_parameters) > 0 ? [1] : []
+    content {
+      sid       = "ReadTheJoinSecret"
+      actions   = ["ssm:GetParameter"]
+      resources = local.node_ssm_parameters
+    }
+  }
+}
+
+locals {
+  node_ssm_parameters = [
+    for k, v in var.template_vars : "arn:${local.partition}:ssm:${var.region}:${local.account}:parameter/${trimprefix(v, "/")}"
+    if endswith(k, "_ssm_param") && v != ""
+  ]
 }
 
 # ---- the controller --------------------------------------------------------------------------------

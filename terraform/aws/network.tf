@@ -100,11 +100,12 @@ resource "aws_route" "private_nat" {
 }
 
 # ---- egress = "endpoints": the AWS APIs nodes and the mirror need, privately ------------------
-# Nodes pull images from ECR (ecr.api for the token, ecr.dkr for manifests, S3 for layers) and
-# read their own tags (ec2). S3 is a free gateway endpoint, so it exists in NAT mode too.
+# Nodes pull images from ECR (ecr.api for the token, ecr.dkr for manifests, S3 for layers), read
+# their join secret (ssm) and their own tags (ec2). S3 is a free gateway endpoint, so it exists in
+# NAT mode too.
 
 locals {
-  interface_endpoints = local.nat ? [] : ["ecr.api", "ecr.dkr", "ec2"]
+  interface_endpoints = local.nat ? [] : ["ecr.api", "ecr.dkr", "ec2", "ssm"]
 }
 
 resource "aws_vpc_endpoint" "s3" {

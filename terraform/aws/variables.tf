@@ -119,7 +119,7 @@ variable "user_data_template" {
 }
 
 variable "template_vars" {
-  description = "Site values the bootstrap template needs (config key aws.template_vars), e.g. { slurmctld_host = \"slurm-ctl.example.org\" }."
+  description = "Site values the bootstrap template needs (config key aws.template_vars), e.g. { slurmctld_host = \"slurm-ctl.example.org\", munge_key_ssm_param = \"/burst/munge-key\" }. The node role may read exactly the SSM parameters named by the *_ssm_param entries (the join secret), and no other."
   type        = map(string)
   default     = {}
 }

@@ -40,6 +40,27 @@ ECR_PUSH_PROTOCOL = {
 }
 
 
+# The node: what the shipped user data runs (`aws <service> <command>` in providers/templates/),
+# what containerd asks ECR for when it pulls, and reading tags (issue 14).
+TEMPLATES = ROOT / "providers" / "templates"
+CLI_CUSTOMISATIONS = {("ecr", "get-login-password"): "ecr:GetAuthorizationToken"}
+ECR_PULL_PROTOCOL = {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}  # GET manifest, GET blob
+NODE_READS_TAGS = {"ec2:DescribeTags"}
+
+
+def _template_actions() -> set[str]:
+    import re
+
+    found: set[str] = set()
+    for path in sorted(TEMPLATES.glob("*.sh")):
+        for service, command in re.findall(r"\baws ([a-z0-9-]+) ([a-z][a-z-]+)", path.read_text()):
+            if (service, command) in CLI_CUSTOMISATIONS:
+                found.add(CLI_CUSTOMISATIONS[(service, command)])
+            else:
+                found.add(iam_action(SdkCall(service, command.replace("-", "_"), 0)))
+    return found
+
+
 def _policy_actions(module: str, document: str) -> set[str]:
     docs = dict(typed_blocks(module, "data", "aws_iam_policy_document"))
     assert document in docs, f"terraform/{module}: no aws_iam_policy_document {document!r}"
@@ -70,6 +91,16 @@ def test_aws_mirror_policy_is_exactly_what_the_mirror_calls() -> None:
     granted = _policy_actions("aws", "mirror")
     assert granted == derived, (
         f"granted but never called: {sorted(granted - derived)}; called but not granted: {sorted(derived - granted)}"
+    )
+
+
+def test_aws_node_policy_is_exactly_what_a_node_does() -> None:
+    derived = _template_actions()
+    assert "ssm:GetParameter" in derived and "ecr:GetAuthorizationToken" in derived, derived
+    derived |= ECR_PULL_PROTOCOL | NODE_READS_TAGS
+    granted = _policy_actions("aws", "node")
+    assert granted == derived, (
+        f"granted but never used: {sorted(granted - derived)}; used but not granted: {sorted(derived - granted)}"
     )
 
 
