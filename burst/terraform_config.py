@@ -72,6 +72,7 @@ OUTPUTS: Mapping[str, OutputKey] = {
     # terraform/aws (one copy per region)
     "aws_regions": OutputKey((*_AWS, "regions"), Merge.MAP),
     "aws_user_data_template": OutputKey((*_AWS, "user_data_template")),
+    "aws_harbor_host": OutputKey((*_AWS, "harbor_host")),
     "aws_template_vars": OutputKey((*_AWS, "template_vars")),
     "aws_mirror_targets": OutputKey(("mirror", "targets"), Merge.MAP),
     # terraform/azure (one copy per location; all share one resource group)
@@ -80,6 +81,7 @@ OUTPUTS: Mapping[str, OutputKey] = {
     "azure_regions": OutputKey((*_AZURE, "regions"), Merge.MAP),
     "azure_admin_ssh_public_key": OutputKey((*_AZURE, "admin_ssh_public_key")),
     "azure_user_data_template": OutputKey((*_AZURE, "user_data_template")),
+    "azure_harbor_host": OutputKey((*_AZURE, "harbor_host")),
     "azure_template_vars": OutputKey((*_AZURE, "template_vars")),
     "azure_mirror_targets": OutputKey(("mirror", "targets"), Merge.MAP),
 }

@@ -18,6 +18,7 @@ output "aws_regions" {
       instance_profile   = aws_iam_instance_profile.node.name
       key_name           = var.key_name == "" ? null : var.key_name
       instance_types     = var.instance_types
+      mirror_host        = "${local.account}.dkr.ecr.${var.region}.${data.aws_partition.current.dns_suffix}/${var.mirror_repository_prefix}"
     }
   }
 }
@@ -25,6 +26,11 @@ output "aws_regions" {
 output "aws_user_data_template" {
   description = "config key `clouds.aws.settings.user_data_template`"
   value       = var.user_data_template
+}
+
+output "aws_harbor_host" {
+  description = "config key `clouds.aws.settings.harbor_host`"
+  value       = var.harbor_host
 }
 
 output "aws_template_vars" {

@@ -22,9 +22,10 @@ output "azure_regions" {
   description = "config key `clouds.azure.settings.regions` (this location's entry)"
   value = {
     (var.location) = {
-      subnet_id = azurerm_subnet.nodes.id
-      image     = var.image
-      vm_sizes  = var.vm_sizes
+      subnet_id   = azurerm_subnet.nodes.id
+      image       = var.image
+      vm_sizes    = var.vm_sizes
+      mirror_host = "${azurerm_container_registry.mirror.login_server}/${var.mirror_repository_prefix}"
     }
   }
 }
@@ -37,6 +38,11 @@ output "azure_admin_ssh_public_key" {
 output "azure_user_data_template" {
   description = "config key `clouds.azure.settings.user_data_template`"
   value       = var.user_data_template
+}
+
+output "azure_harbor_host" {
+  description = "config key `clouds.azure.settings.harbor_host`"
+  value       = var.harbor_host
 }
 
 output "azure_template_vars" {
