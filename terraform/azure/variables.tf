@@ -67,6 +67,11 @@ variable "scheduler_ports" {
     { name = "slurmd", ports = "6818", protocol = "Tcp" },
     { name = "srun", ports = "60001-63000", protocol = "Tcp" },
   ]
+  validation {
+    # NSG priorities 100..198 (the fixed allow rules start at 200, the deny is 4000)
+    condition     = length(var.scheduler_ports) >= 1 && length(var.scheduler_ports) <= 99
+    error_message = "scheduler_ports takes 1 to 99 entries."
+  }
 }
 
 variable "image" {
