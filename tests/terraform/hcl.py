@@ -31,8 +31,7 @@ def blocks(module: str, kind: str) -> Iterator[tuple[str, Any]]:
     """(name, body) of every top-level ``kind`` block (output, variable) in the module."""
     for path in tf_files(module):
         for entry in load(path).get(kind, []):
-            for name, body in entry.items():
-                yield name, body
+            yield from entry.items()
 
 
 def typed_blocks(module: str, kind: str, rtype: str) -> Iterator[tuple[str, Any]]:
