@@ -45,7 +45,18 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 from burst.catalog import Catalog, OfferFilter  # noqa: E402
-from burst.domain import TAG_CLUSTER, TAG_EXPIRES, TAG_ID, TAG_OWNER, TAG_PURPOSE, TAG_TEAM, LaunchSpec, Market, Offer, Purpose  # noqa: E402
+from burst.domain import (  # noqa: E402
+    TAG_CLUSTER,
+    TAG_EXPIRES,
+    TAG_ID,
+    TAG_OWNER,
+    TAG_PURPOSE,
+    TAG_TEAM,
+    LaunchSpec,
+    Market,
+    Offer,
+    Purpose,
+)
 from burst.errors import CapacityError, ProviderError, QuotaError  # noqa: E402
 from policies.selection import Context, Need, rank  # noqa: E402
 from tests.azure.helpers import ManualClock, make_provider  # noqa: E402

@@ -95,7 +95,13 @@ from burst.errors import (
 )
 from providers.azure_offers import RegionView, region_view
 from providers.azure_offers import text as _text
-from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, load_template, node_variables, render_user_data
+from providers.bootstrap import (
+    SAFE_VALUE,
+    USER_DATA_VARIABLES,
+    load_template,
+    node_variables,
+    render_user_data,
+)
 from providers.errors import map_azure_error
 
 log = logging.getLogger(__name__)

@@ -77,7 +77,7 @@ class StandinCredential:
         return AccessToken(self.token, int(time.time()) + 3600)
 
 
-class AllowHttpPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+class AllowHttpPolicy(SansIOHTTPPolicy):
     """Lets azure-core's bearer policy send a token over plain http (the stand-in's scheme)."""
 
     def on_request(self, request: Any) -> None:
@@ -736,11 +736,11 @@ class _Handler(BaseHTTPRequestHandler):
             st.ppgs[key] = ppg
             self._send(200 if existing else 201, ppg)
         elif method == "GET":
-            ppg = st.ppgs.get(key)
-            if ppg is None:
+            found = st.ppgs.get(key)
+            if found is None:
                 self._error(404, "ResourceNotFound", f"The Resource '{rid}' was not found.")
             else:
-                self._send(200, ppg)
+                self._send(200, found)
         else:
             self._error(405, "MethodNotAllowed", method)
 
