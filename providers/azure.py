@@ -118,6 +118,15 @@ _SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/M
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 RESOURCE_API_VERSION = "2021-04-01"  # subscriptions and resource groups (GET only, for validate)
 IMAGE_API_VERSION = "2023-07-03"  # gallery image versions / managed images by id (GET only)
+# Secrets the builtin templates read at boot, empty unless azure.template_vars sets them: on Azure
+# the Key Vault secret URLs (read with the VM's managed identity); the SSM names are AWS's and stay
+# empty here (the shared template still names them; see providers/templates/).
+TEMPLATE_DEFAULTS: Mapping[str, str] = {
+    "munge_key_secret_url": "",
+    "bootstrap_token_secret_url": "",
+    "munge_key_ssm_param": "",
+    "bootstrap_token_ssm_param": "",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +188,11 @@ class AzureSettings(BaseModel):
     connection_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
-    template_vars: dict[str, str] = Field(default_factory=dict)
+    template_vars: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra template variables: slurmctld_host, munge_key_secret_url (Key Vault secret URL), "
+        "k8s_api_endpoint, k8s_ca_cert_hash, bootstrap_token_secret_url",
+    )
     harbor_host: str = ""
     node_name_prefix: str = ""
     base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
@@ -414,7 +427,7 @@ class AzureProvider:
 
     def template_text(self) -> str:
         if self._template_text is None:
-            self._template_text = load_template(self.settings.user_data_template, where=_TEMPLATE_SETTING)
+            self._template_text = load_template(self.settings.user_data_template, where=_TEMPLATE_SETTING, cloud=PROVIDER)
         return self._template_text
 
     def node_name(self, intent_id: str) -> str:
@@ -430,7 +443,11 @@ class AzureProvider:
             harbor_host=self.settings.harbor_host,
             mirror_host=region.mirror_host if region else "",
         )
-        return {**self.settings.template_vars, **core}
+        return {**self.template_vars(), **core}
+
+    def template_vars(self) -> dict[str, str]:
+        """``template_vars`` over :data:`TEMPLATE_DEFAULTS`."""
+        return {**TEMPLATE_DEFAULTS, **self.settings.template_vars}
 
     def render_user_data(self, spec: LaunchSpec) -> str:
         """The custom data for ``spec``: ``spec.user_data`` if set, else the rendered template."""
@@ -744,7 +761,7 @@ class AzureProvider:
             problems.append(("azure.admin_ssh_public_key", "an OpenSSH public key is needed (Linux VMs without password)"))
         if s.user_data_template:
             try:
-                dummy = {k: "x" for k in USER_DATA_VARIABLES} | dict(s.template_vars)
+                dummy = {k: "x" for k in USER_DATA_VARIABLES} | self.template_vars()
                 rendered = render_user_data(self.template_text(), dummy, where=_TEMPLATE_SETTING)
                 if len(rendered.encode()) > MAX_CUSTOM_DATA_BYTES:
                     problems.append((_TEMPLATE_SETTING, f"renders to more than {MAX_CUSTOM_DATA_BYTES} bytes"))

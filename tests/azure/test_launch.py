@@ -198,3 +198,28 @@ def test_spec_changes_do_not_touch_an_existing_vm(standin: ArmStandin) -> None:
     again = make_provider(standin).launch(replace(spec, user_data="#!/bin/sh\necho other\n"))
     assert again.cloud_id == first.cloud_id
     assert standin.count("PUT", r"/virtualMachines/b-same$") == 1
+
+
+@pytest.mark.parametrize(("template", "secret_var", "aws_marker"), [
+    ("builtin:slurm", "munge_key_secret_url", "aws ssm get-parameter"),
+    ("builtin:k8s", "bootstrap_token_secret_url", "aws ssm get-parameter"),
+])
+def test_builtin_templates_read_secrets_the_azure_way(
+    standin: ArmStandin, template: str, secret_var: str, aws_marker: str
+) -> None:
+    url = "https://burst-kv.vault.azure.net/secrets/node-secret"
+    tvars = {"slurmctld_host": "ctld.example.org:6817", "k8s_api_endpoint": "10.0.0.1:6443",
+             "k8s_ca_cert_hash": "sha256:ab", secret_var: url}
+    provider = make_provider(standin, user_data_template=template, template_vars=tvars)
+    provider.validate()  # the AWS-only variables need no value on Azure
+    provider.launch(make_spec("b-tpl", azure_offer()))
+    script = custom_data_of(standin, "b-tpl")
+    assert "# @include" not in script
+    assert aws_marker not in script and "169.254.169.254/latest/api/token" not in script
+    assert f'="{url}"' in script and "vault.azure.net" in script and "metadata/identity/oauth2/token" in script
+    # AWS renders its own part from the same template
+    from providers.bootstrap import USER_DATA_VARIABLES, load_template, render_user_data
+
+    aws = render_user_data(load_template(template), {**{k: "x" for k in USER_DATA_VARIABLES}, **tvars,
+                                                     "munge_key_ssm_param": "/p", "bootstrap_token_ssm_param": "/t"})
+    assert aws_marker in aws and "vault.azure.net" not in aws
