@@ -354,6 +354,7 @@ class AzureProvider:
         self._launched: dict[str, CloudInstance] = {}  # intent id -> what launch() returned
         self._deleting: set[str] = set()  # VM ids we asked ARM to delete
         self._ppgs: set[tuple[str, str]] = set()
+        self._addresses: dict[str, str] = {}  # VM id (lower) -> private IP of its primary NIC
         self._template_text: str | None = None
 
     @property
@@ -629,7 +630,7 @@ class AzureProvider:
             raise
         except Exception as e:
             raise map_azure_error(e, offer_key=offer.key) from e
-        instance = cloud_instance_from_vm(vm)
+        instance = self._with_address(cloud_instance_from_vm(vm), vm)
         if not instance.tags:
             instance = _with_tags(instance, tags)
         with self._lock:
@@ -692,7 +693,33 @@ class AzureProvider:
             # A create that failed (AllocationFailed...) leaves the VM in ARM: delete it, so a
             # crash between the failure and our cleanup leaks nothing and frees the quota.
             self._delete_failed(str(getattr(vm, "name", "")))
-        return inst
+        return self._with_address(inst, vm)
+
+    def _with_address(self, inst: CloudInstance, vm: Any) -> CloudInstance:
+        """``inst`` with the private IP of the VM's primary NIC. The NIC is the VM's own (no
+        azure-mgmt-network here), so it is read with one GET through the compute client's
+        pipeline, once per VM: a NIC keeps its address for the VM's life."""
+        if inst.state in (CloudState.TERMINATED, CloudState.FAILED):
+            return inst
+        key = inst.cloud_id.lower()
+        with self._lock:
+            known = self._addresses.get(key)
+        if known is None:
+            refs = getattr(getattr(getattr(vm, "properties", None), "network_profile", None), "network_interfaces", None) or []
+            primary = next((r for r in refs if getattr(r, "primary", None) is not False), None)
+            nic_id = str(getattr(primary, "id", "") or "")
+            if not nic_id:
+                return inst
+            body = self._raw_json(nic_id, self.settings.network_api_version)
+            configs = ((body or {}).get("properties") or {}).get("ipConfigurations") or []
+            known = str(((configs[0] if configs else {}).get("properties") or {}).get("privateIPAddress") or "")
+            if not known:
+                return inst
+            with self._lock:
+                self._addresses[key] = known
+        from dataclasses import replace
+
+        return replace(inst, address=known)
 
     def list_instances(self) -> list[CloudInstance]:
         try:
@@ -743,6 +770,20 @@ class AzureProvider:
 
             raise map_azure_error(HttpResponseError(response=resp))
         return int(resp.status_code)
+
+    def _raw_json(self, path: str, api_version: str) -> dict[str, Any] | None:
+        """GET an ARM resource as JSON (None when ARM has no such resource)."""
+        from azure.core.rest import HttpRequest
+
+        try:
+            resp = self._compute.send_request(HttpRequest("GET", f"{path}?api-version={api_version}"))
+            if resp.status_code == 404:
+                return None
+            resp.raise_for_status()
+            body = resp.json()
+        except Exception as e:
+            raise map_azure_error(e) from e
+        return body if isinstance(body, dict) else None
 
     def validate(self, instance_types: Iterable[str] = ()) -> None:
         """Check the settings against ARM before any launch; raise :class:`ConfigError` naming the

@@ -223,3 +223,22 @@ def test_builtin_templates_read_secrets_the_azure_way(
     aws = render_user_data(load_template(template), {**{k: "x" for k in USER_DATA_VARIABLES}, **tvars,
                                                      "munge_key_ssm_param": "/p", "bootstrap_token_ssm_param": "/t"})
     assert aws_marker in aws and "vault.azure.net" not in aws
+
+
+def test_nic_and_disk_go_with_the_vm_and_the_address_is_the_nics(standin: ArmStandin) -> None:
+    provider = make_provider(standin)
+    inst = provider.launch(make_spec("b-nic", azure_offer()))
+    snap = standin.snapshot()
+    assert [n.rsplit("/", 1)[-1] for n in snap["nics"]] == ["b-nic-nic"]
+    assert [d.rsplit("/", 1)[-1] for d in snap["disks"]] == ["b-nic-osdisk"]
+    nic = standin.state.nics[snap["nics"][0].lower()]
+    ip = nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"]
+    assert inst.address == ip
+    gets = standin.count("GET", "/networkInterfaces/")
+    listed = make_provider(standin).list_instances()
+    assert [i.address for i in listed] == [ip]
+    provider.list_instances()
+    assert standin.count("GET", "/networkInterfaces/") == gets + 1  # once per VM per process
+    provider.terminate([inst.cloud_id])
+    snap = standin.snapshot()
+    assert snap["vms"] == [] and snap["nics"] == [] and snap["disks"] == []
