@@ -41,8 +41,11 @@ What this module does, and how it keeps the Provider contract (burst/ports.py):
   408/429/5xx up to 10 times and sleep on ``Retry-After``. A 429 becomes a
   ``TransientProviderError`` whose ``retry_after`` carries the cloud's hint to the controller's
   backoff. Waiting on a long-running create is waiting on the network for the cloud's answer
-  (ports.py allows that); ``lro_polling_interval_s`` is the pause between status polls when ARM
-  gives no ``Retry-After`` of its own.
+  (ports.py allows that), bounded by ``launch_wait_s``: a create still running then is returned
+  as pending (its outcome is seen by list/find), so the capacity errors that ARM reports within
+  that time reach the offer backoff, and a slow create does not hold the tick.
+  ``lro_polling_interval_s`` is the pause between status polls when ARM gives no ``Retry-After``
+  of its own.
 * **Errors**: :func:`providers.errors.map_azure_error` on ``HttpResponseError.error.code``. A
   create that ends ``AllocationFailed`` leaves a failed VM behind in ARM; it is deleted at once
   (and any Failed VM of this cluster that a listing shows is deleted too, so a crash between the
@@ -185,6 +188,9 @@ class AzureSettings(BaseModel):
     sku_refresh_s: float = Field(default=900.0, ge=0, description="how often SKU restrictions and quota are re-read")
     network_api_version: str = Field(default="2022-11-01", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     lro_polling_interval_s: float = Field(default=5.0, ge=0, description="pause between LRO polls without Retry-After")
+    launch_wait_s: float = Field(
+        default=180.0, ge=0, description="how long launch waits for the create to finish before reporting it pending"
+    )
     connection_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
@@ -613,7 +619,17 @@ class AzureProvider:
                 self._views[offer.region].charge(offer.instance_type, spot=spot)
             try:
                 poller = self._compute.virtual_machines.begin_create_or_update(self._rg(), name, cast(Any, body))
-                vm = poller.result()
+                poller.wait(self.settings.launch_wait_s)
+                if poller.done():
+                    vm = poller.result()
+                else:
+                    # ARM has the VM (the PUT was accepted) but is still creating it: report it
+                    # pending rather than hold the tick. A later failure shows as a Failed VM in
+                    # list/find (reconciled as lost, and deleted by the listing).
+                    vm = self._get_vm(name, instance_view=True)
+                    if vm is None:
+                        raise TransientProviderError(f"VM {name} accepted but not found yet", provider=PROVIDER,
+                                                     code="NotYetVisible", offer_key=offer.key)
             except Exception as e:
                 mapped = map_azure_error(e, offer_key=offer.key)
                 with self._lock:

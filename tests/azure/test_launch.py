@@ -242,3 +242,15 @@ def test_nic_and_disk_go_with_the_vm_and_the_address_is_the_nics(standin: ArmSta
     provider.terminate([inst.cloud_id])
     snap = standin.snapshot()
     assert snap["vms"] == [] and snap["nics"] == [] and snap["disks"] == []
+
+
+def test_a_slow_create_is_reported_pending_after_launch_wait(standin: ArmStandin) -> None:
+    standin.slow(10_000)  # far more polls than the wait allows
+    provider = make_provider(standin, launch_wait_s=0.3, lro_polling_interval_s=0.05)
+    started = time.monotonic()
+    inst = provider.launch(make_spec("b-slow", azure_offer()))
+    assert time.monotonic() - started < 5.0
+    assert inst.state is CloudState.PENDING and inst.burst_id == "b-slow"
+    standin.complete_operations()
+    found = provider.find("b-slow")
+    assert found is not None and found.state is CloudState.RUNNING
