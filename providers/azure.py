@@ -232,6 +232,13 @@ class AzureProvider:
         """``offers`` without the Azure ones this provider cannot launch now (others pass)."""
         return [o for o in offers if o.cloud != PROVIDER or self.supports(o)]
 
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Per region: usable GPU sizes, restricted ones, and vCPU quota left (for `burst config
+        check` and operators); reads ARM when the views are due for a refresh."""
+        from providers.azure_offers import describe
+
+        return describe({region: self.view(region) for region in self.regions})
+
     # ---- user data ----------------------------------------------------------------------------
 
     def template_text(self) -> str:
@@ -352,7 +359,7 @@ class AzureProvider:
         props: dict[str, Any] = {
             "hardwareProfile": {"vmSize": offer.instance_type},
             "storageProfile": {
-                "imageReference": self._image_reference(spec.image if spec.image.startswith("/subscriptions/") else cfg.image),
+                "imageReference": self._image_reference(_azure_image(spec.image) or cfg.image),
                 "osDisk": {
                     "name": f"{name}-osdisk",
                     "createOption": "FromImage",
@@ -622,3 +629,11 @@ def _with_tags(inst: CloudInstance, tags: Mapping[str, str]) -> CloudInstance:
     from dataclasses import replace
 
     return replace(inst, tags=dict(tags), burst_id=tags.get(TAG_ID, ""))
+
+
+def _azure_image(image: str) -> str:
+    """A LaunchSpec's own image when it is an Azure one (an image resource id or a marketplace URN
+    ``publisher:offer:sku:version``); "" otherwise, and the region's configured image is used."""
+    if image.startswith("/subscriptions/") or (image.count(":") == 3 and all(image.split(":"))):
+        return image
+    return ""
