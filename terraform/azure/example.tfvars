@@ -11,8 +11,11 @@ admin_ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExamp
 vm_sizes             = ["Standard_ND96asr_v4", "Standard_NC24ads_A100_v4"]
 user_data_template   = "builtin:slurm"
 template_vars = {
-  slurmctld_host = "slurm-ctl.example.org"
+  slurmctld_host       = "slurm-ctl.example.org"
+  munge_key_secret_url = "https://mlprodjoin.vault.azure.net/secrets/munge-key"
 }
+# the same secret as a resource id: the node identity may read exactly this one
+node_secret_ids = ["/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-prod-secrets/providers/Microsoft.KeyVault/vaults/mlprodjoin/secrets/munge-key"]
 
 # A service principal the on-prem controller signs in with (AZURE_CLIENT_ID/...):
 # controller_principal_ids = ["11111111-1111-1111-1111-111111111111"]

@@ -104,10 +104,19 @@ data "azurerm_user_assigned_identity" "controller" {
   resource_group_name = local.rg_name
 }
 
-# Nodes: pull from this location's registry, nothing else.
+# Nodes: pull from this location's registry.
 resource "azurerm_role_assignment" "node_pull" {
   scope                = azurerm_container_registry.mirror.id
   role_definition_name = "AcrPull"
+  principal_id         = local.node_identity_principal
+  principal_type       = "ServicePrincipal"
+}
+
+# Nodes: read their join secret (munge key or bootstrap token), only the secrets named.
+resource "azurerm_role_assignment" "node_join_secret" {
+  for_each             = toset(var.node_secret_ids)
+  scope                = each.value
+  role_definition_name = "Key Vault Secrets User"
   principal_id         = local.node_identity_principal
   principal_type       = "ServicePrincipal"
 }
@@ -136,6 +145,7 @@ resource "azurerm_role_definition" "controller" {
       "Microsoft.Compute/proximityPlacementGroups/write",
       "Microsoft.Compute/disks/write",                         # the OS disk, created with the VM
       "Microsoft.Compute/disks/delete",                        # deleteOption Delete: removed with the VM
+      "Microsoft.Network/networkInterfaces/read",              # the VM-managed NIC's private IP (instances carry it)
       "Microsoft.Network/networkInterfaces/write",             # the VM-managed NIC
       "Microsoft.Network/networkInterfaces/delete",            # deleteOption Delete
       "Microsoft.Network/virtualNetworks/subnets/join/action", # the NIC joins the node subnet

@@ -102,9 +102,19 @@ variable "user_data_template" {
 }
 
 variable "template_vars" {
-  description = "Site values the bootstrap template needs (config key azure.template_vars), e.g. { slurmctld_host = \"slurm-ctl.example.org\" }."
+  description = "Site values the bootstrap template needs (config key azure.template_vars), e.g. { slurmctld_host = \"slurm-ctl.example.org\", munge_key_secret_url = \"https://<vault>.vault.azure.net/secrets/munge-key\" }."
   type        = map(string)
   default     = {}
+}
+
+variable "node_secret_ids" {
+  description = "Key Vault secret resource ids (/subscriptions/.../vaults/<vault>/secrets/<name>) of the join secret the shipped custom data reads with the node identity: the secret template_vars.munge_key_secret_url (Slurm) or bootstrap_token_secret_url (Kubernetes) points at. The node identity may read exactly these secrets."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for id in var.node_secret_ids : can(regex("^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft.KeyVault/vaults/[^/]+/secrets/[^/]+$", id))])
+    error_message = "node_secret_ids must be Key Vault secret resource ids."
+  }
 }
 
 variable "acr_name" {

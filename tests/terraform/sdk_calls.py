@@ -132,9 +132,13 @@ class ArmCall:
     line: int
 
 
-def azure_calls(path: Path, client_attr: str = "_compute", raw_get: str = "_raw_get") -> list[ArmCall]:
-    """Operation-group calls on ``self.<client_attr>``, and the call sites of ``self.<raw_get>``
-    (the provider's ARM GET through the compute client's pipeline) with their path argument."""
+RAW_GETS = frozenset({"_raw_get", "_raw_json"})
+
+
+def azure_calls(path: Path, client_attr: str = "_compute", raw_gets: frozenset[str] = RAW_GETS) -> list[ArmCall]:
+    """Operation-group calls on ``self.<client_attr>`` (or ``provider.<client_attr>`` in the
+    modules that take the provider as an argument), and the call sites of the raw ARM GET helpers
+    (``self._raw_get``/``_raw_json``, through the compute client's pipeline) with their path."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     calls: list[ArmCall] = []
     for node in ast.walk(tree):
@@ -143,12 +147,11 @@ def azure_calls(path: Path, client_attr: str = "_compute", raw_get: str = "_raw_
         f = node.func
         recv = f.value
         if (isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Attribute)
-                and isinstance(recv.value.value, ast.Name) and recv.value.value.id == "self"
-                and recv.value.attr == client_attr):
+                and isinstance(recv.value.value, ast.Name) and recv.value.attr == client_attr):
             calls.append(ArmCall(recv.attr, f.attr, node.lineno))
-        elif (isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Name) and recv.value.id == "self"
+        elif (isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Name)
                 and recv.attr == client_attr and f.attr != "send_request"):
             calls.append(ArmCall("", f.attr, node.lineno))  # a client method that is no operation group
-        elif isinstance(recv, ast.Name) and recv.id == "self" and f.attr == raw_get and node.args:
+        elif isinstance(recv, ast.Name) and f.attr in raw_gets and node.args:
             calls.append(ArmCall("GET", ast.unparse(node.args[0]), node.lineno))
     return calls

@@ -124,8 +124,7 @@ def test_aws_launch_and_terminate_are_confined_to_the_cluster_tag() -> None:
 
 # ---- Azure ------------------------------------------------------------------------------------
 
-AZURE_PY = ROOT / "providers" / "azure.py"
-AZURE_OFFERS_PY = ROOT / "providers" / "azure_offers.py"
+AZURE_MODULES = sorted((ROOT / "providers").glob("azure*.py"))  # azure.py and the modules split from it
 
 # azure-mgmt-compute operation -> the ARM action it is authorised as (Azure's resource provider
 # operations list). A call missing here fails the test: add it, and grant it in identity.tf.
@@ -144,6 +143,7 @@ AZURE_RAW_GETS = {
     "sub": {"Microsoft.Resources/subscriptions/read"},
     "f'{sub}/resourceGroups/{s.resource_group}'": {"Microsoft.Resources/subscriptions/resourceGroups/read"},
     "cfg.subnet_id": {"Microsoft.Network/virtualNetworks/subnets/read"},
+    "nic_id": {"Microsoft.Network/networkInterfaces/read"},  # the VM-managed NIC's private IP
     # an image resource id: a gallery image version or a managed image
     "image": {"Microsoft.Compute/galleries/images/versions/read", "Microsoft.Compute/images/read"},
 }
@@ -174,7 +174,7 @@ def _azure_derived() -> set[str]:
 
     client = ComputeManagementClient(credential=object(), subscription_id="00000000-0000-0000-0000-000000000000")  # type: ignore[arg-type]
     actions: set[str] = set()
-    calls = [*azure_calls(AZURE_PY), *azure_calls(AZURE_OFFERS_PY)]
+    calls = [c for path in AZURE_MODULES for c in azure_calls(path)]
     assert len(calls) >= 8, "the AST walk found too few calls: the walker no longer understands providers/azure.py"
     for call in calls:
         if call.group == "GET":
@@ -188,7 +188,7 @@ def _azure_derived() -> set[str]:
         key = (call.group, call.method)
         assert key in AZURE_OPERATIONS, f"azure.py:{call.line}: {call.group}.{call.method} has no entry in AZURE_OPERATIONS"
         actions.add(AZURE_OPERATIONS[key])
-    strings = string_constants(AZURE_PY)
+    strings = set().union(*(string_constants(path) for path in AZURE_MODULES))
     for body_key, extra in AZURE_IMPLIED.items():
         if body_key in strings:
             actions |= extra
@@ -223,8 +223,11 @@ def test_azure_roles_scopes() -> None:
     assert not rg_actions & AZURE_SUBSCRIPTION_SCOPE
 
 
-def test_azure_node_identity_may_only_pull() -> None:
+def test_azure_node_identity_may_only_pull_and_read_its_join_secret() -> None:
     assignments = dict(typed_blocks("azure", "resource", "azurerm_role_assignment"))
-    node = [a for a in assignments.values() if a["principal_id"] == "${local.node_identity_principal}"]
-    assert [a["role_definition_name"] for a in node] == ["AcrPull"]
-    assert node[0]["scope"] == "${azurerm_container_registry.mirror.id}"
+    node = {n: a for n, a in assignments.items() if a["principal_id"] == "${local.node_identity_principal}"}
+    roles = {(a["role_definition_name"], a["scope"], a.get("for_each")) for a in node.values()}
+    assert roles == {
+        ("AcrPull", "${azurerm_container_registry.mirror.id}", None),
+        ("Key Vault Secrets User", "${each.value}", "${toset(var.node_secret_ids)}"),
+    }
