@@ -77,3 +77,15 @@ def test_walkthrough_commands_exist_with_their_options(args: list[str]) -> None:
     assert res.exit_code == 0, (path, res.output)
     for option in (a for a in args if a.startswith("--")):
         assert option in res.output, f"burst {' '.join(path)} has no {option}"
+
+
+@pytest.mark.parametrize("module", ["aws", "azure"])
+def test_example_tfvars_sets_every_required_variable_and_only_declared_ones(module: str) -> None:
+    from tests.terraform.hcl import load
+
+    example = load(TERRAFORM / module / "example.tfvars")
+    declared = dict(blocks(module, "variable"))
+    required = {name for name, body in declared.items() if "default" not in body}
+    given = {k for k in example if not k.startswith("__")}
+    assert required <= given, f"{module}/example.tfvars lacks {sorted(required - given)}"
+    assert given <= set(declared), f"{module}/example.tfvars sets undeclared {sorted(given - set(declared))}"

@@ -82,3 +82,8 @@ def test_azure_registry_is_private() -> None:
     assert acr["public_network_access_enabled"] is False
     assert acr["admin_enabled"] is False
     assert acr["anonymous_pull_enabled"] is False
+
+
+def test_aws_default_security_group_is_emptied() -> None:
+    (locked,) = _all("aws", "resource", "aws_default_security_group").values()
+    assert "ingress" not in locked and "egress" not in locked
