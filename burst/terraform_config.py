@@ -133,21 +133,22 @@ def _drop_nulls(value: Any) -> Any:
 
 
 def _merge(name: str, key: OutputKey, docs: list[tuple[str, Any]]) -> Any:
+    for source, value in docs:
+        if key.merge is Merge.MAP and not isinstance(value, dict):
+            raise InputError(source, f"output {name!r} must be a map ({key.dotted}), got {type(value).__name__}")
+        if key.merge is Merge.LIST and not isinstance(value, list):
+            raise InputError(source, f"output {name!r} must be a list ({key.dotted}), got {type(value).__name__}")
     first_source, merged = docs[0]
     for source, value in docs[1:]:
         if key.merge is Merge.SAME:
             if value != merged:
                 raise InputError(source, f"output {name!r} differs from the one in {first_source} ({key.dotted} has one value)")
         elif key.merge is Merge.MAP:
-            if not isinstance(value, dict) or not isinstance(merged, dict):
-                raise InputError(source, f"output {name!r} must be a map ({key.dotted})")
             for entry, v in value.items():
                 if entry in merged and merged[entry] != v:
                     raise InputError(source, f"output {name!r}: entry {entry!r} differs from the one in {first_source}")
             merged = {**merged, **value}
         else:
-            if not isinstance(value, list) or not isinstance(merged, list):
-                raise InputError(source, f"output {name!r} must be a list ({key.dotted})")
             merged = list(dict.fromkeys([*merged, *value]))
     return merged
 

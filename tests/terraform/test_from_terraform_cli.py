@@ -101,8 +101,11 @@ def _bad(doc: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
             ["clouds.aws.settings.regions.us-east-1.subnets", "is not a subnet id"],
         ),
         (json.dumps(_bad(_example(), ["cluster", "value"], "ML_Prod")), ["cluster", "pattern '^[a-z0-9][a-z0-9-]*$'"]),
+        (json.dumps(_bad(_example(), ["aws_regions", "value"], "us-east-1")), ["output 'aws_regions' must be a map", "got str"]),
+        (json.dumps(_bad(_example(), ["offer_regions", "value"], "us-east-1")), ["output 'offer_regions' must be a list"]),
     ],
-    ids=["empty", "not-json", "list", "no-outputs", "not-output-json", "unknown-output", "bad-subnet", "bad-cluster"],
+    ids=["empty", "not-json", "list", "no-outputs", "not-output-json", "unknown-output", "bad-subnet", "bad-cluster",
+         "map-not-map", "list-not-list"],
 )
 def test_bad_input_is_one_line(text: str, words: list[str]) -> None:
     res = runner.invoke(app, ["config", "from-terraform"], input=text)
@@ -128,3 +131,13 @@ def test_same_region_twice_with_other_subnets_is_refused(tmp_path: Path) -> None
 def test_missing_file(tmp_path: Path) -> None:
     res = runner.invoke(app, ["config", "from-terraform", str(tmp_path / "nope.json")])
     _one_error_line(res, "nope.json", "cannot read")
+
+
+def test_one_mirror_target_from_two_outputs_is_refused(tmp_path: Path) -> None:
+    azure = json.loads((Path(__file__).parent / "azure-output.json").read_text())
+    azure["azure_mirror_targets"]["value"] = {"aws:us-east-1": azure["azure_mirror_targets"]["value"]["azure:eastus"]}
+    a, b = tmp_path / "aws.json", tmp_path / "azure.json"
+    a.write_text(EXAMPLE.read_text())
+    b.write_text(json.dumps(azure))
+    res = runner.invoke(app, ["config", "from-terraform", str(a), str(b)])
+    _one_error_line(res, "azure_mirror_targets", "'aws:us-east-1' is filled twice")
