@@ -87,3 +87,15 @@ def test_azure_registry_is_private() -> None:
 def test_aws_default_security_group_is_emptied() -> None:
     (locked,) = _all("aws", "resource", "aws_default_security_group").values()
     assert "ingress" not in locked and "egress" not in locked
+
+
+def test_aws_internet_path_only_with_nat() -> None:
+    """egress = "endpoints": no internet gateway, NAT gateway or 0.0.0.0/0 route exists."""
+    for rtype in ("aws_internet_gateway", "aws_nat_gateway", "aws_eip", "aws_route"):
+        for name, res in _all("aws", "resource", rtype).items():
+            assert res.get("count") == "${local.nat ? 1 : 0}", (rtype, name)
+    public_rt = _all("aws", "resource", "aws_route_table")["public"]
+    assert public_rt["count"] == "${local.nat ? 1 : 0}"
+    from tests.terraform.hcl import local_values
+
+    assert local_values("aws")["nat"] == '${var.egress == "nat"}'
