@@ -581,6 +581,22 @@ def config_check(file: Annotated[Path, typer.Argument(help="Config file to valid
     console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})")
 
 
+@config_app.command("from-terraform")
+def config_from_terraform(
+    files: Annotated[list[Path] | None, typer.Argument(help="`terraform output -json` files (one per landing zone); none or '-': stdin.")] = None,
+) -> None:
+    """Render the clouds: and mirror: sections from Terraform outputs (terraform/README.md)."""
+    from burst.terraform_config import read_documents, render_yaml
+
+    try:
+        text = render_yaml(read_documents(files or [Path("-")], sys.stdin))
+    except InputError as e:
+        from rich.markup import escape
+
+        _fail(escape(str(e)))  # the message quotes patterns such as [a-z0-9]: not markup
+    sys.stdout.write(text)
+
+
 _register_optional()
 
 
