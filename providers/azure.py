@@ -466,7 +466,7 @@ class AzureProvider:
 
     def _adopt(self, vm: Any, spec: LaunchSpec, name: str) -> CloudInstance:
         """A VM of this name exists already: return it if it is this intent's, else refuse."""
-        inst = cloud_instance_from_vm(vm, deleting_by_us=str(getattr(vm, "id", "")) in self._deleting)
+        inst = cloud_instance_from_vm(vm, deleting_by_us=str(getattr(vm, "id", "")).lower() in self._deleting)
         if inst.tags.get(TAG_ID) != spec.intent_id or inst.tags.get(TAG_CLUSTER) != self.cluster:
             raise PermanentProviderError(
                 f"VM {name} exists in {self._rg()} but is not intent {spec.intent_id} of cluster {self.cluster}",

@@ -277,3 +277,13 @@ def test_spec_image_and_describe(standin: ArmStandin) -> None:
     assert "Standard_ND96asr_v4" in summary["westus2"]["restricted"]  # type: ignore[operator]
     assert "Standard_ND96asr_v4" in summary["eastus"]["gpu_sizes"]  # type: ignore[operator]
     assert summary["eastus"]["quota_left"]["cores"] == 10000 - 2 * 24  # type: ignore[index]
+
+
+def test_a_create_nobody_polls_still_finishes(standin: ArmStandin) -> None:
+    """A controller killed while waiting for a create: the next one finds the VM pending, and it
+    becomes running as the cloud is watched (the stand-in progresses on reads, as ARM would in time)."""
+    standin.slow(3)
+    provider = make_provider(standin, launch_wait_s=0.0)
+    assert provider.launch(make_spec("b-orphan-op", azure_offer())).state is CloudState.PENDING
+    states = [make_provider(standin).find("b-orphan-op").state for _ in range(3)]  # type: ignore[union-attr]
+    assert states[-1] is CloudState.RUNNING and standin.state.created == 1
