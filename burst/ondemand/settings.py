@@ -48,6 +48,9 @@ class OnDemandSettings(_Strict):
     allowed_gpu_models: list[str] = Field(default_factory=list, description="empty: any model with offers")
     ssh_user: str = "ubuntu"
     reminder_before_s: float = Field(default=REMINDER_BEFORE_S, gt=0)
+    allow_self_approval: bool = Field(
+        default=False, description="may an admin approve their own request above quota (default: no; another admin must)"
+    )
 
     @field_validator("ssh_user")
     @classmethod
