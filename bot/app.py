@@ -72,6 +72,7 @@ def create_app(
         attaching_function_token_enabled=False,
         logger=logging.getLogger("burst.bot.bolt"),
     )
+    _quiet_request_verification(app)
     # Admins: configured ids plus the admin user group, read through this app's client.
     service.use_admin_check(AdminDirectory(client, settings))
     if service.notifier is None:
@@ -88,3 +89,17 @@ def create_app(
         log.error("unhandled bolt error: %s", type(error).__name__)
 
     return app
+
+
+def _quiet_request_verification(app: App) -> None:
+    """Bolt's request verification logs the whole body of a badly signed request at INFO
+    (response_url included). The front door (bot/frontdoor.py) refuses those before Bolt sees
+    them; for any that still reach Bolt (a direct dispatch), one line without the body."""
+    from slack_bolt.middleware.request_verification import RequestVerification
+
+    def no_body(signature: str, timestamp: str, body: str) -> None:
+        log.info("invalid request signature (%d-byte body not logged)", len(body))
+
+    for m in app._middleware_list:
+        if isinstance(m, RequestVerification):
+            m._debug_log_error = no_body  # type: ignore[method-assign]
