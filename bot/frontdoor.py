@@ -49,6 +49,7 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 WINDOW_S = 5 * 60.0  # Slack's (and Bolt's) replay window for a request timestamp
 DIGEST_HEADER = "HTTP_X_BURST_REQUEST_DIGEST"
+DIGEST_HEADER_NAME = "x-burst-request-digest"  # as Bolt's request headers name it
 SOCKET_KEYS = ("burst.socket", "gunicorn.socket")  # where a server puts the connection's socket
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]

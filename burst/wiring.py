@@ -211,8 +211,8 @@ def build_runtime(
 
         for name in simulated_clouds:
             providers[name] = SimProvider(name, cfg.cluster, clock)
-    from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.quota import hold_over_quota
+    from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})

@@ -49,7 +49,6 @@ from burst.domain import (
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
 from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, QuotaCheck, SpendEntry
-from burst.store.quota_rules import HOLDING_STATES, ahead_of, lock_scopes, quota_breaches
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
@@ -68,6 +67,7 @@ from burst.store.models import (
     SystemStateRow,
     UserSettingRow,
 )
+from burst.store.quota_rules import HOLDING_STATES, ahead_of, lock_scopes, quota_breaches
 
 DEFAULT_URL = "sqlite:///.burst/burst.db"
 CONTROLLER_STATUS = "controller_status"  # system_state row of the last tick's summary
