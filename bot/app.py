@@ -20,16 +20,23 @@ from slack_bolt import App
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
-from bot.actions import register_actions
+from bot.actions import APPROVE, REJECT, register_actions
 from bot.commands import register_commands
 from bot.common import BotDeps
-from bot.events import register_events
+from bot.events import EVENTS, register_events
+from bot.frontdoor import Routes
 from bot.notifier import AdminDirectory, SlackNotifier
-from bot.views import register_views
+from bot.views import GC_CALLBACK, register_views
 from burst.ondemand.service import OnDemandService
 from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
+
+ROUTES = Routes(
+    commands=frozenset({"/burst"}), actions=frozenset({APPROVE, REJECT}), views=frozenset({GC_CALLBACK}),
+    events=frozenset(EVENTS),
+)
+"""What the listeners below handle; the front door (bot/frontdoor.py) answers 404 to the rest."""
 
 __all__ = ["create_app", "register_actions", "register_commands", "register_events", "register_views"]
 

@@ -16,7 +16,10 @@ In order, for ``POST`` to the events path (anything else goes to Bolt, which ans
 5. **Signature before parsing** (401): ``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")`` over the raw
    bytes, timestamp within 5 minutes. Nothing about an unsigned body is parsed or logged.
 6. **Well-formed** (400): UTF-8; the form or JSON parses; JSON nests at most ``max_depth`` deep;
-   the content type fits the body (a form carries a command or a ``payload``, JSON is an event).
+   the content type fits the body (a form carries a command or a ``payload``, JSON is an event);
+   every field Bolt reads before a listener runs has the type Bolt assumes. **Handled** (404):
+   a command, action, view or event no listener handles is answered here, so Bolt never logs
+   parts of it.
 7. **Replays** (200, nothing done): a signed request seen before in the window (the same
    timestamp and body: a digest of the signed request), or a Slack retry (``X-Slack-Retry-Num``)
    of a body already seen, is answered 200 with ``X-Slack-No-Retry: 1`` and goes no further. The
@@ -71,7 +74,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-_STATUS = {400: "400 Bad Request", 401: "401 Unauthorized", 408: "408 Request Timeout", 411: "411 Length Required",
+_STATUS = {400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found", 408: "408 Request Timeout", 411: "411 Length Required",
            413: "413 Content Too Large", 415: "415 Unsupported Media Type", 200: "200 OK"}
 
 
@@ -181,12 +184,73 @@ def _json(text: str, max_depth: int, what: str) -> Any:
         raise Refused(400, f"{what} is not valid JSON") from None
 
 
-def check_body(text: str, media: str, max_depth: int) -> None:
-    """Raise :class:`Refused` (400) unless ``text`` is a body Slack could have sent as ``media``."""
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """What the bot handles; anything else is answered 404 by the front door, never parsed by
+    Bolt (whose handling of requests nobody listens for logs parts of the body)."""
+
+    commands: frozenset[str] = frozenset()
+    actions: frozenset[str] = frozenset()
+    views: frozenset[str] = frozenset()
+    events: frozenset[str] = frozenset()
+
+
+_NONE = type(None)
+# The fields Bolt reads of any body (slack_bolt.request.internals and friends) before a
+# listener runs, with the types it assumes. A field of another type is 400 here instead of an
+# exception in Bolt.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "enterprise": (dict, _NONE), "team": (dict, str, _NONE), "user": (dict, str), "channel": (dict, str, _NONE),
+    "container": (dict,), "message": (dict,), "event": (dict,), "item": (dict,), "assistant_thread": (dict,),
+    "previous_message": (dict,), "function_data": (dict,), "function_execution_id": (str,), "bot_access_token": (str,),
+    "response_url": (str,), "response_urls": (list,), "is_enterprise_install": (bool,), "authorizations": (list,),
+    "enterprise_id": (str, _NONE), "team_id": (str, _NONE), "user_id": (str,), "channel_id": (str,), "thread_ts": (str,),
+    "trigger_id": (str,), "api_app_id": (str,), "token": (str,), "view": (dict,), "actions": (list,), "state": (dict,),
+    "type": (str,), "callback_id": (str,), "event_id": (str,), "challenge": (str,), "id": (str,), "ts": (str,),
+    "action_id": (str,), "block_id": (str,), "value": (str,), "text": (str, dict), "private_metadata": (str,),
+    "values": (dict,), "is_bot": (bool,), "is_ext_shared_channel": (bool,), "blocks": (list,),
+}
+_NESTED = ("enterprise", "team", "user", "channel", "container", "message", "event", "item", "assistant_thread",
+           "previous_message", "function_data", "view", "state")
+_LISTS = ("response_urls", "authorizations", "actions")
+
+
+def _check_fields(doc: dict[str, Any], where: str, depth: int = 0) -> None:
+    for key, value in doc.items():
+        want = _FIELD_TYPES.get(key)
+        if want is not None and not isinstance(value, want):
+            raise Refused(400, f"{where}{key} has the wrong type")
+        if depth < 3 and key in _NESTED and isinstance(value, dict):
+            _check_fields(value, f"{where}{key}.", depth + 1)
+        elif key in _LISTS and isinstance(value, list):
+            for item in value:
+                if not isinstance(item, dict):
+                    raise Refused(400, f"{where}{key} is not a list of objects")
+                _check_fields(item, f"{where}{key}[].", depth + 1)
+
+
+def _is_obj(x: Any, *keys: str) -> bool:
+    return isinstance(x, dict) and all(isinstance(x.get(k), str) for k in keys)
+
+
+def check_body(text: str, media: str, max_depth: int, routes: Routes | None = None) -> None:
+    """Raise :class:`Refused` unless ``text`` is a body Slack could have sent as ``media``: 400 when
+    malformed, 404 when it is well formed but nothing in ``routes`` handles it (no check of the
+    routes when None)."""
     if media == JSON:
         doc = _json(text, max_depth, "body")
         if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
             raise Refused(400, "a JSON body is an Events API envelope with a type")
+        _check_fields(doc, "")
+        kind = doc["type"]
+        if kind == "url_verification":
+            if not isinstance(doc.get("challenge"), str):
+                raise Refused(400, "a URL verification without a challenge")
+            return
+        if kind != "event_callback" or not _is_obj(doc.get("event"), "type"):
+            raise Refused(400 if kind == "event_callback" else 404, "not an event the bot handles")
+        if routes is not None and doc["event"]["type"] not in routes.events:
+            raise Refused(404, "not an event the bot handles")
         return
     try:
         fields = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=200))
@@ -196,16 +260,38 @@ def check_body(text: str, media: str, max_depth: int) -> None:
         doc = _json(fields["payload"], max_depth, "payload")
         if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
             raise Refused(400, "payload is not an interaction with a type")
-    elif "command" not in fields and "ssl_check" not in fields:
-        raise Refused(400, "the form carries no command and no payload")
+        _check_fields(doc, "payload.")
+        kind = doc["type"]
+        if kind == "block_actions":
+            acts = doc.get("actions")
+            if not acts or not all(_is_obj(a, "action_id") for a in acts):
+                raise Refused(400, "payload.actions is not a list of actions")
+            if routes is not None and not any(a["action_id"] in routes.actions for a in acts):
+                raise Refused(404, "not an action the bot handles")
+        elif kind in ("view_submission", "view_closed"):
+            if not _is_obj(doc.get("view"), "type", "callback_id", "id"):
+                raise Refused(400, "payload.view is not a view")
+            if routes is not None and doc["view"]["callback_id"] not in routes.views:
+                raise Refused(404, "not a view the bot handles")
+        elif routes is not None:
+            raise Refused(404, "not an interaction the bot handles")
+        return
+    if "command" in fields:
+        if routes is not None and fields["command"] not in routes.commands:
+            raise Refused(404, "not a command the bot handles")
+        return
+    if "ssl_check" in fields:
+        return
+    raise Refused(400, "the form carries no command and no payload")
 
 
 class FrontDoor:
     """``FrontDoor(bolt_wsgi, signing_secret, path)``: a WSGI app. See the module docstring."""
 
     def __init__(self, app: WsgiApp, signing_secret: str, path: str, limits: Limits = Limits(),
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, routes: Routes | None = None, clock: Callable[[], float] = time.time) -> None:
         self.app = app
+        self.routes = routes
         self.path = path
         self.limits = limits
         self._secret = signing_secret.encode()
@@ -226,7 +312,19 @@ class FrontDoor:
             return _answer(start_response, 400, {"error": "unreadable request"})
         if forward is None:
             return _answer(start_response, 200, None, extra=[("X-Slack-No-Retry", "1")])
-        return self.app(forward, start_response)
+        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            if status.startswith("5"):
+                # Bolt failed on a signed but odd request before any listener (ours catch all
+                # their errors): the request is what is wrong, so 400, and say so.
+                log.warning("http 400: Bolt answered %s to a signed request; answering 400", status[:3])
+                status = _STATUS[400]
+            return start_response(status, headers, exc_info) if exc_info is not None else start_response(status, headers)
+
+        try:
+            return self.app(forward, start)
+        except Exception as e:  # noqa: BLE001 - Bolt itself failed on a signed but odd request
+            log.warning("http 400: Bolt could not handle the request (%s)", type(e).__name__)
+            return _answer(start_response, 400, {"error": "the request could not be handled"})
 
     def _admit(self, environ: dict[str, Any]) -> dict[str, Any] | None:
         lim = self.limits
@@ -259,7 +357,7 @@ class FrontDoor:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise Refused(400, "the body is not UTF-8") from None
-        check_body(text, media, lim.max_depth)
+        check_body(text, media, lim.max_depth, self.routes)
         digest = hashlib.sha256(b"v0:" + ts_text.encode() + b":" + raw).hexdigest()
         body_digest = hashlib.sha256(raw).hexdigest()
         retry = str(environ.get("HTTP_X_SLACK_RETRY_NUM") or "")

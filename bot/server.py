@@ -60,8 +60,10 @@ def wsgi_app(app: App, path: str = EVENTS_PATH, limits: Limits | None = None) ->
     """Bolt's WSGI adapter behind the front door (bot/frontdoor.py: content type, size, read
     deadline, signature, well-formedness and replays are checked before Bolt sees anything).
     The signing secret is the one the app verifies with."""
+    from bot.app import ROUTES
+
     secret = app._signing_secret  # Bolt keeps it there; the front door verifies with the same one
-    return FrontDoor(SlackRequestHandler(app, path=path), secret, path, limits or Limits())
+    return FrontDoor(SlackRequestHandler(app, path=path), secret, path, limits or Limits(), routes=ROUTES)
 
 
 class HttpServer:
