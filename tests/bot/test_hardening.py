@@ -310,8 +310,13 @@ def test_an_admin_cannot_approve_their_own_over_quota_request(store: MemoryStore
     assert allowed.approve(ADMIN, r.id).state is RequestState.APPROVED
 
 
-def test_self_approval_knob_defaults_off_and_is_in_the_settings() -> None:
-    assert make_settings().allow_self_approval is False
+def test_readme_defaults_of_the_http_and_approval_settings() -> None:
+    from burst.ondemand.settings import OnDemandSettings
+
+    d = OnDemandSettings()
+    assert d.allow_self_approval is False
+    assert d.http_max_body_bytes == 512 * 1024 and d.http_read_timeout_s == 5.0
+    assert Limits().max_body_bytes == d.http_max_body_bytes and Limits().read_timeout_s == d.http_read_timeout_s
 
 
 # ---- the quota race through the real HTTP bot ------------------------------------------------------
@@ -364,3 +369,23 @@ def test_ten_concurrent_signed_requests_over_http_approve_at_most_the_quota(
     assert len(reqs) == 10
     approved = [r for r in reqs if r.state in (RequestState.AUTO_APPROVED, RequestState.APPROVED)]
     assert sum(r.gpus for r in approved) <= 8 and len(approved) == 1
+
+
+def test_the_bots_logging_setup_installs_the_escaping_filter() -> None:
+    from burst.bot_cli import _logging
+    from burst.logsafe import SafeLogFilter
+
+    root = logging.getLogger()
+    out = io.StringIO()
+    h = logging.StreamHandler(out)
+    root.addHandler(h)
+    try:
+        _logging("info")
+        assert any(isinstance(f, SafeLogFilter) for f in h.filters)
+        logging.getLogger("burst.bot").warning("text=%s", "a\nCRITICAL burst.bot: forged")
+        assert out.getvalue().count("\n") == 1 and "\\nCRITICAL" in out.getvalue()
+    finally:
+        root.removeHandler(h)
+        for other in root.handlers:
+            for f in [f for f in other.filters if isinstance(f, SafeLogFilter)]:
+                other.removeFilter(f)
