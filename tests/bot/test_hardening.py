@@ -389,3 +389,20 @@ def test_the_bots_logging_setup_installs_the_escaping_filter() -> None:
         for other in root.handlers:
             for f in [f for f in other.filters if isinstance(f, SafeLogFilter)]:
                 other.removeFilter(f)
+
+
+def test_requests_no_listener_handles_are_404_and_never_reach_bolt(post: Poster, caplog: pytest.LogCaptureFixture) -> None:
+    import urllib.parse
+
+    cases = [
+        urllib.parse.urlencode({"payload": json.dumps({"type": "shortcut", "callback_id": "SECRET-CALLBACK",
+                                                       "user": {"id": USER}})}),
+        command_body("anything", user=USER).replace("%2Fburst", "%2Fother"),
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for body in cases:
+            assert post.raw(body, sign(SECRET, body))[0] == 404
+        ev = json.dumps({"type": "event_callback", "event": {"type": "reaction_added", "user": USER}})
+        h = {**sign(SECRET, ev), "content-type": "application/json"}
+        assert post.raw(ev, h)[0] == 404
+    assert "SECRET-CALLBACK" not in caplog.text and "unhandled" not in caplog.text.lower()
