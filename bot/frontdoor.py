@@ -54,6 +54,7 @@ WINDOW_S = 5 * 60.0  # Slack's (and Bolt's) replay window for a request timestam
 DIGEST_HEADER = "HTTP_X_BURST_REQUEST_DIGEST"
 DIGEST_HEADER_NAME = "x-burst-request-digest"  # as Bolt's request headers name it
 SOCKET_KEYS = ("burst.socket", "gunicorn.socket")  # where a server puts the connection's socket
+BODY_READ = "burst.body_read"
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -306,6 +307,8 @@ class FrontDoor:
             forward = self._admit(environ)
         except Refused as e:
             log.info("http %d: %s", e.status, e.reason)
+            if not environ.get(BODY_READ):
+                _close_input(environ)
             return _answer(start_response, e.status, {"error": e.reason})
         except Exception as e:  # noqa: BLE001 - the front door never lets a 500 out
             log.warning("http 400: unreadable request (%s)", type(e).__name__)
@@ -346,6 +349,7 @@ class FrontDoor:
         if not ts_text.isascii() or not ts_text.isdigit() or len(ts_text) > 12:
             raise Refused(400, "the request timestamp is not a number")
         raw = self._read(environ, length)
+        environ[BODY_READ] = True
         now = self._clock()
         if abs(now - int(ts_text)) > lim.window_s:
             raise Refused(401, "the request timestamp is outside the 5-minute window")
@@ -402,6 +406,19 @@ class FrontDoor:
             if token is not None:
                 self.watchdog.disarm(token)
         return b"".join(chunks)
+
+
+def _close_input(environ: dict[str, Any]) -> None:
+    """A refused request whose body was not read: shut the connection's read side, so the server
+    does not drain (or wait for) the rest of it to keep the connection alive (gunicorn would)."""
+    for k in SOCKET_KEYS:
+        sock = environ.get(k)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            return
 
 
 class _Body:

@@ -120,5 +120,12 @@ def test_hostile_bodies_get_4xx_never_500_nor_a_traceback(served: tuple[int, sub
     ]
     for data, want in cases:
         assert _raw(port, data) == want, (data[:120], want)
+    # refused unread, the connection is closed: gunicorn does not wait for the 200 MB to drain it
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(cases[0][0])
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+        assert b" 413 " in got[:20]
     out = _stop(proc)
     assert "Traceback" not in out and "SECRET-URL" not in out and " 500 " not in out
