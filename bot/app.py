@@ -20,16 +20,23 @@ from slack_bolt import App
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
-from bot.actions import register_actions
+from bot.actions import APPROVE, REJECT, register_actions
 from bot.commands import register_commands
 from bot.common import BotDeps
-from bot.events import register_events
+from bot.events import EVENTS, register_events
+from bot.frontdoor import Routes
 from bot.notifier import AdminDirectory, SlackNotifier
-from bot.views import register_views
+from bot.views import GC_CALLBACK, register_views
 from burst.ondemand.service import OnDemandService
 from burst.ondemand.settings import OnDemandSettings
 
 log = logging.getLogger("burst.bot")
+
+ROUTES = Routes(
+    commands=frozenset({"/burst"}), actions=frozenset({APPROVE, REJECT}), views=frozenset({GC_CALLBACK}),
+    events=frozenset(EVENTS),
+)
+"""What the listeners below handle; the front door (bot/frontdoor.py) answers 404 to the rest."""
 
 __all__ = ["create_app", "register_actions", "register_commands", "register_events", "register_views"]
 
@@ -72,6 +79,7 @@ def create_app(
         attaching_function_token_enabled=False,
         logger=logging.getLogger("burst.bot.bolt"),
     )
+    _quiet_request_verification(app)
     # Admins: configured ids plus the admin user group, read through this app's client.
     service.use_admin_check(AdminDirectory(client, settings))
     if service.notifier is None:
@@ -88,3 +96,17 @@ def create_app(
         log.error("unhandled bolt error: %s", type(error).__name__)
 
     return app
+
+
+def _quiet_request_verification(app: App) -> None:
+    """Bolt's request verification logs the whole body of a badly signed request at INFO
+    (response_url included). The front door (bot/frontdoor.py) refuses those before Bolt sees
+    them; for any that still reach Bolt (a direct dispatch), one line without the body."""
+    from slack_bolt.middleware.request_verification import RequestVerification
+
+    def no_body(signature: str, timestamp: str, body: str) -> None:
+        log.info("invalid request signature (%d-byte body not logged)", len(body))
+
+    for m in app._middleware_list:
+        if isinstance(m, RequestVerification):
+            m._debug_log_error = no_body  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from bot.format import (
     format_request_detail,
     format_status,
 )
+from bot.frontdoor import DIGEST_HEADER_NAME
 from bot.notifier import SlackNotifier
 from bot.views import gc_confirm_modal, request_from
 from burst.challenges import cancel_outcome
@@ -41,7 +42,7 @@ def _text(body: dict[str, Any]) -> str:
 
 def register_commands(app: App, deps: BotDeps) -> None:
     @guard
-    def ack_burst(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+    def ack_burst(ack: Any, body: dict[str, Any], respond: Any, client: Any, request: Any) -> None:
         try:
             cmd = p.parse(_text(body))
         except p.ParseError as e:
@@ -56,12 +57,12 @@ def register_commands(app: App, deps: BotDeps) -> None:
             # The slow half, handed straight to the lazy executor with the command already parsed:
             # cheaper in the ack path than a Bolt lazy listener, which deep-copies the whole
             # request and parses its body again before the ack's HTTP response can go out.
-            deps.defer(run_burst, cmd, user, body, respond=respond, client=client)
+            deps.defer(run_burst, cmd, user, body, respond=respond, client=client, key=request_digest(request))
 
     @guard
-    def run_burst(cmd: p.Command, user: str, body: dict[str, Any], respond: Any, client: Any) -> None:
+    def run_burst(cmd: p.Command, user: str, body: dict[str, Any], respond: Any, client: Any, key: str = "") -> None:
         try:
-            reply = execute(deps, cmd, user, body, client)
+            reply = execute(deps, cmd, user, body, client, key)
         except Denied as e:
             reply = f":no_entry: {e}"
         except ServiceError as e:
@@ -72,11 +73,22 @@ def register_commands(app: App, deps: BotDeps) -> None:
     app.command("/burst")(ack_burst)
 
 
-def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], client: Any) -> str:
-    """Carry out one parsed command for ``user``; return the ephemeral reply ("" for none)."""
+def request_digest(request: Any) -> str:
+    """The digest the front door (bot/frontdoor.py) computed over the signed HTTP request; "" when
+    none (Socket Mode, a direct dispatch). The front door replaces any such header a client sent."""
+    headers = getattr(request, "headers", None) or {}
+    got = headers.get(DIGEST_HEADER_NAME) or [""]
+    value = got[0] if isinstance(got, list | tuple) else got
+    return value if isinstance(value, str) and len(value) == 64 else ""
+
+
+def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], client: Any, key: str = "") -> str:
+    """Carry out one parsed command for ``user``; return the ephemeral reply ("" for none).
+    ``key``: the signed request's digest; a request recorded under it before is not recorded or
+    announced again."""
     svc = deps.service
     if isinstance(cmd, p.Request):
-        res = svc.request(user, cmd.args)
+        res = svc.request(user, cmd.args, idempotency_key=key)
         r, o = res.request, res.offer
         head = (
             f"Request `{r.id}`: {r.gpus}x {r.gpu_model} for {fmt_hours(r.hours)}, about ${res.estimate_usd:,.2f} "
@@ -85,7 +97,7 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
         if not res.needs_approval:
             return f":white_check_mark: {head}\nWithin your quota, so it is approved. I will DM you when the instance is ready."
         channel = deps.settings.admin_channel
-        if channel:
+        if channel and not res.replayed:
             client.chat_postMessage(
                 channel=channel,
                 text=f"On-demand request {r.id} from <@{user}> needs approval",

@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from burst.ondemand.messages import strip_unsafe
 from burst.ondemand.service import OnDemandService
 from burst.ondemand.settings import OnDemandSettings
 
@@ -46,7 +47,9 @@ class BotDeps:
 def safe_respond(respond: Any, text: str, **kw: Any) -> None:
     """Reply ephemerally through the response_url; a failure is logged, never raised."""
     try:
-        respond(text=text, response_type=kw.pop("response_type", "ephemeral"), **kw)
+        # The last stop before Slack: nothing a user typed reaches them with control or
+        # bidi-override characters in it, whichever path built the text.
+        respond(text=strip_unsafe(text), response_type=kw.pop("response_type", "ephemeral"), **kw)
     except Exception as e:  # noqa: BLE001 - a reply that cannot be delivered must not raise
         log.warning("respond failed: %s", type(e).__name__)
 

@@ -10,6 +10,8 @@ from bot.common import BotDeps, guard
 from bot.parse import HELP
 from bot.views import home_view
 
+EVENTS = ("app_home_opened", "app_mention")  # the Events API types the bot subscribes to
+
 
 def register_events(app: App, deps: BotDeps) -> None:
     @guard
@@ -30,5 +32,5 @@ def register_events(app: App, deps: BotDeps) -> None:
                 channel=channel, thread_ts=event.get("thread_ts") or event.get("ts"), text=HELP, unfurl_links=False
             )
 
-    app.event("app_home_opened")(ack=ack_event, lazy=[on_home])
-    app.event("app_mention")(ack=ack_event, lazy=[on_mention])
+    app.event(EVENTS[0])(ack=ack_event, lazy=[on_home])
+    app.event(EVENTS[1])(ack=ack_event, lazy=[on_mention])

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from burst.ondemand.messages import strip_unsafe
 from burst.ondemand.service import RequestArgs
 
 MAX_TEXT = 4000
@@ -60,7 +61,9 @@ class ParseError(ValueError):
         self.usage = usage
 
     def render(self) -> str:
-        out = f":warning: {self.message}"
+        """The reply: the message (whatever of the user's text it quotes shows control and
+        bidi-override characters as visible escapes), the usage line and the help hint."""
+        out = f":warning: {strip_unsafe(self.message)}"
         if self.usage:
             out += f"\nUsage: `{self.usage}`"
         return out + "\nType `/burst help` for every command."

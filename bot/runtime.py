@@ -154,9 +154,12 @@ class BotFactory:
     def wsgi(self, path: str = "/slack/events") -> Any:
         """The WSGI app of one HTTP worker: Bolt's adapter, its requests counted at the gate so
         that lazy work yields to them."""
+        from bot.frontdoor import Limits
         from bot.server import wsgi_app
 
-        return gated(wsgi_app(self(), path), self.gate)
+        settings = bot_settings(load_burst_config(self.config_path).slack)
+        limits = Limits(max_body_bytes=settings.http_max_body_bytes, read_timeout_s=settings.http_read_timeout_s)
+        return gated(wsgi_app(self(), path, limits), self.gate)
 
     def client(self) -> WebClient:
         return WebClient(token=self.bot_token.get(), base_url=self.api_url)

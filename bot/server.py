@@ -29,6 +29,9 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.frontdoor import FrontDoor, Limits
+from burst.logsafe import install_safe_logging
+
 log = logging.getLogger("burst.bot")
 
 EVENTS_PATH = "/slack/events"
@@ -40,20 +43,38 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # Every read on the connection (request line, headers, body) times out: a client that
+    # announces more than it sends cannot hold a thread forever.
+    timeout = Limits().read_timeout_s
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http %s", format % args)
 
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["burst.socket"] = self.connection  # the front door's read deadline shuts it
+        return env
 
-def wsgi_app(app: App, path: str = EVENTS_PATH) -> SlackRequestHandler:
-    return SlackRequestHandler(app, path=path)
+
+def wsgi_app(app: App, path: str = EVENTS_PATH, limits: Limits | None = None) -> FrontDoor:
+    """Bolt's WSGI adapter behind the front door (bot/frontdoor.py: content type, size, read
+    deadline, signature, well-formedness and replays are checked before Bolt sees anything).
+    The signing secret is the one the app verifies with."""
+    from bot.app import ROUTES
+
+    secret = app._signing_secret  # Bolt keeps it there; the front door verifies with the same one
+    return FrontDoor(SlackRequestHandler(app, path=path), secret, path, limits or Limits(), routes=ROUTES)
 
 
 class HttpServer:
     """``HttpServer(app).start()`` serves ``POST /slack/events`` on ``host:port`` (port 0: any)."""
 
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, path: str = EVENTS_PATH) -> None:
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, path: str = EVENTS_PATH,
+                 limits: Limits | None = None) -> None:
+        limits = limits or Limits()
+        handler = type("_Handler", (_QuietHandler,), {"timeout": limits.read_timeout_s})
         self._server = make_server(
-            host, port, wsgi_app(app, path), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+            host, port, wsgi_app(app, path, limits), server_class=_ThreadingWSGIServer, handler_class=handler
         )
         self.host = host
         self.port = int(self._server.server_address[1])
@@ -115,6 +136,8 @@ def gunicorn_application(wsgi_factory: Callable[[], Any], options: dict[str, Any
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
+            # In the worker: gunicorn's own log lines get the same escaping as the app's.
+            install_safe_logging(logging.getLogger("gunicorn.error"))
             return wsgi_factory()
 
     return _App()

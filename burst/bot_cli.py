@@ -47,6 +47,9 @@ def _logging(level: str) -> int:
     if not isinstance(lvl, int):
         _fail(f"--log-level: expected debug, info, warning or error, got {level!r}")
     logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from burst.logsafe import install_safe_logging
+
+    install_safe_logging()  # one line per message: control characters escaped, length capped
     if lvl > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
     return lvl

@@ -197,6 +197,9 @@ def run(
     from burst.wiring import build_runtime
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from burst.logsafe import install_safe_logging
+
+    install_safe_logging()  # control characters in any logged text are escaped (issue 12)
     try:
         cfg = load_config(config)
         # The CLI is the only importer of bot/: the Slack notifier is built here and handed in.

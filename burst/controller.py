@@ -121,6 +121,7 @@ class Controller:
         planned_timeout_s: float = 600.0,
         user_data_for: UserDataFn | None = None,
         budget_for: BudgetFn | None = None,
+        request_gate: Callable[[Timestamp], object] | None = None,
     ) -> None:
         """The queue's and the mirror's optional capabilities are handed over explicitly by the
         wiring (None when the adapter lacks them); the controller never probes an adapter:
@@ -170,6 +171,7 @@ class Controller:
             if challenge_queue is not None else None
         )
         self.last: TickResult | None = None
+        self.request_gate = request_gate
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -195,7 +197,10 @@ class Controller:
             if res.challenges.wake_at is not None:
                 res.due(res.challenges.wake_at)
 
-        # 3. snapshot
+        # 3. snapshot (on-demand requests the quota no longer allows go back to an admin first:
+        # burst.ondemand.quota.hold_over_quota, so they are never planned for launch)
+        if self.request_gate is not None:
+            self.request_gate(now)
         snap = self.build_snapshot(now, qs, challenges=active)
 
         # 4. decide

@@ -418,6 +418,7 @@ REQUEST_TRANSITIONS: Mapping[tuple[RequestState, RequestState], str] = MappingPr
         (_R.REQUESTED, _R.RELEASED): "the requester withdrew it before approval",
         (_R.APPROVED, _R.PROVISIONING): "the controller wrote the launch intent",
         (_R.AUTO_APPROVED, _R.PROVISIONING): "the controller wrote the launch intent",
+        (_R.AUTO_APPROVED, _R.REQUESTED): "the quota no longer allows it (checked before launch): an admin decides",
         (_R.APPROVED, _R.RELEASED): "released before the controller launched anything",
         (_R.AUTO_APPROVED, _R.RELEASED): "released before the controller launched anything",
         (_R.PROVISIONING, _R.READY): "the instance is running and reachable",

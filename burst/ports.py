@@ -301,6 +301,28 @@ class BudgetCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaCheck:
+    """Per-user and per-team limits on on-demand requests, enforced atomically with an
+    auto-approval (:meth:`Store.add_request`, :meth:`Store.recheck_request_quota`).
+
+    The store locks the scope rows ``quota:team:<team>`` then ``quota:user:<user>`` (the
+    :class:`BudgetCheck` pattern), reads the requests that hold GPUs (approved, auto-approved,
+    provisioning, ready, expiring) of the request's user and team, and approves only if, with the
+    request on top, concurrent GPUs stay within ``*_max_gpus`` and the GPU-hours booked by those
+    created since ``period_start`` stay within ``*_gpu_hours`` (the month's limit less what
+    finished requests used; the caller computes that part). ``None``: no limit of that kind.
+    So concurrent requests of one user can never be auto-approved past the quota together.
+    """
+
+    user_max_gpus: int | None = None
+    team_max_gpus: int | None = None
+    user_gpu_hours: float | None = None
+    team_gpu_hours: float | None = None
+    period_start: Timestamp = 0.0
+    reason: str = "within quota"
+
+
+@dataclass(frozen=True, slots=True)
 class SpendEntry:
     instance_id: str
     cloud: str
@@ -425,7 +447,26 @@ class Store(Protocol):
         ...
 
     # ---- on-demand requests ------------------------------------------------------------
-    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest: ...
+    def add_request(
+        self, req: OnDemandRequest, *, now: Timestamp, actor: str, quota: QuotaCheck | None = None
+    ) -> OnDemandRequest:
+        """Insert ``req`` (audited); an existing id is :class:`burst.errors.DuplicateRecord`.
+
+        With ``quota`` (``req`` must be REQUESTED): in the same transaction, under the quota's
+        locks, the request is moved to AUTO_APPROVED (actor ``quota``, reason ``quota.reason``,
+        audited) when :class:`QuotaCheck` allows it, and stays REQUESTED otherwise. The returned
+        row says which."""
+        ...
+
+    def recheck_request_quota(
+        self, request_id: str, quota: QuotaCheck, *, now: Timestamp, actor: str
+    ) -> OnDemandRequest:
+        """The controller's check before it launches: an AUTO_APPROVED request that ``quota`` no
+        longer allows, counting the requests launched or approved by an admin and the
+        auto-approved ones created before it, goes back to REQUESTED (it needs an admin; audited
+        with the limits it breaks). Any other request is returned unchanged. One transaction,
+        under the same locks as :meth:`add_request`."""
+        ...
 
     def get_request(self, request_id: str) -> OnDemandRequest | None: ...
 

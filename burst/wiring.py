@@ -7,6 +7,7 @@ bot: the CLI builds the notifier and hands it in (``bot`` is imported by the CLI
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,6 +214,7 @@ def build_runtime(
 
         for name in simulated_clouds:
             providers[name] = SimProvider(name, cfg.cluster, clock)
+    from burst.ondemand.quota import hold_over_quota
     from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
@@ -238,6 +240,7 @@ def build_runtime(
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
+        request_gate=functools.partial(hold_over_quota, store, od),
     )
     return Runtime(
         cfg, store, queue, providers, controller, clock, before, after, tick_wall,

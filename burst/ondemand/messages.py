@@ -19,9 +19,27 @@ log = logging.getLogger("burst.ondemand")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
 
+# Characters that must never be echoed as they are: C0/C1 controls (but newline and tab), DEL,
+# zero-width and line/paragraph separators, and the bidirectional overrides and isolates (they
+# can make an echoed id or reason read backwards).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _visible(m: re.Match[str]) -> str:
+    c = ord(m.group(0))
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def strip_unsafe(text: str) -> str:
+    """``text`` with every control, zero-width and bidi-override character shown as a visible
+    escape (``\\u202e``) instead; newlines and tabs are kept."""
+    return _UNSAFE.sub(_visible, text)
+
+
 def slack_escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control (&, <, >)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape the three characters Slack's mrkdwn treats as control (&, <, >), and show control
+    and bidi-override characters as visible escapes (:func:`strip_unsafe`)."""
+    return strip_unsafe(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def clean_text(text: str, limit: int = 200) -> str:

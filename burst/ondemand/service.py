@@ -9,6 +9,7 @@ Launch), and a released one is terminated by that same pass.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 import secrets
@@ -39,6 +40,7 @@ from burst.domain import (
 from burst.errors import DuplicateRecord, InputError, StoreError
 from burst.ondemand.errors import Denied, ServiceError
 from burst.ondemand.messages import clean_text, fmt_hours, notify_quietly, slack_escape
+from burst.ondemand.quota import quota_check
 from burst.ondemand.settings import SETTINGS_USER, SSH_KEY_SETTING, OnDemandSettings
 from burst.ondemand.sshkeys import validate_ssh_key
 from burst.ports import Clock, Notifier, Store
@@ -75,6 +77,7 @@ class RequestResult:
     verdict: QuotaVerdict
     estimate_usd: float
     offer: Offer
+    replayed: bool = False  # the same signed request was seen before: nothing new was recorded
 
     @property
     def needs_approval(self) -> bool:
@@ -87,6 +90,15 @@ def _sentence(text: str) -> str:
     t = slack_escape(" ".join(text.split()))
     return (t[:1].upper() + t[1:]).rstrip(".") + "."
 
+
+def _subject(target: str) -> str:
+    """An id a user typed, fit for an audit row's subject (no control characters, bounded)."""
+    return clean_text(target, 40)
+
+
+def _same_request(a: OnDemandRequest, b: OnDemandRequest) -> bool:
+    return (a.user, a.gpus, a.gpu_model, a.hours, a.cloud, a.region, a.spot, a.note) == (
+        b.user, b.gpus, b.gpu_model, b.hours, b.cloud, b.region, b.spot, b.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,25 +203,37 @@ class OnDemandService:
             return True
         return bool(self._is_admin and self._is_admin(user))
 
-    def require_admin(self, user: str, action: str) -> None:
+    def require_admin(self, user: str, action: str, target: str = "") -> None:
+        """Refuse a non-admin (audited: the denied row's subject names the ``target``, e.g. the
+        request id, when there is one)."""
         if self.is_admin(user):
             return
         self.store.audit(
-            at=self.clock.now(), actor=user, kind="admin", subject=action, action="denied",
+            at=self.clock.now(), actor=user, kind="admin", subject=_subject(target) or action, action="denied",
             reason=f"{action} needs an admin",
         )
         raise Denied(f"Only burst admins can {action}. This attempt was recorded.")
 
+    @staticmethod
+    def _unknown(rid: str) -> ServiceError:
+        return ServiceError(f"No request `{slack_escape(rid[:20])}`.")
+
     def _get(self, rid: str) -> OnDemandRequest:
         req = self.store.get_request(rid) if REQUEST_ID.match(rid) else None
         if req is None:
-            raise ServiceError(f"No request `{slack_escape(rid[:20])}`.")
+            raise self._unknown(rid)
         return req
 
-    def _own(self, user: str, rid: str) -> OnDemandRequest:
+    def _own(self, user: str, rid: str, action: str = "act on") -> OnDemandRequest:
+        """``rid`` if ``user`` may act on it. Someone else's request reads exactly like an unknown
+        id (no oracle for which ids exist), and the attempt is audited with its target."""
         req = self._get(rid)
         if req.user != user and not self.is_admin(user):
-            raise ServiceError(f"Request `{req.id}` is not yours.")
+            self.store.audit(
+                at=self.clock.now(), actor=user, kind="request", subject=req.id, action="denied",
+                reason=f"{action} another user's request",
+            )
+            raise self._unknown(rid)
         return req
 
     # ---- quota ------------------------------------------------------------------------------
@@ -261,7 +285,13 @@ class OnDemandService:
             raise ServiceError("Unknown or not allowed region.")
         return RequestArgs(args.gpus, model, hours, args.cloud, args.region, args.spot, clean_text(args.note))
 
-    def request(self, user: str, args: RequestArgs) -> RequestResult:
+    def request(self, user: str, args: RequestArgs, *, idempotency_key: str = "") -> RequestResult:
+        """Record a request; auto-approved when within quota, decided atomically by the store
+        (concurrent requests of one user cannot all be approved past the quota).
+
+        ``idempotency_key`` (the bot passes a digest of the signed HTTP request): the request id
+        is derived from it, so the same signed request replayed, even to another worker process,
+        finds the request it made the first time and records nothing new (``replayed``)."""
         a = self._normalise(args)
         now = self.clock.now()
         assert a.hours is not None
@@ -283,29 +313,52 @@ class OnDemandService:
             self.usage_for(draft, estimate, now),
             self.limits_for(user, draft.team),
         )
+        quota = (
+            dataclasses.replace(quota_check(self.store, self.settings, draft, now), reason=f"within quota; about ${estimate:,.2f}")
+            if verdict.auto_approve else None
+        )
+        keyed = f"r-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:6]}" if idempotency_key else ""
         req = draft
-        for _ in range(8):
-            req = dataclasses.replace(draft, id=f"r-{secrets.token_hex(3)}")
+        for attempt in range(8):
+            rid = keyed if keyed and attempt == 0 else f"r-{secrets.token_hex(3)}"
+            req = dataclasses.replace(draft, id=rid)
             try:
-                self.store.add_request(req, now=now, actor=user)
+                req = self.store.add_request(req, now=now, actor=user, quota=quota)
                 break
             except DuplicateRecord:
+                seen = self.store.get_request(rid) if rid == keyed else None
+                if seen is not None and _same_request(seen, draft):
+                    log.info("request %s: replay of the same signed request; nothing recorded", rid)
+                    return RequestResult(seen, verdict, estimate, offer, replayed=True)
                 continue
         else:  # pragma: no cover - 8 collisions in 16M ids
             raise ServiceError("Could not allocate a request id; try again.")
-        if verdict.auto_approve:
-            req = self.store.transition_request(
-                req.id, RequestState.AUTO_APPROVED, now=now, actor="quota",
-                reason=f"within quota; about ${estimate:,.2f}",
+        if verdict.auto_approve and req.state is RequestState.REQUESTED:
+            # Within quota when read, but concurrent requests took it before the locked check.
+            verdict = check_quota(
+                req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, estimate, now),
+                self.limits_for(user, req.team),
             )
+            if verdict.auto_approve:
+                verdict = QuotaVerdict(False, ["concurrent requests used the quota while this one was checked"])
         return RequestResult(req, verdict, estimate, offer)
 
     def approve(self, admin: str, rid: str) -> OnDemandRequest:
-        self.require_admin(admin, "approve requests")
+        """An admin approves a request above quota. Their own request is refused (and audited)
+        unless ``slack.allow_self_approval`` is on: the quota is there for admins too."""
+        self.require_admin(admin, "approve requests", rid)
         req = self._get(rid)
         if req.state is not RequestState.REQUESTED:
             raise ServiceError(f"Request `{req.id}` is already {req.state}.")
         now = self.clock.now()
+        if req.user == admin and not self.settings.allow_self_approval:
+            self.store.audit(
+                at=now, actor=admin, kind="admin", subject=req.id, action="denied",
+                reason="an admin approving their own request above quota (slack.allow_self_approval is off)",
+            )
+            raise Denied(
+                f"Request `{req.id}` is your own and above quota: another admin must approve it. This attempt was recorded."
+            )
         req = self.store.transition_request(
             req.id, RequestState.APPROVED, now=now, actor=admin, reason="approved by an admin", approver=admin
         )
@@ -313,7 +366,7 @@ class OnDemandService:
         return req
 
     def reject(self, admin: str, rid: str, reason: str = "") -> OnDemandRequest:
-        self.require_admin(admin, "reject requests")
+        self.require_admin(admin, "reject requests", rid)
         req = self._get(rid)
         if req.state is not RequestState.REQUESTED:
             raise ServiceError(f"Request `{req.id}` is already {req.state}.")
@@ -325,7 +378,7 @@ class OnDemandService:
         return req
 
     def extend(self, user: str, rid: str, hours: float) -> OnDemandRequest:
-        req = self._own(user, rid)
+        req = self._own(user, rid, "extend")
         if req.state not in (RequestState.READY, RequestState.EXPIRING) or req.expires_at is None:
             raise ServiceError(f"Request `{req.id}` is {req.state}; only a ready instance can be extended.")
         if not 0 < hours <= self.settings.max_hours:
@@ -359,7 +412,7 @@ class OnDemandService:
         return req
 
     def release(self, user: str, rid: str) -> OnDemandRequest:
-        req = self._own(user, rid)
+        req = self._own(user, rid, "release")
         if req.state not in (
             RequestState.REQUESTED, RequestState.APPROVED, RequestState.AUTO_APPROVED,
             RequestState.PROVISIONING, RequestState.READY, RequestState.EXPIRING,
@@ -378,7 +431,7 @@ class OnDemandService:
 
 
     def request_detail(self, user: str, rid: str) -> RequestDetail:
-        r = self._own(user, rid)
+        r = self._own(user, rid, "show")
         inst = self.store.get_instance(r.instance_id) if r.instance_id else None
         return RequestDetail(r, inst, self.settings.ssh_user)
 
@@ -414,7 +467,7 @@ class OnDemandService:
 
     def gc_cancel(self, admin: str, cid: str, notifier: Notifier | None = None) -> GrandChallenge:
         """``notifier`` (default: the service's) announces a cancel after a notice went out."""
-        self.require_admin(admin, "cancel grand challenges")
+        self.require_admin(admin, "cancel grand challenges", cid)
         self.gc_get(cid)
         try:
             return self.challenges.cancel(admin, cid, self.clock.now(), notifier or self.notifier)

@@ -48,6 +48,15 @@ class OnDemandSettings(_Strict):
     allowed_gpu_models: list[str] = Field(default_factory=list, description="empty: any model with offers")
     ssh_user: str = "ubuntu"
     reminder_before_s: float = Field(default=REMINDER_BEFORE_S, gt=0)
+    http_max_body_bytes: int = Field(
+        default=512 * 1024, ge=4096, le=16 * 1024 * 1024, description="larger requests get 413, unread"
+    )
+    http_read_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="a request body must arrive within this (else 408)"
+    )
+    allow_self_approval: bool = Field(
+        default=False, description="may an admin approve their own request above quota (default: no; another admin must)"
+    )
 
     @field_validator("ssh_user")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -26,9 +27,10 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
+from burst.store.quota_rules import ahead_of, quota_breaches
 
 
 class MemoryStore:
@@ -51,6 +53,8 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, Timestamp]] = {}
         self._orphans: dict[str, Timestamp] = {}
         self._status: str | None = None  # JSON text: a read returns a fresh copy, as SQL does
+        # Serialises the quota check with the request insert (threads of the bot share one store).
+        self._quota_lock = threading.RLock()
         self.audit_count = 0
 
     # ---- instances ---------------------------------------------------------------------
@@ -186,12 +190,35 @@ class MemoryStore:
         return total
 
     # ---- requests ----------------------------------------------------------------------
-    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest:
-        if req.id in self._requests:
-            raise DuplicateRecord(f"request {req.id!r}")
-        self._requests[req.id] = req
-        self.audit(at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
-        return req
+    def add_request(
+        self, req: OnDemandRequest, *, now: Timestamp, actor: str, quota: QuotaCheck | None = None
+    ) -> OnDemandRequest:
+        if quota is not None and req.state is not RequestState.REQUESTED:
+            raise ValueError("a request checked against a quota is added as requested")
+        with self._quota_lock:
+            if req.id in self._requests:
+                raise DuplicateRecord(f"request {req.id!r}")
+            breaches = quota_breaches(quota, req, self._requests.values()) if quota is not None else None
+            self._requests[req.id] = req
+            self.audit(at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
+            if quota is not None and not breaches:
+                return self.transition_request(req.id, RequestState.AUTO_APPROVED, now=now, actor="quota", reason=quota.reason)
+            return req
+
+    def recheck_request_quota(
+        self, request_id: str, quota: QuotaCheck, *, now: Timestamp, actor: str
+    ) -> OnDemandRequest:
+        with self._quota_lock:
+            req = self._requests.get(request_id)
+            if req is None:
+                raise RecordNotFound(f"request {request_id!r}")
+            if req.state is not RequestState.AUTO_APPROVED:
+                return req
+            breaches = quota_breaches(quota, req, [r for r in self._requests.values() if ahead_of(req, r)])
+            if not breaches:
+                return req
+            return self.transition_request(request_id, RequestState.REQUESTED, now=now, actor=actor,
+                                           reason="held before launch: " + "; ".join(breaches))
 
     def get_request(self, request_id: str) -> OnDemandRequest | None:
         return self._requests.get(request_id)

@@ -48,7 +48,7 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry
+from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
@@ -67,6 +67,7 @@ from burst.store.models import (
     SystemStateRow,
     UserSettingRow,
 )
+from burst.store.quota_rules import HOLDING_STATES, ahead_of, lock_scopes, quota_breaches
 
 DEFAULT_URL = "sqlite:///.burst/burst.db"
 CONTROLLER_STATUS = "controller_status"  # system_state row of the last tick's summary
@@ -467,11 +468,70 @@ class SqlStore:
         return total
 
     # ---- on-demand requests --------------------------------------------------------------
-    def add_request(self, req: OnDemandRequest, *, now: Timestamp, actor: str) -> OnDemandRequest:
-        return self._add(
-            OnDemandRequestRow, "request", req.id, _request_values(req), _to_request,
-            now=now, actor=actor, action=f"->{req.state}", reason="created",
+    def add_request(
+        self, req: OnDemandRequest, *, now: Timestamp, actor: str, quota: QuotaCheck | None = None
+    ) -> OnDemandRequest:
+        if quota is None:
+            return self._add(
+                OnDemandRequestRow, "request", req.id, _request_values(req), _to_request,
+                now=now, actor=actor, action=f"->{req.state}", reason="created",
+            )
+        if req.state is not RequestState.REQUESTED:
+            raise ValueError("a request checked against a quota is added as requested")
+        try:
+            with self._write() as s:
+                self._lock_quota(s, req)
+                if s.get(OnDemandRequestRow, req.id) is not None:
+                    raise DuplicateRecord(f"request {req.id!r}")
+                holding = self._holding(s, req)
+                row = OnDemandRequestRow(**_request_values(req))
+                s.add(row)
+                s.flush()
+                self._audit(s, at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
+                if not quota_breaches(quota, req, holding):
+                    check_request_transition(req.state, RequestState.AUTO_APPROVED)
+                    row.state = RequestState.AUTO_APPROVED.value
+                    self._audit(s, at=now, actor="quota", kind="request", subject=req.id,
+                                action=f"{req.state}->{RequestState.AUTO_APPROVED}", reason=quota.reason)
+                return _to_request(row)
+        except IntegrityError:
+            raise DuplicateRecord(f"request {req.id!r}") from None
+
+    def recheck_request_quota(
+        self, request_id: str, quota: QuotaCheck, *, now: Timestamp, actor: str
+    ) -> OnDemandRequest:
+        cur = self.get_request(request_id)
+        if cur is None:
+            raise RecordNotFound(f"request {request_id!r}")
+        if cur.state is not RequestState.AUTO_APPROVED:
+            return cur
+        with self._write() as s:
+            self._lock_quota(s, cur)
+            row = self._locked(s, OnDemandRequestRow, request_id)
+            assert row is not None
+            req = _to_request(row)
+            if req.state is not RequestState.AUTO_APPROVED:
+                return req
+            breaches = quota_breaches(quota, req, [r for r in self._holding(s, req) if ahead_of(req, r)])
+            if not breaches:
+                return req
+            check_request_transition(req.state, RequestState.REQUESTED)
+            row.state = RequestState.REQUESTED.value
+            self._audit(s, at=now, actor=actor, kind="request", subject=request_id,
+                        action=f"{req.state}->{RequestState.REQUESTED}",
+                        reason="held before launch: " + "; ".join(breaches))
+            return _to_request(row)
+
+    def _lock_quota(self, s: Session, req: OnDemandRequest) -> None:
+        for scope in lock_scopes(req):
+            self._ensure_locked(s, BudgetLockRow, {"scope": scope}, scope)
+
+    def _holding(self, s: Session, req: OnDemandRequest) -> list[OnDemandRequest]:
+        q = select(OnDemandRequestRow).where(
+            OnDemandRequestRow.state.in_([str(st) for st in HOLDING_STATES]),
+            (OnDemandRequestRow.user == req.user) | (OnDemandRequestRow.team == req.team),
         )
+        return [_to_request(r) for r in s.scalars(q)]
 
     def _add(
         self, row_cls: Any, kind: str, key: str, values: dict[str, Any], to_domain: Any,

@@ -20,6 +20,7 @@ from burst.ondemand.service import OnDemandService
 from burst.ondemand.settings import OnDemandSettings, Quota
 from burst.store.memory import MemoryStore
 from tests.support.fake_slack import FakeSlack, command_body, sign
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (pytest fixtures)
 
 SECRET = "test-signing-secret-not-real"
 ADMIN = "U0ADMIN01"

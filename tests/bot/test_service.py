@@ -134,7 +134,7 @@ def test_extend_ready_and_expiring(service: OnDemandService, store: MemoryStore,
     store.transition_request(r.id, RequestState.EXPIRING, now=now, actor="t", reason="reminder")
     got = service.extend(USER, r.id, 1)
     assert got.state is RequestState.READY
-    with pytest.raises(ServiceError, match="not yours"):
+    with pytest.raises(ServiceError, match=f"^No request `{r.id}`.$"):  # issue 12: no id oracle
         service.extend(OTHER, r.id, 1)
     with pytest.raises(ServiceError, match="over quota"):
         service.extend(USER, r.id, 70)

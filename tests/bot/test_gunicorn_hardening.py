@@ -1,0 +1,131 @@
+"""Issue 12 under the production server: ``burst bot serve`` (gunicorn gthread workers) in a
+subprocess. 64 connections that announce more than they send do not stop the bot answering a
+real request; hostile bodies get 401/413/400, never a 500, and its log holds no traceback and no
+request body."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bot.test_bot_cli import SIGNING, TOKEN, _env, _free_port, _post
+from tests.support.fake_slack import FakeSlack, command_body, sign
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while b"\r\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    return int(got.split(b" ", 2)[1])
+
+
+def _head(length: int, headers: dict[str, str]) -> bytes:
+    lines = ["POST /slack/events HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _signed(body: bytes, ts: str | None = None) -> dict[str, str]:
+    ts = ts or str(int(time.time()))
+    sig = "v0=" + hmac.new(SIGNING.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": ts, "x-slack-signature": sig}
+
+
+@pytest.fixture
+def served(tmp_path: Path, fake: FakeSlack) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    port = _free_port()
+    cfg = tmp_path / "burst.yaml"
+    cfg.write_text(f"database_url: sqlite:///{tmp_path / 'bot.db'}\n"
+                   "slack: {admins: [U0ADMIN01], admin_channel: C0ADMINS1, http_read_timeout_s: 1}\n", encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "burst.bot_cli", "serve", "--config", str(cfg), "--port", str(port),
+         "--workers", "2", "--threads", "16", "--slack-api-url", fake.api_url],
+        env=_env(SLACK_SIGNING_SECRET=SIGNING, SLACK_BOT_TOKEN=TOKEN),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path),
+    )
+    help_body = command_body("help", user="U0USER001")
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            _post(port, help_body, sign(SIGNING, help_body))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.1)
+    try:
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_64_slow_bodies_do_not_stop_the_bot(served: tuple[int, subprocess.Popen[str]]) -> None:
+    port, proc = served
+    slow = []
+    for _ in range(64):
+        s = socket.create_connection(("127.0.0.1", port), timeout=15)
+        s.sendall(_head(10_000, _signed(b"x" * 10_000)) + b"command=/b")
+        slow.append(s)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    help_body = command_body("help", user="U0USER001")
+    status, text = _post(port, help_body, sign(SIGNING, help_body))
+    took = time.monotonic() - t0
+    assert status == 200 and "/burst request" in json.loads(text)["text"]
+    assert took < 8.0, took  # a few read deadlines of 1 s, not forever
+    for s in slow:
+        s.close()
+    out = _stop(proc)
+    assert "Traceback" not in out
+
+
+def test_hostile_bodies_get_4xx_never_500_nor_a_traceback(served: tuple[int, subprocess.Popen[str]]) -> None:
+    port, proc = served
+    latin1 = "command=/burst&text=caf\xe9&response_url=https://hooks.example/SECRET-URL".encode("latin-1")
+    nested = b"payload=" + b"%5B" * 100_000
+    now = str(int(time.time()))
+    cases = [
+        (_head(200 * 1024 * 1024, {"content-type": "application/x-www-form-urlencoded"}), 413),
+        (_head(len(latin1), {"content-type": "application/x-www-form-urlencoded"}) + latin1, 401),
+        (_head(len(latin1), _signed(latin1)) + latin1, 400),
+        (_head(len(nested), {"content-type": "application/x-www-form-urlencoded"}) + nested, 401),
+        (_head(len(nested), _signed(nested)) + nested, 400),
+        (_head(len(latin1), {**_signed(latin1), "x-slack-request-timestamp": "soon"}) + latin1, 400),
+        (_head(len(latin1), {**_signed(latin1, now), "content-type": "text/plain"}) + latin1, 415),
+        (_head(len(latin1), {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": now,
+                             "x-slack-signature": "v0=" + "0" * 64}) + latin1, 401),
+    ]
+    for data, want in cases:
+        assert _raw(port, data) == want, (data[:120], want)
+    # refused unread, the connection is closed: gunicorn does not wait for the 200 MB to drain it
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(cases[0][0])
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+        assert b" 413 " in got[:20]
+    out = _stop(proc)
+    assert "Traceback" not in out and "SECRET-URL" not in out and " 500 " not in out
