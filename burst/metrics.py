@@ -3,7 +3,8 @@
 One HTTP server on the metrics port (``--metrics-addr``, default 127.0.0.1; use 0.0.0.0 in a
 container) answers three paths, GET (and HEAD) only:
 
-* ``/metrics``: the Prometheus exposition of this process's registry (text format 0.0.4);
+* ``/metrics``: the Prometheus exposition of this process's registry (text format, or OpenMetrics
+  when the scraper asks for it);
 * ``/healthz``: 200 ``ok`` while the process lives and serves HTTP (a liveness probe);
 * ``/readyz``: 200 ``ready: leader`` or ``ready: standby`` when the controller is the leader or a
   standby that could take over: the store answered and the queue was read successfully within
@@ -12,7 +13,7 @@ container) answers three paths, GET (and HEAD) only:
   :meth:`burst.daemon.Daemon.readiness`.
 
 Any other path is 404. prometheus-client's own ``start_http_server`` answers every path with
-the metrics, so the server here is a small handler of our own around ``generate_latest``.
+the metrics, so the server here is a small handler of our own around its encoders.
 
 One registry per process; the daemon calls :func:`observe_tick` after every tick. Names follow
 Prometheus conventions (``_total`` counters, base units). Nothing here is needed by the
@@ -37,14 +38,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 from burst.controller import TickResult
 from burst.domain import CHALLENGE_TERMINAL, ChallengeState
@@ -92,7 +87,10 @@ def _handler(ready: Readiness | None) -> type[BaseHTTPRequestHandler]:
         def _answer(self, *, body: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                code, ctype, data = 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+                # Content negotiation as prometheus-client's own server does it (OpenMetrics or
+                # the text format, by the scraper's Accept header).
+                encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
+                code, data = 200, encoder(REGISTRY)
             elif path == "/healthz":
                 code, ctype, data = 200, "text/plain; charset=utf-8", b"ok\n"
             elif path == "/readyz":
