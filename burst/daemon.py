@@ -185,7 +185,11 @@ class Daemon:
             log.warning("lease unreadable: %s", _one_line(e))
             lease = None
         if leader:
-            log.info("%s is now the leader (lease epoch %s)", self.holder, lease.epoch if lease else "?")
+            prev = self._standby_logged  # the holder this process last saw while standing by
+            log.info(
+                "%s is now the leader (lease epoch %s)%s", self.holder, lease.epoch if lease else "?",
+                f", taking over from {prev}" if prev and prev != self.holder else "",
+            )
             self._standby_logged = None
             return
         # Was the leader: someone else took the lease over (this process stalled past its TTL).
@@ -301,8 +305,10 @@ class Daemon:
             self.store.release_lease(LEASE, self.holder)
             if self.leader:
                 log.info("%s released the lease", self.holder)
-            self.leader = False
+        except Exception as e:  # noqa: BLE001 - the lease then expires after its TTL
+            log.error("could not release the lease (it expires after %.0f s): %s", self.lease_ttl_s, _one_line(e))
         finally:
+            self.leader = False
             closeables, self.closeables = self.closeables, ()
             for c in closeables:
                 c.close()

@@ -74,7 +74,7 @@ def test_standby_logs_the_holder_on_start_and_when_it_changes(
     # a is frozen; b takes over after the TTL, under a new epoch
     clock.t += 91
     assert b.run_once() is not None
-    assert "b is now the leader (lease epoch 2)" in caplog.messages
+    assert "b is now the leader (lease epoch 2), taking over from a" in caplog.messages
     # a thaws: it finds b holding the lease, says so, and stands by
     caplog.clear()
     assert a.run_once() is None and not a.leader
@@ -140,4 +140,26 @@ def test_an_unreachable_store_stands_the_leader_by(tmp_path: Path, caplog: pytes
     caplog.set_level(logging.INFO, logger="burst.daemon")
     assert d.run_once() is None and not d.leader
     assert caplog.messages == ["store unreachable, not acting: OSError: connection refused"]
+    st.close()
+
+
+def test_a_store_that_cannot_release_the_lease_does_not_stop_the_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NoRelease(SqlStore):
+        def release_lease(self, name: str, holder: str) -> None:
+            raise OSError("server closed the connection")
+
+    st = NoRelease.from_url(f"sqlite:///{tmp_path / 'burst.db'}")
+    closed: list[bool] = []
+
+    class Adapter:
+        def close(self) -> None:
+            closed.append(True)
+
+    d = Daemon(_controller(World(store=st), st), FakeClock(T0), st, holder="a", lease_ttl_s=90.0, closeables=[Adapter()])
+    assert d.run_once() is not None
+    d.stop()
+    assert closed == [True] and not d.leader
+    assert "could not release the lease (it expires after 90 s): OSError: server closed the connection" in caplog.messages
     st.close()
