@@ -114,7 +114,7 @@ class Daemon:
         self.tick_every_s: float | None = None  # set by the scheduler; bounds a stalled step
         # Shutdown: a signal sets stop_requested; a tick in progress finishes first.
         self.stop_requested = False
-        self._stopping = False
+        self.stopping = False
         self._main_tick = False  # the main thread is inside run_once (the signal must not interrupt it)
         self._standby_logged: str | None = None  # holder named by the last "standby:" line
 
@@ -293,13 +293,13 @@ class Daemon:
         self.stop_requested = True
         if first:
             log.info("%s: stopping after the current tick", signal.Signals(signum).name)
-        if not self._main_tick and not self._stopping:
+        if not self._main_tick and not self.stopping:
             raise KeyboardInterrupt
 
     def stop(self) -> None:
         """Release the lease (a standby takes over on its next tick) and close the adapters.
         Idempotent."""
-        self._stopping = True
+        self.stopping = True
         self.stop_requested = True
         try:
             self.store.release_lease(LEASE, self.holder)

@@ -69,6 +69,7 @@ def run_forever(daemon: Daemon, every_s: float, name: str = "controller", prewar
         pass
     finally:
         daemon.stop_requested = True  # no tick starts from here on
+        daemon.stopping = True  # a second signal must not cut the wait for the tick short
         if sched.running:
             sched.shutdown(wait=True)
         daemon.stop()

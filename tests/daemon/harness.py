@@ -15,7 +15,7 @@ import yaml
 
 from burst.daemon import LEASE
 from burst.ports import Lease
-from burst.queues.jsonfile import write_doc
+from burst.queues.jsonfile import update_doc, write_doc
 from burst.store.sql import SqlStore
 from tests.chaos.harness import ControllerProcess, write_config
 from tests.support.moto_server import MotoServer
@@ -110,18 +110,21 @@ def takeover_after(signum: signal.Signals, a: Controller, url: str, timeout: flo
     return t1 - t0
 
 
-def freeze_at_first_launch(moto: MotoServer, pid: Callable[[], int], frozen: list[float]) -> Callable[[], None]:
+def signal_at_first_launch(
+    moto: MotoServer, pid: Callable[[], int], sent: list[float], signum: signal.Signals = signal.SIGSTOP
+) -> Callable[[], None]:
     """Wrap moto's app: the first RunInstances is carried out (EC2 accepted it), then the caller
-    is sent SIGSTOP before it gets the answer. Returns the undo."""
+    is sent ``signum`` before it gets the answer, i.e. in the middle of its tick (the time it was
+    sent is appended to ``sent``). Returns the undo."""
     mw = moto.middleware
     inner = mw.app
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = list(inner(environ, start_response))
         raw = environ["wsgi.input"].getvalue() if hasattr(environ["wsgi.input"], "getvalue") else b""
-        if b"Action=RunInstances" in raw and not frozen:
-            os.kill(pid(), signal.SIGSTOP)
-            frozen.append(time.monotonic())
+        if b"Action=RunInstances" in raw and not sent:
+            os.kill(pid(), signum)
+            sent.append(time.monotonic())
         return body
 
     mw.app = app
@@ -130,3 +133,13 @@ def freeze_at_first_launch(moto: MotoServer, pid: Callable[[], int], frozen: lis
         mw.app = inner
 
     return undo
+
+
+def submit_burstable_job(queue: Path, job_id: str = "j1") -> None:
+    """A one-GPU job that has waited an hour and may burst: the leader launches for it."""
+
+    def add(doc: dict[str, Any]) -> None:
+        doc["pending"].append({"id": job_id, "gpus": 1, "submit_time": time.time() - 3600, "may_burst": True,
+                               "team": "t", "owner": "ada"})
+
+    update_doc(queue, add)

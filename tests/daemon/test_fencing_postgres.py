@@ -13,22 +13,21 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from burst.domain import TAG_ID
 from burst.ports import Lease
-from burst.queues.jsonfile import update_doc
 from burst.store.sql import SqlStore
 from tests.chaos.harness import cluster_instances, ec2_client, tag
 from tests.daemon.harness import (
     TICK_S,
     Controller,
     configure,
-    freeze_at_first_launch,
     lease_of,
+    signal_at_first_launch,
     start_pair,
+    submit_burstable_job,
     wait_for,
 )
 from tests.support.moto_server import MotoServer
@@ -42,17 +41,13 @@ def test_sigstop_past_the_ttl_the_old_leader_is_fenced_and_nothing_happens_twice
     config, queue, url = configure(tmp_path, moto, lease_ttl_s=ttl, database_url=postgres_url)
     a, b = start_pair(config, tmp_path, url, controllers)
     frozen: list[float] = []
-    undo = freeze_at_first_launch(moto, lambda: a.pid, frozen)
+    undo = signal_at_first_launch(moto, lambda: a.pid, frozen)
     lease = lease_of(url)
     store = SqlStore.from_url(url, upgrade=False)
     ec2 = ec2_client(moto)
     try:
         # Work arrives: ctl-a writes the intent, EC2 accepts the launch, and ctl-a freezes.
-        def add_job(doc: dict[str, Any]) -> None:
-            doc["pending"].append({"id": "j1", "gpus": 1, "submit_time": time.time() - 3600, "may_burst": True,
-                                   "team": "t", "owner": "ada"})
-
-        update_doc(queue, add_job)
+        submit_burstable_job(queue)
         wait_for("ctl-a to launch and freeze", lambda: bool(frozen), 60.0)
         t1 = wait_for("ctl-b to take over", lambda: (lease() or Lease("", "", 0, 0)).holder == "ctl-b", 30.0)
         failover = t1 - frozen[0]
