@@ -163,3 +163,61 @@ def test_a_store_that_cannot_release_the_lease_does_not_stop_the_shutdown(
     assert closed == [True] and not d.leader
     assert "could not release the lease (it expires after 90 s): OSError: server closed the connection" in caplog.messages
     st.close()
+
+
+def test_a_stale_leader_does_not_collect_orphans(two_stores: tuple[SqlStore, SqlStore]) -> None:
+    """Orphan collection has no fenced write right before its terminate call (the first sighting
+    is remembered in memory): the controller checks the fence before it. a saw a stray instance
+    and would terminate it at the end of the grace period, but b took the lease meanwhile."""
+    sa, sb = two_stores
+    w = World(store=sa, orphan_grace_s=60.0)
+    cid = w.launch_directly("aws", "b-stranger")
+    clock = FakeClock(T0)
+    takeover: list[bool] = []
+
+    def maybe_taken_over(now: float) -> None:
+        w.step(now)
+        if takeover:
+            assert sb.try_acquire_lease(LEASE, "b", now=now + 91, ttl_s=90.0)  # a froze; b took over
+
+    a = Daemon(w.controller, clock, sa, holder="a", lease_ttl_s=90.0, lease_clock=clock,
+               before_tick=maybe_taken_over)
+    assert a.run_once() is not None  # first sighting
+    clock.t += 60.0
+    takeover.append(True)
+    assert a.run_once() is None and not a.leader
+    assert [c.cloud_id for c in w.providers["aws"].list_instances()] == [cid]
+    assert sa.audit_rows(kind="orphan") == []
+
+
+def test_a_leader_that_lost_its_lease_between_decide_and_act_makes_no_queue_call(
+    two_stores: tuple[SqlStore, SqlStore],
+) -> None:
+    """A drain calls the scheduler before it records DRAINING: the executor checks the fence
+    once before it carries out a plan, so a controller that lost the lease while it decided
+    leaves the node schedulable."""
+    from burst.domain import Drain
+    from burst.errors import LeaseLost
+
+    sa, sb = two_stores
+    w = World(store=sa)
+    assert sa.try_acquire_lease(LEASE, "a", now=0.0, ttl_s=10.0)  # expired, but nobody took it over
+    w.submit("hog", 8, 100_000, may_burst=False)
+    w.submit("b", 8, 600)
+    decide = w.controller.decide
+
+    def decide_then_stall(snap, cfg):  # type: ignore[no-untyped-def]
+        plan = decide(snap, cfg)
+        if plan.of(Drain):
+            assert sb.try_acquire_lease(LEASE, "b", now=100.0, ttl_s=90.0)  # a froze; b took over
+        return plan
+
+    w.controller.decide = decide_then_stall  # type: ignore[method-assign]
+    with pytest.raises(LeaseLost):
+        while True:
+            w.tick(w.now() + TICK)
+            assert w.now() < T0 + 3600, f"never drained: {w.store.instances()}"
+    [inst] = sa.instances()
+    assert inst.state is InstanceState.JOINED
+    node = next(n for n in w.cluster.snapshot().nodes if n.instance_id == inst.id)
+    assert node.schedulable  # no drain_node call was made
