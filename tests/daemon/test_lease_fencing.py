@@ -221,3 +221,26 @@ def test_a_leader_that_lost_its_lease_between_decide_and_act_makes_no_queue_call
     assert inst.state is InstanceState.JOINED
     node = next(n for n in w.cluster.snapshot().nodes if n.instance_id == inst.id)
     assert node.schedulable  # no drain_node call was made
+
+
+def test_a_stale_leader_takes_no_grand_challenge_step(two_stores: tuple[SqlStore, SqlStore]) -> None:
+    """At the challenge's start the runner records the preempted set (fenced) before it signals
+    or holds any job: a runner whose lease was taken over stops there (LeaseLost is not one of
+    the errors a challenge step records and moves past), and no job is checkpointed or held."""
+    from burst.domain import ChallengeState
+    from burst.errors import LeaseLost
+    from tests.core import test_grand_challenge_runner as gcr
+
+    sa, sb = two_stores
+    assert sa.try_acquire_lease(LEASE, "a", now=0.0, ttl_s=10.0)
+    w = gcr.World(sa)
+    gcr.fill(w)
+    w.until(gcr.T0 + gcr.H + 5 * gcr.M)
+    assert w.gc.state is ChallengeState.DRAINING
+    assert sb.try_acquire_lease(LEASE, "b", now=100.0, ttl_s=90.0)  # a froze; b took over
+    w.now = gcr.START
+    with pytest.raises(LeaseLost):
+        w.tick()
+    assert w.gc.state is ChallengeState.DRAINING and w.gc.preempted_jobs == ()
+    assert w.cluster.held_count == 0
+    assert all(w.job(j).signal_ckpt is None for j in ("a", "b", "d"))  # no checkpoint signal
