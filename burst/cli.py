@@ -187,7 +187,7 @@ def run(
     once: Annotated[bool, typer.Option(help="Do a single tick and exit.")] = False,
     ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (demo/testing).")] = None,
     verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
-    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off).")] = 0,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics (Prometheus), /healthz and /readyz on 127.0.0.1:PORT (0: off).")] = 0,
     metrics_addr: Annotated[str, typer.Option(help="Address for the metrics endpoint.")] = "127.0.0.1",
 ) -> None:
     """The live controller daemon (APScheduler interval tick, leader election in the store)."""
@@ -210,24 +210,31 @@ def run(
         _fail(f"cannot start: {e}", 1)
     if not 0 <= metrics_port <= 65535:
         _fail(f"--metrics-port: must be 0..65535, got {metrics_port}")
-    if metrics_port:
-        from burst.metrics import serve
-
-        serve(metrics_port, metrics_addr)
     daemon = Daemon(
         rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
         after_tick=rt.after_tick, metrics=bool(metrics_port),
         closeables=rt.closeables, prewarmer=rt.prewarmer,
     )
+    if metrics_port:
+        from burst.metrics import serve
+
+        serve(metrics_port, metrics_addr, ready=daemon.readiness)  # /metrics, /healthz, /readyz
     if once or ticks:
         n = 1 if once else int(ticks or 1)
-        for k in range(n):
-            res = daemon.run_once()
-            if res is None:
-                err_console.print("standby: another controller holds the lease")
-            if k + 1 < n:
-                time.sleep(rt.tick_every_wall_s)
-        daemon.stop()
+        daemon.install_signal_handlers()  # SIGTERM: stop after the current tick, release the lease
+        try:
+            for k in range(n):
+                res = daemon.run_once()
+                if res is None and not daemon.stop_requested:
+                    err_console.print("standby: another controller holds the lease")
+                if daemon.stop_requested:
+                    break
+                if k + 1 < n:
+                    time.sleep(rt.tick_every_wall_s)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            daemon.stop()
         return
     from burst.scheduling import run_forever
 

@@ -324,6 +324,8 @@ class Controller:
             else:
                 res.due(first + self.orphan_grace_s)
         self._forget_orphans(seen_orphans, unobserved)
+        if to_kill:
+            st.check_fence()  # a stalled ex-leader must not terminate what its successor launched
         for cname, cis in to_kill.items():
             # Audit before the call (intent before action): a crash after the terminate but before
             # an audit row would leave an unaudited deletion that no later tick can see again.

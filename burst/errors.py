@@ -121,3 +121,29 @@ class BudgetExceeded(StoreError):
             f"budget {scope!r}: cap ${cap:,.2f}, committed ${committed:,.2f}, launch needs ${asked:,.2f}"
         )
         self.scope, self.cap, self.committed, self.asked = scope, cap, committed, asked
+
+
+# ---- leadership -----------------------------------------------------------------------------
+
+
+class LeaseLost(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
+    """A fenced write (or :meth:`burst.ports.Store.check_fence`) of a controller whose lease epoch
+    is no longer the current one: another controller took the lease over (this one stalled past
+    its TTL: a long pause, a frozen VM, SIGSTOP), or this one released it. Nothing was written.
+
+    Deliberately a ``BaseException``, like ``KeyboardInterrupt``: it must unwind the whole tick
+    through every best-effort ``except Exception`` (one bad row must not stop the others, a
+    notification failure is logged, ...), because after it *nothing* this process decided may be
+    carried out. Only the daemon catches it: it logs "lost the lease to X" and stands by.
+
+    ``holder``/``epoch``: the lease this store acted under; ``current_holder``/``current_epoch``:
+    the lease row now ("" and 0 when there is none).
+    """
+
+    def __init__(self, name: str, holder: str, epoch: int, current_holder: str, current_epoch: int) -> None:
+        super().__init__(
+            f"lease {name!r}: {holder} acted under epoch {epoch}, but the lease is now "
+            f"{'held by ' + current_holder if current_holder else 'free'} (epoch {current_epoch})"
+        )
+        self.name, self.holder, self.epoch = name, holder, epoch
+        self.current_holder, self.current_epoch = current_holder, current_epoch

@@ -158,6 +158,10 @@ class Executor:
     # ---- plan ------------------------------------------------------------------------------
     def execute(self, plan: Plan, now: Timestamp) -> ExecResult:
         res = ExecResult()
+        if plan.actions:
+            # Fenced leadership: a controller that lost its lease while it observed and decided
+            # stops here (LeaseLost) before any queue call; each fenced write checks again.
+            self.store.check_fence()
         failed_gangs: set[str] = set()
         gang_members: dict[str, list[Instance]] = {}
         for action in plan.actions:

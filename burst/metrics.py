@@ -1,4 +1,19 @@
-"""Prometheus metrics of the live controller (``burst run --metrics-port``).
+"""Prometheus metrics and health endpoints of the live controller (``burst run --metrics-port``).
+
+One HTTP server on the metrics port (``--metrics-addr``, default 127.0.0.1; use 0.0.0.0 in a
+container) answers three paths, GET (and HEAD) only:
+
+* ``/metrics``: the Prometheus exposition of this process's registry (text format, or OpenMetrics
+  when the scraper asks for it);
+* ``/healthz``: 200 ``ok`` while the process lives and serves HTTP (a liveness probe);
+* ``/readyz``: 200 ``ready: leader`` or ``ready: standby`` when the controller is the leader or a
+  standby that could take over: the store answered and the queue was read successfully within
+  the last :data:`burst.daemon.READY_TICKS` (3) ticks, and a tick started recently; otherwise 503
+  ``not ready: <why>`` (no tick yet, store unreachable, queue unreadable, stopping). See
+  :meth:`burst.daemon.Daemon.readiness`.
+
+Any other path is 404. prometheus-client's own ``start_http_server`` answers every path with
+the metrics, so the server here is a small handler of our own around its encoders.
 
 One registry per process; the daemon calls :func:`observe_tick` after every tick. Names follow
 Prometheus conventions (``_total`` counters, base units). Nothing here is needed by the
@@ -19,10 +34,13 @@ Grand challenges (from ``TickResult.challenges``):
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 from burst.controller import TickResult
 from burst.domain import CHALLENGE_TERMINAL, ChallengeState, CloudInstance, LaunchSpec
@@ -55,8 +73,56 @@ _FINAL = frozenset(str(s) for s in CHALLENGE_TERMINAL)
 _gc_final: set[str] = set()  # challenges whose final phase was exported on the previous tick
 
 
-def serve(port: int, addr: str = "127.0.0.1") -> None:
-    start_http_server(port, addr=addr, registry=REGISTRY)
+Readiness = Callable[[], tuple[bool, str]]
+
+
+def _handler(ready: Readiness | None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "burst"
+        sys_version = ""
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._answer(body=False)
+
+        def _answer(self, *, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                # Content negotiation as prometheus-client's own server does it (OpenMetrics or
+                # the text format, by the scraper's Accept header).
+                encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
+                code, data = 200, encoder(REGISTRY)
+            elif path == "/healthz":
+                code, ctype, data = 200, "text/plain; charset=utf-8", b"ok\n"
+            elif path == "/readyz":
+                ok, why = ready() if ready is not None else (False, "no controller")
+                code = 200 if ok else 503
+                ctype, data = "text/plain; charset=utf-8", f"{'ready' if ok else 'not ready'}: {why}\n".encode()
+            else:
+                code, ctype, data = 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz\n"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+            pass  # probes every few seconds would drown the controller's own log
+
+    return Handler
+
+
+def serve(port: int, addr: str = "127.0.0.1", *, ready: Readiness | None = None) -> ThreadingHTTPServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr:port`` from a daemon thread
+    (port 0 picks a free one: ``server.server_address``). ``ready``: the daemon's
+    :meth:`~burst.daemon.Daemon.readiness`. Returns the server (``shutdown()`` stops it)."""
+    server = ThreadingHTTPServer((addr, port), _handler(ready))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="burst-metrics", daemon=True).start()
+    return server
 
 
 def observe_tick(res: TickResult | None, seconds: float, leader: bool) -> None:

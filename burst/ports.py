@@ -343,6 +343,17 @@ class MirrorRecord:
     at: Timestamp
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A leader lease as stored: ``holder`` holds ``name`` until ``expires_at`` (wall time) under
+    fencing token ``epoch`` (see :meth:`Store.try_acquire_lease`). ``holder`` is "" once released."""
+
+    name: str
+    holder: str
+    expires_at: Timestamp
+    epoch: int
+
+
 class Store(Protocol):
     """burst's persistent state.
 
@@ -542,13 +553,44 @@ class Store(Protocol):
         ...
 
     # ---- leadership --------------------------------------------------------------------
+    # The lease is a row (name, holder, expires_at, epoch). ``epoch`` increases by one every time
+    # the lease changes hands: a first acquisition, a takeover of an expired or released lease,
+    # and any acquisition by a store object that did not hold that epoch itself (a restarted
+    # process reclaiming its own holder id). A renewal by the store object that holds the epoch
+    # keeps it. The epoch never decreases (a released lease keeps its row, expired).
+    #
+    # **Fencing.** A store object that acquired a lease is *fenced* by it from then on: each of its
+    # fenced writes first checks, in the write's own transaction (the lease row read with a
+    # shared lock on PostgreSQL; SQLite writes are serialised), that the row still names this
+    # holder and epoch, and otherwise raises :class:`burst.errors.LeaseLost` and writes nothing.
+    # The fenced writes are those that lead to a cloud or scheduler action: ``create_intent``,
+    # ``transition_instance``, ``update_instance``, ``transition_request``,
+    # ``transition_challenge``, ``update_challenge``, ``mark_preempted_released``,
+    # ``mark_preempted_restored``, ``orphan_first_seen`` and ``forget_orphans``. A store object
+    # that never acquired a lease (the bot, the CLI, the simulator) is not fenced. After
+    # ``release_lease`` by its holder the object stays fenced by the released epoch, so its
+    # fenced writes are refused until it acquires again.
     def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
-        """Take or renew the named lease. True when ``holder`` holds it until ``now + ttl_s``.
+        """Take or renew the named lease. True when ``holder`` holds it until ``now + ttl_s``;
+        this store object is then fenced by the lease's epoch (above).
 
         Atomic: of two holders racing, exactly one gets True while the lease is unexpired.
         """
         ...
 
-    def release_lease(self, name: str, holder: str) -> None: ...
+    def release_lease(self, name: str, holder: str) -> None:
+        """Free the lease at once when ``holder`` holds it (holder "", expired: anyone may take it
+        over now); a no-op otherwise. The epoch is kept."""
+        ...
+
+    def lease(self, name: str) -> Lease | None:
+        """The lease row as it is now (possibly expired), or None when it was never taken."""
+        ...
+
+    def check_fence(self) -> None:
+        """Raise :class:`burst.errors.LeaseLost` when this store object is fenced and its epoch is
+        no longer the lease's; a no-op for an unfenced store. For the few actions that have no
+        fenced write right before them (the start of a plan's execution, orphan termination)."""
+        ...
 
     def close(self) -> None: ...

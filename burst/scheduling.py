@@ -57,11 +57,20 @@ def run_forever(daemon: Daemon, every_s: float, name: str = "controller", prewar
     every(_tick_job, every_s, f"tick-{name}")
     every(_prewarm_job, prewarm_every_s, f"prewarm-{name}")
     log.info("ticking every %.3g s", every_s)
-    daemon.run_once()
+    daemon.tick_every_s = every_s
+    # SIGTERM/SIGINT end the scheduler's wait (Daemon.install_signal_handlers); the tick in
+    # flight, if any, finishes (shutdown waits for the worker) before the lease is released.
+    daemon.install_signal_handlers()
     try:
-        sched.start()
+        daemon.run_once()
+        if not daemon.stop_requested:
+            sched.start()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        daemon.stop_requested = True  # no tick starts from here on
+        daemon.stopping = True  # a second signal must not cut the wait for the tick short
+        if sched.running:
+            sched.shutdown(wait=True)
         daemon.stop()
         _DAEMONS.pop(name, None)

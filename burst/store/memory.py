@@ -26,8 +26,8 @@ from burst.domain import (
     check_instance_transition,
     check_request_transition,
 )
-from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, QuotaCheck, SpendEntry
+from burst.errors import BudgetExceeded, DuplicateRecord, LeaseLost, RecordNotFound
+from burst.ports import AuditRow, Backoff, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
 from burst.store.quota_rules import ahead_of, quota_breaches
@@ -50,7 +50,8 @@ class MemoryStore:
         self._challenges: dict[str, GrandChallenge] = {}
         self._mirrors: dict[tuple[str, str], MirrorRecord] = {}
         self._settings: dict[tuple[str, str], str] = {}
-        self._leases: dict[str, tuple[str, Timestamp]] = {}
+        self._leases: dict[str, Lease] = {}
+        self._fence: tuple[str, str, int] | None = None  # (name, holder, epoch) last acquired
         self._orphans: dict[str, Timestamp] = {}
         self._status: str | None = None  # JSON text: a read returns a fresh copy, as SQL does
         # Serialises the quota check with the request insert (threads of the bot share one store).
@@ -61,6 +62,7 @@ class MemoryStore:
     def create_intent(
         self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
     ) -> Instance:
+        self.check_fence()
         existing = self._instances.get(inst.id)
         if existing is not None:
             return existing
@@ -92,6 +94,7 @@ class MemoryStore:
     def transition_instance(
         self, instance_id: str, to: InstanceState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> Instance:
+        self.check_fence()
         cur = self._instances.get(instance_id)
         if cur is None:
             raise RecordNotFound(f"instance {instance_id!r}")
@@ -111,6 +114,7 @@ class MemoryStore:
         return new
 
     def update_instance(self, instance_id: str, **fields: Any) -> Instance:
+        self.check_fence()
         cur = self._instances.get(instance_id)
         if cur is None:
             raise RecordNotFound(f"instance {instance_id!r}")
@@ -237,6 +241,7 @@ class MemoryStore:
     def transition_request(
         self, request_id: str, to: RequestState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> OnDemandRequest:
+        self.check_fence()
         cur = self._requests.get(request_id)
         if cur is None:
             raise RecordNotFound(f"request {request_id!r}")
@@ -265,6 +270,8 @@ class MemoryStore:
         return rows
 
     def _challenge(self, challenge_id: str) -> GrandChallenge:
+        """The challenge a fenced write is about to change (every caller is one)."""
+        self.check_fence()
         cur = self._challenges.get(challenge_id)
         if cur is None:
             raise RecordNotFound(f"challenge {challenge_id!r}")
@@ -328,9 +335,11 @@ class MemoryStore:
         return self._settings.get((user, key))
 
     def orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
+        self.check_fence()
         return self._orphans.setdefault(cloud_id, now)
 
     def forget_orphans(self, keep: Collection[str]) -> None:
+        self.check_fence()
         keep = set(keep)
         for cid in [c for c in self._orphans if c not in keep]:
             del self._orphans[cid]
@@ -343,15 +352,33 @@ class MemoryStore:
 
     def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
         cur = self._leases.get(name)
-        if cur is None or cur[0] == holder or cur[1] <= now:
-            self._leases[name] = (holder, now + ttl_s)
-            return True
-        return False
+        if cur is None:
+            epoch = 1
+        elif cur.holder == holder and self._fence == (name, holder, cur.epoch):
+            epoch = cur.epoch  # a renewal by the object holding the epoch
+        elif cur.holder == holder or cur.expires_at <= now:
+            epoch = cur.epoch + 1  # changes hands (or a restarted process reclaims its id)
+        else:
+            return False
+        self._leases[name] = Lease(name, holder, now + ttl_s, epoch)
+        self._fence = (name, holder, epoch)
+        return True
 
     def release_lease(self, name: str, holder: str) -> None:
         cur = self._leases.get(name)
-        if cur is not None and cur[0] == holder:
-            del self._leases[name]
+        if cur is not None and cur.holder == holder:
+            self._leases[name] = Lease(name, "", 0.0, cur.epoch)
+
+    def lease(self, name: str) -> Lease | None:
+        return self._leases.get(name)
+
+    def check_fence(self) -> None:
+        if self._fence is None:
+            return
+        name, holder, epoch = self._fence
+        cur = self._leases.get(name)
+        if cur is None or cur.holder != holder or cur.epoch != epoch:
+            raise LeaseLost(name, holder, epoch, cur.holder if cur else "", cur.epoch if cur else 0)
 
     def close(self) -> None:
         pass

@@ -215,13 +215,15 @@ class UserSettingRow(Base):
 
 
 class LeaseRow(Base):
-    """Leader-election lease: ``holder`` owns ``name`` until ``expires_at``."""
+    """Leader-election lease: ``holder`` owns ``name`` until ``expires_at`` (wall time), under the
+    fencing token ``epoch`` (migration 0004), which grows by one each time the lease changes hands."""
 
     __tablename__ = "leases"
 
     name: Mapped[str] = mapped_column(primary_key=True)
     holder: Mapped[str]
     expires_at: Mapped[float]
+    epoch: Mapped[int] = mapped_column(Integer)
 
 
 class BudgetLockRow(Base):

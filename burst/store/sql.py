@@ -14,6 +14,10 @@ both). How the guarantees are kept:
   ``SQLITE_BUSY`` on lock upgrade. Reads use plain ``BEGIN`` and, under WAL, do not block writers.
 * **Errors write nothing**: checks run before any write, and an exception rolls the transaction
   back.
+* **Fenced writes** (see ``Store.try_acquire_lease``): once this object acquired a lease, each
+  fenced write first reads the lease row in its own transaction (``FOR SHARE`` on PostgreSQL, so a
+  takeover's ``UPDATE`` and the write are ordered; SQLite's ``BEGIN IMMEDIATE`` orders them
+  anyway) and raises ``LeaseLost`` unless the row still names this holder and epoch.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ from burst.domain import (
     check_instance_transition,
     check_request_transition,
 )
-from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, QuotaCheck, SpendEntry
+from burst.errors import BudgetExceeded, DuplicateRecord, LeaseLost, RecordNotFound
+from burst.ports import AuditRow, Backoff, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
 from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
@@ -178,6 +182,8 @@ class SqlStore:
         # An in-memory SQLite database is one connection shared by every thread (StaticPool):
         # its transactions must not interleave, so they take turns here.
         self._serial = threading.RLock() if isinstance(engine.pool, StaticPool) else contextlib.nullcontext()
+        # (lease name, holder, epoch) this object last acquired; None: never, so writes are not fenced.
+        self._fence: tuple[str, str, int] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, upgrade: bool = True) -> SqlStore:
@@ -220,6 +226,19 @@ class SqlStore:
         row = self._locked(s, model, *key)
         assert row is not None
         return row
+
+    def _fenced(self, s: Session) -> None:
+        """First step of every fenced write: refuse (LeaseLost, nothing written) unless the lease
+        this object acquired is still held under the same epoch. On PostgreSQL the lease row is
+        read ``FOR SHARE``: a concurrent takeover (an ``UPDATE`` of that row) either commits first,
+        and this read sees its new epoch, or waits until this write has committed."""
+        if self._fence is None:
+            return
+        name, holder, epoch = self._fence
+        lock: Any = {"read": True} if self._dialect == "postgresql" else None
+        row = s.get(LeaseRow, name, with_for_update=lock, populate_existing=True)
+        if row is None or row.holder != holder or row.epoch != epoch:
+            raise LeaseLost(name, holder, epoch, row.holder if row else "", row.epoch if row else 0)
 
     def _insert_ignore(self, s: Session, model: type[Base], values: Mapping[str, Any]) -> None:
         if self._dialect == "postgresql":
@@ -278,6 +297,7 @@ class SqlStore:
         self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None
     ) -> Instance:
         with self._write() as s:
+            self._fenced(s)
             if budget is not None:
                 # Lock the scope first: whoever holds it sees every intent committed before it.
                 self._ensure_locked(s, BudgetLockRow, {"scope": budget.scope}, budget.scope)
@@ -335,6 +355,7 @@ class SqlStore:
         self, instance_id: str, to: InstanceState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> Instance:
         with self._write() as s:
+            self._fenced(s)
             row = self._locked(s, InstanceRow, instance_id)
             if row is None:
                 raise RecordNotFound(f"instance {instance_id!r}")
@@ -376,6 +397,7 @@ class SqlStore:
         if "state" in fields:
             raise ValueError("state changes go through transition_instance")
         with self._write() as s:
+            self._fenced(s)
             row = self._locked(s, InstanceRow, instance_id)
             if row is None:
                 raise RecordNotFound(f"instance {instance_id!r}")
@@ -506,6 +528,7 @@ class SqlStore:
         if cur.state is not RequestState.AUTO_APPROVED:
             return cur
         with self._write() as s:
+            self._fenced(s)  # a hold changes a request the controller acts on: leader only
             self._lock_quota(s, cur)
             row = self._locked(s, OnDemandRequestRow, request_id)
             assert row is not None
@@ -592,6 +615,7 @@ class SqlStore:
     ) -> Any:
         """One table-checked state change of a request or challenge, audited in the same transaction."""
         with self._write() as s:
+            self._fenced(s)
             row = self._locked(s, row_cls, key)
             if row is None:
                 raise RecordNotFound(f"{kind} {key!r}")
@@ -627,6 +651,7 @@ class SqlStore:
         self, challenge_id: str, to: ChallengeState, *, now: Timestamp, actor: str, reason: str, **fields: Any
     ) -> GrandChallenge:
         with self._write() as s:
+            self._fenced(s)
             row = self._locked(s, GrandChallengeRow, challenge_id)
             if row is None:
                 raise RecordNotFound(f"challenge {challenge_id!r}")
@@ -646,6 +671,7 @@ class SqlStore:
     ) -> GrandChallenge:
         """Read-modify-write one challenge row under its lock; ``change(cur) -> new``."""
         with self._write() as s:
+            self._fenced(s)
             row = self._locked(s, GrandChallengeRow, challenge_id)
             if row is None:
                 raise RecordNotFound(f"challenge {challenge_id!r}")
@@ -709,6 +735,7 @@ class SqlStore:
     # ---- system state --------------------------------------------------------------------
     def orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
         with self._write() as s:
+            self._fenced(s)
             self._insert_ignore(s, OrphanSightingRow, {"cloud_id": cloud_id, "first_seen": now})
             row = s.get(OrphanSightingRow, cloud_id)
             assert row is not None
@@ -716,6 +743,7 @@ class SqlStore:
 
     def forget_orphans(self, keep: Collection[str]) -> None:
         with self._write() as s:
+            self._fenced(s)
             s.execute(delete(OrphanSightingRow).where(OrphanSightingRow.cloud_id.not_in(list(keep))))
 
     def set_controller_status(self, summary: Mapping[str, Any], *, now: Timestamp) -> None:
@@ -734,27 +762,50 @@ class SqlStore:
     # ---- leadership ----------------------------------------------------------------------
     def try_acquire_lease(self, name: str, holder: str, *, now: Timestamp, ttl_s: float) -> bool:
         expires = now + ttl_s
-        take = (
-            update(LeaseRow)
-            .where(LeaseRow.name == name, (LeaseRow.holder == holder) | (LeaseRow.expires_at <= now))
-            .values(holder=holder, expires_at=expires)
-            .execution_options(synchronize_session=False)
-        )
         for _ in range(2):
             try:
                 with self._write() as s:
-                    # PostgreSQL re-checks the WHERE after waiting for a concurrent writer's row
-                    # lock, so of two racing holders only one matches.
-                    if s.execute(take).rowcount == 1:  # type: ignore[attr-defined]
-                        return True
-                    if s.get(LeaseRow, name) is not None:
+                    # Locked for update on PostgreSQL: of two racing holders the second waits and
+                    # then reads the first one's row; SQLite's BEGIN IMMEDIATE serialises anyway.
+                    row = self._locked(s, LeaseRow, name)
+                    if row is None:
+                        s.execute(insert(LeaseRow).values(name=name, holder=holder, expires_at=expires, epoch=1))
+                        epoch = 1
+                    elif row.holder == holder and self._fence == (name, holder, row.epoch):
+                        row.expires_at = expires  # a renewal: same holder, same object, same epoch
+                        epoch = row.epoch
+                    elif row.holder == holder or row.expires_at <= now:
+                        # Changes hands: a takeover of an expired or released lease, or this
+                        # holder id reclaimed by another process (a restart): a new epoch fences
+                        # whoever acted under the old one.
+                        row.holder, row.expires_at, row.epoch = holder, expires, row.epoch + 1
+                        epoch = row.epoch
+                    else:
                         return False  # held by someone else and not expired
-                    s.execute(insert(LeaseRow).values(name=name, holder=holder, expires_at=expires))
-                    return True
             except IntegrityError:
                 continue  # a concurrent first acquisition inserted the row; look again
+            self._fence = (name, holder, epoch)
+            return True
         return False
 
     def release_lease(self, name: str, holder: str) -> None:
+        # The row stays, free and expired, so the epoch only ever grows; its holder's fenced
+        # writes are refused from now on.
         with self._write() as s:
-            s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == name, LeaseRow.holder == holder)
+                .values(holder="", expires_at=0.0)
+                .execution_options(synchronize_session=False)
+            )
+
+    def lease(self, name: str) -> Lease | None:
+        with self._read() as s:
+            row = s.get(LeaseRow, name)
+            return None if row is None else Lease(row.name, row.holder, row.expires_at, row.epoch)
+
+    def check_fence(self) -> None:
+        if self._fence is None:
+            return
+        with self._write() as s:
+            self._fenced(s)

@@ -27,8 +27,8 @@ from burst.domain import (
     Purpose,
     RequestState,
 )
-from burst.errors import BudgetExceeded, DuplicateRecord, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, MirrorRecord, SpendEntry, Store
+from burst.errors import BudgetExceeded, DuplicateRecord, LeaseLost, RecordNotFound
+from burst.ports import AuditRow, Backoff, BudgetCheck, Lease, MirrorRecord, SpendEntry, Store
 from burst.store.memory import MemoryStore
 from burst.store.sql import SqlStore
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (pytest fixtures)
@@ -717,6 +717,107 @@ def test_lease_two_holders_expiry_renewal_release(store: Store) -> None:
     store.release_lease("missing", "a")  # no-op
 
 
+def test_lease_epoch_grows_each_time_the_lease_changes_hands(store: Store) -> None:
+    assert store.lease("leader") is None
+    epochs = []
+    for op, holder, now, _expected in LEASE_STEPS:
+        if op == "release":
+            store.release_lease("leader", holder)
+        else:
+            store.try_acquire_lease("leader", holder, now=now, ttl_s=10.0)
+        lease = store.lease("leader")
+        assert lease is not None
+        epochs.append((lease.holder, lease.epoch))
+    assert epochs == [
+        ("a", 1),  # first acquisition
+        ("a", 1),  # b refused
+        ("a", 1),  # renewal keeps the epoch
+        ("a", 1),
+        ("b", 2),  # takeover after expiry
+        ("b", 2),
+        ("b", 2),  # a's release: not the holder
+        ("b", 2),
+        ("", 2),  # released: free, epoch kept
+        ("a", 3),  # taken again: a new epoch
+        ("a", 3),  # own expired lease renewed by the same store object: nothing changed hands
+    ]
+    assert store.lease("leader") == Lease("leader", "a", 110.0, 3)
+
+
+# Every write that leads to a cloud or scheduler action, with arguments valid for the rows that
+# _fence_world creates. Each is refused once the store's lease epoch is stale.
+FENCED_WRITES: dict[str, Any] = {
+    "create_intent": lambda s: s.create_intent(inst("b-new"), now=20.0, actor="ctl", reason="r"),
+    "transition_instance": lambda s: s.transition_instance("b-1", I.LAUNCHING, now=20.0, actor="ctl", reason="r"),
+    "update_instance": lambda s: s.update_instance("b-1", node_name="n-9"),
+    "transition_request": lambda s: s.transition_request("r-1", R.APPROVED, now=20.0, actor="ctl", reason="r"),
+    "transition_challenge": lambda s: s.transition_challenge("gc-1", C.NOTIFIED, now=20.0, actor="ctl", reason="r"),
+    "update_challenge": lambda s: s.update_challenge("gc-1", note="changed"),
+    "mark_preempted_released": lambda s: s.mark_preempted_released("gc-1", ["a"], now=20.0, actor="c", reason="r"),
+    "mark_preempted_restored": lambda s: s.mark_preempted_restored("gc-1", ["a"], now=20.0, actor="c", reason="r"),
+    "orphan_first_seen": lambda s: s.orphan_first_seen("i-orphan", 20.0),
+    "forget_orphans": lambda s: s.forget_orphans([]),
+    "check_fence": lambda s: s.check_fence(),
+}
+
+
+def _fence_world(store: Store) -> None:
+    store.create_intent(inst("b-1"), now=1.0, actor="ctl", reason="r")
+    store.add_request(req("r-1"), now=1.0, actor="U1")
+    store.add_challenge(gc(preempted_jobs=(pj("a", 0),)), now=1.0, actor="A")
+    store.orphan_first_seen("i-seen", 1.0)
+
+
+@pytest.mark.parametrize("write", sorted(FENCED_WRITES))
+def test_writes_are_not_fenced_before_a_lease_is_taken(store: Store, write: str) -> None:
+    """The bot, the CLI and the simulator never take a lease: their writes go through."""
+    _fence_world(store)
+    FENCED_WRITES[write](store)
+
+
+@pytest.mark.parametrize("write", sorted(FENCED_WRITES))
+def test_fenced_writes_go_through_while_the_lease_is_held(store: Store, write: str) -> None:
+    _fence_world(store)
+    assert store.try_acquire_lease("leader", "a", now=10.0, ttl_s=10.0)
+    FENCED_WRITES[write](store)
+
+
+def test_fenced_writes_go_through_past_expiry_until_someone_takes_over(store: Store) -> None:
+    """The write and a takeover are ordered by the lease row, so while nobody took the lease
+    over nobody else can have acted: an expired but untaken lease still lets its holder write."""
+    _fence_world(store)
+    assert store.try_acquire_lease("leader", "a", now=10.0, ttl_s=1.0)
+    assert store.lease("leader") == Lease("leader", "a", 11.0, 1)
+    store.check_fence()
+    store.update_instance("b-1", node_name="n-1")
+
+
+@pytest.mark.parametrize("write", sorted(FENCED_WRITES))
+def test_fenced_writes_are_refused_after_release_and_write_nothing(store: Store, write: str) -> None:
+    _fence_world(store)
+    assert store.try_acquire_lease("leader", "a", now=10.0, ttl_s=10.0)
+    store.release_lease("leader", "a")
+    before = (store.instances(), store.requests(), store.challenges(), audit_count(store))
+    with pytest.raises(LeaseLost) as e:
+        FENCED_WRITES[write](store)
+    assert (e.value.holder, e.value.epoch, e.value.current_holder, e.value.current_epoch) == ("a", 1, "", 1)
+    assert (store.instances(), store.requests(), store.challenges(), audit_count(store)) == before
+    # Acquiring again (a new epoch) lifts the refusal.
+    assert store.try_acquire_lease("leader", "a", now=11.0, ttl_s=10.0)
+    FENCED_WRITES[write](store)
+
+
+def test_unfenced_writes_still_work_for_a_store_whose_lease_was_lost(store: Store) -> None:
+    """Bookkeeping that leads to no action (audit, backoff, mirrors, status) is not fenced."""
+    assert store.try_acquire_lease("leader", "a", now=10.0, ttl_s=10.0)
+    store.release_lease("leader", "a")
+    store.audit(at=1.0, actor="c", kind="k", subject="s", action="a", reason="r")
+    store.record_offer_failure("aws:x", now=1.0, base_s=1.0, cap_s=10.0, error="e")
+    store.record_mirror("img", "aws/us-east-1", "sha256:a", now=1.0)
+    store.set_controller_status({"at": 1.0}, now=1.0)
+    assert store.get_mirror("img", "aws/us-east-1") is not None
+
+
 def test_reads_return_frozen_values(store: Store) -> None:
     store.create_intent(inst(), now=1.0, actor="ctl", reason="r")
     got = store.get_instance("b-1")
@@ -725,3 +826,53 @@ def test_reads_return_frozen_values(store: Store) -> None:
         got.state = I.RUNNING  # type: ignore[misc]
     store.transition_instance("b-1", I.LAUNCHING, now=2.0, actor="ctl", reason="r")
     assert got.state is I.PLANNED  # an earlier read is a snapshot
+
+
+# ---- fencing between two processes (SQL only: a MemoryStore lives in one process) -------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_sql_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, SqlStore]]:
+    url = f"sqlite:///{tmp_path}/db/burst.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    a, b = SqlStore.from_url(url), SqlStore.from_url(url, upgrade=False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("write", sorted(FENCED_WRITES))
+def test_a_stalled_leaders_writes_are_refused_after_a_takeover(two_sql_stores: tuple[SqlStore, SqlStore], write: str) -> None:
+    old, new = two_sql_stores
+    _fence_world(old)
+    assert old.try_acquire_lease("leader", "old", now=10.0, ttl_s=5.0)
+    old.check_fence()  # fine while it leads
+    # old stalls past its TTL; new takes over and acts
+    assert new.try_acquire_lease("leader", "new", now=16.0, ttl_s=5.0)
+    before = (old.instances(), old.requests(), old.challenges(), audit_count(old))
+    with pytest.raises(LeaseLost) as e:
+        FENCED_WRITES[write](old)
+    assert (e.value.holder, e.value.epoch, e.value.current_holder, e.value.current_epoch) == ("old", 1, "new", 2)
+    assert (old.instances(), old.requests(), old.challenges(), audit_count(old)) == before
+    FENCED_WRITES[write](new)  # the new leader is not affected
+    # old wakes up and asks for the lease: it is held, so it is a standby.
+    assert old.try_acquire_lease("leader", "old", now=17.0, ttl_s=5.0) is False
+
+
+def test_a_restarted_process_reclaiming_its_holder_id_fences_the_old_one(
+    two_sql_stores: tuple[SqlStore, SqlStore],
+) -> None:
+    """Same BURST_HOLDER_ID, new process (a restart while the old one was frozen): the lease is
+    reclaimed at once, but under a new epoch, so the frozen one cannot act when it thaws."""
+    old, new = two_sql_stores
+    _fence_world(old)
+    assert old.try_acquire_lease("leader", "ctl", now=10.0, ttl_s=60.0)
+    assert new.try_acquire_lease("leader", "ctl", now=11.0, ttl_s=60.0)
+    assert new.lease("leader") == Lease("leader", "ctl", 71.0, 2)
+    with pytest.raises(LeaseLost):
+        old.transition_instance("b-1", I.LAUNCHING, now=12.0, actor="ctl", reason="r")
+    new.transition_instance("b-1", I.LAUNCHING, now=12.0, actor="ctl", reason="r")
+    # and the renewals of the new one keep its epoch
+    assert new.try_acquire_lease("leader", "ctl", now=20.0, ttl_s=60.0)
+    assert new.lease("leader") == Lease("leader", "ctl", 80.0, 2)

@@ -25,8 +25,9 @@ def test_only_the_lease_holder_ticks_and_the_standby_takes_over(any_store: Store
     w.submit("hog", 8, 100_000)
     w.submit("b", 8, 600, at=T0 - 3600)
     clock = FakeClock(T0)
-    a = Daemon(w.controller, clock, any_store, holder="a", lease_ttl_s=90.0)
-    b = Daemon(_second_controller(w), clock, any_store, holder="b", lease_ttl_s=90.0)
+    # The lease is kept in wall time (lease_clock); here the test moves it with the tick clock.
+    a = Daemon(w.controller, clock, any_store, holder="a", lease_ttl_s=90.0, lease_clock=clock)
+    b = Daemon(_second_controller(w), clock, any_store, holder="b", lease_ttl_s=90.0, lease_clock=clock)
 
     assert a.run_once() is not None and a.leader
     assert b.run_once() is None and not b.leader
@@ -54,8 +55,8 @@ def test_only_the_lease_holder_ticks_and_the_standby_takes_over(any_store: Store
 def test_stop_releases_the_lease_at_once() -> None:
     w = World()
     clock = FakeClock(T0)
-    a = Daemon(w.controller, clock, w.store, holder="a", lease_ttl_s=90.0)
-    b = Daemon(_second_controller(w), clock, w.store, holder="b", lease_ttl_s=90.0)
+    a = Daemon(w.controller, clock, w.store, holder="a", lease_ttl_s=90.0, lease_clock=clock)
+    b = Daemon(_second_controller(w), clock, w.store, holder="b", lease_ttl_s=90.0, lease_clock=clock)
     assert a.run_once() is not None
     a.stop()
     clock.t += 1

@@ -13,19 +13,22 @@ from burst.store.cli_db import app
 runner = CliRunner()
 
 
+HEAD = migrate.head()  # pinned by tests/store/test_migrations.py
+
+
 def test_upgrade_current_downgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/x/burst.db"
     r = runner.invoke(app, ["current", "--url", url])
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == "base (newest is 0003)"
+    assert r.stdout.strip() == f"base (newest is {HEAD})"
 
     r = runner.invoke(app, ["upgrade", "--url", url])
     assert r.exit_code == 0, r.output
-    assert "at revision 0003" in r.stdout
-    assert migrate.current(url) == "0003"
+    assert f"at revision {HEAD}" in r.stdout
+    assert migrate.current(url) == HEAD
 
     r = runner.invoke(app, ["current", "--url", url])
-    assert (r.exit_code, r.stdout.strip()) == (0, "0003")
+    assert (r.exit_code, r.stdout.strip()) == (0, HEAD)
 
     r = runner.invoke(app, ["downgrade", "base", "--url", url])
     assert r.exit_code == 0, r.output
@@ -38,7 +41,7 @@ def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BURST_DB_URL", url)
     r = runner.invoke(app, ["upgrade"])
     assert r.exit_code == 0, r.output
-    assert migrate.current(url) == "0003"
+    assert migrate.current(url) == HEAD
 
 
 def test_default_url_is_relative_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

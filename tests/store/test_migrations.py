@@ -31,7 +31,7 @@ TABLES = {
     "orphan_sightings",
     "system_state",
 }
-HEAD = "0003"  # the newest revision shipped
+HEAD = "0004"  # the newest revision shipped
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -231,3 +231,33 @@ def test_0003_converts_challenge_rows_written_before_it(url: str) -> None:
         engine.dispose()
     assert row[0] == "preempted"
     assert (row[1] if isinstance(row[1], list) else __import__("json").loads(row[1])) == ["j9", "j2"]
+
+
+def test_0004_gives_a_held_lease_epoch_1_and_the_next_holder_epoch_2(url: str) -> None:
+    """A lease written before fencing (no epoch) reads as epoch 1 after the upgrade; its holder
+    keeps it until it expires, and a takeover then moves the epoch on."""
+    migrate.upgrade(url, "0003")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO leases (name, holder, expires_at) VALUES ('controller', 'old', 100.0)")
+    finally:
+        engine.dispose()
+    migrate.upgrade(url)
+    store = SqlStore.from_url(url)
+    try:
+        lease = store.lease("controller")
+        assert lease is not None and (lease.holder, lease.expires_at, lease.epoch) == ("old", 100.0, 1)
+        assert store.try_acquire_lease("controller", "new", now=50.0, ttl_s=10.0) is False
+        assert store.try_acquire_lease("controller", "new", now=100.0, ttl_s=10.0) is True
+        lease = store.lease("controller")
+        assert lease is not None and (lease.holder, lease.epoch) == ("new", 2)
+    finally:
+        store.close()
+    migrate.downgrade(url, "0003")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT holder FROM leases").scalar_one() == "new"
+    finally:
+        engine.dispose()
