@@ -214,9 +214,7 @@ class Controller:
             if isinstance(m, MirrorAction) and (self.executor.mirror is None or m.image in res.executed.mirrored_images):
                 # No mirror configured: nothing to wait for. A synchronous mirror: done now.
                 self._mirrored.add((m.image, m.cloud, m.region))
-        if log.isEnabledFor(logging.INFO):
-            for a in plan.actions:
-                log.info("decision %s: %s", type(a).__name__, getattr(a, "reason", ""))
+        # One line per decision is logged by the executor (burst.executor.decision_lines).
         self.last = res
         return res
 

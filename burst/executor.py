@@ -157,6 +157,9 @@ class Executor:
 
     # ---- plan ------------------------------------------------------------------------------
     def execute(self, plan: Plan, now: Timestamp) -> ExecResult:
+        if log.isEnabledFor(logging.INFO):
+            for kind, objects, line in decision_lines(plan):
+                log.info("decision %s", line, extra={"decision": kind, "objects": objects})
         res = ExecResult()
         failed_gangs: set[str] = set()
         gang_members: dict[str, list[Instance]] = {}
@@ -536,3 +539,54 @@ class Executor:
             self.notifier.notify(audience, text)
         except Exception as e:  # noqa: BLE001 - notifications are best effort by contract
             log.warning("notify %s failed: %s", audience, type(e).__name__)
+
+
+# ---- decision log lines ---------------------------------------------------------------------------
+
+
+def _names(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _where(o: Offer) -> str:
+    return f"{o.instance_type} on {o.cloud}/{o.region}{'/' + o.zone if o.zone else ''} ({o.market}, ${o.price_per_hour:.2f}/h)"
+
+
+def decision_lines(plan: Plan) -> list[tuple[str, list[str], str]]:
+    """One line per decision, naming every object it touches: ``(kind, objects, text)``.
+
+    A gang's launches are one decision (one line naming every member instance and job), not one
+    identical line per member; Drain/Terminate/Undrain/Release name their instance."""
+    out: list[tuple[str, list[str], str]] = []
+    gangs: dict[str, list[Launch]] = {}
+    for a in plan.actions:
+        if isinstance(a, Launch) and a.gang_id:
+            if a.gang_id not in gangs:
+                gangs[a.gang_id] = []
+                out.append(("gang", [a.gang_id], a.gang_id))  # placeholder, filled below
+            gangs[a.gang_id].append(a)
+        elif isinstance(a, Launch):
+            who = "".join(f", {k} {v}" for k, v in (("request", a.request_id), ("owner", a.owner)) if v)
+            jobs = f" for job(s) {_names(list(a.for_jobs))}" if a.for_jobs else ""
+            out.append(("launch", [a.intent_id, *a.for_jobs], f"launch {a.intent_id}: {_where(a.offer)}{jobs}{who}: {a.reason}"))
+        elif isinstance(a, Terminate):
+            cool = " (cooling its offer)" if a.cool_offer else ""
+            out.append(("terminate", [a.instance_id], f"terminate {a.instance_id}{cool}: {a.reason}"))
+        elif isinstance(a, Drain | Undrain | Release):
+            kind = type(a).__name__.lower()
+            out.append((kind, [a.instance_id], f"{kind} {a.instance_id}: {a.reason}"))
+        elif isinstance(a, Mirror):
+            out.append(("mirror", [a.image], f"mirror {a.image} to {a.cloud}/{a.region}: {a.reason}"))
+        elif isinstance(a, Notify):
+            out.append(("notify", [a.audience], f"notify {a.audience}: {a.reason}"))
+    for k, (kind, objects, text) in enumerate(out):
+        if kind == "gang":
+            members = gangs[text]
+            first = members[0]
+            ids = [m.intent_id for m in members]
+            jobs = list(dict.fromkeys(j for m in members for j in m.for_jobs))
+            for_jobs = f" for job(s) {_names(jobs)}" if jobs else ""
+            out[k] = ("launch-gang", [text, *ids, *jobs],
+                      f"launch gang {text}: {len(members)} x {_where(first.offer)}, instances {_names(ids)}{for_jobs}: {first.reason}")
+    return out
