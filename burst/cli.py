@@ -33,8 +33,18 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
+def _error_line(msg: str) -> None:
+    """One ``error:`` line on stderr: credentials redacted, control characters escaped, and the
+    text never read as Rich markup (a value holding ``[/red]`` is printed as it is)."""
+    from rich.markup import escape
+
+    from burst.redact import escape_control, redact
+
+    err_console.print(f"[red]error:[/red] {escape(escape_control(redact(msg)))}", highlight=False, soft_wrap=True)
+
+
 def _fail(msg: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    _error_line(msg)
     raise typer.Exit(code)
 
 
@@ -665,9 +675,9 @@ def config_check(file: Annotated[Path, typer.Argument(help="Config file to valid
     except ConfigError as e:
         lines = getattr(e, "lines", None) or [str(e)]
         for line in lines:
-            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            _error_line(line)
         raise typer.Exit(2) from None
-    console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})")
+    console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})", markup=False, highlight=False)
 
 
 _register_optional()
@@ -677,7 +687,7 @@ def main() -> None:
     try:
         app()
     except InputError as e:  # anything that escaped a command's own handling
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _error_line(str(e))
         sys.exit(2)
 
 

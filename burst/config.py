@@ -24,10 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from burst.domain import Market
 from burst.errors import ConfigError
-from burst.redact import redact
+from burst.redact import escape_control, redact
 from policies import BudgetConfig, OverflowConfig, PolicyConfig, ScaleInConfig, SelectionConfig
 from policies.grand_challenge import ChallengeSettings
-
 
 MAX_CONFIG_BYTES = 256 * 1024  # a production config is a few kB; this bounds time and memory
 MAX_DEPTH = 50  # nesting levels, counted through aliases too
@@ -332,7 +331,7 @@ def format_validation_errors(source: str, err: ValidationError, prefix: tuple[in
             msg = "unknown key"
         elif "input" in e and e.get("type") != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {_fmt_input(e['input'])})"
-        lines.append(redact(f"{source}: {_clip(loc, 120)}: {_clip(msg, 300)}"))
+        lines.append(escape_control(redact(f"{source}: {_clip(loc, 120)}: {_clip(msg, 300)}")))
     return lines
 
 
@@ -402,6 +401,15 @@ class _BoundedLoader(yaml.SafeLoader):
         if node is not None:
             _check_expansion(node)
         return node
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise plain ValueError/TypeError/OverflowError for
+        # `!!int x`, `!!float nope`, a 13th month in a timestamp...: name the line instead.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as e:
+            raise _Refused(node.start_mark.line + 1, f"cannot read the value {_REPR.repr(node.value) if isinstance(node, yaml.ScalarNode) else ''}: "
+                                                     f"{_clip(redact(str(e).splitlines()[0] if str(e) else type(e).__name__), 120)}") from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -473,7 +481,12 @@ def read_yaml(path: Path | str, *, what: str = "config") -> Any:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(str(p), f"{what} is not UTF-8 text") from None
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as e:  # the reader checks every character up front
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError(f"{p}:{line}", f"not valid YAML: character {ord(e.character) if isinstance(e.character, str) else e.character:#06x} "
+                                         "is not allowed (a control character?)") from None
     try:
         return loader.get_single_data()
     except _Refused as e:

@@ -580,13 +580,13 @@ def decision_lines(plan: Plan) -> list[tuple[str, list[str], str]]:
             out.append(("mirror", [a.image], f"mirror {a.image} to {a.cloud}/{a.region}: {a.reason}"))
         elif isinstance(a, Notify):
             out.append(("notify", [a.audience], f"notify {a.audience}: {a.reason}"))
-    for k, (kind, objects, text) in enumerate(out):
+    for k, (kind, _objects, gang_id) in enumerate(out):
         if kind == "gang":
-            members = gangs[text]
+            members = gangs[gang_id]
             first = members[0]
             ids = [m.intent_id for m in members]
-            jobs = list(dict.fromkeys(j for m in members for j in m.for_jobs))
-            for_jobs = f" for job(s) {_names(jobs)}" if jobs else ""
-            out[k] = ("launch-gang", [text, *ids, *jobs],
-                      f"launch gang {text}: {len(members)} x {_where(first.offer)}, instances {_names(ids)}{for_jobs}: {first.reason}")
+            gang_jobs = list(dict.fromkeys(j for m in members for j in m.for_jobs))
+            for_jobs = f" for job(s) {_names(gang_jobs)}" if gang_jobs else ""
+            out[k] = ("launch-gang", [gang_id, *ids, *gang_jobs],
+                      f"launch gang {gang_id}: {len(members)} x {_where(first.offer)}, instances {_names(ids)}{for_jobs}: {first.reason}")
     return out

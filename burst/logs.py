@@ -21,11 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import sys
 from typing import Any, Literal, TextIO
 
-from burst.redact import redact
+from burst.redact import escape_control, redact
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[str, ...] = ("text", "json")
@@ -33,16 +32,8 @@ FORMATS: tuple[str, ...] = ("text", "json")
 # Loggers of libraries whose INFO lines are per-tick or per-request noise for an operator.
 QUIET_LIBRARIES = ("apscheduler", "alembic", "botocore", "urllib3", "httpx", "httpcore", "azure", "kubernetes")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-
-
-def escape_control(text: str) -> str:
-    """``text`` on one line: control and bidi-override characters as visible escapes."""
-    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode("ascii")), text)
 
 
 def clean_message(record: logging.LogRecord) -> str:
@@ -104,12 +95,12 @@ def _jsonable(v: Any) -> Any:
     return redact(str(v))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """Writes to whatever ``sys.stderr`` is at the time of the record (a test runner swaps it)."""
 
     _burst = True
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,unused-ignore]
     def stream(self) -> TextIO:
         return sys.stderr
 

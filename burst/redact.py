@@ -35,6 +35,17 @@ def redact(text: str) -> str:
     return text
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: control characters (newlines included) and bidirectional overrides
+    as visible escapes (``\\n``, ``\\x1b``, ``\\u202e``), so text that came from a file, a user
+    or a queue cannot forge a second line of a message or a log, nor hide itself."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode("ascii")), text)
+
+
 def safe_url(url: str) -> str:
     """A database URL for display: the password masked, whatever the URL looks like (a URL that
     does not even parse is still shown, redacted, so the operator sees what they typed)."""
