@@ -42,7 +42,8 @@ def database_url_problem(url: str) -> str | None:
     ``--database-url`` and ``burst db --url``; the message never repeats the password."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme or any(c.isspace() for c in url):
-        return f"not a database URL ({_clip(redact(url), 60)!r}); burst supports {SUPPORTED_DATABASES}"
+        # not echoed: a value that is not a URL may be a pasted password
+        return f"not a database URL; burst supports {SUPPORTED_DATABASES}"
     if scheme.lower() not in _DB_SCHEMES:
         return f"unsupported database {_clip(scheme, 30)!r}; burst supports {SUPPORTED_DATABASES}"
     if scheme.lower().startswith("sqlite") and rest and not rest.startswith("/"):
@@ -329,6 +330,8 @@ def format_validation_errors(source: str, err: ValidationError, prefix: tuple[in
         msg = e.get("msg", "invalid")
         if e.get("type") == "extra_forbidden":
             msg = "unknown key"
+        elif e.get("loc", ())[-1:] == ("database_url",):
+            pass  # database_url_problem says what is wrong without repeating the value
         elif "input" in e and e.get("type") != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {_fmt_input(e['input'])})"
         lines.append(escape_control(redact(f"{source}: {_clip(loc, 120)}: {_clip(msg, 300)}")))
@@ -385,8 +388,11 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._aliases = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -398,7 +404,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def get_single_node(self) -> Any:
         node = super().get_single_node()
-        if node is not None:
+        if node is not None and self._aliases:  # without aliases the size bound is enough
             _check_expansion(node)
         return node
 

@@ -20,6 +20,8 @@ MASK = "***"
 
 # scheme://user:secret@  (secret: anything but whitespace, up to the word's last '@')
 _URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):(?P<secret>\S*)@")
+# user:secret@host with no scheme (a DSN pasted without it)
+_BARE_CREDENTIALS = re.compile(r"(?P<head>(?<![\w/:@.-])[\w.+-]+):(?P<secret>[^\s@/'\"]+)@(?=[\w\[])")
 _KEY_VALUE = re.compile(
     r"(?P<key>\b(?:ssl)?(?:password|passwd|pwd|secret|token|api[_-]?key)\s*[=:]\s*)(?P<value>[^\s&'\",;]+)",
     re.IGNORECASE,
@@ -30,6 +32,8 @@ def redact(text: str) -> str:
     """``text`` with every credential replaced by ``***``. Cheap on text without ``://`` or ``=``."""
     if "://" in text:
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    if "@" in text:
+        text = _BARE_CREDENTIALS.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
     if "=" in text or ":" in text:
         text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
     return text
