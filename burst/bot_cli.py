@@ -38,7 +38,9 @@ LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text, or json: 
 
 
 def _fail(msg: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {msg}", err=True)
+    from burst.redact import escape_control, redact
+
+    typer.echo(f"error: {escape_control(redact(msg))}", err=True)
     raise typer.Exit(code)
 
 

@@ -199,7 +199,8 @@ class Executor:
                         res.notified += 1
             except QueueError as e:
                 res.errors.append(f"{type(action).__name__}: queue: {e}")
-                log.warning("queue error during %s: %s", type(action).__name__, e)
+                # named like its decision line: the action and the instance (or image) it touched
+                log.warning("queue error during %s %s: %s", type(action).__name__.lower(), _target(action), e)
         return res
 
     # ---- launch ------------------------------------------------------------------------------
@@ -551,6 +552,19 @@ def _names(items: Sequence[str], limit: int = 8) -> str:
 
 def _where(o: Offer) -> str:
     return f"{o.instance_type} on {o.cloud}/{o.region}{'/' + o.zone if o.zone else ''} ({o.market}, ${o.price_per_hour:.2f}/h)"
+
+
+def _target(a: object) -> str:
+    """The object an action touches first: its instance, image or audience."""
+    if isinstance(a, Launch):
+        return a.intent_id
+    if isinstance(a, Drain | Undrain | Release | Terminate):
+        return a.instance_id
+    if isinstance(a, Mirror):
+        return a.image
+    if isinstance(a, Notify):
+        return a.audience
+    return ""
 
 
 def decision_lines(plan: Plan) -> list[tuple[str, list[str], str]]:

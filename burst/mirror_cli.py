@@ -40,7 +40,10 @@ def _err() -> Console:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err().print(f"burst mirror: {message}", markup=False)
+    from burst.redact import escape_control, redact
+
+    # soft_wrap: one line whatever the terminal's width; escaped and redacted like every message
+    _err().print(f"burst mirror: {escape_control(redact(message))}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 

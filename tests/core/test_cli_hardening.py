@@ -215,3 +215,26 @@ def test_simulate_accepts_a_byte_order_mark(tmp_path: Path, fmt: str, header: st
     trace.write_bytes(b"\xef\xbb\xbf" + (header + "a,0,60,1\n").encode())
     res = _burst("simulate", "--trace", str(trace), "--format", fmt, "--nodes", "2", "--policy", "never")
     assert res.exit_code == 0, res.stderr
+
+
+# ---- the other CLIs: burst mirror, burst bot ---------------------------------------------------------
+
+
+def test_mirror_config_with_duplicate_keys_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "burst.yaml"
+    cfg.write_text("mirror:\n  source: {registry: harbor.local}\nmirror:\n  parallel: 4\n")
+    res = _burst("mirror", "harbor.local/team/app:v1", "--to", "aws:us-east-1", "--config", str(cfg))
+    assert res.exit_code == 2 and "Traceback" not in res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "lines 1 and 3" in lines[0], lines  # not wrapped at 80 columns
+
+
+def test_bot_refuses_a_bomb_config_and_a_bad_log_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_config_hardening import BOMB
+
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    cfg = tmp_path / "burst.yaml"
+    cfg.write_text(BOMB)
+    _one_error_line(_burst("bot", "serve", "--config", str(cfg), "--slack-api-url", "http://127.0.0.1:1/api/"), "aliases expand")
+    _one_error_line(_burst("bot", "socket", "--log-format", "xml"), "--log-format")
