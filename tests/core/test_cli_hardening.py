@@ -12,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from burst.cli import app
+from tests.support.logging_state import restore_logging
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("restore_logging")
+_ = restore_logging  # the fixture, imported for usefixtures
 ITP = "job_id,submission_time,duration,num_gpu\n"
 
 

@@ -22,6 +22,10 @@ from burst.cli import app
 from burst.config import MAX_ERROR_LINES, load_config
 from burst.errors import ConfigError
 from tests.fuzz.generate import config_documents
+from tests.support.logging_state import restore_logging
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
+_ = restore_logging  # the fixture, imported for usefixtures
 
 N = 1200
 PER_INPUT_S = 2.0  # generous: 2 shared cores; a bomb used to take 37 s

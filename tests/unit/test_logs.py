@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,9 @@ from burst.domain import (
 )
 from burst.executor import decision_lines
 from burst.redact import escape_control, redact
+from tests.support.logging_state import restore_logging
+
+_ = restore_logging  # the fixture, requested by name below
 
 
 @pytest.mark.parametrize(
@@ -82,17 +84,7 @@ def test_setup_refuses_an_unknown_format() -> None:
         logs.setup(logging.INFO, "xml")
 
 
-@pytest.fixture
-def burst_logging() -> Iterator[None]:
-    yield
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_burst", False):
-            root.removeHandler(h)
-    root.setLevel(logging.WARNING)
-
-
-def test_apscheduler_is_quiet_and_a_skipped_tick_is_said_once(capsys: pytest.CaptureFixture[str], burst_logging: object) -> None:
+def test_apscheduler_is_quiet_and_a_skipped_tick_is_said_once(capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
     """A real APScheduler interval job slower than its interval, as burst.scheduling sets it up."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -108,7 +100,7 @@ def test_apscheduler_is_quiet_and_a_skipped_tick_is_said_once(capsys: pytest.Cap
     assert err.count("tick skipped: the previous tick is still running") == 1, err
 
 
-def test_alembic_says_nothing_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str], burst_logging: object) -> None:
+def test_alembic_says_nothing_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
     from burst.store.sql import SqlStore
 
     logs.setup(logging.INFO, "text")
