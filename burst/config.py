@@ -5,6 +5,10 @@ Errors come back as one line each, naming the file and the dotted key path::
 
     burst.yaml: policy.wait_threshold_min: Input should be greater than 0 (got -5)
 
+The file is read within bounds (:func:`read_yaml`): at most 256 KiB, 50 levels deep, aliases
+expanding to at most 10,000 values, no duplicate keys, not empty; at most 20 problems are listed,
+then a count. No message repeats a value whole, nor a password (:mod:`burst.redact`).
+
 Secrets are never part of this file: cloud credentials come from each SDK's default chain,
 registry passwords and Slack tokens from the environment or secret files named here.
 
