@@ -55,9 +55,9 @@ def test_config_check_refuses_the_alias_bomb_in_a_second(tmp_path: Path) -> None
 
     cfg = tmp_path / "burst.yaml"
     cfg.write_text(BOMB)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     _one_error_line(_burst("config", "check", str(cfg)), str(cfg), "aliases expand")
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
 
 
 def test_config_check_caps_the_error_list(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 _ = restore_logging  # the fixture, imported for usefixtures
 
 N = 1200
-PER_INPUT_S = 2.0  # generous: 2 shared cores; a bomb used to take 37 s
+PER_INPUT_S = 2.0  # CPU seconds (a loaded machine must not fail it); a bomb used to take 37 s
 runner = CliRunner()
 SECRETS = ("hunter2", "s3cr3t")
 
@@ -50,13 +50,13 @@ def test_fuzz_config_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for k, doc in enumerate(docs):
         cfg.write_bytes(doc)
         ctx = (k, doc[:200])
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             load_config(cfg)
             lines: list[str] = []
         except ConfigError as e:
             lines = _lines(e)
-        assert time.perf_counter() - t0 < PER_INPUT_S, ctx
+        assert time.process_time() - t0 < PER_INPUT_S, ctx
         if lines:
             seen["refused"] += 1
             assert len(lines) <= MAX_ERROR_LINES + 1, (ctx, len(lines))

@@ -21,7 +21,7 @@ from burst.sim.trace import load_trace
 from tests.fuzz.generate import trace_documents
 
 N = 1200
-PER_INPUT_S = 2.0
+PER_INPUT_S = 2.0  # CPU seconds, not wall: robust on a loaded machine
 runner = CliRunner()
 
 
@@ -34,13 +34,13 @@ def test_fuzz_csv_traces(tmp_path: Path) -> None:
     for k, (fmt, data) in enumerate(docs):
         trace.write_bytes(data)
         ctx = (k, fmt, data[:200])
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             jobs = load_trace(trace, fmt, gpus_per_node=8)
             msg = ""
         except InputError as e:
             msg = str(e)
-        assert time.perf_counter() - t0 < PER_INPUT_S, ctx
+        assert time.process_time() - t0 < PER_INPUT_S, ctx
         if not msg:
             seen["ok"] += 1
             assert jobs and all(j.gpus >= 1 and j.duration >= 1 for j in jobs), ctx

@@ -57,10 +57,10 @@ def test_an_empty_file_is_refused(tmp_path: Path, text: str) -> None:
 def test_the_342_byte_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
     assert len(BOMB.encode()) == 342
     tracemalloc.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         e = _refused(tmp_path, BOMB)
-        took = time.perf_counter() - t0
+        took = time.process_time() - t0
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
