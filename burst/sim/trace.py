@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from burst.errors import InputError
 
@@ -86,7 +87,7 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str
     except OSError as e:
         raise InputError(str(path), f"cannot read trace: {e.strerror}") from None
     with fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(_bounded_lines(fh, path))
         try:
             header = reader.fieldnames or []  # reads (and decodes) the first buffer of the file
         except UnicodeDecodeError as e:
@@ -114,14 +115,39 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str
             raise InputError(f"{path}:{reader.line_num}", f"malformed CSV: {e}") from None
 
 
+MAX_LINE_CHARS = 1 << 20  # a trace row is a few dozen characters; /dev/zero is endless
+
+
+def _bounded_lines(fh: TextIO, path: Path) -> Iterator[str]:
+    """The file's lines for the csv reader, each read with a bound: one endless line (a device,
+    a binary file) is refused instead of filling memory."""
+    n = 0
+    while True:
+        line = fh.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise InputError(f"{path}:{n}", f"line longer than {MAX_LINE_CHARS:,} characters; not a trace")
+        yield line
+
+
 def _bad_utf8_line(path: Path) -> int:
-    """The line of the first byte that is not UTF-8 (error path only: reads the whole file)."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return data[: e.start].count(b"\n") + 1
-    return 1
+    """The line of the first byte that is not UTF-8 (error path only). Read in chunks up to that
+    byte, so a device or an endless binary stream is not read whole."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            pending = len(dec.getstate()[0])  # an unfinished character (no newline in it)
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as e:
+                return line + chunk[: max(0, e.start - pending)].count(b"\n")
+            line += chunk.count(b"\n")
+    return line
 
 
 def _gang(gpus: int, gpus_per_node: int) -> tuple[int, int]:

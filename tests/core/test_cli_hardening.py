@@ -241,3 +241,11 @@ def test_bot_refuses_a_bomb_config_and_a_bad_log_format(tmp_path: Path, monkeypa
     cfg.write_text(BOMB)
     _one_error_line(_burst("bot", "serve", "--config", str(cfg), "--slack-api-url", "http://127.0.0.1:1/api/"), "aliases expand")
     _one_error_line(_burst("bot", "socket", "--log-format", "xml"), "--log-format")
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_an_endless_trace_or_config_is_refused_without_reading_it_whole(device: str) -> None:
+    t0 = time.process_time()
+    _one_error_line(_burst("simulate", "--trace", device, "--policy", "never"), f"{device}:1")
+    _one_error_line(_burst("config", "check", device), device)
+    assert time.process_time() - t0 < 3.0
