@@ -273,7 +273,7 @@ def run(
     from burst import logs
     from burst.config import load_config
     from burst.daemon import Daemon
-    from burst.wiring import build_runtime
+    from burst.wiring import build_runtime, offers_for
 
     if log_format not in logs.FORMATS:
         _fail(f"--log-format: expected text or json, got {log_format!r}")
@@ -282,6 +282,7 @@ def run(
     logs.setup(logging.DEBUG if verbose else logging.INFO, log_format)
     try:
         cfg = load_config(config)
+        offers_for(cfg)  # the price catalog is input too: refused before anything is created
         store = _open_store(cfg.database_url, f"{config}: database_url" if config else "database_url")
         # The CLI is the only importer of bot/: the Slack notifier is built here and handed in.
         rt = build_runtime(cfg, store=store, notifier=slack_notifier(cfg.slack))

@@ -249,3 +249,20 @@ def test_an_endless_trace_or_config_is_refused_without_reading_it_whole(device: 
     _one_error_line(_burst("simulate", "--trace", device, "--policy", "never"), f"{device}:1")
     _one_error_line(_burst("config", "check", device), device)
     assert time.process_time() - t0 < 3.0
+
+
+CATALOG_HEADER = b"cloud,instance_type,region,availability_zone,accelerator_name,accelerator_count,price_per_hour,spot_price_per_hour\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "word"),
+    [(b"cloud,instance_type\n\xff\xfe\n", "not UTF-8"), (CATALOG_HEADER + b"a" * 200_000 + b"\n", "malformed CSV"),
+     (CATALOG_HEADER + b"aws,p4d\n", "fewer fields")],
+    ids=["not-utf8", "huge-field", "short-row"],
+)
+def test_a_bad_price_catalog_is_one_line_and_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes, word: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prices.csv").write_bytes(body)
+    (tmp_path / "burst.yaml").write_text("offers:\n  catalog: prices.csv\n")
+    _one_error_line(_burst("run", "--once", "--config", "burst.yaml"), "prices.csv", word)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["burst.yaml", "prices.csv"]
