@@ -326,10 +326,12 @@ class Controller:
                     reason=f"tagged for this cluster (burst:id={c.burst_id or '-'}) but unknown or terminal in the store for over {self.orphan_grace_s:.0f}s",
                 )
             crash_point("orphan-terminate")  # chaos tests only (burst/faults.py)
+            ids = ", ".join(c.cloud_id for c in cis)
+            log.info("decision terminate orphans on %s: %s (unknown or terminal in the store for over %.0fs)", cname, ids, self.orphan_grace_s)
             try:
                 self.providers[cname].terminate([c.cloud_id for c in cis])
             except ProviderError as e:
-                log.warning("orphan terminate on %s failed: %s", cname, e)
+                log.warning("orphan terminate on %s of %s failed: %s", cname, ids, e)
                 for c in cis:
                     self._orphan_seen[c.cloud_id] = now  # retried after another grace period
                     st.audit(
