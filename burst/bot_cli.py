@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -35,23 +34,30 @@ ApiUrlOpt = Annotated[
 ]
 LazyOpt = Annotated[int, typer.Option("--lazy-workers", min=1, max=256, help="Threads per worker for the slow part of commands.")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text, or json: one object per line (ts, level, logger, msg, fields).")]
 
 
 def _fail(msg: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {msg}", err=True)
+    from burst.redact import escape_control, redact
+
+    typer.echo(f"error: {escape_control(redact(msg))}", err=True)
     raise typer.Exit(code)
 
 
-def _logging(level: str) -> int:
-    lvl = logging.getLevelName(level.upper())
+def _logging(level: str, fmt: str = "text") -> int:
+    """burst's logging (:mod:`burst.logs`): one escaped, redacted line per record, text or JSON;
+    the libraries' chatter (Alembic's migration lines among them) quiet below debug."""
+    from burst import logs
+
+    lvl = logging.getLevelName(level.upper()) if level.lower() in ("debug", "info", "warning", "error") else None
     if not isinstance(lvl, int):
-        _fail(f"--log-level: expected debug, info, warning or error, got {level!r}")
-    logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        _fail(f"--log-level: expected debug, info, warning or error, got {level[:40]!r}")
+    if fmt not in logs.FORMATS:
+        _fail(f"--log-format: expected text or json, got {fmt[:40]!r}")
+    logs.setup(lvl, fmt)
     from burst.logsafe import install_safe_logging
 
     install_safe_logging()  # one line per message: control characters escaped, length capped
-    if lvl > logging.DEBUG:
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
     return lvl
 
 
@@ -98,10 +104,11 @@ def serve(
     path: Annotated[str, typer.Option(help="URL path Slack POSTs to.")] = "/slack/events",
     slack_api_url: ApiUrlOpt = "https://slack.com/api/",
     log_level: LogOpt = "info",
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """HTTP mode: serve Slack's requests on HOST:PORT with gunicorn (needs SLACK_SIGNING_SECRET and
     SLACK_BOT_TOKEN, or *_FILE)."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     if not path.startswith("/"):
         _fail(f"--path: must start with '/', got {path!r}")
     factory = _prepare(config, "SLACK_BOT_TOKEN", slack_api_url, lazy_workers, signing_secret=True)
@@ -118,9 +125,10 @@ def socket(
     lazy_workers: LazyOpt = 4,
     slack_api_url: ApiUrlOpt = "https://slack.com/api/",
     log_level: LogOpt = "info",
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Socket Mode: connect out to Slack (needs SLACK_APP_TOKEN and SLACK_BOT_TOKEN, or *_FILE)."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     from bot.runtime import BotSetupError, read_secret
 
     try:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 from burst.domain import Market, Offer
 from burst.errors import InputError
@@ -106,9 +107,18 @@ class Catalog:
     def load(cls, path: Path | str) -> Catalog:
         path = Path(path)
         try:
-            fh = path.open(newline="")
+            fh = path.open(newline="", encoding="utf-8-sig")
         except OSError as e:
             raise InputError(str(path), f"cannot read price catalog: {e.strerror}") from None
+        try:
+            return cls._read(fh, path)
+        except UnicodeDecodeError:
+            raise InputError(str(path), "price catalog is not UTF-8 text") from None
+        except csv.Error as e:
+            raise InputError(str(path), f"malformed CSV: {e}") from None
+
+    @classmethod
+    def _read(cls, fh: TextIO, path: Path) -> Catalog:
         with fh:
             reader = csv.DictReader(fh)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
@@ -117,6 +127,8 @@ class Catalog:
             offers: list[Offer] = []
             for lineno, row in enumerate(reader, start=2):
                 where = f"{path}:{lineno}"
+                if any(v is None for v in row.values()):
+                    raise InputError(where, "row has fewer fields than the header")
                 count = _float(row["accelerator_count"], where, "accelerator_count")
                 if count is None or count <= 0 or count != int(count):
                     raise InputError(where, "column 'accelerator_count' must be a positive whole number")

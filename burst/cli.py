@@ -21,6 +21,7 @@ from burst.errors import BurstError, ConfigError, InputError
 
 if TYPE_CHECKING:
     from burst.domain import GrandChallenge
+    from burst.ports import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="burst: hybrid-cloud burst orchestrator for on-prem GPU clusters.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
@@ -32,9 +33,70 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
+def _error_line(msg: str) -> None:
+    """One ``error:`` line on stderr: credentials redacted, control characters escaped, and the
+    text never read as Rich markup (a value holding ``[/red]`` is printed as it is)."""
+    from rich.markup import escape
+
+    from burst.redact import escape_control, redact
+
+    err_console.print(f"[red]error:[/red] {escape(escape_control(redact(msg)))}", highlight=False, soft_wrap=True)
+
+
 def _fail(msg: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    _error_line(msg)
     raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one redacted line (SQLAlchemy wraps the driver's error: its text is
+    shorter and says what happened)."""
+    from burst.redact import redact
+
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    line = text.splitlines()[0]
+    return redact(line if len(line) <= 300 else line[:297] + "...")
+
+
+def _check_db_url(url: str, option: str) -> None:
+    """Exit 2 with one line for a URL that cannot be burst's database (never showing its
+    password)."""
+    from burst.config import database_url_problem
+
+    problem = database_url_problem(url)
+    if problem:
+        _fail(f"{option}: {problem}")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL (None: in memory, or not SQLite)."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:") or "mode=memory" in url:
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+
+
+def _open_store(url: str, option: str = "database_url", *, read_only: bool = False) -> Store:
+    """The store at ``url``; a bad or unreachable database is one line (exit 2 for a URL that
+    is not a database, 1 for one that does not answer), never a traceback.
+
+    ``read_only``: the command only reads (``status``, ``gc list``): a SQLite file that does not
+    exist is not created (nor its ``.burst/`` directory); an empty in-memory store stands in,
+    which reads exactly as a database nothing has run against."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from burst.redact import redact
+    from burst.wiring import open_store
+
+    _check_db_url(url, option)
+    path = _sqlite_file(url)
+    if read_only and path is not None and not path.exists():
+        url = "sqlite://"
+    try:
+        return open_store(url)
+    except (SQLAlchemyError, CommandError, OSError) as e:
+        _fail(f"database {redact(url)}: {_one_line(e)}", 1)
 
 
 def _register_optional() -> None:
@@ -86,7 +148,7 @@ def simulate(
     from burst.config import load_config
     from burst.sim.challenges import challenges_for, parse_grand_challenge
     from burst.sim.compare import headline, parse_policies, run_policies
-    from burst.sim.report import render_challenges, render_table, write_report
+    from burst.sim.report import render_challenges, render_table, report_dir_problem, unfinished, write_report
     from burst.sim.runner import TRACE_EPOCH, SimSettings, b1_offers
     from burst.sim.trace import bundled_trace_path, load_trace
     from burst.wiring import offers_for
@@ -134,6 +196,11 @@ def simulate(
         _fail(str(e))
     if not offers:
         _fail("no offers match the configured clouds, regions and accelerators")
+    # Outputs are checked before the replay, which may take minutes (nothing is created here).
+    if report is not None and (problem := report_dir_problem(report)):
+        _fail(f"--report: {problem}")
+    if store is not None:
+        _check_db_url(store, "--store")
     settings = SimSettings(
         nodes=nodes,
         gpus_per_node=gpus_per_node,
@@ -143,9 +210,7 @@ def simulate(
     )
     store_factory = None
     if store is not None:
-        from burst.wiring import open_store
-
-        store_factory = lambda: open_store(store)  # noqa: E731
+        store_factory = lambda: _open_store(store, "--store")  # noqa: E731
     console.print(
         f"trace [bold]{path}[/bold]: {len(jobs):,} jobs over {(jobs[-1].submit - jobs[0].submit) / 86400:.1f} days; "
         f"on-prem {nodes} x {gpus_per_node} GPUs; {len(offers)} offers"
@@ -176,6 +241,15 @@ def simulate(
             out["challenges"] = by.get("burst") or next(iter(by.values()), [])
             out["challenges_by_policy"] = by
         print(json.dumps(out, default=float))
+    left = {r.name: unfinished(r) for r in runs if unfinished(r)}
+    if left:
+        # The waits and dollars above leave these jobs out: exit 1, so a script comparing
+        # policies cannot take a run that never placed a job for a clean one.
+        biggest = max(jobs, key=lambda j: j.gpus)
+        hint = (f"; job {biggest.id} asks for {biggest.gpus} GPUs, the on-prem cluster has {nodes * gpus_per_node}"
+                if biggest.gpus > nodes * gpus_per_node else "")
+        _fail("unfinished jobs (not in the waits or costs above): "
+              + ", ".join(f"{n} under {name}" for name, n in left.items()) + hint, 1)
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -189,27 +263,36 @@ def run(
     verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
     metrics_port: Annotated[int, typer.Option(help="Serve /metrics (Prometheus), /healthz and /readyz on 127.0.0.1:PORT (0: off).")] = 0,
     metrics_addr: Annotated[str, typer.Option(help="Address for the metrics endpoint.")] = "127.0.0.1",
+    log_format: Annotated[str, typer.Option("--log-format", help="text, or json: one object per line (ts, level, logger, msg, fields).")] = "text",
 ) -> None:
-    """The live controller daemon (APScheduler interval tick, leader election in the store)."""
+    """The live controller daemon (APScheduler interval tick, leader election in the store).
+
+    With --once or --ticks, exits 1 when a tick could not act (the queue unreadable, the tick
+    failed); an unreachable database is one line and exit 1, a bad config or option exit 2."""
     from bot.notifier import slack_notifier
+    from burst import logs
     from burst.config import load_config
     from burst.daemon import Daemon
-    from burst.wiring import build_runtime
+    from burst.wiring import build_runtime, offers_for
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if log_format not in logs.FORMATS:
+        _fail(f"--log-format: expected text or json, got {log_format!r}")
+    if not 0 <= metrics_port <= 65535:
+        _fail(f"--metrics-port: must be 0..65535, got {metrics_port}")
+    logs.setup(logging.DEBUG if verbose else logging.INFO, log_format)
     from burst.logsafe import install_safe_logging
 
     install_safe_logging()  # control characters in any logged text are escaped (issue 12)
     try:
         cfg = load_config(config)
+        offers_for(cfg)  # the price catalog is input too: refused before anything is created
+        store = _open_store(cfg.database_url, f"{config}: database_url" if config else "database_url")
         # The CLI is the only importer of bot/: the Slack notifier is built here and handed in.
-        rt = build_runtime(cfg, notifier=slack_notifier(cfg.slack))
+        rt = build_runtime(cfg, store=store, notifier=slack_notifier(cfg.slack))
     except InputError as e:
         _fail(str(e))
     except BurstError as e:
         _fail(f"cannot start: {e}", 1)
-    if not 0 <= metrics_port <= 65535:
-        _fail(f"--metrics-port: must be 0..65535, got {metrics_port}")
     daemon = Daemon(
         rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
         after_tick=rt.after_tick, metrics=bool(metrics_port),
@@ -222,19 +305,28 @@ def run(
     if once or ticks:
         n = 1 if once else int(ticks or 1)
         daemon.install_signal_handlers()  # SIGTERM: stop after the current tick, release the lease
+        failed: list[str] = []
         try:
             for k in range(n):
                 res = daemon.run_once()
-                if res is None and not daemon.stop_requested:
-                    err_console.print("standby: another controller holds the lease")
                 if daemon.stop_requested:
                     break
+                if res is None and daemon.leader:  # the leader's tick raised (logged by the daemon)
+                    failed.append("the tick failed (see the log above)")
+                elif res is None:
+                    err_console.print("standby: another controller holds the lease")
+                elif res.skipped:
+                    failed.append(f"the tick did not act: {res.skipped}")
                 if k + 1 < n:
                     time.sleep(rt.tick_every_wall_s)
         except KeyboardInterrupt:
             pass
         finally:
             daemon.stop()
+        if failed:
+            from burst.redact import redact
+
+            _fail(redact(failed[-1]) + (f" ({len(failed)} of {n} ticks)" if n > 1 else ""), 1)
         return
     from burst.scheduling import run_forever
 
@@ -255,13 +347,12 @@ def status(
 
     from burst.config import load_config
     from burst.domain import day_start, month_start
-    from burst.wiring import open_store
 
     try:
         cfg = load_config(config)
     except InputError as e:
         _fail(str(e))
-    st = open_store(database_url or cfg.database_url)
+    st = _open_store(database_url or cfg.database_url, "--database-url" if database_url else "database_url", read_only=True)
     last = st.controller_status()
     now = last["at"] if last else time.time()
     live = st.live_instances()
@@ -292,10 +383,18 @@ def status(
     if last:
         console.print(
             f"last tick: {last.get('pending')} pending (longest wait {(last.get('longest_wait_s') or 0) / 60:.1f} min), "
-            f"on-prem GPUs {last.get('onprem_gpus_used')}/{last.get('onprem_gpus')}, actions {', '.join(last.get('actions') or []) or 'none'}"
+            f"on-prem GPUs {last.get('onprem_gpus_used')}/{last.get('onprem_gpus')}, actions {_action_counts(last.get('actions') or [])}"
         )
     else:
         console.print("no tick recorded yet (is `burst run` running?)")
+
+
+def _action_counts(actions: list[str]) -> str:
+    """``51 Launch, 2 Terminate`` (most first): a tick's actions by kind, not one name each."""
+    from collections import Counter
+
+    counts = Counter(str(a) for a in actions)
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
 # ---- grand challenges ---------------------------------------------------------------------------
@@ -323,18 +422,19 @@ class _GcContext:
     """What the gc commands share: the config, the store, the clock the controller uses, and
     the live queue built from the config as `burst run` builds it (only when needed)."""
 
-    def __init__(self, config: Path | None, database_url: str | None, *, need_queue: bool) -> None:
+    def __init__(self, config: Path | None, database_url: str | None, *, need_queue: bool, read_only: bool = False) -> None:
         from burst.challenges import ChallengeDesk, LiveQueue, cheapest_gpu_hour
         from burst.config import load_config
         from burst.errors import QueueError
-        from burst.wiring import build_runtime, open_store
+        from burst.wiring import build_runtime
 
         try:
             self.cfg = load_config(config)
         except InputError as e:
             _fail(str(e))
         try:
-            self.store = open_store(database_url or self.cfg.database_url)
+            self.store = _open_store(database_url or self.cfg.database_url,
+                                     "--database-url" if database_url else "database_url", read_only=read_only)
         except BurstError as e:
             _fail(f"database: {e}", 1)
         self.queue: LiveQueue | None = None
@@ -451,7 +551,7 @@ def gc_list(config: ConfigOpt = None, database_url: DbOpt = None, json_out: Json
     """Grand challenges not yet finished, by start."""
     from burst.challenges import challenge_dict
 
-    ctx = _GcContext(config, database_url, need_queue=False)
+    ctx = _GcContext(config, database_url, need_queue=False, read_only=True)
     rows = ctx.desk.listing()
     if json_out:
         print(json.dumps([challenge_dict(g) for g in rows], default=float))
@@ -472,7 +572,7 @@ def gc_show(
     """One challenge: its phase, preempted/released/restored counts, jobs and phase history."""
     from burst.challenges import challenge_dict
 
-    ctx = _GcContext(config, database_url, need_queue=False)
+    ctx = _GcContext(config, database_url, need_queue=False, read_only=True)
     try:
         gc = ctx.desk.get(challenge_id)
     except InputError as e:
@@ -545,7 +645,7 @@ def gc_plan(
         _fail("--within and --step must be more than 0, with at most 10000 candidates")
     if not 1 <= top <= 1000:
         _fail(f"--top: must be between 1 and 1000, got {top}")
-    ctx = _GcContext(config, database_url, need_queue=True)
+    ctx = _GcContext(config, database_url, need_queue=True, read_only=True)
     q = ctx.queue
     assert q is not None
     if dur > ctx.settings.max_duration_s:
@@ -586,9 +686,9 @@ def config_check(file: Annotated[Path, typer.Argument(help="Config file to valid
     except ConfigError as e:
         lines = getattr(e, "lines", None) or [str(e)]
         for line in lines:
-            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            _error_line(line)
         raise typer.Exit(2) from None
-    console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})")
+    console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})", markup=False, highlight=False)
 
 
 @config_app.command("from-terraform")
@@ -614,7 +714,7 @@ def main() -> None:
     try:
         app()
     except InputError as e:  # anything that escaped a command's own handling
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _error_line(str(e))
         sys.exit(2)
 
 

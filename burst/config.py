@@ -5,6 +5,10 @@ Errors come back as one line each, naming the file and the dotted key path::
 
     burst.yaml: policy.wait_threshold_min: Input should be greater than 0 (got -5)
 
+The file is read within bounds (:func:`read_yaml`): at most 256 KiB, 50 levels deep, aliases
+expanding to at most 10,000 values, no duplicate keys, not empty; at most 20 problems are listed,
+then a count. No message repeats a value whole, nor a password (:mod:`burst.redact`).
+
 Secrets are never part of this file: cloud credentials come from each SDK's default chain,
 registry passwords and Slack tokens from the environment or secret files named here.
 
@@ -15,6 +19,7 @@ Azure priced from the bundled catalog.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +28,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from burst.domain import Market
 from burst.errors import ConfigError
+from burst.redact import escape_control, redact
 from policies import BudgetConfig, OverflowConfig, PolicyConfig, ScaleInConfig, SelectionConfig
 from policies.grand_challenge import ChallengeSettings
+
+MAX_CONFIG_BYTES = 256 * 1024  # a production config is a few kB; this bounds time and memory
+MAX_DEPTH = 50  # nesting levels, counted through aliases too
+MAX_EXPANDED_NODES = 10_000  # nodes of the document once every alias is expanded
+MAX_ERROR_LINES = 20
+
+SUPPORTED_DATABASES = "SQLite (sqlite:///PATH) and PostgreSQL (postgresql+psycopg://USER@HOST/DB)"
+_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be burst's database, or None. Shared by ``database_url:``, ``--store``,
+    ``--database-url`` and ``burst db --url``; the message never repeats the password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or any(c.isspace() for c in url):
+        # not echoed: a value that is not a URL may be a pasted password
+        return f"not a database URL; burst supports {SUPPORTED_DATABASES}"
+    if scheme.lower() not in _DB_SCHEMES:
+        return f"unsupported database {_clip(scheme, 30)!r}; burst supports {SUPPORTED_DATABASES}"
+    if scheme.lower().startswith("sqlite") and rest and not rest.startswith("/"):
+        return "a SQLite URL is sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or sqlite:// (in memory)"
+    if scheme.lower().startswith("postgresql") and not rest.split("/", 1)[0].rpartition("@")[2]:
+        return "a PostgreSQL URL names its host: postgresql+psycopg://USER@HOST[:PORT]/DB"
+    return None
 
 
 class _Strict(BaseModel):
@@ -208,8 +238,9 @@ class BurstConfig(_Strict):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if not (v.startswith("sqlite:") or v.startswith("postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        problem = database_url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -279,14 +310,22 @@ def _fmt_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+# A bounded repr: never walks more of a value than it prints (a value may be an alias bomb's
+# expansion, or a 10 MB string), and what it prints is redacted.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 4
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _fmt_input(v: Any) -> str:
-    s = repr(v)
+    s = redact(_REPR.repr(v))
     return s if len(s) <= 60 else s[:57] + "..."
 
 
 def format_validation_errors(source: str, err: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     lines = []
-    for e in err.errors():
+    for e in err.errors(include_url=False, include_context=True, include_input=True):
         inner = (e.get("ctx") or {}).get("error")
         if isinstance(inner, NestedSettingsError):
             lines += format_validation_errors(source, inner.err, inner.prefix)
@@ -295,14 +334,29 @@ def format_validation_errors(source: str, err: ValidationError, prefix: tuple[in
         msg = e.get("msg", "invalid")
         if e.get("type") == "extra_forbidden":
             msg = "unknown key"
+        elif e.get("loc", ())[-1:] == ("database_url",):
+            pass  # database_url_problem says what is wrong without repeating the value
         elif "input" in e and e.get("type") != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {_fmt_input(e['input'])})"
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(escape_control(redact(f"{source}: {_clip(loc, 120)}: {_clip(msg, 300)}")))
     return lines
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cap_lines(source: str, lines: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
+    """The first ``limit`` problems, then one line counting the rest (a file of 100,000 unknown
+    keys is one screen, not 100,000 lines)."""
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"{source}: and {len(lines) - limit} more problem(s)"]
+
+
 def parse_config(data: Any, source: str = "<config>") -> BurstConfig:
-    """Validate ``data`` (a mapping). Raises ConfigError whose message lists every problem."""
+    """Validate ``data`` (a mapping). Raises ConfigError whose message lists every problem (at
+    most :data:`MAX_ERROR_LINES` of them, then a count; ``err.lines``: one per line)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -310,27 +364,161 @@ def parse_config(data: Any, source: str = "<config>") -> BurstConfig:
     try:
         return BurstConfig.model_validate(data)
     except ValidationError as e:
-        lines = format_validation_errors(source, e)
+        lines = cap_lines(source, format_validation_errors(source, e))
         err = ConfigError(source, "; ".join(line.split(": ", 1)[1] for line in lines))
         err.lines = lines  # type: ignore[attr-defined]
         raise err from None
 
 
-def load_config(path: Path | str | None) -> BurstConfig:
-    if path is None:
-        return default_config()
+# ---- reading YAML safely ----------------------------------------------------------------------
+
+
+
+class _Refused(Exception):
+    """A document refused while reading it; ``line`` is 1-based (0: not known)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys, nesting deeper than :data:`MAX_DEPTH` (its
+    composer recurses once per level: 5,000 levels are a RecursionError) and documents whose
+    aliases expand to more than :data:`MAX_EXPANDED_NODES` nodes (a "billion laughs" bomb is a
+    few hundred bytes; the expanded value is what validation and error messages would walk)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Refused(mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and self._aliases:  # without aliases the size bound is enough
+            _check_expansion(node)
+        return node
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise plain ValueError/TypeError/OverflowError for
+        # `!!int x`, `!!float nope`, a 13th month in a timestamp...: name the line instead.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as e:
+            raise _Refused(node.start_mark.line + 1, f"cannot read the value {_REPR.repr(node.value) if isinstance(node, yaml.ScalarNode) else ''}: "
+                                                     f"{_clip(redact(str(e).splitlines()[0] if str(e) else type(e).__name__), 120)}") from None
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = (key_node.tag, key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _Refused(line, f"duplicate key {_clip(key_node.value, 60)!r} (lines {seen[key]} and {line}); "
+                                         "the second would silently replace the first")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root: Any) -> None:
+    """Expanded size and depth of the node graph, memoised per node (linear in the document,
+    whatever it expands to), without recursion; a cycle (``&a [*a]``) is refused too."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        k = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(k)
+            size[k] = 1 + sum(size[id(c)] for c in children)
+            depth[k] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[k] > MAX_EXPANDED_NODES:
+                raise _Refused(node.start_mark.line + 1,
+                               f"aliases expand to more than {MAX_EXPANDED_NODES:,} values; refused (an alias bomb?)")
+            if depth[k] > MAX_DEPTH:
+                raise _Refused(node.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels (through aliases)")
+            continue
+        if k in size:
+            continue
+        if k in on_path:
+            raise _Refused(node.start_mark.line + 1, "an alias refers to its own anchor (a cycle)")
+        on_path.add(k)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def read_yaml(path: Path | str, *, what: str = "config") -> Any:
+    """One YAML document from ``path``, read within the bounds above. Raises ConfigError (one
+    line, naming the file and line) for a file that cannot be read, is too big, is not UTF-8
+    or not YAML, has duplicate keys, nests too deep or expands too far. An empty document (or
+    one of comments only) is returned as None."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise ConfigError(str(p), f"cannot read config: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), "config is not UTF-8 text") from None
+        raise ConfigError(str(p), f"cannot read {what}: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(p), f"{what} is larger than {MAX_CONFIG_BYTES // 1024} KiB; refused")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), f"{what} is not UTF-8 text") from None
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as e:  # the reader checks every character up front
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError(f"{p}:{line}", f"not valid YAML: character {ord(e.character) if isinstance(e.character, str) else e.character:#06x} "
+                                         "is not allowed (a control character?)") from None
+    try:
+        return loader.get_single_data()
+    except _Refused as e:
+        raise ConfigError(f"{p}:{e.line}" if e.line else str(p), e.message) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(where, f"not valid YAML: {problem}") from None
-    return parse_config(data, str(p))
+        raise ConfigError(where, redact(f"not valid YAML: {_clip(problem, 200)}")) from None
+    except RecursionError:  # pragma: no cover - the depth bound comes first; belt and braces
+        raise ConfigError(str(p), f"nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: Path | str | None) -> BurstConfig:
+    """The config at ``path`` (None: the embedded defaults). Raises ConfigError; an empty file is
+    an error (``burst config check`` guards the systemd unit's start: an empty file there is a
+    mistake, never "use the defaults")."""
+    if path is None:
+        return default_config()
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError(str(path), "is empty: no settings in it (for the embedded defaults give no --config)")
+    return parse_config(data, str(path))

@@ -219,9 +219,7 @@ class Controller:
             if isinstance(m, MirrorAction) and (self.executor.mirror is None or m.image in res.executed.mirrored_images):
                 # No mirror configured: nothing to wait for. A synchronous mirror: done now.
                 self._mirrored.add((m.image, m.cloud, m.region))
-        if log.isEnabledFor(logging.INFO):
-            for a in plan.actions:
-                log.info("decision %s: %s", type(a).__name__, getattr(a, "reason", ""))
+        # One line per decision is logged by the executor (burst.executor.decision_lines).
         self.last = res
         return res
 
@@ -335,10 +333,12 @@ class Controller:
                     reason=f"tagged for this cluster (burst:id={c.burst_id or '-'}) but unknown or terminal in the store for over {self.orphan_grace_s:.0f}s",
                 )
             crash_point("orphan-terminate")  # chaos tests only (burst/faults.py)
+            ids = ", ".join(c.cloud_id for c in cis)
+            log.info("decision terminate orphans on %s: %s (unknown or terminal in the store for over %.0fs)", cname, ids, self.orphan_grace_s)
             try:
                 self.providers[cname].terminate([c.cloud_id for c in cis])
             except ProviderError as e:
-                log.warning("orphan terminate on %s failed: %s", cname, e)
+                log.warning("orphan terminate on %s of %s failed: %s", cname, ids, e)
                 for c in cis:
                     self._orphan_seen[c.cloud_id] = now  # retried after another grace period
                     st.audit(

@@ -157,6 +157,9 @@ class Executor:
 
     # ---- plan ------------------------------------------------------------------------------
     def execute(self, plan: Plan, now: Timestamp) -> ExecResult:
+        if log.isEnabledFor(logging.INFO):
+            for kind, objects, line in decision_lines(plan):
+                log.info("decision %s", line, extra={"decision": kind, "objects": objects})
         res = ExecResult()
         if plan.actions:
             # Fenced leadership: a controller that lost its lease while it observed and decided
@@ -200,7 +203,8 @@ class Executor:
                         res.notified += 1
             except QueueError as e:
                 res.errors.append(f"{type(action).__name__}: queue: {e}")
-                log.warning("queue error during %s: %s", type(action).__name__, e)
+                # named like its decision line: the action and the instance (or image) it touched
+                log.warning("queue error during %s %s: %s", type(action).__name__.lower(), _target(action), e)
         return res
 
     # ---- launch ------------------------------------------------------------------------------
@@ -540,3 +544,67 @@ class Executor:
             self.notifier.notify(audience, text)
         except Exception as e:  # noqa: BLE001 - notifications are best effort by contract
             log.warning("notify %s failed: %s", audience, type(e).__name__)
+
+
+# ---- decision log lines ---------------------------------------------------------------------------
+
+
+def _names(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _where(o: Offer) -> str:
+    return f"{o.instance_type} on {o.cloud}/{o.region}{'/' + o.zone if o.zone else ''} ({o.market}, ${o.price_per_hour:.2f}/h)"
+
+
+def _target(a: object) -> str:
+    """The object an action touches first: its instance, image or audience."""
+    if isinstance(a, Launch):
+        return a.intent_id
+    if isinstance(a, Drain | Undrain | Release | Terminate):
+        return a.instance_id
+    if isinstance(a, Mirror):
+        return a.image
+    if isinstance(a, Notify):
+        return a.audience
+    return ""
+
+
+def decision_lines(plan: Plan) -> list[tuple[str, list[str], str]]:
+    """One line per decision, naming every object it touches: ``(kind, objects, text)``.
+
+    A gang's launches are one decision (one line naming every member instance and job), not one
+    identical line per member; Drain/Terminate/Undrain/Release name their instance."""
+    out: list[tuple[str, list[str], str]] = []
+    gangs: dict[str, list[Launch]] = {}
+    for a in plan.actions:
+        if isinstance(a, Launch) and a.gang_id:
+            if a.gang_id not in gangs:
+                gangs[a.gang_id] = []
+                out.append(("gang", [a.gang_id], a.gang_id))  # placeholder, filled below
+            gangs[a.gang_id].append(a)
+        elif isinstance(a, Launch):
+            who = "".join(f", {k} {v}" for k, v in (("request", a.request_id), ("owner", a.owner)) if v)
+            jobs = f" for job(s) {_names(list(a.for_jobs))}" if a.for_jobs else ""
+            out.append(("launch", [a.intent_id, *a.for_jobs], f"launch {a.intent_id}: {_where(a.offer)}{jobs}{who}: {a.reason}"))
+        elif isinstance(a, Terminate):
+            cool = " (cooling its offer)" if a.cool_offer else ""
+            out.append(("terminate", [a.instance_id], f"terminate {a.instance_id}{cool}: {a.reason}"))
+        elif isinstance(a, Drain | Undrain | Release):
+            kind = type(a).__name__.lower()
+            out.append((kind, [a.instance_id], f"{kind} {a.instance_id}: {a.reason}"))
+        elif isinstance(a, Mirror):
+            out.append(("mirror", [a.image], f"mirror {a.image} to {a.cloud}/{a.region}: {a.reason}"))
+        elif isinstance(a, Notify):
+            out.append(("notify", [a.audience], f"notify {a.audience}: {a.reason}"))
+    for k, (kind, _objects, gang_id) in enumerate(out):
+        if kind == "gang":
+            members = gangs[gang_id]
+            first = members[0]
+            ids = [m.intent_id for m in members]
+            gang_jobs = list(dict.fromkeys(j for m in members for j in m.for_jobs))
+            for_jobs = f" for job(s) {_names(gang_jobs)}" if gang_jobs else ""
+            out[k] = ("launch-gang", [gang_id, *ids, *gang_jobs],
+                      f"launch gang {gang_id}: {len(members)} x {_where(first.offer)}, instances {_names(ids)}{for_jobs}: {first.reason}")
+    return out

@@ -40,20 +40,18 @@ def _err() -> Console:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err().print(f"burst mirror: {message}", markup=False)
+    from burst.redact import escape_control, redact
+
+    # soft_wrap: one line whatever the terminal's width; escaped and redacted like every message
+    _err().print(f"burst mirror: {escape_control(redact(message))}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def load_mirror_settings(path: Path) -> dict[str, Any]:
     """The ``mirror:`` section of a burst config file (or a file holding only that section)."""
-    import yaml
+    from burst.config import read_yaml  # bounded: size, depth, aliases, duplicate keys
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(str(path), "expected a mapping")
     section = data.get("mirror", data) if "source" not in data else data

@@ -68,15 +68,24 @@ def render_table(runs: Sequence[PolicyRun], title: str) -> Any:
 
     t = Table(title=title)
     t.add_column("policy", style="bold")
-    for _, head, _ in COLUMNS:
+    # Jobs that never finished have no wait: the wait columns do not count them, so a run that
+    # left some says so in its own column rather than showing a clean 0.0 (a job bigger than
+    # the cluster, with nowhere to burst to, is the usual cause).
+    columns = COLUMNS + ((("unfinished", "unfinished", "{:,}"),) if any(unfinished(r) for r in runs) else ())
+    for _, head, _ in columns:
         t.add_column(head, justify="right")
     for r in runs:
         row = [r.name]
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in columns:
             v = r.figures.get(key)
             row.append("-" if v is None else fmt.format(v))
         t.add_row(*row)
     return t
+
+
+def unfinished(run: PolicyRun) -> int:
+    """Jobs of the trace still pending, running or held when the replay ended."""
+    return int(run.figures.get("unfinished") or 0)
 
 
 def render_challenges(runs: Sequence[PolicyRun]) -> list[Any]:
@@ -107,6 +116,34 @@ def render_challenges(runs: Sequence[PolicyRun]) -> list[Any]:
                       num(c["lost_gpu_hours"], "{:.1f}"), num(c["challenge_started_s"]), num(c["restored_s"]))
         tables.append(t)
     return tables
+
+
+def report_dir_problem(out: Path) -> str | None:
+    """Why ``write_report`` could not write into ``out``, or None; checked before a simulation
+    runs (it may take minutes), without creating anything."""
+    import os
+
+    if out.exists():
+        if not out.is_dir():
+            return f"{out} exists and is not a directory"
+        if not os.access(out, os.W_OK | os.X_OK):
+            return f"{out} is not writable"
+        for name in ("summary.json", *PLOT_NAMES):
+            f = out / name
+            if f.exists() and not f.is_file():
+                return f"{f} exists and is not a file"
+        return None
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {out}: {parent} is not writable"
+    return None
+
+
+PLOT_NAMES = ("gpus_over_time.png", "queue_length.png", "wait_cdf.png", "spend.png")
 
 
 def write_report(out: Path, runs: Sequence[PolicyRun], meta: Mapping[str, Any]) -> list[Path]:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from burst.errors import InputError
 
@@ -45,6 +46,11 @@ class TraceJob:
     gpu_model: str = ""
 
 
+def _show(raw: str) -> str:
+    """A value for an error message: quoted, escaped, at most ~40 characters."""
+    return repr(raw) if len(raw) <= 40 else repr(raw[:37]) + "..."
+
+
 def _num(row: dict[str, str], col: str, where: str, *, integer: bool = False, minimum: float = 0.0) -> float:
     raw = (row.get(col) or "").strip()
     if not raw:
@@ -52,16 +58,16 @@ def _num(row: dict[str, str], col: str, where: str, *, integer: bool = False, mi
     try:
         v = float(raw)
     except ValueError:
-        raise InputError(where, f"column {col!r}: {raw!r} is not a number") from None
+        raise InputError(where, f"column {col!r}: {_show(raw)} is not a number") from None
     if not math.isfinite(v):
-        raise InputError(where, f"column {col!r}: {raw!r} is not finite")
+        raise InputError(where, f"column {col!r}: {_show(raw)} is not finite")
     if v < minimum:
-        raise InputError(where, f"column {col!r}: {raw!r} must be >= {minimum:g}")
+        raise InputError(where, f"column {col!r}: {_show(raw)} must be >= {minimum:g}")
     if integer and v != int(v):
-        raise InputError(where, f"column {col!r}: {raw!r} must be a whole number")
+        raise InputError(where, f"column {col!r}: {_show(raw)} must be a whole number")
     limit = MAX_GPUS if integer else MAX_SECONDS
     if v > limit:
-        raise InputError(where, f"column {col!r}: {raw!r} is implausibly large (max {limit:g})")
+        raise InputError(where, f"column {col!r}: {_show(raw)} is implausibly large (max {limit:g})")
     return v
 
 
@@ -71,23 +77,30 @@ def _bool(raw: str, where: str, col: str) -> bool:
         return True
     if v in ("0", "false", "no", "n"):
         return False
-    raise InputError(where, f"column {col!r}: {raw!r} is not true/false")
+    raise InputError(where, f"column {col!r}: {_show(raw)} is not true/false")
 
 
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, str]]]:
     try:
-        fh = path.open(newline="", encoding="utf-8")
+        # utf-8-sig: a byte-order mark (what spreadsheet exports write) is not part of the header
+        fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as e:
         raise InputError(str(path), f"cannot read trace: {e.strerror}") from None
     with fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(_bounded_lines(fh, path))
         try:
             header = reader.fieldnames or []  # reads (and decodes) the first buffer of the file
         except UnicodeDecodeError as e:
             raise InputError(f"{path}:{_bad_utf8_line(path)}", f"not UTF-8 text ({e.reason})") from None
+        except csv.Error as e:
+            raise InputError(f"{path}:1", f"malformed CSV header: {e}") from None
+        header = [h.strip() for h in header]
+        reader.fieldnames = header
         missing = [c for c in required if c not in header]
         if missing:
-            raise InputError(f"{path}:1", f"missing column(s) {', '.join(missing)} (header: {','.join(header) or 'empty'})")
+            shown = ",".join(header)
+            shown = shown if len(shown) <= 120 else shown[:117] + "..."
+            raise InputError(f"{path}:1", f"missing column(s) {', '.join(missing)} (header: {shown or 'empty'})")
         try:
             for row in reader:
                 where = f"{path}:{reader.line_num}"
@@ -102,14 +115,39 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str
             raise InputError(f"{path}:{reader.line_num}", f"malformed CSV: {e}") from None
 
 
+MAX_LINE_CHARS = 1 << 20  # a trace row is a few dozen characters; /dev/zero is endless
+
+
+def _bounded_lines(fh: TextIO, path: Path) -> Iterator[str]:
+    """The file's lines for the csv reader, each read with a bound: one endless line (a device,
+    a binary file) is refused instead of filling memory."""
+    n = 0
+    while True:
+        line = fh.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise InputError(f"{path}:{n}", f"line longer than {MAX_LINE_CHARS:,} characters; not a trace")
+        yield line
+
+
 def _bad_utf8_line(path: Path) -> int:
-    """The line of the first byte that is not UTF-8 (error path only: reads the whole file)."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return data[: e.start].count(b"\n") + 1
-    return 1
+    """The line of the first byte that is not UTF-8 (error path only). Read in chunks up to that
+    byte, so a device or an endless binary stream is not read whole."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            pending = len(dec.getstate()[0])  # an unfinished character (no newline in it)
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as e:
+                return line + chunk[: max(0, e.start - pending)].count(b"\n")
+            line += chunk.count(b"\n")
+    return line
 
 
 def _gang(gpus: int, gpus_per_node: int) -> tuple[int, int]:
@@ -145,7 +183,7 @@ def load_trace(
                 )
             )
             if jid in seen:
-                raise InputError(where, f"duplicate job_id {jid!r}")
+                raise InputError(where, f"duplicate job_id {_show(jid)}")
             seen.add(jid)
     else:
         for where, row in _rows(path, CSV_COLUMNS):
@@ -176,7 +214,7 @@ def load_trace(
                 )
             )
             if jid in seen:
-                raise InputError(where, f"duplicate id {jid!r}")
+                raise InputError(where, f"duplicate id {_show(jid)}")
             seen.add(jid)
     if not jobs:
         raise InputError(str(path), "trace has no jobs")

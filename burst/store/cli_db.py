@@ -47,11 +47,19 @@ def _safe(url: str) -> str:
 def _one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error; its text is shorter
     text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    from burst.redact import redact
+
+    return redact(text.splitlines()[0])
 
 
 @contextlib.contextmanager
-def _errors_exit_2(what: str) -> Iterator[None]:
+def _errors_exit_2(what: str, url: str) -> Iterator[None]:
+    from burst.config import database_url_problem  # the same check as the config's database_url
+
+    problem = database_url_problem(url)
+    if problem:
+        typer.echo(f"burst db {what}: error: --url: {problem}", err=True)
+        raise typer.Exit(2)
     try:
         yield
     except typer.Exit:
@@ -67,7 +75,7 @@ def upgrade(
     revision: Annotated[str, typer.Option("--revision", "-r", help="Target revision.")] = "head",
 ) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
-    with _errors_exit_2("upgrade"):
+    with _errors_exit_2("upgrade", url):
         from burst.store import migrate
 
         migrate.upgrade(url, revision)
@@ -77,7 +85,7 @@ def upgrade(
 @app.command()
 def current(url: UrlOption = DEFAULT_URL) -> None:
     """Print the database's revision ("base" when it has never been migrated)."""
-    with _errors_exit_2("current"):
+    with _errors_exit_2("current", url):
         from burst.store import migrate
 
         rev = migrate.current(url)
@@ -92,7 +100,7 @@ def downgrade(
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Migrate the database down to REVISION."""
-    with _errors_exit_2("downgrade"):
+    with _errors_exit_2("downgrade", url):
         from burst.store import migrate
 
         migrate.downgrade(url, revision)
