@@ -112,6 +112,18 @@ def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
     return aws.model_copy(update=update)
 
 
+def build_azure(cfg: BurstConfig) -> Any:  # AzureProvider (typed once providers.azure lands)
+    """The real Azure provider for ``clouds.azure.settings``, validated against ARM before any
+    launch (subscription, resource group, subnet, image), as AWS is against EC2: a ConfigError
+    here stops `burst run` with one line."""
+    from providers.azure import AzureProvider, AzureSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    settings = AzureSettings.model_validate(cfg.clouds.azure.settings if cfg.clouds.azure else {})
+    provider = AzureProvider(settings, cluster=cfg.cluster)
+    provider.validate()
+    return provider
+
+
 def build_runtime(
     cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None, notifier: Notifier | None = None
 ) -> Runtime:
@@ -154,7 +166,7 @@ def build_runtime(
         )
         queue: QueueSource = world.cluster
         challenge_queue = world.cluster  # reservations, checkpoint, hold, release, submit
-        providers = {k: v for k, v in world.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
+        providers = {k: v for k, v in world.providers.items() if k in cfg.simulated_clouds()}
         clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
         before = world.advance_to
         after = world.after_tick
@@ -189,10 +201,10 @@ def build_runtime(
 
         service = MirrorService(MirrorSettings.model_validate(cfg.mirror), store, clock=clock)
         async_mirror = MirrorWorker(service)  # copies run off the tick
-    if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
+    if "aws" in cfg.real_clouds():
         from providers.aws import AwsProvider, AwsSettings
 
-        aws = AwsSettings.model_validate(cfg.clouds.aws.settings or {})
+        aws = AwsSettings.model_validate(cfg.clouds.aws.settings if cfg.clouds.aws else {})
         if service is not None:
             aws = with_mirror_hosts(aws, service)
         aws_provider = AwsProvider(aws, cluster=cfg.cluster)
@@ -203,13 +215,18 @@ def build_runtime(
         # Offers this configuration cannot serve (no subnet in that AZ, type not offered there,
         # spot not allowed) never reach the policy, so failover moves between real options.
         offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
-    simulated_clouds = [n for n in cfg.enabled_clouds() if getattr(cfg.clouds, n).simulated]
-    if cfg.queue.kind != "sim" and simulated_clouds:
-        # Simulated clouds beside a real queue: the simulator's Provider adapter on this clock.
+    if "azure" in cfg.real_clouds():
+        azure_provider = build_azure(cfg)
+        providers["azure"] = azure_provider
+        offers = [o for o in offers if o.cloud != "azure" or azure_provider.supports(o)]
+    if cfg.queue.kind != "sim" and cfg.simulated_clouds():
+        # Simulated clouds beside a real queue, only where the config asks for them by name
+        # (`simulated: true`): the simulator's Provider adapter on this clock.
         from burst.sim.cloud import SimProvider
 
-        for name in simulated_clouds:
+        for name in cfg.simulated_clouds():
             providers[name] = SimProvider(name, cfg.cluster, clock)
+    log.info("clouds: %s", ", ".join(f"{n} {cfg.cloud_mode(n)}" for n in cfg.enabled_clouds()) or "none")
     from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
