@@ -35,13 +35,17 @@ class ConfigError(InputError):
 
 
 class ProviderError(BurstError):
-    """A cloud call failed. ``code`` is the cloud's own error code when it gave one."""
+    """A cloud call failed. ``code`` is the cloud's own error code when it gave one;
+    ``retry_after`` the cloud's own hint (seconds, from ``Retry-After``) for when to try again."""
 
-    def __init__(self, message: str, *, provider: str = "", code: str = "", offer_key: str = "") -> None:
+    def __init__(
+        self, message: str, *, provider: str = "", code: str = "", offer_key: str = "", retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.code = code
         self.offer_key = offer_key
+        self.retry_after = retry_after
 
 
 class TransientProviderError(ProviderError):

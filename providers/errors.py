@@ -2,7 +2,7 @@
 
 The *type* of the mapped error decides what the controller does next (DESIGN.md, principle 6), so
 the mapping is the one place where a cloud's error vocabulary is interpreted. Each cloud gets one
-function (``map_aws_error`` here; ``map_azure_error`` is to be added next to it) built on a shared
+function (``map_aws_error``, ``map_azure_error``) built on a shared
 :class:`CodeTable`: exact codes and code prefixes per burst error class, checked in a fixed order.
 
 Rules for AWS, in order:
@@ -241,10 +241,166 @@ def map_aws_error(exc: BaseException, *, offer_key: str = "") -> ProviderError:
     return PermanentProviderError(_cut(f"AWS {name}: {exc}"), provider="aws", code=name, offer_key=offer_key)
 
 
+# ---- Azure ----------------------------------------------------------------------------------
+#
+# Rules for Azure, in order (map on ``HttpResponseError.error.code``, never on the exception class:
+# azure-core raises a 409 SkuNotAvailable as ResourceExistsError):
+#
+# 1. ``HttpResponseError``: the ARM error code decides (tables below). ``OperationNotAllowed`` is
+#    ARM's code for "this would exceed a quota" *and* for other refusals, so it is quota only when
+#    its message speaks of quota. ``Retry-After`` (seconds or an HTTP date) becomes ``retry_after``.
+# 2. An unknown code falls back on the status: 429 and 5xx are transient; a long-running operation
+#    that ended Failed (the poll answered 200) is a capacity error of that offer (provisioning
+#    failures are about the VM being placed, and cooling the offer down is safer than disabling
+#    Azure); 401/403 and any other 4xx are permanent.
+# 3. Transport trouble (connection, timeouts, unreadable answers) is transient; a credential that
+#    cannot get a token is permanent (admins must act).
+
+AZURE_NOT_FOUND = ("ResourceNotFound", "NotFound")
+
+AZURE_CAPACITY = (
+    "SkuNotAvailable",
+    "AllocationFailed",
+    "ZonalAllocationFailed",
+    "OverconstrainedAllocationRequest",
+    "OverconstrainedZonalAllocationRequest",
+    "AllocationTimedOut",
+    "SpotMaxPriceTooLow",
+    "MaxPriceTooLow",  # spot max price below the current spot price
+    "SkuNotAvailableInZone",
+)
+
+AZURE_QUOTA = (
+    "QuotaExceeded",
+    "OperationNotAllowed",  # only with a quota message; see map_azure_error
+    "SpotVMQuotaExceeded",
+    "LowPriorityQuotaExceeded",
+)
+
+AZURE_TRANSIENT = (
+    "TooManyRequests",
+    "SubscriptionRequestsThrottled",
+    "TenantRequestsThrottled",
+    "ResourceRequestsThrottled",
+    "OperationPreempted",
+    "RetryableError",
+    "InternalServerError",
+    "InternalOperationError",
+    "InternalExecutionError",
+    "ServiceUnavailable",
+    "GatewayTimeout",
+    "RequestTimeout",
+    "Conflict",  # another operation on the same resource is in progress
+    "OperationInProgress",
+)
+
+AZURE_PERMANENT = (
+    "AuthenticationFailed",
+    "InvalidAuthenticationToken*",
+    "ExpiredAuthenticationToken",
+    "AuthorizationFailed",
+    "LinkedAuthorizationFailed",
+    "InvalidParameter",
+    "InvalidRequestContent",
+    "InvalidRequestFormat",
+    "BadRequest",
+    "SubscriptionNotFound",
+    "ResourceGroupNotFound",
+    "InvalidSubscriptionId",
+    "InvalidResourceReference",
+    "InvalidResourceName",
+    "ImageNotFound",
+    "PlatformImageNotFound",
+    "InvalidTemplate",
+    "PropertyChangeNotAllowed",
+    "MissingSubscriptionRegistration",
+    "NoRegisteredProviderFound",
+    "LocationNotAvailableForResourceType",
+    "DisallowedOperation",
+    "RequestDisallowedByPolicy",
+)
+
+AZURE_CODES = CodeTable.build(
+    (NotFound, AZURE_NOT_FOUND),
+    (QuotaError, AZURE_QUOTA),
+    (CapacityError, AZURE_CAPACITY),
+    (TransientProviderError, AZURE_TRANSIENT),
+    (PermanentProviderError, AZURE_PERMANENT),
+)
+
+
+def azure_error_code(exc: BaseException) -> str:
+    """The ARM error code of an azure-core ``HttpResponseError`` ("" when it has none)."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    return str(code or "")
+
+
+def azure_retry_after(exc: BaseException) -> float | None:
+    """``Retry-After`` of the response behind ``exc`` in seconds (delta or HTTP date), else None."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())
+
+
 def map_azure_error(exc: BaseException, *, offer_key: str = "") -> ProviderError:
-    """Azure's counterpart of :func:`map_aws_error`; to be written with ``providers/azure.py``
-    (map on ``HttpResponseError.error.code``, not the exception class; see RECIPES.md)."""
-    raise NotImplementedError("Azure error mapping is not written yet")
+    """Map an azure-core/azure-identity exception onto burst's error tree (rules above). Returns
+    it; the caller raises it (``raise map_azure_error(e, offer_key=...) from e``)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    from azure.core import exceptions as ax
+
+    name = type(exc).__name__
+    if isinstance(exc, ax.HttpResponseError) and exc.status_code is not None:
+        code = azure_error_code(exc)
+        status = int(exc.status_code or 0)
+        error = getattr(exc, "error", None)
+        detail = str(getattr(error, "message", "") or exc.reason or "")
+        message = _cut(f"Azure {code or 'error'} (HTTP {status}): {detail}".rstrip(": "))
+        retry_after = azure_retry_after(exc)
+        cls = AZURE_CODES.classify(code)
+        if code == "OperationNotAllowed" and "quota" not in detail.lower():
+            cls = PermanentProviderError
+        if cls is None:
+            if status == 429 or status >= 500:
+                cls = TransientProviderError
+            elif status in (200, 201, 202) or (code and status < 400):
+                cls = CapacityError  # a long-running operation that ended Failed
+            else:
+                cls = PermanentProviderError
+        return cls(message, provider="azure", code=code or f"HTTP{status}", offer_key=offer_key, retry_after=retry_after)
+    if isinstance(exc, ax.ClientAuthenticationError):  # no token (azure-identity), or a 401 without body
+        return PermanentProviderError(_cut(f"Azure {name}: {exc}"), provider="azure", code=name, offer_key=offer_key)
+    transient_types: tuple[type[BaseException], ...] = (
+        ax.ServiceRequestError,  # connection refused, DNS, TLS
+        ax.ServiceResponseError,  # connection dropped, read timeout
+        ax.DecodeError,
+        ax.IncompleteReadError,
+        TimeoutError,
+        ConnectionError,
+    )
+    if isinstance(exc, transient_types):
+        return TransientProviderError(_cut(f"Azure {name}: {exc}"), provider="azure", code=name, offer_key=offer_key)
+    if isinstance(exc, ax.AzureError):
+        return TransientProviderError(_cut(f"Azure {name}: {exc}"), provider="azure", code=name, offer_key=offer_key)
+    return PermanentProviderError(_cut(f"Azure {name}: {exc}"), provider="azure", code=name, offer_key=offer_key)
 
 
 def map_provider_error(exc: BaseException, *, provider: str, offer_key: str = "") -> ProviderError:

@@ -178,10 +178,11 @@ def test_provider_errors_pass_through_and_others_are_typed() -> None:
     assert isinstance(map_aws_error(RuntimeError("bug")), PermanentProviderError)
 
 
-def test_dispatch_leaves_room_for_azure() -> None:
+def test_dispatch_reaches_azure() -> None:
     assert isinstance(map_provider_error(TimeoutError(), provider="aws"), TransientProviderError)
-    with pytest.raises(NotImplementedError):
-        map_provider_error(RuntimeError(), provider="azure")
+    # issue 11: Azure has its mapping now (tests/azure/test_errors.py covers it)
+    assert isinstance(map_provider_error(TimeoutError(), provider="azure"), TransientProviderError)
+    assert isinstance(map_provider_error(RuntimeError(), provider="azure"), PermanentProviderError)
     with pytest.raises(ValueError):
         map_provider_error(RuntimeError(), provider="gcp")
 
