@@ -17,8 +17,8 @@ unless marked simulated (:meth:`BurstConfig.cloud_mode`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -128,10 +128,8 @@ def validate_cloud_settings(name: str, data: dict[str, Any] | None) -> Any:
         from providers.aws import AwsSettings
 
         return validate_section(("clouds", "aws", "settings"), AwsSettings, data or {})
-    try:
-        from providers.azure import AzureSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]  # issue 11
-    except ImportError as e:  # until wp-azure lands
-        raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
+    from providers.azure import AzureSettings
+
     return validate_section(("clouds", "azure", "settings"), AzureSettings, data or {})
 
 

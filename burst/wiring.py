@@ -8,7 +8,7 @@ bot: the CLI builds the notifier and hands it in (``bot`` is imported by the CLI
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from burst.ports import (
 if TYPE_CHECKING:
     from burst.queues.slurm.adapter import SlurmQueue
     from providers.aws import AwsSettings
+    from providers.azure import AzureProvider
     from providers.mirror_service import MirrorService
 
 log = logging.getLogger("burst.wiring")
@@ -112,23 +113,45 @@ def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
     return aws.model_copy(update=update)
 
 
-def build_azure(cfg: BurstConfig) -> Any:  # AzureProvider (typed once providers.azure lands)
-    """The real Azure provider for ``clouds.azure.settings``, validated against ARM before any
-    launch (subscription, resource group, subnet, image), as AWS is against EC2: a ConfigError
-    here stops `burst run` with one line."""
-    from providers.azure import AzureProvider, AzureSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]
+@dataclass(frozen=True)
+class AzureAccess:
+    """How the Azure provider reaches ARM. The defaults are production's: the identity chain
+    (``DefaultAzureCredential``) and the SDK's own pipeline; tests hand in the stand-in's token
+    credential and its plain-http policy here, and nothing else of the wiring changes."""
 
+    credential: Any = None
+    client_kwargs: Mapping[str, Any] | None = None
+
+
+def build_azure(cfg: BurstConfig, access: AzureAccess | None = None) -> AzureProvider:
+    """The real Azure provider for ``clouds.azure.settings``, validated against ARM before any
+    launch (subscription, resource group, regions, subnets, images, sizes), as AWS is against
+    EC2: a ConfigError here stops `burst run` with one line."""
+    from providers.azure import AzureProvider, AzureSettings
+
+    access = access or AzureAccess()
     settings = AzureSettings.model_validate(cfg.clouds.azure.settings if cfg.clouds.azure else {})
-    provider = AzureProvider(settings, cluster=cfg.cluster)
+    provider = AzureProvider(settings, cluster=cfg.cluster, credential=access.credential, client_kwargs=access.client_kwargs)
     provider.validate()
     return provider
 
 
+def azure_usable(provider: AzureProvider, offer: Offer) -> bool:
+    problem = provider.offer_problem(offer)
+    return problem is None or problem[0] == "QuotaExhausted"
+
+
 def build_runtime(
-    cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None, notifier: Notifier | None = None
+    cfg: BurstConfig,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    azure_access: AzureAccess | None = None,
 ) -> Runtime:
     """Compose the adapters ``cfg`` names with one ordinary :class:`Controller`. ``notifier`` is
-    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only."""
+    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only.
+    ``azure_access``: see :class:`AzureAccess` (None: production's identity chain)."""
     store = store if store is not None else open_store(cfg.database_url)
     offers = offers_for(cfg)
     policy = cfg.policy_config()
@@ -216,9 +239,13 @@ def build_runtime(
         # spot not allowed) never reach the policy, so failover moves between real options.
         offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
     if "azure" in cfg.real_clouds():
-        azure_provider = build_azure(cfg)
+        azure_provider = build_azure(cfg, azure_access)
         providers["azure"] = azure_provider
-        offers = [o for o in offers if o.cloud != "azure" or azure_provider.supports(o)]
+        # Offers this configuration can never serve (size restricted for the subscription there,
+        # region not configured, spot off) never reach the policy. Quota is not a reason to drop
+        # an offer for the daemon's lifetime: it frees up as VMs go, and the provider refuses a
+        # launch the quota left cannot hold before any PUT (a QuotaError, backed off).
+        offers = [o for o in offers if o.cloud != "azure" or azure_usable(azure_provider, o)]
     if cfg.queue.kind != "sim" and cfg.simulated_clouds():
         # Simulated clouds beside a real queue, only where the config asks for them by name
         # (`simulated: true`): the simulator's Provider adapter on this clock.
