@@ -94,6 +94,7 @@ from burst.errors import (
     TransientProviderError,
 )
 from providers.azure_offers import RegionView, region_view
+from providers.azure_offers import text as _text
 from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, load_template, node_variables, render_user_data
 from providers.errors import map_azure_error
 
@@ -250,9 +251,9 @@ def cloud_instance_from_vm(vm: Any, *, deleting_by_us: bool = False) -> CloudIns
     being deleted without our asking, was evicted: ``interrupted`` (its work is requeued).
     """
     props = getattr(vm, "properties", None)
-    prov = str(getattr(props, "provisioning_state", "") or "")
+    prov = _text(getattr(props, "provisioning_state", None))
     power = next((c for c in _statuses(vm) if c.startswith("PowerState/")), "")
-    spot = str(getattr(props, "priority", "") or "") == "Spot"
+    spot = _text(getattr(props, "priority", None)) == "Spot"
     tags = {str(k): str(v) for k, v in (getattr(vm, "tags", None) or {}).items()}
     interrupted = False
     if prov == "Deleting":
@@ -272,7 +273,7 @@ def cloud_instance_from_vm(vm: Any, *, deleting_by_us: bool = False) -> CloudIns
     created = getattr(props, "time_created", None)
     launched_at = created.timestamp() if isinstance(created, datetime) else None
     zones = list(getattr(vm, "zones", None) or [])
-    size = str(getattr(getattr(props, "hardware_profile", None), "vm_size", "") or "")
+    size = _text(getattr(getattr(props, "hardware_profile", None), "vm_size", None))
     return CloudInstance(
         cloud=PROVIDER,
         cloud_id=str(getattr(vm, "id", "")),
@@ -697,7 +698,7 @@ class AzureProvider:
             vm = self._get_vm(name)
             if vm is None:
                 continue
-            if str(getattr(getattr(vm, "properties", None), "provisioning_state", "")) == "Deleting":
+            if _text(getattr(getattr(vm, "properties", None), "provisioning_state", None)) == "Deleting":
                 with self._lock:
                     self._deleting.add(cid.lower())
                 continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 SPOT_QUOTA = "lowPriorityCores"
 REGIONAL_QUOTA = "cores"
@@ -94,6 +95,14 @@ class RegionView:
             self.launched[row] = self.launched.get(row, 0) + sign * sku.vcpus
 
 
+def text(value: object) -> str:
+    """An SDK string or str-enum as its wire text (``str()`` of an enum member is its qualified
+    name, e.g. ``ResourceSkuRestrictionsType.LOCATION``)."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value or "")
+
+
 def _capability(caps: Iterable[object], name: str) -> str:
     for cap in caps:
         if str(getattr(cap, "name", "")) == name:
@@ -110,7 +119,7 @@ def _number(text: str) -> float:
 
 def sku_facts(sku: object, location: str) -> SkuFacts | None:
     """Facts from one ``ResourceSku`` model for ``location`` (None when it is not a VM size there)."""
-    if str(getattr(sku, "resource_type", "") or "").lower() != "virtualmachines":
+    if text(getattr(sku, "resource_type", None)).lower() != "virtualmachines":
         return None
     locations = [str(x).lower() for x in (getattr(sku, "locations", None) or [])]
     if locations and location.lower() not in locations:
@@ -127,8 +136,8 @@ def sku_facts(sku: object, location: str) -> SkuFacts | None:
         values = [str(v).lower() for v in (getattr(r, "values_property", None) or [])]
         if location.lower() not in values:
             continue
-        kind = str(getattr(r, "type", "") or "")
-        reason = str(getattr(r, "reason_code", "") or "")
+        kind = text(getattr(r, "type", None))
+        reason = text(getattr(r, "reason_code", None))
         if kind == "Location":
             restricted = True
         elif kind == "Zone":

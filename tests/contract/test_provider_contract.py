@@ -4,6 +4,8 @@ Backends:
 
 * ``aws``: :class:`providers.aws.AwsProvider`, real boto3 over HTTP against moto in server mode.
 * ``sim``: :class:`burst.sim.cloud.SimProvider`, the in-memory cloud the simulator drives.
+* ``azure``: :class:`providers.azure.AzureProvider`, the real azure-mgmt-compute SDK over HTTP
+  against the ARM stand-in (tests/support/arm_standin.py).
 
 ``provider_factory`` yields a :class:`Backend`: ``make(cluster)`` builds a provider for a cluster
 (two clusters share one cloud, so "lists only this cluster" can be checked), ``offer`` is an offer
@@ -34,6 +36,7 @@ class Backend:
     make: Callable[[str], Provider]
     offer: Offer
     settle: Callable[[], None]
+    cloud: str = "aws"  # the provider's name and CloudInstance.cloud
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +76,24 @@ def _sim_backend() -> Backend:
     return Backend("sim", make, make_offer("g5.xlarge", zone="use1-az1", gpu_model="A10G", gpus=1), settle)
 
 
-@pytest.fixture(params=["aws", "sim"])
+def _azure_backend() -> Iterator[Backend]:
+    from tests.azure.helpers import azure_offer, make_provider
+    from tests.support.arm_standin import serve_standin
+
+    for standin in serve_standin():
+
+        def make(cluster: str) -> Provider:
+            return make_provider(standin, cluster=cluster)
+
+        yield Backend("azure", make, azure_offer(), lambda: None, cloud="azure")
+
+
+@pytest.fixture(params=["aws", "sim", "azure"])
 def provider_factory(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     if request.param == "aws":
         yield _aws_backend(request.getfixturevalue("moto_server"), monkeypatch)
+    elif request.param == "azure":
+        yield from _azure_backend()
     else:
         yield _sim_backend()
 
@@ -88,7 +105,7 @@ def _launch(provider: Provider, backend: Backend, intent_id: str, cluster: str =
 def test_is_a_provider(provider_factory: Backend) -> None:
     provider = provider_factory.make(CLUSTER)
     assert isinstance(provider, Provider)
-    assert provider.name == "aws"
+    assert provider.name == provider_factory.cloud
 
 
 def test_launch_returns_the_tagged_instance(provider_factory: Backend) -> None:
@@ -97,7 +114,7 @@ def test_launch_returns_the_tagged_instance(provider_factory: Backend) -> None:
     inst = provider.launch(spec)
     assert inst.cloud_id
     assert inst.burst_id == spec.intent_id
-    assert inst.cloud == "aws"
+    assert inst.cloud == provider_factory.cloud
     assert inst.region == spec.offer.region and inst.zone == spec.offer.zone
     assert inst.instance_type == spec.offer.instance_type
     assert inst.state in (CloudState.PENDING, CloudState.RUNNING)
@@ -138,7 +155,7 @@ def test_terminate_is_idempotent_and_accepts_unknown_ids(provider_factory: Backe
     kept = _launch(provider, provider_factory, "b-contract-kept")
     provider.terminate([gone.cloud_id])
     provider.terminate([gone.cloud_id])
-    provider.terminate([gone.cloud_id, "i-0123456789abcdef0", "no-such-instance"])
+    provider.terminate([gone.cloud_id, "i-0123456789abcdef0", "no-such-instance", _unknown_id(gone.cloud_id)])
     provider.terminate([])
     provider_factory.settle()
 
@@ -147,6 +164,13 @@ def test_terminate_is_idempotent_and_accepts_unknown_ids(provider_factory: Backe
     assert listed[kept.cloud_id].state == CloudState.RUNNING
     found = provider.find("b-contract-gone")
     assert found is None or found.state == CloudState.TERMINATED
+
+
+def _unknown_id(cloud_id: str) -> str:
+    """An id of the backend's own shape that the cloud does not have (an Azure VM id of another name)."""
+    if cloud_id.startswith("/subscriptions/"):
+        return cloud_id.rsplit("/", 1)[0] + "/never-launched"
+    return "i-0fedcba9876543210"
 
 
 def test_spec_for_another_cluster_is_refused(provider_factory: Backend) -> None:
