@@ -104,3 +104,18 @@ def test_config_check_on_the_shipped_production_config_names_aws_real() -> None:
     res = runner.invoke(app, ["config", "check", str(path)])
     assert res.exit_code == 0, res.stderr
     assert "aws: real" in res.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [
+        {"kind": "slurm", "slurm": {"slurm_conf": "/etc/slurm/slurm.conf"}},
+        {"kind": "kubernetes", "kubernetes": {"host": "http://127.0.0.1:9"}},
+    ],
+    ids=["slurm", "kubernetes"],
+)
+def test_every_live_queue_gets_exactly_the_clouds_it_names(queue: dict[str, Any]) -> None:
+    cfg = parse_config({"queue": queue, "clouds": {"aws": {"simulated": True}}})
+    assert cfg.enabled_clouds() == ("aws",) and cfg.cloud_mode("azure") is None
+    both = parse_config({"queue": queue, "clouds": {"aws": {"simulated": True}, "azure": {"simulated": True}}})
+    assert both.simulated_clouds() == ("aws", "azure")
