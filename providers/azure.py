@@ -41,8 +41,11 @@ What this module does, and how it keeps the Provider contract (burst/ports.py):
   408/429/5xx up to 10 times and sleep on ``Retry-After``. A 429 becomes a
   ``TransientProviderError`` whose ``retry_after`` carries the cloud's hint to the controller's
   backoff. Waiting on a long-running create is waiting on the network for the cloud's answer
-  (ports.py allows that); ``lro_polling_interval_s`` is the pause between status polls when ARM
-  gives no ``Retry-After`` of its own.
+  (ports.py allows that), bounded by ``launch_wait_s``: a create still running then is returned
+  as pending (its outcome is seen by list/find), so the capacity errors that ARM reports within
+  that time reach the offer backoff, and a slow create does not hold the tick.
+  ``lro_polling_interval_s`` is the pause between status polls when ARM gives no ``Retry-After``
+  of its own.
 * **Errors**: :func:`providers.errors.map_azure_error` on ``HttpResponseError.error.code``. A
   create that ends ``AllocationFailed`` leaves a failed VM behind in ARM; it is deleted at once
   (and any Failed VM of this cluster that a listing shows is deleted too, so a crash between the
@@ -95,7 +98,13 @@ from burst.errors import (
 )
 from providers.azure_offers import RegionView, region_view
 from providers.azure_offers import text as _text
-from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, load_template, node_variables, render_user_data
+from providers.bootstrap import (
+    SAFE_VALUE,
+    USER_DATA_VARIABLES,
+    load_template,
+    node_variables,
+    render_user_data,
+)
 from providers.errors import map_azure_error
 
 log = logging.getLogger(__name__)
@@ -112,6 +121,15 @@ _SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/M
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 RESOURCE_API_VERSION = "2021-04-01"  # subscriptions and resource groups (GET only, for validate)
 IMAGE_API_VERSION = "2023-07-03"  # gallery image versions / managed images by id (GET only)
+# Secrets the builtin templates read at boot, empty unless azure.template_vars sets them: on Azure
+# the Key Vault secret URLs (read with the VM's managed identity); the SSM names are AWS's and stay
+# empty here (the shared template still names them; see providers/templates/).
+TEMPLATE_DEFAULTS: Mapping[str, str] = {
+    "munge_key_secret_url": "",
+    "bootstrap_token_secret_url": "",
+    "munge_key_ssm_param": "",
+    "bootstrap_token_ssm_param": "",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,10 +188,17 @@ class AzureSettings(BaseModel):
     sku_refresh_s: float = Field(default=900.0, ge=0, description="how often SKU restrictions and quota are re-read")
     network_api_version: str = Field(default="2022-11-01", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     lro_polling_interval_s: float = Field(default=5.0, ge=0, description="pause between LRO polls without Retry-After")
+    launch_wait_s: float = Field(
+        default=180.0, ge=0, description="how long launch waits for the create to finish before reporting it pending"
+    )
     connection_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
-    template_vars: dict[str, str] = Field(default_factory=dict)
+    template_vars: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra template variables: slurmctld_host, munge_key_secret_url (Key Vault secret URL), "
+        "k8s_api_endpoint, k8s_ca_cert_hash, bootstrap_token_secret_url",
+    )
     harbor_host: str = ""
     node_name_prefix: str = ""
     base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
@@ -335,6 +360,7 @@ class AzureProvider:
         self._launched: dict[str, CloudInstance] = {}  # intent id -> what launch() returned
         self._deleting: set[str] = set()  # VM ids we asked ARM to delete
         self._ppgs: set[tuple[str, str]] = set()
+        self._addresses: dict[str, str] = {}  # VM id (lower) -> private IP of its primary NIC
         self._template_text: str | None = None
 
     @property
@@ -408,7 +434,7 @@ class AzureProvider:
 
     def template_text(self) -> str:
         if self._template_text is None:
-            self._template_text = load_template(self.settings.user_data_template, where=_TEMPLATE_SETTING)
+            self._template_text = load_template(self.settings.user_data_template, where=_TEMPLATE_SETTING, cloud=PROVIDER)
         return self._template_text
 
     def node_name(self, intent_id: str) -> str:
@@ -424,7 +450,11 @@ class AzureProvider:
             harbor_host=self.settings.harbor_host,
             mirror_host=region.mirror_host if region else "",
         )
-        return {**self.settings.template_vars, **core}
+        return {**self.template_vars(), **core}
+
+    def template_vars(self) -> dict[str, str]:
+        """``template_vars`` over :data:`TEMPLATE_DEFAULTS`."""
+        return {**TEMPLATE_DEFAULTS, **self.settings.template_vars}
 
     def render_user_data(self, spec: LaunchSpec) -> str:
         """The custom data for ``spec``: ``spec.user_data`` if set, else the rendered template."""
@@ -589,7 +619,17 @@ class AzureProvider:
                 self._views[offer.region].charge(offer.instance_type, spot=spot)
             try:
                 poller = self._compute.virtual_machines.begin_create_or_update(self._rg(), name, cast(Any, body))
-                vm = poller.result()
+                poller.wait(self.settings.launch_wait_s)
+                if poller.done():
+                    vm = poller.result()
+                else:
+                    # ARM has the VM (the PUT was accepted) but is still creating it: report it
+                    # pending rather than hold the tick. A later failure shows as a Failed VM in
+                    # list/find (reconciled as lost, and deleted by the listing).
+                    vm = self._get_vm(name, instance_view=True)
+                    if vm is None:
+                        raise TransientProviderError(f"VM {name} accepted but not found yet", provider=PROVIDER,
+                                                     code="NotYetVisible", offer_key=offer.key)
             except Exception as e:
                 mapped = map_azure_error(e, offer_key=offer.key)
                 with self._lock:
@@ -606,7 +646,7 @@ class AzureProvider:
             raise
         except Exception as e:
             raise map_azure_error(e, offer_key=offer.key) from e
-        instance = cloud_instance_from_vm(vm)
+        instance = self._with_address(cloud_instance_from_vm(vm), vm)
         if not instance.tags:
             instance = _with_tags(instance, tags)
         with self._lock:
@@ -669,7 +709,33 @@ class AzureProvider:
             # A create that failed (AllocationFailed...) leaves the VM in ARM: delete it, so a
             # crash between the failure and our cleanup leaks nothing and frees the quota.
             self._delete_failed(str(getattr(vm, "name", "")))
-        return inst
+        return self._with_address(inst, vm)
+
+    def _with_address(self, inst: CloudInstance, vm: Any) -> CloudInstance:
+        """``inst`` with the private IP of the VM's primary NIC. The NIC is the VM's own (no
+        azure-mgmt-network here), so it is read with one GET through the compute client's
+        pipeline, once per VM: a NIC keeps its address for the VM's life."""
+        if inst.state in (CloudState.TERMINATED, CloudState.FAILED):
+            return inst
+        key = inst.cloud_id.lower()
+        with self._lock:
+            known = self._addresses.get(key)
+        if known is None:
+            refs = getattr(getattr(getattr(vm, "properties", None), "network_profile", None), "network_interfaces", None) or []
+            primary = next((r for r in refs if getattr(r, "primary", None) is not False), None)
+            nic_id = str(getattr(primary, "id", "") or "")
+            if not nic_id:
+                return inst
+            body = self._raw_json(nic_id, self.settings.network_api_version)
+            configs = ((body or {}).get("properties") or {}).get("ipConfigurations") or []
+            known = str(((configs[0] if configs else {}).get("properties") or {}).get("privateIPAddress") or "")
+            if not known:
+                return inst
+            with self._lock:
+                self._addresses[key] = known
+        from dataclasses import replace
+
+        return replace(inst, address=known)
 
     def list_instances(self) -> list[CloudInstance]:
         try:
@@ -721,6 +787,20 @@ class AzureProvider:
             raise map_azure_error(HttpResponseError(response=resp))
         return int(resp.status_code)
 
+    def _raw_json(self, path: str, api_version: str) -> dict[str, Any] | None:
+        """GET an ARM resource as JSON (None when ARM has no such resource)."""
+        from azure.core.rest import HttpRequest
+
+        try:
+            resp = self._compute.send_request(HttpRequest("GET", f"{path}?api-version={api_version}"))
+            if resp.status_code == 404:
+                return None
+            resp.raise_for_status()
+            body = resp.json()
+        except Exception as e:
+            raise map_azure_error(e) from e
+        return body if isinstance(body, dict) else None
+
     def validate(self, instance_types: Iterable[str] = ()) -> None:
         """Check the settings against ARM before any launch; raise :class:`ConfigError` naming the
         first bad key (and listing the others). Auth and network failures raise the mapped
@@ -738,7 +818,7 @@ class AzureProvider:
             problems.append(("azure.admin_ssh_public_key", "an OpenSSH public key is needed (Linux VMs without password)"))
         if s.user_data_template:
             try:
-                dummy = {k: "x" for k in USER_DATA_VARIABLES} | dict(s.template_vars)
+                dummy = {k: "x" for k in USER_DATA_VARIABLES} | self.template_vars()
                 rendered = render_user_data(self.template_text(), dummy, where=_TEMPLATE_SETTING)
                 if len(rendered.encode()) > MAX_CUSTOM_DATA_BYTES:
                     problems.append((_TEMPLATE_SETTING, f"renders to more than {MAX_CUSTOM_DATA_BYTES} bytes"))

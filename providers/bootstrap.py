@@ -1,7 +1,7 @@
 """Cloud-neutral node bootstrap: the user data a burst instance boots with, and the containerd
 mirror block that makes it pull Harbor images from its region's registry.
 
-One module for every Provider (AWS today, Azure next): nothing here knows a cloud SDK. A provider
+One module for every Provider (AWS and Azure): nothing here knows a cloud SDK. A provider
 fills :func:`node_variables` from a :class:`~burst.domain.LaunchSpec` and its own settings, adds
 its ``template_vars``, and renders a template from :func:`load_template` with
 :func:`render_user_data`.
@@ -57,7 +57,8 @@ USER_DATA_VARIABLES: Mapping[str, str] = {
 SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@,=+\-]*")
 BUILTIN_TEMPLATES = {"builtin:slurm": "userdata-slurm.sh", "builtin:k8s": "userdata-k8s.sh"}
 
-_INCLUDE = re.compile(r"^# @include ([a-z0-9-]+\.sh)$", re.M)
+_INCLUDE = re.compile(r"^# @include ([a-z0-9{}-]+\.sh)$", re.M)
+CLOUDS = ("aws", "azure")
 _ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?(?::[0-9]+)?$")
 _TOML_SAFE = re.compile(r"^[A-Za-z0-9.:\-\[\]]+(?:/[a-z0-9._\-/]+)?$")
 
@@ -70,25 +71,30 @@ def builtin_text(name: str) -> str:
     return resources.files("providers").joinpath("templates", name).read_text("utf-8")
 
 
-def _with_includes(text: str) -> str:
+def _with_includes(text: str, cloud: str = "aws") -> str:
     """Splice shipped parts into a builtin template at ``# @include <part>.sh`` lines (one level).
     Written by hand because string.Template has no includes, and the Slurm and Kubernetes
-    templates share their whole containerd mirror block."""
+    templates share their whole containerd mirror block. ``{cloud}`` in a part's name picks the
+    cloud's own part: how a node reads its secrets (SSM with the instance role on AWS, Key Vault
+    with the managed identity on Azure) is the one thing the templates do differently per cloud."""
     def part(m: re.Match[str]) -> str:
-        body = builtin_text(m.group(1))
+        body = builtin_text(m.group(1).replace("{cloud}", cloud))
         # the part's own header (what it is, where it goes) stays in the part file
         return body[body.index("# ----") :].rstrip("\n")
 
     return _INCLUDE.sub(part, text)
 
 
-def load_template(source: str, *, where: str = "user_data_template") -> str:
+def load_template(source: str, *, where: str = "user_data_template", cloud: str = "aws") -> str:
     """Template text from ``builtin:slurm``/``builtin:k8s``, a file path, or inline text.
-    ``where`` names the setting in errors (e.g. ``aws.user_data_template``)."""
+    ``where`` names the setting in errors (e.g. ``aws.user_data_template``); ``cloud`` picks the
+    builtin templates' per-cloud parts (see :func:`_with_includes`)."""
     if not source:
         return ""
+    if cloud not in CLOUDS:
+        raise ValueError(f"unknown cloud {cloud!r}")
     if source in BUILTIN_TEMPLATES:
-        return _with_includes(builtin_text(BUILTIN_TEMPLATES[source]))
+        return _with_includes(builtin_text(BUILTIN_TEMPLATES[source]), cloud)
     if "\n" in source:
         return source
     path = Path(source).expanduser()

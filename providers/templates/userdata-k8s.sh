@@ -28,13 +28,7 @@ hostnamectl set-hostname "$${NODE_NAME}" || hostname "$${NODE_NAME}"
 
 # @include containerd-mirror.sh
 
-# ---- bootstrap token from SSM (instance role) ------------------------------------------------
-if [ -n "$${BOOTSTRAP_TOKEN_SSM_PARAM}" ]; then
-  TOKEN=$$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-  REGION=$$(curl -sf -H "X-aws-ec2-metadata-token: $${TOKEN}" http://169.254.169.254/latest/meta-data/placement/region)
-  BOOTSTRAP_TOKEN=$$(aws ssm get-parameter --region "$${REGION}" --with-decryption \
-      --name "$${BOOTSTRAP_TOKEN_SSM_PARAM}" --query Parameter.Value --output text)
-fi
+# @include bootstrap-token-{cloud}.sh
 
 # ---- kubeadm join ---------------------------------------------------------------------------
 # A gang member registers held: the burst.dev/gang taint keeps every pod off it (the gang's own

@@ -30,15 +30,7 @@ hostnamectl set-hostname "$${NODE_NAME}" || hostname "$${NODE_NAME}"
 
 # @include containerd-mirror.sh
 
-# ---- munge key from SSM (instance role), never from user data ------------------------------
-if [ -n "$${MUNGE_KEY_SSM_PARAM}" ]; then
-  TOKEN=$$(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-  REGION=$$(curl -sf -H "X-aws-ec2-metadata-token: $${TOKEN}" http://169.254.169.254/latest/meta-data/placement/region)
-  aws ssm get-parameter --region "$${REGION}" --with-decryption --name "$${MUNGE_KEY_SSM_PARAM}" \
-      --query Parameter.Value --output text | base64 -d > /etc/munge/munge.key
-  chown munge:munge /etc/munge/munge.key && chmod 0600 /etc/munge/munge.key
-  systemctl restart munge
-fi
+# @include munge-key-{cloud}.sh
 
 # ---- slurmd as a dynamic node ---------------------------------------------------------------
 # Weight=1000 makes Slurm prefer on-prem nodes (lower weight) when both fit.

@@ -45,7 +45,7 @@ NC24 = "Standard_NC24ads_A100_v4"
 )
 def test_launch_errors_are_typed(standin: ArmStandin, code: str, kw: dict[str, object], expected: type[ProviderError]) -> None:
     provider = make_provider(standin)
-    standin.fail("put_vm", code, **kw)  # type: ignore[arg-type]
+    standin.fail("put_vm", code, **kw)
     with pytest.raises(ProviderError) as err:
         provider.launch(make_spec("b-err-1", azure_offer()))
     assert type(err.value) is expected, err.value

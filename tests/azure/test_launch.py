@@ -198,3 +198,59 @@ def test_spec_changes_do_not_touch_an_existing_vm(standin: ArmStandin) -> None:
     again = make_provider(standin).launch(replace(spec, user_data="#!/bin/sh\necho other\n"))
     assert again.cloud_id == first.cloud_id
     assert standin.count("PUT", r"/virtualMachines/b-same$") == 1
+
+
+@pytest.mark.parametrize(("template", "secret_var", "aws_marker"), [
+    ("builtin:slurm", "munge_key_secret_url", "aws ssm get-parameter"),
+    ("builtin:k8s", "bootstrap_token_secret_url", "aws ssm get-parameter"),
+])
+def test_builtin_templates_read_secrets_the_azure_way(
+    standin: ArmStandin, template: str, secret_var: str, aws_marker: str
+) -> None:
+    url = "https://burst-kv.vault.azure.net/secrets/node-secret"
+    tvars = {"slurmctld_host": "ctld.example.org:6817", "k8s_api_endpoint": "10.0.0.1:6443",
+             "k8s_ca_cert_hash": "sha256:ab", secret_var: url}
+    provider = make_provider(standin, user_data_template=template, template_vars=tvars)
+    provider.validate()  # the AWS-only variables need no value on Azure
+    provider.launch(make_spec("b-tpl", azure_offer()))
+    script = custom_data_of(standin, "b-tpl")
+    assert "# @include" not in script
+    assert aws_marker not in script and "169.254.169.254/latest/api/token" not in script
+    assert f'="{url}"' in script and "vault.azure.net" in script and "metadata/identity/oauth2/token" in script
+    # AWS renders its own part from the same template
+    from providers.bootstrap import USER_DATA_VARIABLES, load_template, render_user_data
+
+    aws = render_user_data(load_template(template), {**{k: "x" for k in USER_DATA_VARIABLES}, **tvars,
+                                                     "munge_key_ssm_param": "/p", "bootstrap_token_ssm_param": "/t"})
+    assert aws_marker in aws and "vault.azure.net" not in aws
+
+
+def test_nic_and_disk_go_with_the_vm_and_the_address_is_the_nics(standin: ArmStandin) -> None:
+    provider = make_provider(standin)
+    inst = provider.launch(make_spec("b-nic", azure_offer()))
+    snap = standin.snapshot()
+    assert [n.rsplit("/", 1)[-1] for n in snap["nics"]] == ["b-nic-nic"]
+    assert [d.rsplit("/", 1)[-1] for d in snap["disks"]] == ["b-nic-osdisk"]
+    nic = standin.state.nics[snap["nics"][0].lower()]
+    ip = nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"]
+    assert inst.address == ip
+    gets = standin.count("GET", "/networkInterfaces/")
+    listed = make_provider(standin).list_instances()
+    assert [i.address for i in listed] == [ip]
+    provider.list_instances()
+    assert standin.count("GET", "/networkInterfaces/") == gets + 1  # once per VM per process
+    provider.terminate([inst.cloud_id])
+    snap = standin.snapshot()
+    assert snap["vms"] == [] and snap["nics"] == [] and snap["disks"] == []
+
+
+def test_a_slow_create_is_reported_pending_after_launch_wait(standin: ArmStandin) -> None:
+    standin.slow(10_000)  # far more polls than the wait allows
+    provider = make_provider(standin, launch_wait_s=0.3, lro_polling_interval_s=0.05)
+    started = time.monotonic()
+    inst = provider.launch(make_spec("b-slow", azure_offer()))
+    assert time.monotonic() - started < 5.0
+    assert inst.state is CloudState.PENDING and inst.burst_id == "b-slow"
+    standin.complete_operations()
+    found = provider.find("b-slow")
+    assert found is not None and found.state is CloudState.RUNNING

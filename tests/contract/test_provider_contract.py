@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 
 import pytest
 
@@ -77,15 +78,17 @@ def _sim_backend() -> Backend:
 
 
 def _azure_backend() -> Iterator[Backend]:
-    from tests.azure.helpers import azure_offer, make_provider
+    from tests.azure.helpers import azure_offer
     from tests.support.arm_standin import serve_standin
 
     for standin in serve_standin():
+        yield Backend("azure", partial(_azure_make, standin), azure_offer(), lambda: None, cloud="azure")
 
-        def make(cluster: str) -> Provider:
-            return make_provider(standin, cluster=cluster)
 
-        yield Backend("azure", make, azure_offer(), lambda: None, cloud="azure")
+def _azure_make(standin: object, cluster: str) -> Provider:
+    from tests.azure.helpers import make_provider
+
+    return make_provider(standin, cluster=cluster)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["aws", "sim", "azure"])

@@ -41,6 +41,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -76,7 +77,7 @@ class StandinCredential:
         return AccessToken(self.token, int(time.time()) + 3600)
 
 
-class AllowHttpPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+class AllowHttpPolicy(SansIOHTTPPolicy):
     """Lets azure-core's bearer policy send a token over plain http (the stand-in's scheme)."""
 
     def on_request(self, request: Any) -> None:
@@ -187,6 +188,8 @@ class State:
     evicted: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # ids of every VM ever deleted
     created: int = 0  # VMs created (PUTs that made a new VM)
+    nics: dict[str, dict[str, Any]] = field(default_factory=dict)  # NIC id (lower) -> NIC JSON
+    disks: dict[str, dict[str, Any]] = field(default_factory=dict)  # OS disk id (lower) -> disk JSON
     seq: int = 0
 
 
@@ -248,7 +251,7 @@ class ArmStandin:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="arm-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="arm-standin", daemon=True)
         self._thread.start()
         return self
 
@@ -395,6 +398,8 @@ class ArmStandin:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"vms": self.vms(), "created": self.state.created, "deleted": list(self.state.deleted),
+                    "nics": sorted(n["id"] for n in self.state.nics.values()),
+                    "disks": sorted(d["id"] for d in self.state.disks.values()),
                     "evicted": list(self.state.evicted), "requests": len(self.requests)}
 
     # ---- internals ----------------------------------------------------------------------------
@@ -461,6 +466,41 @@ class ArmStandin:
         if vm is not None:
             self._charge(vm, -1)
             self.state.deleted.append(vm["id"])
+            # NICs and the OS disk go with the VM only when their deleteOption says so (else
+            # they stay behind, as in Azure: a leak a test can see)
+            for ref in vm["properties"].get("networkProfile", {}).get("networkInterfaces", []):
+                if (ref.get("properties") or {}).get("deleteOption") == "Delete":
+                    self.state.nics.pop(ref["id"].lower(), None)
+            disk = vm["properties"].get("storageProfile", {}).get("osDisk", {})
+            if disk.get("deleteOption") == "Delete":
+                self.state.disks.pop(str(disk.get("managedDisk", {}).get("id", "")).lower(), None)
+
+    def _attach_resources(self, vm: dict[str, Any], sub: str, rg: str) -> None:
+        """Create the VM's NICs (from networkInterfaceConfigurations) and OS disk, as ARM does."""
+        props = vm["properties"]
+        refs = []
+        for i, cfg in enumerate(props.get("networkProfile", {}).get("networkInterfaceConfigurations", [])):
+            nic_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkInterfaces/{cfg['name']}"
+            n = self.state.seq
+            ip = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255 or 1}"
+            ipcs = [{"name": c.get("name", "ipconfig1"), "properties": {"privateIPAddress": ip,
+                     "subnet": (c.get("properties") or {}).get("subnet")}}
+                    for c in (cfg.get("properties") or {}).get("ipConfigurations", [])]
+            self.state.nics[nic_id.lower()] = {
+                "id": nic_id, "name": cfg["name"], "location": vm["location"],
+                "properties": {"ipConfigurations": ipcs, "virtualMachine": {"id": vm["id"]},
+                               "enableAcceleratedNetworking": bool((cfg.get("properties") or {}).get("enableAcceleratedNetworking"))},
+            }
+            refs.append({"id": nic_id, "properties": {"primary": i == 0,
+                                                       "deleteOption": (cfg.get("properties") or {}).get("deleteOption", "Detach")}})
+        props.setdefault("networkProfile", {})["networkInterfaces"] = refs
+        disk = props.get("storageProfile", {}).get("osDisk")
+        if disk is not None:
+            name = disk.get("name") or f"{vm['name']}_OsDisk"
+            disk_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}"
+            disk.setdefault("managedDisk", {})["id"] = disk_id
+            disk.setdefault("deleteOption", "Detach")
+            self.state.disks[disk_id.lower()] = {"id": disk_id, "name": name, "location": vm["location"]}
 
     def _take_fault(self, op: str, *, size: str = "", location: str = "", name: str = "", kinds: tuple[str, ...]) -> dict[str, Any] | None:
         for f in self.state.faults:
@@ -555,6 +595,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in two writes; without NODELAY, delayed ACKs add ~40 ms a request
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # one entry point for every method
     def do_GET(self) -> None:
@@ -660,6 +705,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _resource(self, method: str, g: Mapping[str, str], q: Mapping[str, str], raw: bytes) -> None:
         path = urlsplit(self.path).path
+        for table in (self.arm.state.nics, self.arm.state.disks):
+            if method == "GET" and path.lower() in table:
+                self._send(200, table[path.lower()])
+                return
         if method == "GET" and path.lower() in self.arm.state.resources:
             self._send(200, {"id": path, "name": path.rsplit("/", 1)[-1], "properties": {"provisioningState": "Succeeded"}})
             return
@@ -730,11 +779,11 @@ class _Handler(BaseHTTPRequestHandler):
             st.ppgs[key] = ppg
             self._send(200 if existing else 201, ppg)
         elif method == "GET":
-            ppg = st.ppgs.get(key)
-            if ppg is None:
+            found = st.ppgs.get(key)
+            if found is None:
                 self._error(404, "ResourceNotFound", f"The Resource '{rid}' was not found.")
             else:
-                self._send(200, ppg)
+                self._send(200, found)
         else:
             self._error(405, "MethodNotAllowed", method)
 
@@ -840,6 +889,7 @@ class _Handler(BaseHTTPRequestHandler):
                "_customData": (body.get("properties") or {}).get("osProfile", {}).get("customData", "")}
         if zones:
             new["zones"] = zones
+        arm._attach_resources(new, g["sub"], g["rg"])
         st.vms[key] = new
         st.created += 1
         arm._charge(new, +1)
