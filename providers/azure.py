@@ -62,16 +62,11 @@ templates as AWS, then base64-encoded.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Literal, cast
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any, cast
 
 from burst.domain import (
     REQUIRED_TAGS,
@@ -98,221 +93,28 @@ from burst.errors import (
 )
 from providers.azure_offers import RegionView, region_view
 from providers.azure_offers import text as _text
-from providers.bootstrap import (
-    SAFE_VALUE,
-    USER_DATA_VARIABLES,
-    load_template,
-    node_variables,
-    render_user_data,
-)
+from providers.azure_settings import TEMPLATE_DEFAULTS, AzureRegionSettings, AzureSettings
+from providers.azure_vm import cloud_instance_from_vm, parse_vm_id, vm_name
+from providers.bootstrap import load_template, node_variables, render_user_data
 from providers.errors import map_azure_error
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "azure"
 MAX_CUSTOM_DATA_BYTES = 64 * 1024  # Azure's limit on customData, before base64
-MAX_VM_NAME = 64  # Linux VM names and computer names
 ALLOCATION_FAILURES = frozenset({"AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
                                  "OverconstrainedZonalAllocationRequest", "AllocationTimedOut"})
 _TEMPLATE_SETTING = "azure.user_data_template"
-_VM_ID = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", re.I)
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$", re.I)
-_RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
-RESOURCE_API_VERSION = "2021-04-01"  # subscriptions and resource groups (GET only, for validate)
-IMAGE_API_VERSION = "2023-07-03"  # gallery image versions / managed images by id (GET only)
-# Secrets the builtin templates read at boot, empty unless azure.template_vars sets them: on Azure
-# the Key Vault secret URLs (read with the VM's managed identity); the SSM names are AWS's and stay
-# empty here (the shared template still names them; see providers/templates/).
-TEMPLATE_DEFAULTS: Mapping[str, str] = {
-    "munge_key_secret_url": "",
-    "bootstrap_token_secret_url": "",
-    "munge_key_ssm_param": "",
-    "bootstrap_token_ssm_param": "",
-}
 
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-class AzureRegionSettings(BaseModel):
-    """One Azure region (location) burst may launch in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    subnet_id: str = Field(description="ARM id of the subnet the VMs' NICs join")
-    image: str = Field(description="marketplace URN 'publisher:offer:sku:version', or an image resource id")
-    mirror_host: str = Field(default="", description="registry mirror for this region (ACR; user data)")
-    vm_sizes: list[str] = Field(default_factory=list, description="sizes the catalog may offer here; checked by validate()")
-
-    @field_validator("subnet_id")
-    @classmethod
-    def _subnet_form(cls, v: str) -> str:
-        if not _SUBNET_ID.match(v):
-            raise ValueError("must be a subnet resource id: /subscriptions/<id>/resourceGroups/<rg>/providers/"
-                             "Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image_form(cls, v: str) -> str:
-        if v.startswith("/subscriptions/"):
-            return v
-        parts = v.split(":")
-        if len(parts) != 4 or not all(parts):
-            raise ValueError("must be 'publisher:offer:sku:version' (version may be 'latest') or an image resource id")
-        return v
-
-
-class AzureSettings(BaseModel):
-    """Everything :class:`AzureProvider` needs besides credentials (DefaultAzureCredential)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    subscription_id: str
-    resource_group: str
-    regions: dict[str, AzureRegionSettings]
-    admin_username: str = Field(default="burst", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    admin_ssh_public_key: str = Field(default="", description="OpenSSH public key for the admin user (required to launch)")
-    os_disk_gib: int = Field(default=200, ge=30, le=4095)
-    os_disk_type: Literal["Premium_LRS", "StandardSSD_LRS", "Standard_LRS", "Premium_ZRS", "StandardSSD_ZRS"] = "Premium_LRS"
-    accelerated_networking: bool = True
-    proximity_placement_groups: bool = Field(default=True, description="gangs (ND InfiniBand sizes) in one PPG")
-    allow_spot: bool = True
-    spot_max_price: Literal["on-demand", "catalog"] = Field(
-        default="on-demand", description="'on-demand': maxPrice -1 (never evicted for price); 'catalog': offer price x factor"
-    )
-    spot_max_price_factor: float = Field(default=1.0, gt=0, le=10)
-    sku_refresh_s: float = Field(default=900.0, ge=0, description="how often SKU restrictions and quota are re-read")
-    network_api_version: str = Field(default="2022-11-01", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-    lro_polling_interval_s: float = Field(default=5.0, ge=0, description="pause between LRO polls without Retry-After")
-    launch_wait_s: float = Field(
-        default=180.0, ge=0, description="how long launch waits for the create to finish before reporting it pending"
-    )
-    connection_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=60.0, gt=0)
-    user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
-    template_vars: dict[str, str] = Field(
-        default_factory=dict,
-        description="extra template variables: slurmctld_host, munge_key_secret_url (Key Vault secret URL), "
-        "k8s_api_endpoint, k8s_ca_cert_hash, bootstrap_token_secret_url",
-    )
-    harbor_host: str = ""
-    node_name_prefix: str = ""
-    base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
-
-    @field_validator("subscription_id")
-    @classmethod
-    def _uuid(cls, v: str) -> str:
-        if not _UUID.match(v):
-            raise ValueError("must be a subscription id (a UUID)")
-        return v
-
-    @field_validator("resource_group")
-    @classmethod
-    def _rg(cls, v: str) -> str:
-        if not _RESOURCE_GROUP.match(v) or v.endswith("."):
-            raise ValueError("must be a resource group name (1-90 letters, digits, '-', '_', '.', '(' or ')')")
-        return v
-
-    @field_validator("regions")
-    @classmethod
-    def _some_region(cls, v: dict[str, AzureRegionSettings]) -> dict[str, AzureRegionSettings]:
-        if not v:
-            raise ValueError("at least one region is needed")
-        for name in v:
-            if not re.fullmatch(r"[a-z0-9]+", name):
-                raise ValueError(f"{name!r} is not an Azure location name (e.g. eastus, westus2)")
-        return v
-
-    @model_validator(mode="after")
-    def _template_vars_ok(self) -> AzureSettings:
-        clash = sorted(set(self.template_vars) & set(USER_DATA_VARIABLES))
-        if clash:
-            raise ValueError(f"template_vars may not redefine burst's variables: {', '.join(clash)}")
-        for key, value in self.template_vars.items():
-            if not SAFE_VALUE.fullmatch(value):
-                raise ValueError(f"template_vars.{key}: value has characters unsafe in a shell script")
-        return self
-
-
-# --------------------------------------------------------------------------------------------
-# Names and ARM JSON -> CloudInstance
-# --------------------------------------------------------------------------------------------
-
-
-def vm_name(intent_id: str) -> str:
-    """The VM name (and computer name) for an intent: deterministic, within Azure's rules for Linux
-    VMs (1-64 of ``[a-z0-9-]``, no leading or trailing hyphen). An intent id that already fits is
-    used as is; otherwise the cleaned name is cut and given a hash of the original, so two
-    different intents never map to one name."""
-    clean = re.sub(r"[^a-z0-9-]+", "-", intent_id.lower()).strip("-")
-    if clean == intent_id and 0 < len(clean) <= MAX_VM_NAME:
-        return clean
-    digest = hashlib.sha256(intent_id.encode()).hexdigest()[:12]
-    head = clean[: MAX_VM_NAME - len(digest) - 1].strip("-") or "burst"
-    return f"{head}-{digest}"
-
-
-def parse_vm_id(cloud_id: str) -> tuple[str, str, str] | None:
-    """(subscription, resource group, VM name) of a VM resource id; None for anything else."""
-    m = _VM_ID.match(cloud_id)
-    return (m.group(1), m.group(2), m.group(3)) if m else None
-
-
-def _statuses(vm: Any) -> list[str]:
-    props = getattr(vm, "properties", None)
-    view = getattr(props, "instance_view", None)
-    return [str(getattr(s, "code", "") or "") for s in (getattr(view, "statuses", None) or [])]
-
-
-def cloud_instance_from_vm(vm: Any, *, deleting_by_us: bool = False) -> CloudInstance:
-    """Map a ``VirtualMachine`` model to a :class:`CloudInstance`.
-
-    provisioningState Creating -> pending; Succeeded -> running once the power state says so
-    (pending before); Deleting -> terminated; Failed -> failed. A Spot VM that is deallocated, or
-    being deleted without our asking, was evicted: ``interrupted`` (its work is requeued).
-    """
-    props = getattr(vm, "properties", None)
-    prov = _text(getattr(props, "provisioning_state", None))
-    power = next((c for c in _statuses(vm) if c.startswith("PowerState/")), "")
-    spot = _text(getattr(props, "priority", None)) == "Spot"
-    tags = {str(k): str(v) for k, v in (getattr(vm, "tags", None) or {}).items()}
-    interrupted = False
-    if prov == "Deleting":
-        state = CloudState.TERMINATED
-        interrupted = spot and not deleting_by_us
-    elif prov == "Failed":
-        state = CloudState.FAILED
-    elif power in ("PowerState/deallocated", "PowerState/deallocating"):
-        state = CloudState.TERMINATED if spot else CloudState.STOPPING
-        interrupted = spot
-    elif power in ("PowerState/stopped", "PowerState/stopping"):
-        state = CloudState.STOPPING
-    elif prov == "Succeeded" and (power in ("", "PowerState/running")):
-        state = CloudState.RUNNING
-    else:
-        state = CloudState.PENDING
-    created = getattr(props, "time_created", None)
-    launched_at = created.timestamp() if isinstance(created, datetime) else None
-    zones = list(getattr(vm, "zones", None) or [])
-    size = _text(getattr(getattr(props, "hardware_profile", None), "vm_size", None))
-    return CloudInstance(
-        cloud=PROVIDER,
-        cloud_id=str(getattr(vm, "id", "")),
-        burst_id=tags.get(TAG_ID, ""),
-        region=str(getattr(vm, "location", "") or ""),
-        zone=zones[0] if zones else "",
-        instance_type=size,
-        state=state,
-        tags=tags,
-        launched_at=launched_at,
-        interrupted=interrupted,
-        market=Market.SPOT if spot else Market.ON_DEMAND,
-    )
-
+__all__ = [
+    "AzureProvider",
+    "AzureRegionSettings",
+    "AzureSettings",
+    "TEMPLATE_DEFAULTS",
+    "cloud_instance_from_vm",
+    "parse_vm_id",
+    "vm_name",
+]
 
 # --------------------------------------------------------------------------------------------
 # The provider
@@ -429,6 +231,13 @@ class AzureProvider:
     def filter_offers(self, offers: Iterable[Offer]) -> list[Offer]:
         """``offers`` without the Azure ones this provider cannot launch now (others pass)."""
         return [o for o in offers if o.cloud != PROVIDER or self.supports(o)]
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Per region: usable GPU sizes, restricted ones, and vCPU quota left (for `burst config
+        check` and operators); reads ARM when the views are due for a refresh."""
+        from providers.azure_offers import describe
+
+        return describe({region: self.view(region) for region in self.regions})
 
     # ---- user data ----------------------------------------------------------------------------
 
@@ -550,7 +359,7 @@ class AzureProvider:
         props: dict[str, Any] = {
             "hardwareProfile": {"vmSize": offer.instance_type},
             "storageProfile": {
-                "imageReference": self._image_reference(spec.image if spec.image.startswith("/subscriptions/") else cfg.image),
+                "imageReference": self._image_reference(_azure_image(spec.image) or cfg.image),
                 "osDisk": {
                     "name": f"{name}-osdisk",
                     "createOption": "FromImage",
@@ -620,6 +429,7 @@ class AzureProvider:
             try:
                 poller = self._compute.virtual_machines.begin_create_or_update(self._rg(), name, cast(Any, body))
                 poller.wait(self.settings.launch_wait_s)
+                vm: Any
                 if poller.done():
                     vm = poller.result()
                 else:
@@ -656,7 +466,7 @@ class AzureProvider:
 
     def _adopt(self, vm: Any, spec: LaunchSpec, name: str) -> CloudInstance:
         """A VM of this name exists already: return it if it is this intent's, else refuse."""
-        inst = cloud_instance_from_vm(vm, deleting_by_us=str(getattr(vm, "id", "")) in self._deleting)
+        inst = cloud_instance_from_vm(vm, deleting_by_us=str(getattr(vm, "id", "")).lower() in self._deleting)
         if inst.tags.get(TAG_ID) != spec.intent_id or inst.tags.get(TAG_CLUSTER) != self.cluster:
             raise PermanentProviderError(
                 f"VM {name} exists in {self._rg()} but is not intent {spec.intent_id} of cluster {self.cluster}",
@@ -802,79 +612,28 @@ class AzureProvider:
         return body if isinstance(body, dict) else None
 
     def validate(self, instance_types: Iterable[str] = ()) -> None:
-        """Check the settings against ARM before any launch; raise :class:`ConfigError` naming the
-        first bad key (and listing the others). Auth and network failures raise the mapped
-        :class:`~burst.errors.ProviderError` instead: those are not configuration mistakes."""
+        """Check the settings against ARM before any launch (subscription, resource group, each
+        region, subnet, image and size, the SSH key and the template); raise :class:`ConfigError`
+        naming the first bad key (and listing the others). Auth and network failures raise the
+        mapped :class:`~burst.errors.ProviderError` instead: those are not configuration mistakes."""
+        from providers.azure_validate import validate_into
+
         problems: list[tuple[str, str]] = []
-        self._validate_into(problems, list(instance_types))
+        validate_into(self, problems, list(instance_types))
         if problems:
             key, msg = problems[0]
             rest = "; ".join(f"{k}: {m}" for k, m in problems[1:])
             raise ConfigError(key, msg + (f" (also: {rest})" if rest else ""))
 
-    def _validate_into(self, problems: list[tuple[str, str]], extra_types: list[str]) -> None:
-        s = self.settings
-        if not s.admin_ssh_public_key:
-            problems.append(("azure.admin_ssh_public_key", "an OpenSSH public key is needed (Linux VMs without password)"))
-        if s.user_data_template:
-            try:
-                dummy = {k: "x" for k in USER_DATA_VARIABLES} | self.template_vars()
-                rendered = render_user_data(self.template_text(), dummy, where=_TEMPLATE_SETTING)
-                if len(rendered.encode()) > MAX_CUSTOM_DATA_BYTES:
-                    problems.append((_TEMPLATE_SETTING, f"renders to more than {MAX_CUSTOM_DATA_BYTES} bytes"))
-            except ConfigError as e:
-                problems.append((e.where, e.message))
-        sub = f"/subscriptions/{s.subscription_id}"
-        if self._raw_get(sub, RESOURCE_API_VERSION) == 404:
-            problems.append(("azure.subscription_id", f"subscription {s.subscription_id} not found (or not visible to this identity)"))
-            return  # nothing below can be checked
-        if self._raw_get(f"{sub}/resourceGroups/{s.resource_group}", RESOURCE_API_VERSION) == 404:
-            problems.append(("azure.resource_group", f"resource group {s.resource_group!r} not found in subscription {s.subscription_id}"))
-            return
-        for region, cfg in s.regions.items():
-            where = f"azure.regions.{region}"
-            try:
-                view = self.view(region, refresh=True)
-            except ProviderError as e:
-                if isinstance(e, (PermanentProviderError, NotFound)) and e.code in (
-                    "NoRegisteredProviderFound", "LocationNotAvailableForResourceType", "InvalidParameter", "NotFound"
-                ):
-                    problems.append((where, f"unknown Azure region {region!r} ({e.code})"))
-                    continue
-                raise
-            if self._raw_get(cfg.subnet_id, s.network_api_version) == 404:
-                problems.append((f"{where}.subnet_id", f"subnet {cfg.subnet_id} not found"))
-            problem = self._image_problem(region, cfg.image)
-            if problem:
-                problems.append((f"{where}.image", problem))
-            for size in dict.fromkeys([*cfg.vm_sizes, *extra_types]):
-                sku = view.sku(size)
-                if sku is None:
-                    problems.append((f"{where}.vm_sizes", f"{size} is not offered in {region}"))
-                elif sku.restricted:
-                    problems.append((f"{where}.vm_sizes", f"{size} is restricted for this subscription in {region} ({sku.reason})"))
-
-    def _image_problem(self, region: str, image: str) -> str:
-        from azure.core.exceptions import HttpResponseError
-
-        if image.startswith("/subscriptions/"):
-            return "" if self._raw_get(image, IMAGE_API_VERSION) != 404 else f"image {image} not found"
-        publisher, offer, sku, version = image.split(":")
-        try:
-            versions = self._compute.virtual_machine_images.list(region, publisher, offer, sku, top=100)
-        except HttpResponseError as e:
-            if e.status_code == 404:
-                return f"marketplace image {publisher}:{offer}:{sku} not found in {region}"
-            raise map_azure_error(e) from e
-        names = {str(getattr(v, "name", "")) for v in versions}
-        if not names:
-            return f"marketplace image {publisher}:{offer}:{sku} has no versions in {region}"
-        if version != "latest" and version not in names:
-            return f"version {version} of {publisher}:{offer}:{sku} not found in {region}"
-        return ""
-
-
 def _with_tags(inst: CloudInstance, tags: Mapping[str, str]) -> CloudInstance:
     from dataclasses import replace
 
     return replace(inst, tags=dict(tags), burst_id=tags.get(TAG_ID, ""))
+
+
+def _azure_image(image: str) -> str:
+    """A LaunchSpec's own image when it is an Azure one (an image resource id or a marketplace URN
+    ``publisher:offer:sku:version``); "" otherwise, and the region's configured image is used."""
+    if image.startswith("/subscriptions/") or (image.count(":") == 3 and all(image.split(":"))):
+        return image
+    return ""

@@ -248,7 +248,8 @@ def map_aws_error(exc: BaseException, *, offer_key: str = "") -> ProviderError:
 #
 # 1. ``HttpResponseError``: the ARM error code decides (tables below). ``OperationNotAllowed`` is
 #    ARM's code for "this would exceed a quota" *and* for other refusals, so it is quota only when
-#    its message speaks of quota. ``Retry-After`` (seconds or an HTTP date) becomes ``retry_after``.
+#    its message speaks of quota, transient when the resource is busy (being deleted, an
+#    operation in progress), and permanent otherwise. ``Retry-After`` (seconds or an HTTP date) becomes ``retry_after``.
 # 2. An unknown code falls back on the status: 429 and 5xx are transient; a long-running operation
 #    that ended Failed (the poll answered 200) is a capacity error of that offer (provisioning
 #    failures are about the VM being placed, and cooling the offer down is safer than disabling
@@ -377,7 +378,10 @@ def map_azure_error(exc: BaseException, *, offer_key: str = "") -> ProviderError
         retry_after = azure_retry_after(exc)
         cls = AZURE_CODES.classify(code)
         if code == "OperationNotAllowed" and "quota" not in detail.lower():
-            cls = PermanentProviderError
+            # not a quota: a resource busy being deleted or changed will let us try again; any
+            # other refusal (a disabled subscription, a policy) needs an admin
+            busy = any(w in detail.lower() for w in ("being deleted", "marked for deletion", "in progress"))
+            cls = TransientProviderError if busy else PermanentProviderError
         if cls is None:
             if status == 429 or status >= 500:
                 cls = TransientProviderError

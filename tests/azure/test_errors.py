@@ -33,7 +33,8 @@ NC24 = "Standard_NC24ads_A100_v4"
         ("QuotaExceeded", {}, QuotaError),
         ("OperationNotAllowed", {"message": "Operation could not be completed as it results in exceeding approved "
                                             "standardNCADSA100v4Family Cores quota."}, QuotaError),
-        ("OperationNotAllowed", {"message": "The VM is being deleted."}, PermanentProviderError),
+        ("OperationNotAllowed", {"message": "The VM is being deleted."}, TransientProviderError),
+        ("OperationNotAllowed", {"message": "The subscription is disabled."}, PermanentProviderError),
         ("TooManyRequests", {"status": 429, "retry_after": 3}, TransientProviderError),
         ("InternalServerError", {"status": 500}, TransientProviderError),
         ("ServiceUnavailable", {"status": 503}, TransientProviderError),

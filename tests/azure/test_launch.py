@@ -254,3 +254,36 @@ def test_a_slow_create_is_reported_pending_after_launch_wait(standin: ArmStandin
     standin.complete_operations()
     found = provider.find("b-slow")
     assert found is not None and found.state is CloudState.RUNNING
+
+
+def test_a_put_of_an_existing_vm_never_makes_a_second_one(standin: ArmStandin) -> None:
+    provider = make_provider(standin)
+    provider.launch(make_spec("b-put", azure_offer()))
+    body = provider.build_vm(make_spec("b-put", azure_offer()), "b-put")
+    vm = provider.client.virtual_machines.begin_create_or_update("burst-rg", "b-put", body).result()
+    assert vm.name == "b-put" and standin.state.created == 1 and len(standin.vms()) == 1
+
+
+def test_spec_image_and_describe(standin: ArmStandin) -> None:
+    provider = make_provider(standin)
+    urn = "canonical:ubuntu-24_04-lts:server:latest"
+    provider.launch(make_spec("b-img", azure_offer(), image=urn))
+    ref = standin.vm("b-img")["properties"]["storageProfile"]["imageReference"]  # type: ignore[index]
+    assert (ref["offer"], ref["sku"]) == ("ubuntu-24_04-lts", "server")
+    provider.launch(make_spec("b-img2", azure_offer(), image="ami-0123"))  # not an Azure image: the region's
+    assert standin.vm("b-img2")["properties"]["storageProfile"]["imageReference"]["publisher"] == "canonical"  # type: ignore[index]
+    standin.restrict("Standard_ND96asr_v4", "westus2")
+    summary = make_provider(standin).describe()
+    assert "Standard_ND96asr_v4" in summary["westus2"]["restricted"]  # type: ignore[operator]
+    assert "Standard_ND96asr_v4" in summary["eastus"]["gpu_sizes"]  # type: ignore[operator]
+    assert summary["eastus"]["quota_left"]["cores"] == 10000 - 2 * 24  # type: ignore[index]
+
+
+def test_a_create_nobody_polls_still_finishes(standin: ArmStandin) -> None:
+    """A controller killed while waiting for a create: the next one finds the VM pending, and it
+    becomes running as the cloud is watched (the stand-in progresses on reads, as ARM would in time)."""
+    standin.slow(3)
+    provider = make_provider(standin, launch_wait_s=0.0)
+    assert provider.launch(make_spec("b-orphan-op", azure_offer())).state is CloudState.PENDING
+    states = [make_provider(standin).find("b-orphan-op").state for _ in range(3)]  # type: ignore[union-attr]
+    assert states[-1] is CloudState.RUNNING and standin.state.created == 1

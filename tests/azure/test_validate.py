@@ -116,3 +116,11 @@ def test_settings_are_strict(field: str, value: Any, text: str) -> None:
     with pytest.raises(ValidationError) as err:
         AzureSettings.model_validate(base)
     assert text in str(err.value)
+
+
+def test_production_credential_is_default_azure_credential(standin: ArmStandin) -> None:
+    from azure.identity import DefaultAzureCredential
+
+    provider = AzureProvider(azure_settings(standin), cluster="c")
+    assert isinstance(provider.client._config.credential, DefaultAzureCredential)
+    assert provider.client._config.retry_policy.total_retries == 0  # no hidden retries or sleeps

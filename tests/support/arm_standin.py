@@ -548,6 +548,12 @@ class ArmStandin:
         else:
             self._remove_vm(key)
 
+    def _progress(self, key: str) -> None:
+        """One poll's worth of progress for every pending operation on VM ``key``."""
+        for op in list(self.state.ops.values()):
+            if not op["done"] and _vm_key(op["rg"], op["name"]) == key:
+                self._poll(op["id"])
+
     def _poll(self, op_id: str) -> dict[str, Any] | None:
         op = self.state.ops.get(op_id)
         if op is None:
@@ -791,6 +797,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._http_fault("list_vms"):
             return
         iv = q.get("$expand", "").lower() == "instanceview"
+        if q.get("page") != "2":
+            for key in list(self.arm.state.vms):
+                self.arm._progress(key)
         vms = [self.arm.vm_view(v, instance_view=iv) for k, v in sorted(self.arm.state.vms.items())
                if k.startswith(g["rg"].lower() + "/")]
         # two pages, so the SDK's paging (nextLink) is exercised
@@ -824,10 +833,13 @@ class _Handler(BaseHTTPRequestHandler):
             if vm is None:
                 self._error(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{g['name']}' under resource group '{g['rg']}' was not found.")
                 return
-            # body polling: each GET of a VM that is still creating counts as a poll
-            for op in st.ops.values():
-                if not op["done"] and op["kind"] == "put" and _vm_key(op["rg"], op["name"]) == key and st.lro == "body":
-                    arm._poll(op["id"])
+            # The cloud goes on working while nobody polls the operation (a controller killed
+            # mid-create): every read of the VM counts as a poll of its pending operations.
+            arm._progress(key)
+            vm = st.vms.get(key)
+            if vm is None:
+                self._error(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{g['name']}' under resource group '{g['rg']}' was not found.")
+                return
             iv = q.get("$expand", "").lower() == "instanceview"
             self._send(200, arm.vm_view(vm, instance_view=iv))
             return
