@@ -8,7 +8,7 @@ bot: the CLI builds the notifier and hands it in (``bot`` is imported by the CLI
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from burst.clock import WallClock
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
-from burst.errors import QueueError
+from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy
 from burst.ports import (
     AsyncMirror,
@@ -46,7 +46,8 @@ log = logging.getLogger("burst.wiring")
 class Runtime:
     """What ``burst run`` drives. ``before_tick``/``after_tick`` are the simulated world's hooks
     (move the world to the tick's time; let the simulated scheduler start work) and None on a
-    real queue."""
+    real queue; with real Azure, ``before_tick`` also re-applies the vCPU quota to the offers
+    (:func:`azure_quota_refresh`)."""
 
     config: BurstConfig
     store: Store
@@ -139,6 +140,22 @@ def build_azure(cfg: BurstConfig, access: AzureAccess | None = None) -> AzurePro
 def azure_usable(provider: AzureProvider, offer: Offer) -> bool:
     problem = provider.offer_problem(offer)
     return problem is None or problem[0] == "QuotaExhausted"
+
+
+def azure_quota_refresh(controller: Controller, offers: Sequence[Offer], provider: AzureProvider) -> Callable[[Timestamp], None]:
+    """A before-tick hook: the controller's offers are ``offers`` less the Azure ones the vCPU
+    quota left cannot hold now (the provider's view of ``usage.list``, re-read every
+    ``sku_refresh_s``, counting its own launches in between), so the policy never picks one; an
+    offer whose quota frees up comes back. If ARM cannot be read, the last list stays."""
+    base = tuple(offers)
+
+    def refresh(now: Timestamp) -> None:
+        try:
+            controller.offers = tuple(o for o in base if o.cloud != "azure" or provider.supports(o))
+        except ProviderError as e:
+            log.warning("azure quota not refreshed (offers unchanged): %s", e)
+
+    return refresh
 
 
 def build_runtime(
@@ -277,6 +294,18 @@ def build_runtime(
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
     )
+    if "azure" in cfg.real_clouds():
+        refresh = azure_quota_refresh(controller, controller.offers, azure_provider)
+        world_before = before
+        if world_before is None:
+            before = refresh
+        else:  # a simulated queue beside real Azure: move the world, then look at the quota
+
+            def before(now: Timestamp) -> None:
+                world_before(now)
+                refresh(now)
+
+        refresh(clock.now())  # the first tick already sees the quota
     return Runtime(
         cfg, store, queue, providers, controller, clock, before, after, tick_wall,
         closeables=tuple(closeables), prewarmer=service,

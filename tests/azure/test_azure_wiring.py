@@ -1,7 +1,7 @@
 """`clouds.azure` in a live config builds the real AzureProvider (issue 11): checked against ARM
-before any launch, as AWS is against EC2; restricted sizes never reach the policy; the quota left
-is the provider's to check at launch, not a reason to drop an offer for the daemon's lifetime.
-Through ``burst.wiring.build_runtime``, the real SDK and the ARM stand-in."""
+before any launch, as AWS is against EC2; restricted sizes never reach the policy; offers the vCPU
+quota left cannot hold are out of the policy's sight tick by tick, and back when the quota frees
+up. Through ``burst.wiring.build_runtime``, the real SDK and the ARM stand-in."""
 
 from __future__ import annotations
 
@@ -62,13 +62,11 @@ def test_a_missing_subnet_stops_the_start_before_any_launch(tmp_path: Path, stan
     assert standin.count("PUT", VM_PUT) == 0
 
 
-def test_restricted_sizes_never_reach_the_policy_but_quota_is_checked_at_launch(tmp_path: Path, standin: ArmStandin) -> None:
+def test_restricted_sizes_never_reach_the_policy(tmp_path: Path, standin: ArmStandin) -> None:
     standin.restrict("Standard_ND96asr_v4", "eastus")
-    standin.set_quota("westus2", "standardNCADSA100v4Family", 0)  # no NC A100 v4 vCPUs left there
     keys = {o.key for o in build(live_config(tmp_path, standin), standin).controller.offers}
     assert "azure/eastus/-/Standard_ND96asr_v4/on-demand" not in keys
     assert "azure/westus2/-/Standard_ND96asr_v4/on-demand" in keys  # restricted in eastus only
-    assert "azure/westus2/-/Standard_NC24ads_A100_v4/on-demand" in keys  # out of quota now, not forever
 
 
 def test_config_check_says_azure_is_real(tmp_path: Path, standin: ArmStandin) -> None:
@@ -88,3 +86,22 @@ def test_a_bad_azure_setting_is_one_line_under_its_key(tmp_path: Path, standin: 
     assert res.exit_code == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "clouds.azure.settings.subscription_id" in lines[0], lines
+
+
+def test_offers_follow_the_quota_tick_by_tick(tmp_path: Path, standin: ArmStandin) -> None:
+    """Out of quota: the policy does not see the offer (so it never picks it); quota back: the
+    offer is back. The daemon calls ``before_tick`` before every tick."""
+    key = "azure/westus2/-/Standard_NC24ads_A100_v4/on-demand"
+    standin.set_quota("westus2", "standardNCADSA100v4Family", 0)
+    rt = build(live_config(tmp_path, standin, sku_refresh_s=0), standin)  # re-read usages every time
+    assert rt.before_tick is not None
+    assert key not in {o.key for o in rt.controller.offers}  # already for the first tick
+    standin.set_quota("westus2", "standardNCADSA100v4Family", 1000)
+    rt.before_tick(rt.clock.now())
+    assert key in {o.key for o in rt.controller.offers}
+    standin.set_quota("westus2", "standardNCADSA100v4Family", 0)
+    standin.fail("usages", "InternalServerError", times=1)  # ARM unreadable: the last list stays
+    rt.before_tick(rt.clock.now())
+    assert key in {o.key for o in rt.controller.offers}
+    rt.before_tick(rt.clock.now())
+    assert key not in {o.key for o in rt.controller.offers}

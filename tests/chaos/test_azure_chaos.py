@@ -86,7 +86,8 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
 cfg = load_config(sys.argv[1])
 rt = build_runtime(cfg, azure_access=AzureAccess(StandinCredential(), client_kwargs()))
-daemon = Daemon(rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s)
+daemon = Daemon(rt.controller, rt.clock, rt.store, lease_ttl_s=cfg.lease_ttl_s, before_tick=rt.before_tick,
+                after_tick=rt.after_tick)  # as `burst run` does (before_tick: the Azure quota on the offers)
 while True:
     daemon.run_once()
     time.sleep(0.3)
