@@ -678,8 +678,9 @@ def gc_plan(
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="Config file to validate.")]) -> None:
-    """Validate a config file; print every problem, one per line."""
-    from burst.config import load_config
+    """Validate a config file; print every problem, one per line. A valid file gets one line per
+    cloud: real, simulated, disabled or not configured."""
+    from burst.config import CLOUD_NAMES, load_config
 
     try:
         cfg = load_config(file)
@@ -689,6 +690,10 @@ def config_check(file: Annotated[Path, typer.Argument(help="Config file to valid
             _error_line(line)
         raise typer.Exit(2) from None
     console.print(f"{file}: ok (cluster {cfg.cluster!r}, queue {cfg.queue.kind}, clouds {', '.join(cfg.enabled_clouds()) or 'none'})", markup=False, highlight=False)
+    for name in CLOUD_NAMES:  # one line per cloud: real SDK, simulator, or none at all
+        mode = cfg.cloud_mode(name)
+        c = cfg.cloud(name)
+        console.print(f"{name}: {mode if mode is not None else ('disabled' if c is not None else 'not configured')}", highlight=False)
 
 
 @config_app.command("from-terraform")

@@ -14,12 +14,15 @@ registry passwords and Slack tokens from the environment or secret files named h
 
 With no file at all, :func:`default_config` gives the embedded defaults: SQLite under
 ``.burst/``, the simulated on-prem cluster replaying the bundled ITP trace, simulated AWS and
-Azure priced from the bundled catalog.
+Azure priced from the bundled catalog. Clouds are simulated only beside the simulated queue or
+where the config says ``simulated: true``: a live config gets exactly the clouds it names, real
+unless marked simulated (:meth:`BurstConfig.cloud_mode`).
 """
 
 from __future__ import annotations
 
 import reprlib
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,29 +119,48 @@ class QueueSettings(_Strict):
         return self
 
 
+class CloudMode(StrEnum):
+    """How a configured cloud is served: the real SDK provider, or the simulator's."""
+
+    REAL = "real"
+    SIMULATED = "simulated"
+
+
 class CloudSettings(_Strict):
     enabled: bool = True
-    simulated: bool = True  # False: the real SDK provider with ``settings``
+    # None: simulated exactly when the queue is (the embedded demo); a live queue gets the real
+    # provider unless the config says ``simulated: true`` itself.
+    simulated: bool | None = None
     settings: dict[str, Any] | None = None  # AwsSettings / AzureSettings
 
 
+CLOUD_NAMES = ("aws", "azure")
+
+
 class CloudsSettings(_Strict):
-    aws: CloudSettings = Field(default_factory=CloudSettings)
-    azure: CloudSettings = Field(default_factory=CloudSettings)
+    """Which clouds burst may rent from. A cloud left out is absent on a live queue (a live
+    controller never gets a fake cloud by default) and simulated on the simulated queue."""
 
-    @model_validator(mode="after")
-    def _real_settings(self) -> CloudsSettings:
-        if self.aws.enabled and not self.aws.simulated:
-            from providers.aws import AwsSettings
+    aws: CloudSettings | None = None
+    azure: CloudSettings | None = None
 
-            validate_section(("clouds", "aws", "settings"), AwsSettings, self.aws.settings or {})
-        if self.azure.enabled and not self.azure.simulated:
-            try:
-                from providers.azure import AzureSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]  # issue 11
-            except ImportError as e:  # the Azure provider lands with its own issue
-                raise ValueError("the real Azure provider is not available in this build; set azure.simulated: true") from e
-            validate_section(("clouds", "azure", "settings"), AzureSettings, self.azure.settings or {})
-        return self
+    @field_validator("aws", "azure", mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        if v is None:  # `azure:` with nothing under it: say so rather than silently drop it
+            raise ValueError("give the cloud's settings as a mapping (or leave the cloud out)")
+        return v
+
+
+def validate_cloud_settings(name: str, data: dict[str, Any] | None) -> Any:
+    """The real provider's settings model for ``clouds.<name>.settings`` (imported only here)."""
+    if name == "aws":
+        from providers.aws import AwsSettings
+
+        return validate_section(("clouds", "aws", "settings"), AwsSettings, data or {})
+    from providers.azure import AzureSettings
+
+    return validate_section(("clouds", "azure", "settings"), AzureSettings, data or {})
 
 
 class OfferSettings(_Strict):
@@ -253,7 +275,17 @@ class BurstConfig(_Strict):
                 "policy.wait_target_min must exceed default_boot_min + safety_margin_min + one tick, "
                 "or no instance can be ready in time"
             )
-        if not (self.clouds.aws.enabled or self.clouds.azure.enabled) and self.policy.burst_enabled:
+        for name in self.real_clouds():
+            c = self.cloud(name)
+            if c is None or c.settings is None:
+                raise ValueError(
+                    f"clouds.{name}: on a live queue this is the real {name} provider and needs its settings "
+                    f"(clouds.{name}.settings), or say simulated: true"
+                )
+            validate_cloud_settings(name, c.settings)
+        # A live config that names no cloud at all has nothing to burst to, which `config check`
+        # reports; naming clouds only to disable every one of them while bursting is a mistake.
+        if not self.enabled_clouds() and self.policy.burst_enabled and (self.queue.kind == "sim" or self._names_a_cloud()):
             raise ValueError("no cloud is enabled; set policy.burst_enabled: false or enable a cloud")
         if self.mirror is not None:
             from providers.mirror_service import MirrorSettings
@@ -295,8 +327,34 @@ class BurstConfig(_Strict):
     def markets(self) -> tuple[Market, ...]:
         return (Market.ON_DEMAND, Market.SPOT) if self.offers.allow_spot else (Market.ON_DEMAND,)
 
+    # ---- which clouds, and how --------------------------------------------------------------
+    def cloud(self, name: str) -> CloudSettings | None:
+        """``clouds.<name>`` as written; on the simulated queue a cloud left out is the default."""
+        c: CloudSettings | None = getattr(self.clouds, name)
+        if c is None and self.queue.kind == "sim":
+            return CloudSettings()
+        return c
+
+    def cloud_mode(self, name: str) -> CloudMode | None:
+        """REAL or SIMULATED for a cloud burst uses; None when it has no such cloud. A cloud is
+        simulated only when the queue is simulated or the config says ``simulated: true``."""
+        c = self.cloud(name)
+        if c is None or not c.enabled:
+            return None
+        simulated = self.queue.kind == "sim" if c.simulated is None else c.simulated
+        return CloudMode.SIMULATED if simulated else CloudMode.REAL
+
     def enabled_clouds(self) -> tuple[str, ...]:
-        return tuple(c for c in ("aws", "azure") if getattr(self.clouds, c).enabled)
+        return tuple(c for c in CLOUD_NAMES if self.cloud_mode(c) is not None)
+
+    def real_clouds(self) -> tuple[str, ...]:
+        return tuple(c for c in CLOUD_NAMES if self.cloud_mode(c) is CloudMode.REAL)
+
+    def simulated_clouds(self) -> tuple[str, ...]:
+        return tuple(c for c in CLOUD_NAMES if self.cloud_mode(c) is CloudMode.SIMULATED)
+
+    def _names_a_cloud(self) -> bool:
+        return any(getattr(self.clouds, c) is not None for c in CLOUD_NAMES)
 
 
 def default_config() -> BurstConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from burst.clock import WallClock
 from burst.config import BurstConfig
 from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
-from burst.errors import QueueError
+from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy
 from burst.ports import (
     AsyncMirror,
@@ -37,6 +37,7 @@ from burst.ports import (
 if TYPE_CHECKING:
     from burst.queues.slurm.adapter import SlurmQueue
     from providers.aws import AwsSettings
+    from providers.azure import AzureProvider
     from providers.mirror_service import MirrorService
 
 log = logging.getLogger("burst.wiring")
@@ -46,7 +47,8 @@ log = logging.getLogger("burst.wiring")
 class Runtime:
     """What ``burst run`` drives. ``before_tick``/``after_tick`` are the simulated world's hooks
     (move the world to the tick's time; let the simulated scheduler start work) and None on a
-    real queue."""
+    real queue; with real Azure, ``before_tick`` also re-applies the vCPU quota to the offers
+    (:func:`azure_quota_refresh`)."""
 
     config: BurstConfig
     store: Store
@@ -113,11 +115,61 @@ def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
     return aws.model_copy(update=update)
 
 
+@dataclass(frozen=True)
+class AzureAccess:
+    """How the Azure provider reaches ARM. The defaults are production's: the identity chain
+    (``DefaultAzureCredential``) and the SDK's own pipeline; tests hand in the stand-in's token
+    credential and its plain-http policy here, and nothing else of the wiring changes."""
+
+    credential: Any = None
+    client_kwargs: Mapping[str, Any] | None = None
+
+
+def build_azure(cfg: BurstConfig, access: AzureAccess | None = None) -> AzureProvider:
+    """The real Azure provider for ``clouds.azure.settings``, validated against ARM before any
+    launch (subscription, resource group, regions, subnets, images, sizes), as AWS is against
+    EC2: a ConfigError here stops `burst run` with one line."""
+    from providers.azure import AzureProvider, AzureSettings
+
+    access = access or AzureAccess()
+    settings = AzureSettings.model_validate(cfg.clouds.azure.settings if cfg.clouds.azure else {})
+    provider = AzureProvider(settings, cluster=cfg.cluster, credential=access.credential, client_kwargs=access.client_kwargs)
+    provider.validate()
+    return provider
+
+
+def azure_usable(provider: AzureProvider, offer: Offer) -> bool:
+    problem = provider.offer_problem(offer)
+    return problem is None or problem[0] == "QuotaExhausted"
+
+
+def azure_quota_refresh(controller: Controller, offers: Sequence[Offer], provider: AzureProvider) -> Callable[[Timestamp], None]:
+    """A before-tick hook: the controller's offers are ``offers`` less the Azure ones the vCPU
+    quota left cannot hold now (the provider's view of ``usage.list``, re-read every
+    ``sku_refresh_s``, counting its own launches in between), so the policy never picks one; an
+    offer whose quota frees up comes back. If ARM cannot be read, the last list stays."""
+    base = tuple(offers)
+
+    def refresh(now: Timestamp) -> None:
+        try:
+            controller.offers = tuple(o for o in base if o.cloud != "azure" or provider.supports(o))
+        except ProviderError as e:
+            log.warning("azure quota not refreshed (offers unchanged): %s", e)
+
+    return refresh
+
+
 def build_runtime(
-    cfg: BurstConfig, *, store: Store | None = None, clock: Clock | None = None, notifier: Notifier | None = None
+    cfg: BurstConfig,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    azure_access: AzureAccess | None = None,
 ) -> Runtime:
     """Compose the adapters ``cfg`` names with one ordinary :class:`Controller`. ``notifier`` is
-    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only."""
+    Slack when the CLI found a bot token (:func:`bot.notifier.slack_notifier`); None logs only.
+    ``azure_access``: see :class:`AzureAccess` (None: production's identity chain)."""
     store = store if store is not None else open_store(cfg.database_url)
     offers = offers_for(cfg)
     policy = cfg.policy_config()
@@ -155,7 +207,7 @@ def build_runtime(
         )
         queue: QueueSource = world.cluster
         challenge_queue = world.cluster  # reservations, checkpoint, hold, release, submit
-        providers = {k: v for k, v in world.providers.items() if k in cfg.enabled_clouds() and getattr(cfg.clouds, k).simulated}
+        providers = {k: v for k, v in world.providers.items() if k in cfg.simulated_clouds()}
         clock = clock or ScaledClock(TRACE_EPOCH + trace[0].submit + q.start_day * 86400.0, q.speed)
         before = world.advance_to
         after = world.after_tick
@@ -193,10 +245,10 @@ def build_runtime(
 
         # copies run off the tick; bytes, time and failures are counted for the dashboard
         async_mirror = MirrorWorker(service, copier=MeteredMirror(service))
-    if cfg.clouds.aws.enabled and not cfg.clouds.aws.simulated:
+    if "aws" in cfg.real_clouds():
         from providers.aws import AwsProvider, AwsSettings
 
-        aws = AwsSettings.model_validate(cfg.clouds.aws.settings or {})
+        aws = AwsSettings.model_validate(cfg.clouds.aws.settings if cfg.clouds.aws else {})
         if service is not None:
             aws = with_mirror_hosts(aws, service)
         aws_provider = AwsProvider(aws, cluster=cfg.cluster)
@@ -207,14 +259,24 @@ def build_runtime(
         # Offers this configuration cannot serve (no subnet in that AZ, type not offered there,
         # spot not allowed) never reach the policy, so failover moves between real options.
         offers = [o for o in offers if o.cloud != "aws" or aws_provider.supports(o)]
-    simulated_clouds = [n for n in cfg.enabled_clouds() if getattr(cfg.clouds, n).simulated]
-    if cfg.queue.kind != "sim" and simulated_clouds:
-        # Simulated clouds beside a real queue: the simulator's Provider adapter on this clock.
+    if "azure" in cfg.real_clouds():
+        azure_provider = build_azure(cfg, azure_access)
+        providers["azure"] = azure_provider
+        # Offers this configuration can never serve (size restricted for the subscription there,
+        # region not configured, spot off) never reach the policy. Quota is not a reason to drop
+        # an offer for the daemon's lifetime: it frees up as VMs go, and the provider refuses a
+        # launch the quota left cannot hold before any PUT (a QuotaError, backed off).
+        offers = [o for o in offers if o.cloud != "azure" or azure_usable(azure_provider, o)]
+    if cfg.queue.kind != "sim" and cfg.simulated_clouds():
+        # Simulated clouds beside a real queue, only where the config asks for them by name
+        # (`simulated: true`): the simulator's Provider adapter on this clock.
         from burst.sim.cloud import SimProvider
 
-        for name in simulated_clouds:
+        for name in cfg.simulated_clouds():
             providers[name] = SimProvider(name, cfg.cluster, clock)
     from burst.ondemand.quota import hold_over_quota
+
+    log.info("clouds: %s", ", ".join(f"{n} {cfg.cloud_mode(n)}" for n in cfg.enabled_clouds()) or "none")
     from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
@@ -242,6 +304,18 @@ def build_runtime(
         user_data_for=make_user_data_for(store, od.ssh_user),
         request_gate=functools.partial(hold_over_quota, store, od),
     )
+    if "azure" in cfg.real_clouds():
+        refresh = azure_quota_refresh(controller, controller.offers, azure_provider)
+        world_before = before
+        if world_before is None:
+            before = refresh
+        else:  # a simulated queue beside real Azure: move the world, then look at the quota
+
+            def before(now: Timestamp) -> None:
+                world_before(now)
+                refresh(now)
+
+        refresh(clock.now())  # the first tick already sees the quota
     return Runtime(
         cfg, store, queue, providers, controller, clock, before, after, tick_wall,
         closeables=tuple(closeables), prewarmer=service,

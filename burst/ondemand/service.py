@@ -176,6 +176,9 @@ class OnDemandService:
         )
         self._models = {o.gpu_model.lower(): o.gpu_model for o in self.offers}
         self._regions = {o.region for o in self.offers}
+        # The clouds this cluster really has (the config's, through its offers): a request on any
+        # other is refused by name, never queued for a cloud no controller can reach.
+        self._clouds = tuple(c for c in settings.allowed_clouds if any(o.cloud == c for o in self.offers))
         self.clock = clock
         self.notifier = notifier
         self._is_admin = is_admin
@@ -281,6 +284,10 @@ class OnDemandService:
             raise ServiceError(f"Duration must be more than 0 and at most {fmt_hours(s.max_hours)}.")
         if args.cloud and args.cloud not in s.allowed_clouds:
             raise ServiceError(f"Cloud must be one of: {', '.join(s.allowed_clouds)}.")
+        if args.cloud and args.cloud not in self._clouds:
+            raise ServiceError(
+                f"`{args.cloud}` is not configured on this cluster. Configured clouds: {', '.join(self._clouds) or 'none'}."
+            )
         if args.region and args.region not in self._regions:
             raise ServiceError("Unknown or not allowed region.")
         return RequestArgs(args.gpus, model, hours, args.cloud, args.region, args.spot, clean_text(args.note))

@@ -126,10 +126,11 @@ def tag(raw: Mapping[str, Any], key: str) -> str:
 class ControllerProcess:
     """``burst run --config ...`` as a real subprocess; stderr goes to a log file."""
 
-    def __init__(self, config: Path, log_dir: Path, *, crash_points: str = "") -> None:
+    def __init__(self, config: Path, log_dir: Path, *, crash_points: str = "", argv: list[str] | None = None) -> None:
         self.config = config
         self.log_dir = log_dir
         self.crash_points = crash_points
+        self.argv = argv  # another controller command line (a driver script); default `burst run`
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: Path | None = None
         self.generation = 0
@@ -153,7 +154,7 @@ class ControllerProcess:
         self.generation += 1
         self.log = self.log_dir / f"controller-{self.generation:03d}.log"
         # The `burst` entry point (burst.cli:main), run by this interpreter over this checkout.
-        cmd = [sys.executable, "-c", "from burst.cli import main; main()", "run", "--config", str(self.config)]
+        cmd = self.argv or [sys.executable, "-c", "from burst.cli import main; main()", "run", "--config", str(self.config)]
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
                 cmd,
@@ -266,14 +267,21 @@ class PlayedCluster:
         """Jobs that have arrived and are neither running nor done: work that needs capacity."""
         return self.submitted - self.completed - set(self.ends)
 
-    def step(self) -> None:
-        now = time.time()
-        live: dict[str, dict[str, Any]] = {}  # burst id -> running instance
+    def running(self) -> dict[str, str]:
+        """Burst id -> instance type of every instance the cloud runs for the cluster (EC2 here;
+        the Azure chaos test plays the same cluster over the ARM stand-in)."""
+        live: dict[str, str] = {}
         for raw in cluster_instances(self.ec2):
             bid = tag(raw, TAG_ID)
             if bid and raw["State"]["Name"] == "running":
-                live[bid] = raw
-                self.running_since.setdefault(bid, now)
+                live[bid] = str(raw["InstanceType"])
+        return live
+
+    def step(self) -> None:
+        now = time.time()
+        live = self.running()  # burst id -> instance type
+        for bid in live:
+            self.running_since.setdefault(bid, now)
         specs = {j.id: j for j in self.jobs}
 
         def fn(doc: dict[str, Any]) -> None:
@@ -316,10 +324,10 @@ class PlayedCluster:
                     pending.append({"id": r["id"], "gpus": r["gpus"], "submit_time": r["submit_time"],
                                     "may_burst": True, "team": "chaos"})
             # joins, after the boot time
-            for bid, raw in sorted(live.items()):
+            for bid, itype in sorted(live.items()):
                 if bid in by_name or bid in self.left or bid in self.ignore or now - self.running_since[bid] < self.boot_s:
                     continue
-                n = {"name": bid, "gpus": self._gpus(raw["InstanceType"]), "gpus_used": 0, "running_jobs": 0,
+                n = {"name": bid, "gpus": self._gpus(itype), "gpus_used": 0, "running_jobs": 0,
                      "schedulable": True, "instance_id": bid}
                 nodes.append(n)
                 by_name[bid] = n
