@@ -63,7 +63,20 @@ def wait_figures(waits_s: Sequence[float]) -> dict[str, float]:
     }
 
 
+def cost_ratio(run: PolicyRun, runs: Sequence[PolicyRun], reference: str = "clairvoyant") -> float | None:
+    """``run``'s cloud dollars over the reference's; None without a reference that spends, or
+    for a run that spends nothing (nothing to compare)."""
+    ref = next((r for r in runs if r.name == reference), None)
+    ref_usd = float(ref.figures.get("cloud_usd") or 0.0) if ref is not None else 0.0
+    usd = float(run.figures.get("cloud_usd") or 0.0)
+    if ref_usd <= 0.0 or usd <= 0.0:
+        return None
+    return usd / ref_usd
+
+
 def render_table(runs: Sequence[PolicyRun], title: str) -> Any:
+    """The comparison table; with a ``clairvoyant`` run, a last column gives each policy's
+    cloud dollars over the reference's (its own max wait, within the target, is in its row)."""
     from rich.table import Table
 
     t = Table(title=title)
@@ -74,11 +87,17 @@ def render_table(runs: Sequence[PolicyRun], title: str) -> Any:
     columns = COLUMNS + ((("unfinished", "unfinished", "{:,}"),) if any(unfinished(r) for r in runs) else ())
     for _, head, _ in columns:
         t.add_column(head, justify="right")
+    with_ratio = any(r.name == "clairvoyant" for r in runs)
+    if with_ratio:
+        t.add_column("vs clairvoyant", justify="right")
     for r in runs:
         row = [r.name]
         for key, _, fmt in columns:
             v = r.figures.get(key)
             row.append("-" if v is None else fmt.format(v))
+        if with_ratio:
+            ratio = cost_ratio(r, runs)
+            row.append("-" if ratio is None else f"{ratio:.3f}x")
         t.add_row(*row)
     return t
 
