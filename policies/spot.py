@@ -1,0 +1,212 @@
+"""Spot done properly: interruption notices and the price of reclaims. Pure.
+
+**Notices.** A burst node's own agent (:mod:`burst.agent`) reads the cloud's interruption notice
+(AWS instance metadata ``spot/instance-action``: two minutes; Azure Scheduled Events ``Preempt``:
+about 30 s) and drains its scheduler node with the reason :func:`notice_reason`
+(``burst:spot-reclaim at <reclaim time, UTC ISO 8601>``). The controller sees that reason in its
+ordinary observation of the queue (node label ``reason``, which the Slurm adapter and the
+simulated cluster report) and :func:`plan_notices` says what to do:
+
+1. on first sight (instance still JOINED): send the checkpoint signal to every job running on the
+   node, and mark the instance DRAINING (audited);
+2. once ``now >= reclaim_at - requeue_margin_s`` (so the jobs had the lead time, less the
+   margin, to write their checkpoint): requeue them: hold, release, and give each its original
+   priority back, so it is not sent to the back of its team's line (the simulated cluster orders
+   by priority then original submission; Slurm keeps the explicit priority).
+
+``requeue_margin_s`` is at least one controller tick, so some tick always falls between it and
+the reclaim. Stateless on purpose: what was done follows from the instance's state and from the
+queue (a requeued job no longer runs on the node), so a restarted controller neither repeats
+nor skips a step.
+
+**Capacity that is leaving.** :func:`leaving_view` removes noticed instances and their nodes
+from what overflow and scale-in see: overflow must not count the node as capacity (nor take it
+back from draining with an Undrain), so the requeued work launches a replacement at once when
+its wait target needs it (it keeps its original submit time, so it is usually past the
+threshold); scale-in leaves it to the reclaim, after which the reconcile closes it as LOST.
+
+**The price of reclaims.** :func:`reclaim_factor` turns an offer's observed reclaims per
+instance-hour (with a prior, so one early reclaim does not condemn an offer) into a multiplier
+on its price: each reclaim costs the work lost since the last checkpoint plus a reboot and
+requeue. Offer selection ranks spot offers by ``price x factor``; an offer whose observed
+reclaims make that dearer than on-demand is therefore not preferred.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from burst.domain import Instance, InstanceState, Job, Market, Node, Offer, Timestamp
+
+NOTICE_PREFIX = "burst:spot-reclaim"
+_NOTICE_RE = re.compile(r"^burst:spot-reclaim at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+
+# How long each cloud warns before it takes a spot instance back.
+NOTICE_LEAD_S: Mapping[str, float] = {"aws": 120.0, "azure": 30.0}
+
+
+def notice_reason(reclaim_at: Timestamp) -> str:
+    """The scheduler drain reason the node agent writes: ``burst:spot-reclaim at <UTC ISO>Z``."""
+    return f"{NOTICE_PREFIX} at {datetime.fromtimestamp(reclaim_at, UTC).strftime('%Y-%m-%dT%H:%M:%S')}Z"
+
+
+def parse_notice(reason: str) -> Timestamp | None:
+    """The reclaim time in a drain reason written by :func:`notice_reason`; None for any other
+    reason (an admin's drain, burst's own idle drain)."""
+    m = _NOTICE_RE.match(reason.strip())
+    if m is None:
+        return None
+    return datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp()
+
+
+def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:
+    """instance id -> reclaim time, for burst nodes whose drain reason is a spot notice."""
+    out: dict[str, Timestamp] = {}
+    for n in nodes:
+        if n.instance_id and not n.schedulable:
+            at = parse_notice(n.labels.get("reason", ""))
+            if at is not None:
+                out[n.instance_id] = at
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeSettings:
+    enabled: bool = True
+    requeue_margin_s: float = 45.0  # requeue this long before the reclaim (>= one tick)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStep:
+    """First sight of a notice: signal the jobs, mark the instance DRAINING."""
+
+    instance_id: str
+    node: str
+    reclaim_at: Timestamp
+    job_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueStep:
+    """Hold then release the jobs, and give each its original priority back (same order)."""
+
+    instance_id: str
+    node: str
+    reclaim_at: Timestamp
+    job_ids: tuple[str, ...]
+    priorities: tuple[int, ...]
+    reason: str
+
+
+NoticeStep = CheckpointStep | RequeueStep
+
+
+@dataclass(frozen=True, slots=True)
+class NoticePlan:
+    steps: tuple[NoticeStep, ...] = ()
+    wake_at: Timestamp | None = None
+
+
+def plan_notices(
+    now: Timestamp,
+    instances: Sequence[Instance],
+    nodes: Sequence[Node],
+    running: Sequence[Job],
+    settings: NoticeSettings = NoticeSettings(),
+) -> NoticePlan:
+    """What to do about spot notices this tick (see the module docstring). Jobs are listed
+    oldest first (submission, then id), so a requeue hands them back in their line's order."""
+    if not settings.enabled:
+        return NoticePlan()
+    seen = noticed(nodes)
+    if not seen:
+        return NoticePlan()
+    node_by_instance = {n.instance_id: n for n in nodes if n.instance_id}
+    steps: list[NoticeStep] = []
+    wakes: list[float] = []
+    for inst in sorted(instances, key=lambda i: i.id):
+        at = seen.get(inst.id)
+        if at is None or inst.state not in (InstanceState.JOINED, InstanceState.DRAINING):
+            continue
+        node = node_by_instance[inst.id]
+        jobs = sorted((j for j in running if node.name in j.node_names), key=lambda j: (j.submit_time, j.id))
+        ids = tuple(j.id for j in jobs)
+        requeue_at = at - settings.requeue_margin_s
+        when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%SZ")
+        if inst.state is InstanceState.JOINED:
+            steps.append(CheckpointStep(
+                inst.id, node.name, at, ids,
+                f"spot reclaim notice for {node.name} (reclaim at {when}): checkpoint {len(ids)} job(s), drain",
+            ))
+        if ids and now >= requeue_at:
+            steps.append(RequeueStep(
+                inst.id, node.name, at, ids, tuple(j.priority for j in jobs),
+                f"spot reclaim of {node.name} at {when}: requeue {len(ids)} job(s) at their original priority",
+            ))
+        elif ids:
+            wakes.append(requeue_at)
+    return NoticePlan(tuple(steps), min(wakes) if wakes else None)
+
+
+def leaving_view(
+    nodes: tuple[Node, ...], instances: tuple[Instance, ...]
+) -> tuple[tuple[Node, ...], tuple[Instance, ...]]:
+    """Nodes and instances without those under a spot notice: capacity that is leaving."""
+    gone = noticed(nodes)
+    if not gone:
+        return nodes, instances
+    return (
+        tuple(n for n in nodes if n.instance_id not in gone),
+        tuple(i for i in instances if i.id not in gone),
+    )
+
+
+# ---- the price of reclaims -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimHistory:
+    """What one offer's spot instances did: reclaims seen over instance-hours run."""
+
+    reclaims: int = 0
+    hours: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimCostModel:
+    """``prior_reclaims`` over ``prior_hours`` is the rate assumed before anything is observed
+    (one reclaim per 72 h, the simulator's B1 spot model). ``lost_work_h`` is the work lost per
+    reclaim beyond what is saved (half the simulated checkpoint interval of 30 min when the
+    notice is missed; the notice's checkpoint makes it smaller); ``reboot_h`` the time a
+    requeued job waits and a replacement boots, paid again."""
+
+    prior_reclaims: float = 1.0
+    prior_hours: float = 72.0
+    lost_work_h: float = 0.25
+    reboot_h: float = 0.1
+
+
+def reclaim_rate(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()) -> float:
+    """Reclaims per instance-hour: observed counts smoothed by the prior."""
+    return (h.reclaims + model.prior_reclaims) / max(1e-9, h.hours + model.prior_hours)
+
+
+def reclaim_factor(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()) -> float:
+    """Paid hours per useful hour on this offer: ``1 + rate x (lost work + reboot)``."""
+    return 1.0 + reclaim_rate(h, model) * (model.lost_work_h + model.reboot_h)
+
+
+def reclaim_factors(
+    offers: Iterable[Offer], history: Mapping[str, ReclaimHistory], model: ReclaimCostModel = ReclaimCostModel()
+) -> dict[str, float]:
+    """offer key -> :func:`reclaim_factor`, for every spot offer."""
+    return {o.key: reclaim_factor(history.get(o.key, ReclaimHistory()), model) for o in offers if o.market is Market.SPOT}
+
+
+def expected_price_per_gpu_hour(offer: Offer, factor: float) -> float:
+    """What a useful GPU-hour costs on the offer once reclaims are paid for."""
+    return offer.price_per_gpu_hour * (factor if offer.market is Market.SPOT else 1.0)
