@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from burst.domain import Instance, InstanceState, Job, Market, Node, Offer, Timestamp
 
@@ -48,9 +47,42 @@ _NOTICE_RE = re.compile(r"^burst:spot-reclaim at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d
 NOTICE_LEAD_S: Mapping[str, float] = {"aws": 120.0, "azure": 30.0}
 
 
+def utc_iso(t: Timestamp) -> str:
+    """POSIX seconds -> ``YYYY-MM-DDTHH:MM:SS`` (UTC, whole seconds). Integer calendar arithmetic
+    (H. Hinnant's civil_from_days): policies read no clock and import no datetime."""
+    secs = int(t // 1)
+    days, rem = divmod(secs, 86400)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}T{rem // 3600:02d}:{rem % 3600 // 60:02d}:{rem % 60:02d}"
+
+
+def parse_utc_iso(text: str) -> Timestamp:
+    """``YYYY-MM-DDTHH:MM:SS[.fff]`` (UTC) -> POSIX seconds (days_from_civil). Raises ValueError."""
+    date, _, clock = text.partition("T")
+    y, m, d = (int(x) for x in date.split("-"))
+    hh, mm, ss = clock.split(":")
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        raise ValueError(f"not a date: {text!r}")
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + int(hh) * 3600 + int(mm) * 60 + float(ss)
+
+
 def notice_reason(reclaim_at: Timestamp) -> str:
     """The scheduler drain reason the node agent writes: ``burst:spot-reclaim at <UTC ISO>Z``."""
-    return f"{NOTICE_PREFIX} at {datetime.fromtimestamp(reclaim_at, UTC).strftime('%Y-%m-%dT%H:%M:%S')}Z"
+    return f"{NOTICE_PREFIX} at {utc_iso(reclaim_at)}Z"
 
 
 def parse_notice(reason: str) -> Timestamp | None:
@@ -59,7 +91,10 @@ def parse_notice(reason: str) -> Timestamp | None:
     m = _NOTICE_RE.match(reason.strip())
     if m is None:
         return None
-    return datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp()
+    try:
+        return parse_utc_iso(m.group(1))
+    except ValueError:
+        return None
 
 
 def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:
@@ -136,7 +171,7 @@ def plan_notices(
         jobs = sorted((j for j in running if node.name in j.node_names), key=lambda j: (j.submit_time, j.id))
         ids = tuple(j.id for j in jobs)
         requeue_at = at - settings.requeue_margin_s
-        when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%SZ")
+        when = utc_iso(at)[11:] + "Z"
         if inst.state is InstanceState.JOINED:
             steps.append(CheckpointStep(
                 inst.id, node.name, at, ids,
