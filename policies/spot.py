@@ -28,7 +28,7 @@ threshold); scale-in leaves it to the reclaim, after which the reconcile closes 
 **The price of reclaims.** :func:`reclaim_factor` turns an offer's observed reclaims per
 instance-hour (with a prior, so one early reclaim does not condemn an offer) into a multiplier
 on its price: each reclaim costs the work lost since the last checkpoint plus a reboot and
-requeue. Offer selection ranks spot offers by ``price x factor``; an offer whose observed
+requeue, and the useful share of the paid time shrinks accordingly. Offer selection ranks spot offers by ``price x factor``; an offer whose observed
 reclaims make that dearer than on-demand is therefore not preferred.
 """
 
@@ -230,9 +230,16 @@ def reclaim_rate(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()
     return (h.reclaims + model.prior_reclaims) / max(1e-9, h.hours + model.prior_hours)
 
 
+MAX_FACTOR = 1000.0
+
+
 def reclaim_factor(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()) -> float:
-    """Paid hours per useful hour on this offer: ``1 + rate x (lost work + reboot)``."""
-    return 1.0 + reclaim_rate(h, model) * (model.lost_work_h + model.reboot_h)
+    """Paid hours per useful hour on this offer. Reclaims at rate ``r`` per hour, each costing
+    ``c = lost work + reboot`` hours, leave ``1 - r c`` of the paid time useful, so the factor is
+    ``1 / (1 - r c)``: about ``1 + r c`` when reclaims are rare, and without bound (capped at
+    :data:`MAX_FACTOR`) as reclaims come faster than a job can get back to where it was."""
+    useful = 1.0 - reclaim_rate(h, model) * (model.lost_work_h + model.reboot_h)
+    return MAX_FACTOR if useful <= 1.0 / MAX_FACTOR else 1.0 / useful
 
 
 def reclaim_factors(

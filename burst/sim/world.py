@@ -68,6 +68,7 @@ class SimWorld:
         self.clock = VirtualClock(TRACE_EPOCH + self.trace[0].submit)
         self.waits: list[float] = []
         self.cloud_gpu_s_used = 0.0
+        self.reclaim_lost_gpu_s = 0.0  # GPU-seconds of work lost with jobs still on a reclaimed node
         self.cluster = SimCluster(
             settings.nodes, settings.gpus_per_node, settings.gpu_model, on_start=self._on_start, on_finish=self._on_finish
         )
@@ -129,6 +130,10 @@ class SimWorld:
                 sj = self.cluster._running.get(jid)
                 if sj is not None and sj.start is not None and sj.cloud:
                     self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
+                    if inst.interrupted:
+                        # requeued by the node's removal: this run's work is lost (the cautious
+                        # model of the simulator: no restart from a periodic checkpoint)
+                        self.reclaim_lost_gpu_s += (now - sj.start) * sj.trace.gpus
             self.cluster.remove_node(name)
 
     # ---- moving the world ----------------------------------------------------------------------
