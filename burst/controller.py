@@ -64,9 +64,24 @@ from burst.ports import Mirror as MirrorPort
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.grand_challenge import ChallengeSettings, overflow_view
-from policies.reconcile import NOTHING, BootSample, Decision, ReconcileSettings, Transition, reconcile_instance
+from policies.reconcile import (
+    NOTHING,
+    BootSample,
+    Decision,
+    ReconcileSettings,
+    Transition,
+    reconcile_instance,
+)
 from policies.requests import ACTIVE_REQUEST_STATES
-from policies.spot import CheckpointStep, NoticeSettings, ReclaimHistory, RequeueStep, leaving_view, noticed, plan_notices
+from policies.spot import (
+    CheckpointStep,
+    NoticeSettings,
+    ReclaimHistory,
+    RequeueStep,
+    leaving_view,
+    noticed,
+    plan_notices,
+)
 
 log = logging.getLogger("burst.controller")
 
