@@ -115,10 +115,16 @@ def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None,
     else:
         od = run_policies(trace, ("burst",), settings=SimSettings(nodes=nodes), offers=b1_offers())[0].figures
     cfg = PolicyConfig(name="burst", selection=SelectionConfig(allow_spot=True, weigh_reclaims=True))
-    sim = Simulation(trace, cfg, settings=SimSettings(nodes=nodes, spot_interrupt_mean_s=SPOT_MEAN_H * 3600, spot_notices=True),
-                     offers=b1_offers(spot=True))
-    res = sim.run()
-    fig = res.figures()
+
+    def spot_sim(notices: bool) -> tuple[Simulation, dict[str, float | int | str]]:
+        settings = SimSettings(nodes=nodes, spot_interrupt_mean_s=SPOT_MEAN_H * 3600, spot_notices=notices)
+        sim = Simulation(trace, cfg, settings=settings, offers=b1_offers(spot=True))
+        return sim, sim.run().figures()
+
+    # Same settings and seeds; the one difference is whether reclaims are announced (the draws
+    # differ as soon as the two runs launch differently).
+    blind, blind_fig = spot_sim(False)
+    sim, fig = spot_sim(True)
     notices = sum(p.notices for p in sim.providers.values())
     spot_audit = sim.store.audit_rows(kind="spot", limit=100_000)
     requeued = sum(len(r.data.get("jobs", ())) for r in spot_audit if r.action == "requeue")
@@ -131,6 +137,11 @@ def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None,
         "reclaims": fig["interruptions"], "notices": notices, "jobs_requeued_on_notice": requeued,
         "requeues": fig["requeues"], "work_lost_gpu_h": (sim.cluster.lost_gpu_seconds + sim.world.reclaim_lost_gpu_s) / 3600.0,
         "unfinished": fig["unfinished"], "policy": fig,
+        "without_notices": {
+            "spot_usd": blind_fig["cloud_usd"], "p95_wait_min": blind_fig["p95_wait_min"],
+            "max_wait_min": blind_fig["max_wait_min"], "reclaims": blind_fig["interruptions"],
+            "requeues": blind_fig["requeues"], "work_lost_gpu_h": blind.world.reclaim_lost_gpu_s / 3600.0,
+        },
     }
     console.print(
         f"  B1 spot with notices, {nodes} nodes (reclaims: mean {SPOT_MEAN_H} h, AWS 120 s / Azure 30 s notice): "
@@ -138,6 +149,10 @@ def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None,
         f"p95 {float(fig['p95_wait_min']):.1f} min, max {float(fig['max_wait_min']):.1f} min; "
         f"{fig['interruptions']} reclaims, {requeued} job(s) requeued on notice, "
         f"{found['work_lost_gpu_h']:.1f} GPU-h of work lost"
+    )
+    console.print(
+        f"  same reclaims unannounced: ${float(blind_fig['cloud_usd']):,.0f}, p95 {float(blind_fig['p95_wait_min']):.1f} min, "
+        f"{blind_fig['requeues']} job(s) requeued by the scheduler, {blind.world.reclaim_lost_gpu_s / 3600.0:.1f} GPU-h of work lost"
     )
     return found
 
