@@ -75,6 +75,10 @@ def test_notice_checkpoints_drains_requeues_and_replaces_before_the_reclaim(clou
     hist = [r.action for r in reversed(sim.store.audit_rows(subject=first.id, kind="instance", limit=20))]
     assert "joined->draining" in hist and "draining->lost" in hist and hist[-1] == "lost->terminated"
     assert sim.controller.last is not None and not sim.controller.last.executed.errors
+    # The reclaim is evidence against the offer (policies/spot.py reclaim factor).
+    seen = sim.controller.reclaim_history()[first.offer_key]
+    assert seen.reclaims == 1 and seen.hours > 50 / 60
+    assert sim.controller.build_snapshot(t, sim.cluster.snapshot()).reclaims[first.offer_key] == seen
     # A replacement was launched before the reclaim, for B.
     repl = [i for i in sim.store.instances() if i.id != first.id and "B" in i.for_jobs]
     assert repl and min(i.created_at for i in repl) < reclaim_at
