@@ -33,6 +33,7 @@ from burst.domain import (
     GrandChallenge,
     Instance,
     InstanceState,
+    Market,
     Node,
     Offer,
     Plan,
@@ -63,8 +64,24 @@ from burst.ports import Mirror as MirrorPort
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.grand_challenge import ChallengeSettings, overflow_view
-from policies.reconcile import NOTHING, BootSample, Decision, ReconcileSettings, reconcile_instance
+from policies.reconcile import (
+    NOTHING,
+    BootSample,
+    Decision,
+    ReconcileSettings,
+    Transition,
+    reconcile_instance,
+)
 from policies.requests import ACTIVE_REQUEST_STATES
+from policies.spot import (
+    CheckpointStep,
+    NoticeSettings,
+    ReclaimHistory,
+    RequeueStep,
+    leaving_view,
+    noticed,
+    plan_notices,
+)
 
 log = logging.getLogger("burst.controller")
 
@@ -122,6 +139,7 @@ class Controller:
         user_data_for: UserDataFn | None = None,
         budget_for: BudgetFn | None = None,
         request_gate: Callable[[Timestamp], object] | None = None,
+        spot_notices: NoticeSettings = NoticeSettings(),
     ) -> None:
         """The queue's and the mirror's optional capabilities are handed over explicitly by the
         wiring (None when the adapter lacks them); the controller never probes an adapter:
@@ -130,7 +148,10 @@ class Controller:
         * ``gang_hold``: the queue's gang registration hold (Kubernetes);
         * ``challenge_queue``: the queue's reservations, checkpoint, hold, release and submit,
           with which the tick runs grand challenges (:mod:`burst.grand_challenge`); None on a
-          queue that cannot, and then no challenge advances.
+          queue that cannot, and then no challenge advances. Spot notices use the same
+          capability (checkpoint, hold, release, set_priority) to requeue work off a node that
+          is about to be reclaimed; without it a noticed node is only drained, and its work is
+          left to the scheduler's own requeue.
         """
         self.cluster = cluster
         self.queue = queue
@@ -172,6 +193,11 @@ class Controller:
         )
         self.last: TickResult | None = None
         self.request_gate = request_gate
+        self.spot_notices = spot_notices
+        self._preempt = challenge_queue
+        # Spot offer key -> [reclaims, instance-hours] seen by this controller (the reclaim
+        # factor's evidence, policies/spot.py). In memory: a restart starts again from the prior.
+        self._reclaims: dict[str, list[float]] = {}
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -188,6 +214,16 @@ class Controller:
         # 2. mirror external state into the store
         res = TickResult(now, Plan(), None)
         self._reconcile(now, qs, cloud, unobserved, res)
+        if self._spot_notices(now, qs, res):
+            # Work was requeued off a node that is leaving: decide on the queue as it is now, so
+            # a replacement launches this tick, before the reclaim, and not one tick later.
+            try:
+                qs = self.queue.snapshot()
+            except QueueError as e:
+                log.warning("tick %.0f: queue unreadable after a spot requeue, not acting: %s", now, e)
+                res.skipped = f"queue: {e}"
+                self.last = res
+                return res
         active: Sequence[GrandChallenge] = ()
         if self.challenges is not None:
             # Grand challenges step forward on the same observation (notices, reservation,
@@ -306,6 +342,8 @@ class Controller:
             for step in d.steps:
                 if isinstance(step, BootSample):
                     self._boots.append(step.seconds)
+                elif isinstance(step, Transition) and inst.market is Market.SPOT:
+                    self._count_reclaim(inst, step, now)
         # The executor owns the writes and calls; its outcomes and errors are this tick's too.
         self.executor.apply_reconciled(decided, now, res.executed)
         # Orphans: tagged instances of this cluster that the store does not know as live.
@@ -350,6 +388,61 @@ class Controller:
                 self._orphan_seen.pop(c.cloud_id, None)
                 res.orphans_terminated.append(c.cloud_id)
 
+    # ---- spot ----------------------------------------------------------------------------------
+    def _count_reclaim(self, inst: Instance, step: Transition, now: Timestamp) -> None:
+        """A spot instance's end, as evidence for its offer's reclaim rate: LOST counts a reclaim;
+        reaching TERMINATED adds its hours (both happen, LOST first, for a reclaimed one)."""
+        seen = self._reclaims.setdefault(inst.offer_key, [0, 0.0])
+        if step.to is InstanceState.LOST:
+            seen[0] += 1
+        elif step.to is InstanceState.TERMINATED and inst.launched_at is not None:
+            end = inst.terminated_at if inst.terminated_at is not None else now
+            seen[1] += max(0.0, end - inst.launched_at) / 3600.0
+
+    def reclaim_history(self) -> dict[str, ReclaimHistory]:
+        return {k: ReclaimHistory(int(v[0]), float(v[1])) for k, v in self._reclaims.items()}
+
+    def _spot_notices(self, now: Timestamp, qs: QueueSnapshot, res: TickResult) -> bool:
+        """Act on spot interruption notices that node agents reported through the scheduler
+        (:func:`policies.spot.plan_notices` decides; every step is audited before it is taken).
+        A queue error leaves the step to the next tick: the plan is stateless, so nothing is
+        repeated that already happened and nothing is skipped. True when work was requeued."""
+        if not self.spot_notices.enabled or not noticed(qs.nodes):
+            return False  # the common case: one pass over the nodes, no store read
+        plan = plan_notices(now, self.store.live_instances(), qs.nodes, qs.running, self.spot_notices)
+        if plan.wake_at is not None:
+            res.due(plan.wake_at)
+        st, q = self.store, self._preempt
+        requeued = False
+        for step in plan.steps:
+            data = {"node": step.node, "reclaim_at": step.reclaim_at, "jobs": list(step.job_ids)}
+            try:
+                if isinstance(step, CheckpointStep):
+                    st.audit(at=now, actor="controller", kind="spot", subject=step.instance_id,
+                             action="notice", reason=step.reason, data=data)
+                    if q is not None and step.job_ids:
+                        q.checkpoint(step.job_ids)
+                        st.audit(at=now, actor="controller", kind="spot", subject=step.instance_id,
+                                 action="checkpoint", reason=f"checkpoint signal to {', '.join(step.job_ids)}", data=data)
+                    st.transition_instance(step.instance_id, InstanceState.DRAINING, now=now, actor="controller",
+                                           reason=step.reason)
+                elif isinstance(step, RequeueStep):
+                    if q is None:
+                        continue  # no preemption capability: the scheduler requeues after the reclaim
+                    st.audit(at=now, actor="controller", kind="spot", subject=step.instance_id,
+                             action="requeue", reason=step.reason,
+                             data={**data, "priorities": list(step.priorities)})
+                    q.hold(step.job_ids)
+                    q.release(step.job_ids)
+                    for jid, prio in zip(step.job_ids, step.priorities, strict=True):
+                        if prio > 0:  # Slurm: priority=0 would hold the job again
+                            q.set_priority(jid, prio)
+                    requeued = True
+            except QueueError as e:
+                log.warning("spot notice step for %s failed, retried next tick: %s", step.instance_id, e)
+                res.executed.errors.append(f"{step.instance_id}: spot notice: {e}")
+        return requeued
+
     def _orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
         """When an orphan was first seen, kept in the store too: a controller that restarts (or
         crash-loops) must not restart every orphan's grace period, or it never collects them."""
@@ -376,6 +469,8 @@ class Controller:
         """The policy's view. ``challenges`` (the active grand challenges) hide their held jobs
         and reserved nodes from overflow (:func:`policies.grand_challenge.overflow_view`)."""
         pending, nodes = overflow_view(challenges, qs.pending, qs.nodes) if challenges else (qs.pending, qs.nodes)
+        # Nodes under a spot notice are capacity that is leaving (policies/spot.py).
+        nodes, live = leaving_view(nodes, tuple(self.store.live_instances()))
         spend = SpendView()
         if self.caps.month_usd or self.caps.day_usd:
             spend = SpendView(
@@ -391,7 +486,7 @@ class Controller:
             pending=pending,
             running=qs.running,
             nodes=nodes,
-            instances=tuple(self.store.live_instances()),
+            instances=live,
             offers=self.offers,
             backoff_until={k: b.until for k, b in backoffs.items()},
             disabled_providers=frozenset(self.disabled),
@@ -399,6 +494,7 @@ class Controller:
             mirrored=frozenset(self._mirrored),
             boot_estimate_s=self.boot_estimate(),
             requests=tuple(self.store.requests(states=ACTIVE_REQUEST_STATES)),
+            reclaims=self.reclaim_history() if self._reclaims else {},
         )
 
     def boot_estimate(self) -> float | None:

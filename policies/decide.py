@@ -18,6 +18,8 @@ jobs), and every ordering has a total tie-break.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from burst.domain import (
     Action,
     Drain,
@@ -41,6 +43,7 @@ from policies.packing import Bin, pack_small_jobs
 from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
 from policies.selection import Context, Need, Ranker
+from policies.spot import reclaim_factors
 
 
 def _launch_reason(jobs: tuple[Job, ...], offer: Offer, now: float, threshold_s: float) -> str:
@@ -154,6 +157,8 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     launches: list[Launch] = []
     if ov.burst or ov.gang_topups:
         ctx = Context(now, snap.backoff_until, snap.disabled_providers, cfg.selection.prefer_spot_discount)
+        if cfg.selection.allow_spot and cfg.selection.weigh_reclaims:
+            ctx = replace(ctx, spot_factor=reclaim_factors(snap.offers, snap.reclaims, cfg.selection.reclaim_cost))
         ranker = Ranker(snap.offers, ctx)
         allow_spot = cfg.selection.allow_spot
         # No tick launches more than max_launches_per_tick instances, so only the oldest work

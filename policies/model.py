@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
+from policies.spot import ReclaimCostModel, ReclaimHistory
 
 
 def _empty() -> Mapping[str, float]:
@@ -45,6 +46,7 @@ class Snapshot:
     mirrored: frozenset[tuple[str, str, str]] = frozenset()  # (image, cloud, region) present
     boot_estimate_s: float | None = None  # learnt launch-to-joined time; None: no history yet
     requests: tuple[OnDemandRequest, ...] = ()  # active on-demand requests (policies/requests.py)
+    reclaims: Mapping[str, ReclaimHistory] = field(default_factory=dict)  # spot offer key -> history
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ class SelectionConfig:
     gang_gpus_per_node: int = 8
     allow_spot: bool = False
     prefer_spot_discount: float = 0.3  # spot must be this much cheaper to be chosen first
+    # Rank spot offers by price x reclaim factor from their observed reclaims (policies/spot.py)
+    # instead of the flat prefer_spot_discount. Off by default: existing spot choices unchanged.
+    weigh_reclaims: bool = False
+    reclaim_cost: ReclaimCostModel = ReclaimCostModel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,17 @@ reads a clock.
 Chain: ``fits`` (GPU count, model, memory) -> ``not_disabled`` (providers with a permanent
 error) -> ``not_backed_off`` (offers cooling down after capacity/quota errors) ->
 ``cheapest_per_gpu_hour`` (ties broken by hourly price, then the offer key, so the order is
-total and the plan deterministic). Failing over is just the next offer in this order: another
+total and the plan deterministic). A spot offer is ranked by its price times its reclaim factor
+(``Context.spot_factor``, from :func:`policies.spot.reclaim_factors`: observed reclaims make it
+dearer) when the decision has one, else by its price over ``1 - spot_discount``. Failing over is just the next offer in this order: another
 zone, then another region, then another type, then another cloud, by price.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from burst.domain import Job, Market, Offer, Timestamp
 
@@ -40,6 +43,9 @@ class Context:
     backoff_until: Mapping[str, float]
     disabled_providers: frozenset[str]
     spot_discount: float = 0.3
+    # offer key -> paid hours per useful hour on that spot offer (policies/spot.py); empty: the
+    # flat spot_discount rule applies
+    spot_factor: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 Strategy = Callable[[Sequence[Offer], Need, Context], Sequence[Offer]]
@@ -72,8 +78,12 @@ def cheapest_per_gpu_hour(offers: Sequence[Offer], need: Need, ctx: Context) -> 
     def score(o: Offer) -> tuple[float, float, str]:
         per_gpu = o.price_per_gpu_hour
         if o.market is Market.SPOT:
-            # Spot can be reclaimed: prefer it only when clearly cheaper.
-            per_gpu /= 1.0 - ctx.spot_discount
+            factor = ctx.spot_factor.get(o.key)
+            if factor is not None:
+                per_gpu *= factor  # what a useful GPU-hour costs once reclaims are paid for
+            else:
+                # Spot can be reclaimed: prefer it only when clearly cheaper.
+                per_gpu /= 1.0 - ctx.spot_discount
         return (per_gpu, o.price_per_hour, o.key)
 
     return sorted(offers, key=score)

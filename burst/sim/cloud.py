@@ -8,7 +8,9 @@
   (BENCHMARKS.md B1: 60 s).
 * Faults: capacity errors at ``capacity_error_rate`` (seeded), offers that are always short of
   capacity (``unavailable``), transient errors at ``transient_error_rate``, and spot
-  interruptions after an exponential time with mean ``spot_interrupt_mean_s``.
+  interruptions after an exponential time with mean ``spot_interrupt_mean_s``. With
+  ``notice_lead_s`` > 0 a reclaim is announced that long before it (AWS 120 s, Azure 30 s):
+  ``on_notice`` is called then, as the instance's metadata service would show the notice.
 
 Same contract as the real providers (tests/contract/test_provider_contract.py): launch tags,
 find by ``burst:id``, list by ``burst:cluster``, idempotent terminate.
@@ -41,6 +43,8 @@ class SimInstance:
     ready: bool = False
     view: CloudInstance | None = None
     interrupt_at: float | None = None
+    notice_at: float | None = None  # when the reclaim is announced (spot notices modelled)
+    noticed: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def billed_seconds(self, now: float, minimum: float) -> float:
@@ -70,6 +74,8 @@ class SimProvider:
         seed: int = 0,
         on_ready: ReadyHook | None = None,
         on_gone: ReadyHook | None = None,
+        notice_lead_s: float = 0.0,
+        on_notice: ReadyHook | None = None,
     ) -> None:
         self.name = cloud
         self.cluster = cluster
@@ -84,6 +90,9 @@ class SimProvider:
         self.rng = random.Random(seed)
         self.on_ready = on_ready
         self.on_gone = on_gone
+        self.notice_lead_s = notice_lead_s
+        self.on_notice = on_notice
+        self.notices = 0
         self.instances: dict[str, SimInstance] = {}
         self._live: dict[str, SimInstance] = {}
         self._by_burst_id: dict[str, SimInstance] = {}
@@ -136,6 +145,9 @@ class SimProvider:
         if offer.market is Market.SPOT and self.spot_interrupt_mean_s:
             inst.interrupt_at = now + self.rng.expovariate(1.0 / self.spot_interrupt_mean_s)
             self._push(inst.interrupt_at, cid)
+            if self.notice_lead_s > 0:
+                inst.notice_at = max(now, inst.interrupt_at - self.notice_lead_s)
+                self._push(inst.notice_at, cid)
         self._list_cache = None
         return self._view(inst)
 
@@ -162,6 +174,17 @@ class SimProvider:
             self._end(inst, now, interrupted=False)
 
     # ---- simulation ----------------------------------------------------------------------------
+    def reclaim(self, cloud_id: str, at: float) -> None:
+        """Have the cloud take this instance back at ``at`` (announced ``notice_lead_s`` ahead),
+        instead of or before its drawn reclaim time. For tests and what-ifs."""
+        inst = self.instances[cloud_id]
+        inst.interrupt_at = at if inst.interrupt_at is None else min(at, inst.interrupt_at)
+        self._push(inst.interrupt_at, cloud_id)
+        if self.notice_lead_s > 0:
+            inst.notice_at = max(self.clock.now(), inst.interrupt_at - self.notice_lead_s)
+            inst.noticed = False
+            self._push(inst.notice_at, cloud_id)
+
     def _push(self, t: float, cid: str) -> None:
         self._seq += 1
         heapq.heappush(self._events, (t, self._seq, cid))
@@ -217,6 +240,11 @@ class SimProvider:
                 self.interruptions += 1
                 self._end(inst, t, interrupted=True)
                 continue
+            if inst.notice_at is not None and not inst.noticed and t >= inst.notice_at:
+                inst.noticed = True
+                self.notices += 1
+                if self.on_notice is not None:
+                    self.on_notice(inst, t)
             if inst.state is CloudState.PENDING and t >= inst.running_at:
                 inst.state = CloudState.RUNNING
                 inst.view = None

@@ -76,6 +76,7 @@ class SimNode:
     jobs: dict[str, None] = field(default_factory=dict)
     alive: bool = True
     reserved: str = ""  # name of the reservation holding this node
+    reason: str = ""  # why it was drained (shown as the "reason" label while drained, as sinfo does)
 
     @property
     def listed(self) -> bool:
@@ -186,10 +187,18 @@ class SimCluster:
 
     def drain_node(self, node_name: str, reason: str) -> None:
         node = self._node(node_name)
-        if node is None or not node.schedulable:
+        if node is None:
+            return
+        if not node.schedulable:
+            if reason != node.reason:  # draining a drained node updates its reason, as scontrol does
+                node.reason = reason
+                self._node_view.pop(node.idx, None)
+                self._snap = None
+                self.version += 1
             return
         self._buckets(node)[node.free].pop(node.idx, None)  # absent when reserved: a no-op
         node.schedulable = False
+        node.reason = reason
         self._node_view.pop(node.idx, None)
         self._snap = None
         self.version += 1
@@ -450,7 +459,8 @@ class SimCluster:
                         schedulable=node.schedulable and not node.reserved,
                         instance_id=node.instance_id,
                         running_jobs=len(node.jobs),
-                        labels={RESERVATION_LABEL: node.reserved} if node.reserved else {},
+                        labels=({RESERVATION_LABEL: node.reserved} if node.reserved else {})
+                        | ({"reason": node.reason} if node.reason and not node.schedulable else {}),
                     )
                 nodes.append(v)
             self._snap = QueueSnapshot(

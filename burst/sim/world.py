@@ -21,6 +21,7 @@ from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimInstance, SimProvider
 from burst.sim.cluster import SimCluster, SimJob
 from burst.sim.trace import TraceJob
+from policies.spot import NOTICE_LEAD_S, notice_reason
 
 TRACE_EPOCH = 1614816000.0  # 2021-03-04T00:00:00Z
 
@@ -41,7 +42,9 @@ class SimSettings:
     sample_every_s: float = 600.0
     month_cap_usd: float = 0.0
     day_cap_usd: float = 0.0
-
+    # Spot reclaims are announced ahead (policies.spot.NOTICE_LEAD_S per cloud) and the node's
+    # agent drains its node with the notice reason; False: reclaims come unannounced.
+    spot_notices: bool = False
 
 
 def node_name_for(instance_id: str) -> str:
@@ -65,6 +68,7 @@ class SimWorld:
         self.clock = VirtualClock(TRACE_EPOCH + self.trace[0].submit)
         self.waits: list[float] = []
         self.cloud_gpu_s_used = 0.0
+        self.reclaim_lost_gpu_s = 0.0  # GPU-seconds of work lost with jobs still on a reclaimed node
         self.cluster = SimCluster(
             settings.nodes, settings.gpus_per_node, settings.gpu_model, on_start=self._on_start, on_finish=self._on_finish
         )
@@ -82,6 +86,8 @@ class SimWorld:
                 seed=settings.seed * 7919 + i,
                 on_ready=self._on_ready,
                 on_gone=self._on_gone,
+                notice_lead_s=NOTICE_LEAD_S.get(cloud, 30.0) if settings.spot_notices else 0.0,
+                on_notice=self._on_notice,
             )
         self._plist = list(self.providers.values())
         self.submitted = 0  # trace jobs handed to the cluster so far
@@ -106,6 +112,14 @@ class SimWorld:
             f"{inst.offer.cloud}/{inst.offer.region}",
             inst.burst_id,
         )
+        if inst.noticed:
+            self._on_notice(inst, now)  # the agent starts on boot and finds the notice up
+
+    def _on_notice(self, inst: SimInstance, now: float) -> None:
+        # The node agent (burst/agent) seeing the notice: it drains its own node with the reason
+        # the controller recognises. A node that has not joined yet is drained when it joins.
+        if inst.interrupt_at is not None and self.cluster._node(node_name_for(inst.burst_id)) is not None:
+            self.cluster.drain_node(node_name_for(inst.burst_id), notice_reason(inst.interrupt_at))
 
     def _on_gone(self, inst: SimInstance, now: float) -> None:
         # A terminated or reclaimed instance's node leaves; work still on it is requeued.
@@ -116,6 +130,10 @@ class SimWorld:
                 sj = self.cluster._running.get(jid)
                 if sj is not None and sj.start is not None and sj.cloud:
                     self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
+                    if inst.interrupted:
+                        # requeued by the node's removal: this run's work is lost (the cautious
+                        # model of the simulator: no restart from a periodic checkpoint)
+                        self.reclaim_lost_gpu_s += (now - sj.start) * sj.trace.gpus
             self.cluster.remove_node(name)
 
     # ---- moving the world ----------------------------------------------------------------------

@@ -43,3 +43,5 @@ CONF
 echo "burst: cluster=$${BURST_CLUSTER} instance=$${BURST_INSTANCE_ID} node=$${NODE_NAME} ctld=$${SLURMCTLD_HOST} mirror=$${MIRROR_HOST}"
 systemctl daemon-reload
 systemctl enable --now slurmd
+
+# @include spot-agent.sh

@@ -1,0 +1,254 @@
+"""Spot done properly: interruption notices and the price of reclaims. Pure.
+
+**Notices.** A burst node's own agent (:mod:`burst.agent`) reads the cloud's interruption notice
+(AWS instance metadata ``spot/instance-action``: two minutes; Azure Scheduled Events ``Preempt``:
+about 30 s) and drains its scheduler node with the reason :func:`notice_reason`
+(``burst:spot-reclaim at <reclaim time, UTC ISO 8601>``). The controller sees that reason in its
+ordinary observation of the queue (node label ``reason``, which the Slurm adapter and the
+simulated cluster report) and :func:`plan_notices` says what to do:
+
+1. on first sight (instance still JOINED): send the checkpoint signal to every job running on the
+   node, and mark the instance DRAINING (audited);
+2. once ``now >= reclaim_at - requeue_margin_s`` (so the jobs had the lead time, less the
+   margin, to write their checkpoint): requeue them: hold, release, and give each its original
+   priority back, so it is not sent to the back of its team's line (the simulated cluster orders
+   by priority then original submission; Slurm keeps the explicit priority).
+
+``requeue_margin_s`` is at least one controller tick, so some tick always falls between it and
+the reclaim. Stateless on purpose: what was done follows from the instance's state and from the
+queue (a requeued job no longer runs on the node), so a restarted controller neither repeats
+nor skips a step.
+
+**Capacity that is leaving.** :func:`leaving_view` removes noticed instances and their nodes
+from what overflow and scale-in see: overflow must not count the node as capacity (nor take it
+back from draining with an Undrain), so the requeued work launches a replacement at once when
+its wait target needs it (it keeps its original submit time, so it is usually past the
+threshold); scale-in leaves it to the reclaim, after which the reconcile closes it as LOST.
+
+**The price of reclaims.** :func:`reclaim_factor` turns an offer's observed reclaims per
+instance-hour (with a prior, so one early reclaim does not condemn an offer) into a multiplier
+on its price: each reclaim costs the work lost since the last checkpoint plus a reboot and
+requeue, and the useful share of the paid time shrinks accordingly. Offer selection ranks spot offers by ``price x factor``; an offer whose observed
+reclaims make that dearer than on-demand is therefore not preferred.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from burst.domain import Instance, InstanceState, Job, Market, Node, Offer, Timestamp
+
+NOTICE_PREFIX = "burst:spot-reclaim"
+_NOTICE_RE = re.compile(r"^burst:spot-reclaim at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+
+# How long each cloud warns before it takes a spot instance back.
+NOTICE_LEAD_S: Mapping[str, float] = {"aws": 120.0, "azure": 30.0}
+
+
+def utc_iso(t: Timestamp) -> str:
+    """POSIX seconds -> ``YYYY-MM-DDTHH:MM:SS`` (UTC, whole seconds). Integer calendar arithmetic
+    (H. Hinnant's civil_from_days): policies read no clock and import no datetime."""
+    secs = int(t // 1)
+    days, rem = divmod(secs, 86400)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}T{rem // 3600:02d}:{rem % 3600 // 60:02d}:{rem % 60:02d}"
+
+
+def parse_utc_iso(text: str) -> Timestamp:
+    """``YYYY-MM-DDTHH:MM:SS[.fff]`` (UTC) -> POSIX seconds (days_from_civil). Raises ValueError."""
+    date, _, clock = text.partition("T")
+    y, m, d = (int(x) for x in date.split("-"))
+    hh, mm, ss = clock.split(":")
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        raise ValueError(f"not a date: {text!r}")
+    y -= 1 if m <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + int(hh) * 3600 + int(mm) * 60 + float(ss)
+
+
+def notice_reason(reclaim_at: Timestamp) -> str:
+    """The scheduler drain reason the node agent writes: ``burst:spot-reclaim at <UTC ISO>Z``."""
+    return f"{NOTICE_PREFIX} at {utc_iso(reclaim_at)}Z"
+
+
+def parse_notice(reason: str) -> Timestamp | None:
+    """The reclaim time in a drain reason written by :func:`notice_reason`; None for any other
+    reason (an admin's drain, burst's own idle drain)."""
+    m = _NOTICE_RE.match(reason.strip())
+    if m is None:
+        return None
+    try:
+        return parse_utc_iso(m.group(1))
+    except ValueError:
+        return None
+
+
+def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:
+    """instance id -> reclaim time, for burst nodes whose drain reason is a spot notice."""
+    out: dict[str, Timestamp] = {}
+    for n in nodes:
+        if n.instance_id and not n.schedulable:
+            at = parse_notice(n.labels.get("reason", ""))
+            if at is not None:
+                out[n.instance_id] = at
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeSettings:
+    enabled: bool = True
+    requeue_margin_s: float = 45.0  # requeue this long before the reclaim (>= one tick)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStep:
+    """First sight of a notice: signal the jobs, mark the instance DRAINING."""
+
+    instance_id: str
+    node: str
+    reclaim_at: Timestamp
+    job_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueStep:
+    """Hold then release the jobs, and give each its original priority back (same order)."""
+
+    instance_id: str
+    node: str
+    reclaim_at: Timestamp
+    job_ids: tuple[str, ...]
+    priorities: tuple[int, ...]
+    reason: str
+
+
+NoticeStep = CheckpointStep | RequeueStep
+
+
+@dataclass(frozen=True, slots=True)
+class NoticePlan:
+    steps: tuple[NoticeStep, ...] = ()
+    wake_at: Timestamp | None = None
+
+
+def plan_notices(
+    now: Timestamp,
+    instances: Sequence[Instance],
+    nodes: Sequence[Node],
+    running: Sequence[Job],
+    settings: NoticeSettings = NoticeSettings(),
+) -> NoticePlan:
+    """What to do about spot notices this tick (see the module docstring). Jobs are listed
+    oldest first (submission, then id), so a requeue hands them back in their line's order."""
+    if not settings.enabled:
+        return NoticePlan()
+    seen = noticed(nodes)
+    if not seen:
+        return NoticePlan()
+    node_by_instance = {n.instance_id: n for n in nodes if n.instance_id}
+    steps: list[NoticeStep] = []
+    wakes: list[float] = []
+    for inst in sorted(instances, key=lambda i: i.id):
+        at = seen.get(inst.id)
+        if at is None or inst.state not in (InstanceState.JOINED, InstanceState.DRAINING):
+            continue
+        node = node_by_instance[inst.id]
+        jobs = sorted((j for j in running if node.name in j.node_names), key=lambda j: (j.submit_time, j.id))
+        ids = tuple(j.id for j in jobs)
+        requeue_at = at - settings.requeue_margin_s
+        when = utc_iso(at)[11:] + "Z"
+        if inst.state is InstanceState.JOINED:
+            steps.append(CheckpointStep(
+                inst.id, node.name, at, ids,
+                f"spot reclaim notice for {node.name} (reclaim at {when}): checkpoint {len(ids)} job(s), drain",
+            ))
+        if ids and now >= requeue_at:
+            steps.append(RequeueStep(
+                inst.id, node.name, at, ids, tuple(j.priority for j in jobs),
+                f"spot reclaim of {node.name} at {when}: requeue {len(ids)} job(s) at their original priority",
+            ))
+        elif ids:
+            wakes.append(requeue_at)
+    return NoticePlan(tuple(steps), min(wakes) if wakes else None)
+
+
+def leaving_view(
+    nodes: tuple[Node, ...], instances: tuple[Instance, ...]
+) -> tuple[tuple[Node, ...], tuple[Instance, ...]]:
+    """Nodes and instances without those under a spot notice: capacity that is leaving."""
+    gone = noticed(nodes)
+    if not gone:
+        return nodes, instances
+    return (
+        tuple(n for n in nodes if n.instance_id not in gone),
+        tuple(i for i in instances if i.id not in gone),
+    )
+
+
+# ---- the price of reclaims -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimHistory:
+    """What one offer's spot instances did: reclaims seen over instance-hours run."""
+
+    reclaims: int = 0
+    hours: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimCostModel:
+    """``prior_reclaims`` over ``prior_hours`` is the rate assumed before anything is observed
+    (one reclaim per 72 h, the simulator's B1 spot model). ``lost_work_h`` is the work lost per
+    reclaim beyond what is saved (half the simulated checkpoint interval of 30 min when the
+    notice is missed; the notice's checkpoint makes it smaller); ``reboot_h`` the time a
+    requeued job waits and a replacement boots, paid again."""
+
+    prior_reclaims: float = 1.0
+    prior_hours: float = 72.0
+    lost_work_h: float = 0.25
+    reboot_h: float = 0.1
+
+
+def reclaim_rate(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()) -> float:
+    """Reclaims per instance-hour: observed counts smoothed by the prior."""
+    return (h.reclaims + model.prior_reclaims) / max(1e-9, h.hours + model.prior_hours)
+
+
+MAX_FACTOR = 1000.0
+
+
+def reclaim_factor(h: ReclaimHistory, model: ReclaimCostModel = ReclaimCostModel()) -> float:
+    """Paid hours per useful hour on this offer. Reclaims at rate ``r`` per hour, each costing
+    ``c = lost work + reboot`` hours, leave ``1 - r c`` of the paid time useful, so the factor is
+    ``1 / (1 - r c)``: about ``1 + r c`` when reclaims are rare, and without bound (capped at
+    :data:`MAX_FACTOR`) as reclaims come faster than a job can get back to where it was."""
+    useful = 1.0 - reclaim_rate(h, model) * (model.lost_work_h + model.reboot_h)
+    return MAX_FACTOR if useful <= 1.0 / MAX_FACTOR else 1.0 / useful
+
+
+def reclaim_factors(
+    offers: Iterable[Offer], history: Mapping[str, ReclaimHistory], model: ReclaimCostModel = ReclaimCostModel()
+) -> dict[str, float]:
+    """offer key -> :func:`reclaim_factor`, for every spot offer."""
+    return {o.key: reclaim_factor(history.get(o.key, ReclaimHistory()), model) for o in offers if o.market is Market.SPOT}
+
+
+def expected_price_per_gpu_hour(offer: Offer, factor: float) -> float:
+    """What a useful GPU-hour costs on the offer once reclaims are paid for."""
+    return offer.price_per_gpu_hour * (factor if offer.market is Market.SPOT else 1.0)

@@ -1,0 +1,117 @@
+"""policies/spot.py: the notice reason, the notice plan, capacity that is leaving, and the price of
+reclaims in offer selection. Pure, table-driven."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from burst.domain import Instance, InstanceState, Job, JobState, Market, Node, Offer, Purpose
+from policies.selection import Context, Need, rank
+from policies.spot import (
+    CheckpointStep,
+    NoticeSettings,
+    ReclaimHistory,
+    RequeueStep,
+    leaving_view,
+    notice_reason,
+    noticed,
+    parse_notice,
+    plan_notices,
+    reclaim_factor,
+    reclaim_factors,
+)
+
+T0 = 1_700_000_000.0
+
+
+def _inst(iid: str, state: InstanceState = InstanceState.JOINED) -> Instance:
+    return Instance(iid, "aws", "us-east-1", "", "p4d", Market.SPOT, Purpose.OVERFLOW, 8, "A100", 10.0, state=state,
+                    node_name=iid)
+
+
+def _node(iid: str, reason: str = "", schedulable: bool = False) -> Node:
+    return Node(iid, 8, 8, "A100", schedulable=schedulable, instance_id=iid, labels={"reason": reason} if reason else {})
+
+
+def _job(jid: str, node: str, submit: float, prio: int = 0) -> Job:
+    return Job(jid, 4, submit, JobState.RUNNING, start_time=submit + 10, node_names=(node,), priority=prio)
+
+
+def test_reason_round_trip_and_other_reasons() -> None:
+    assert notice_reason(T0) == "burst:spot-reclaim at 2023-11-14T22:13:20Z"
+    assert parse_notice(notice_reason(T0)) == T0
+    assert datetime.fromtimestamp(parse_notice("burst:spot-reclaim at 2024-02-29T23:59:59Z") or 0, UTC).day == 29
+    for other in ("", "idle for 2.0 min", "burst:removing", "burst:spot-reclaim at soon", "burst:spot-reclaim at 2024-13-01T00:00:00Z"):
+        assert parse_notice(other) is None
+
+
+def test_noticed_needs_a_drained_burst_node_with_the_reason() -> None:
+    r = notice_reason(T0 + 120)
+    nodes = [_node("a", r), _node("b", r, schedulable=True), Node("gpu01", 8, labels={"reason": r}, schedulable=False),
+             _node("c", "idle for 1 min")]
+    assert noticed(nodes) == {"a": T0 + 120}
+
+
+@pytest.mark.parametrize(
+    "state,now,expect",
+    [
+        (InstanceState.JOINED, T0, ["checkpoint"]),  # first sight, well before the reclaim
+        (InstanceState.DRAINING, T0, []),  # already checkpointed; requeue not due
+        (InstanceState.DRAINING, T0 + 120 - 45, ["requeue"]),  # margin reached
+        (InstanceState.JOINED, T0 + 100, ["checkpoint", "requeue"]),  # seen late: both at once
+        (InstanceState.TERMINATING, T0 + 100, []),
+    ],
+)
+def test_plan_notices(state: InstanceState, now: float, expect: list[str]) -> None:
+    inst = _inst("a", state)
+    nodes = [_node("a", notice_reason(T0 + 120))]
+    running = [_job("j2", "a", T0 - 50, prio=7), _job("j1", "a", T0 - 100, prio=9), _job("x", "other", T0)]
+    plan = plan_notices(now, [inst], nodes, running, NoticeSettings(requeue_margin_s=45))
+    kinds = ["checkpoint" if isinstance(s, CheckpointStep) else "requeue" for s in plan.steps]
+    assert kinds == expect
+    for s in plan.steps:
+        assert s.job_ids == ("j1", "j2")  # oldest first: the line's order
+        if isinstance(s, RequeueStep):
+            assert s.priorities == (9, 7)
+    if state is InstanceState.DRAINING and not expect:
+        assert plan.wake_at == T0 + 120 - 45
+
+
+def test_nothing_running_means_no_requeue_and_disabled_means_nothing() -> None:
+    nodes = [_node("a", notice_reason(T0 + 120))]
+    assert plan_notices(T0 + 100, [_inst("a", InstanceState.DRAINING)], nodes, []).steps == ()
+    assert plan_notices(T0, [_inst("a")], nodes, [], NoticeSettings(enabled=False)).steps == ()
+
+
+def test_leaving_view_hides_noticed_capacity() -> None:
+    nodes = (_node("a", notice_reason(T0)), _node("b", "", schedulable=True), Node("gpu01", 8))
+    insts = (_inst("a"), _inst("b"))
+    n, i = leaving_view(nodes, insts)
+    assert [x.name for x in n] == ["b", "gpu01"] and [x.id for x in i] == ["b"]
+    assert leaving_view(nodes[1:], insts) == (nodes[1:], insts)
+
+
+def test_reclaim_factor_grows_with_observed_reclaims() -> None:
+    assert reclaim_factor(ReclaimHistory()) == pytest.approx(1 / (1 - (1 / 72) * 0.35))
+    assert reclaim_factor(ReclaimHistory(400, 30.0)) == 1000.0  # reclaimed faster than it recovers
+    assert reclaim_factor(ReclaimHistory(10, 8.0)) > reclaim_factor(ReclaimHistory(1, 80.0)) > 1.0
+
+
+def _offer(market: Market, price: float, itype: str = "p4d") -> Offer:
+    return Offer("aws", itype, "us-east-1", "use1-az1", "A100", 8, 40.0, price, market)
+
+
+def test_selection_prefers_spot_until_its_reclaims_make_it_dearer_than_on_demand() -> None:
+    od, spot = _offer(Market.ON_DEMAND, 32.0), _offer(Market.SPOT, 12.0)
+    need = Need(8, allow_spot=True)
+    quiet = reclaim_factors([od, spot], {})
+    assert set(quiet) == {spot.key}  # factors for spot offers only
+    assert rank([od, spot], need, Context(T0, {}, frozenset(), spot_factor=quiet))[0] is spot
+    # reclaimed every ~15 min: each reclaim costs lost work + reboot, so spot now costs more
+    stormy = reclaim_factors([od, spot], {spot.key: ReclaimHistory(400, 100.0)})
+    assert 12.0 * stormy[spot.key] > 32.0
+    assert rank([od, spot], need, Context(T0, {}, frozenset(), spot_factor=stormy))[0] is od
+    # without factors, the flat discount rule of before applies unchanged
+    assert rank([od, spot], need, Context(T0, {}, frozenset()))[0] is spot
