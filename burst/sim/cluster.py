@@ -61,6 +61,7 @@ class SimJob:
     hold_calls: int = 0  # every hold call naming it, effective or not
     releases: int = 0  # held -> pending changes
     release_calls: int = 0  # every release call naming it, effective or not
+    seq: int = 0  # arrival order: breaks ties in submit time (a trace's own order)
 
 
 @dataclass(slots=True)
@@ -125,7 +126,13 @@ class SimCluster:
         self._cloud: list[dict[int, None]] = []
         self._max = 0
         self._pending: dict[str, SimJob] = {}
+        # The same pending jobs indexed by shape, for scheduling: jobs of one shape (nodes, GPUs
+        # per node, model, may burst) fit exactly when the first of them does, so a pass looks
+        # at the first job of each shape instead of walking the queue. Heaps of (order, id),
+        # entries dropped lazily when stale (started, held, reordered).
+        self._shapes: dict[tuple[int, int, str, bool], list[tuple[tuple[int, float, int], str]]] = {}
         self._pending_sorted = True
+        self._arrivals = 0
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
         self._running: dict[str, SimJob] = {}
@@ -250,7 +257,9 @@ class SimCluster:
             priority=priority,
             time_limit_s=time_limit,
         )
-        self._pending[tj.id] = SimJob(tj, at, job, priority=priority, time_limit=time_limit)
+        self._arrivals += 1
+        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals)
+        self._index(sj)
         if priority:
             self._pending_sorted = False
         self._new_since_pass.append(tj.id)
@@ -278,9 +287,18 @@ class SimCluster:
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
+        self._index(sj)
         self._pending_sorted = False
         self._capacity_grew = True
         self._snap = None
+
+    def _index(self, sj: SimJob) -> None:
+        """File a pending job under its shape (see ``_shapes``)."""
+        tj = sj.trace
+        heapq.heappush(
+            self._shapes.setdefault((tj.nodes, tj.per_node, tj.gpu_model, tj.may_burst), []),
+            ((-sj.priority, sj.submit, sj.seq), tj.id),
+        )
 
     def next_completion(self) -> float | None:
         while self._ends:
@@ -376,7 +394,7 @@ class SimCluster:
         return None
 
     def _sort_pending(self) -> None:
-        self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[0])))
+        self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[1].seq)))
         self._pending_sorted = True
 
     def schedule(self, now: float) -> int:
@@ -387,40 +405,50 @@ class SimCluster:
         return started + self._schedule_open(now)
 
     def _schedule_open(self, now: float) -> int:
+        """B1's rule: visit pending jobs in order (priority, then submission) and start each one
+        that fits; a job that does not fit is skipped. Capacity only shrinks during a pass, so
+        that is the same as starting, again and again, the first job in order that fits now;
+        and jobs of one shape fit alike, so only the first job of each shape is looked at.
+        A pass costs O(shapes x starts), not O(queue). Without capacity grown since the last
+        pass only new arrivals could fit, and they were filed under their shapes already."""
         if not self._pending:
             self._new_since_pass.clear()
             return 0
-        if self._capacity_grew:
-            if not self._pending_sorted:
-                self._sort_pending()
-            candidates = list(self._pending.values())
-        else:
-            # Capacity has not grown since the last pass: only new arrivals can possibly fit.
-            candidates = [self._pending[j] for j in self._new_since_pass if j in self._pending]
-        candidates = [sj for sj in candidates if not sj.reservation]
+        if not self._capacity_grew and not self._new_since_pass:
+            return 0
         self._capacity_grew = False
         self._new_since_pass.clear()
         started = 0
-        for sj in candidates:
-            if not any(self._onprem[k] for k in range(1, self._max + 1)) and not any(
-                self._cloud[k] for k in range(1, self._max + 1)
-            ):
+        pending = self._pending
+        while True:
+            best: tuple[tuple[int, float, int], str, list[SimNode], list[tuple[tuple[int, float, int], str]]] | None = None
+            for shape, heap in self._shapes.items():
+                while heap:
+                    key, jid = heap[0]
+                    sj = pending.get(jid)
+                    if sj is not None and not sj.reservation and key == (-sj.priority, sj.submit, sj.seq):
+                        break
+                    heapq.heappop(heap)  # stale: started, held, reordered or a challenge job
+                if not heap or (best is not None and heap[0][0] >= best[0]):
+                    continue
+                nodes, per, model, may_burst = shape
+                chosen: list[SimNode] | None
+                if nodes == 1:
+                    n = self._fit_one(self._onprem, per, model)
+                    if n is None and may_burst:
+                        n = self._fit_one(self._cloud, per, model)
+                    chosen = [n] if n is not None else None
+                else:
+                    chosen = self._fit_gang(self._onprem, nodes, per, model, False)
+                    if chosen is None and may_burst:
+                        chosen = self._fit_gang(self._cloud, nodes, per, model, True)
+                if chosen is not None:
+                    best = (heap[0][0], heap[0][1], chosen, heap)
+            if best is None:
                 break
-            tj = sj.trace
-            chosen: list[SimNode] | None = None
-            if tj.nodes == 1:
-                n = self._fit_one(self._onprem, tj.per_node, tj.gpu_model)
-                if n is None and tj.may_burst:
-                    n = self._fit_one(self._cloud, tj.per_node, tj.gpu_model)
-                chosen = [n] if n is not None else None
-            else:
-                chosen = self._fit_gang(self._onprem, tj.nodes, tj.per_node, tj.gpu_model, False)
-                if chosen is None and tj.may_burst:
-                    chosen = self._fit_gang(self._cloud, tj.nodes, tj.per_node, tj.gpu_model, True)
-            if chosen is None:
-                continue
-            del self._pending[tj.id]
-            self._start(sj, chosen, now)
+            heapq.heappop(best[3])
+            sj = pending.pop(best[1])
+            self._start(sj, best[2], now)
             started += 1
         if started:
             self._snap = None
@@ -533,6 +561,7 @@ class SimCluster:
             sj.releases += 1
             sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
             self._pending[jid] = sj
+            self._index(sj)
             self._pending_sorted = False
             self._capacity_grew = True
             self._snap = None
@@ -545,6 +574,8 @@ class SimCluster:
                 continue
             sj.priority = priority
             sj.job = dataclasses.replace(sj.job, priority=priority)
+            if d is self._pending:
+                self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
                 sj.running_view = dataclasses.replace(sj.running_view, priority=priority)
             self._pending_sorted = False
