@@ -120,6 +120,7 @@ def build_pools(
 
     by_instance: dict[str, Instance] = {i.id: i for i in instances}
     node_of: set[str] = set()
+    free_onprem: dict[tuple[int, str], int] = {}
     for n in nodes:
         if n.instance_id:
             inst = by_instance.get(n.instance_id)
@@ -147,8 +148,11 @@ def build_pools(
                 else joined_key("cloud", "?", n.gpus, n.gpu_model)
             )
             joined.add(n.gpus_free, loc, model)
-        else:
-            onprem.add(n.gpus_free, ONPREM, n.gpu_model)
+        elif n.schedulable and n.gpus > n.gpus_used:
+            key = (n.gpus - n.gpus_used, n.gpu_model)
+            free_onprem[key] = free_onprem.get(key, 0) + 1
+    for (free, model), c in free_onprem.items():  # one add per kind of node, not per node
+        onprem.add(free, ONPREM, model, c)
     for i in instances:
         if i.purpose is Purpose.ON_DEMAND:
             continue  # a user's own instance: never capacity for queued work
@@ -223,10 +227,9 @@ def select_overflow(
     tick can launch for); ``burst_total`` counts them all. ``fast=False`` walks every job
     (the reference the fast path is tested against; same result)."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
-    order = pending if _is_sorted(pending) else tuple(sorted(pending, key=_ORDER))
     # Only ids some instance names are ever looked up: no set of every pending id is built.
     asked = {i.for_jobs[0] for i in instances if i.for_jobs}
-    hits: list[Job] = list(compress(order, map(asked.__contains__, map(_ID, order)))) if asked else []
+    hits: list[Job] = list(compress(pending, map(asked.__contains__, map(_ID, pending)))) if asked else []
     pending_ids = frozenset(j.id for j in hits)
     running_ids = frozenset(map(_ID, running))
     pools = build_pools(nodes, instances, frozenset(j.id for j in hits if j.is_gang), pending_ids, running_ids)
@@ -238,12 +241,14 @@ def select_overflow(
     topups: list[tuple[Job, str, int]] = []
     covered = covered_cloud = waiting = 0
     wake: float | None = None
-    n = len(order)
     enabled = cfg.enabled
-    # Overflow off and no burst capacity to count on: nothing can burst, skip the walk.
+    # Overflow off and no burst capacity to count on: nothing can burst, skip the walk (and
+    # the queue is not even put in order).
     skip = fast and not enabled and not (
         joined.max_free or flying.max_free or draining.max_free or pools.gang_joined or gang_own
     )
+    order = pending if skip or _is_sorted(pending) else tuple(sorted(pending, key=_ORDER))
+    n = len(order)
     tail = -1  # where the exhausted tail starts, once it does
     visited: frozenset[int] = frozenset()  # tail jobs visited one by one
     alone: list[int] | None = None  # of those, the ones still to visit (popped from the end)
@@ -252,7 +257,7 @@ def select_overflow(
         if alone is None:
             if fast and (skip or not (onprem.max_free or joined.max_free or flying.max_free or draining.max_free)):
                 tail = pos
-                visited = _alone_in_tail(order, tail, hits, pools, cfg)
+                visited = frozenset() if skip else _alone_in_tail(order, tail, hits, pools, cfg)
                 alone = sorted(visited, reverse=True)
                 continue
             if pos >= n:

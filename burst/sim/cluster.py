@@ -28,6 +28,7 @@ import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from burst.domain import GrandChallenge, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError
@@ -35,6 +36,8 @@ from burst.sim.trace import TraceJob
 
 ONPREM = "onprem"
 RESERVATION_LABEL = "burst.dev/reservation"  # node label in the snapshot: the reservation holding it
+_JOB = attrgetter("job")
+_RUNNING_VIEW = attrgetter("running_view")
 
 
 @dataclass(slots=True)
@@ -138,7 +141,11 @@ class SimCluster:
         self._running: dict[str, SimJob] = {}
         self._ends: list[tuple[float, int, str]] = []
         self._seq = 0
-        self._node_view: dict[int, Node] = {}
+        # Snapshot views of the nodes still in the scheduler, by index (in index order), kept
+        # from one snapshot to the next: only nodes changed since (``_dirty``) are rebuilt.
+        self._views: dict[int, Node] = {}
+        self._dirty: set[int] = set()
+        self._nodes_t: tuple[Node, ...] | None = None  # the snapshot's nodes, while unchanged
         self._snap: QueueSnapshot | None = None
         self.version = 0
         self.on_start = on_start
@@ -171,13 +178,19 @@ class SimCluster:
         node.free = free
         if node.listed:
             b[free][node.idx] = None
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
+
+    def _drop_view(self, idx: int) -> None:
+        """A node changed (or came or went): its snapshot view and the node tuple are stale."""
+        self._dirty.add(idx)
+        self._nodes_t = None
 
     def _add_node(self, name: str, gpus: int, model: str, location: str, instance_id: str) -> SimNode:
         self._ensure(gpus)
         node = SimNode(len(self.nodes), name, gpus, model, location, instance_id, free=gpus)
         self.nodes.append(node)
+        self._drop_view(node.idx)
         self.by_name[name] = node.idx
         self._buckets(node)[gpus][node.idx] = None
         self._capacity_grew = True
@@ -197,7 +210,7 @@ class SimCluster:
             return
         self._buckets(node)[node.free].pop(node.idx, None)  # absent when reserved: a no-op
         node.schedulable = False
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
         self.version += 1
 
@@ -208,7 +221,7 @@ class SimCluster:
         node.schedulable = True
         if node.listed:
             self._buckets(node)[node.free][node.idx] = None
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._capacity_grew = True
         self._snap = None
         self.version += 1
@@ -229,7 +242,7 @@ class SimCluster:
         for jid in list(node.jobs):
             self._requeue(jid)
         del self.by_name[node_name]
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
         self.version += 1
 
@@ -463,14 +476,15 @@ class SimCluster:
         if self._snap is None:
             if not self._pending_sorted:
                 self._sort_pending()
-            views = self._node_view
-            nodes: list[Node] = []
-            for node in self.nodes:
-                if not node.alive:
-                    continue
-                v = views.get(node.idx)
-                if v is None:
-                    v = views[node.idx] = Node(
+            if self._nodes_t is None:
+                # Only the nodes that changed since the last snapshot get a new view.
+                views = self._views
+                for idx in sorted(self._dirty):
+                    node = self.nodes[idx]
+                    if not node.alive:
+                        views.pop(idx, None)
+                        continue
+                    views[idx] = Node(
                         name=node.name,
                         gpus=node.gpus,
                         gpus_used=node.gpus - node.free,
@@ -480,12 +494,14 @@ class SimCluster:
                         running_jobs=len(node.jobs),
                         labels={RESERVATION_LABEL: node.reserved} if node.reserved else {},
                     )
-                nodes.append(v)
+                self._dirty.clear()
+                self._nodes_t = tuple(views.values())
+            # Built at C speed (no Python-level step per job): a tick over a long queue pays
+            # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
-                pending=tuple(sj.job for sj in self._pending.values())
-                + tuple(sj.job for sj in self._held.values()),
-                running=tuple(sj.running_view for sj in self._running.values() if sj.running_view is not None),
-                nodes=tuple(nodes),
+                pending=tuple(map(_JOB, self._pending.values())) + tuple(map(_JOB, self._held.values())),
+                running=tuple(filter(None, map(_RUNNING_VIEW, self._running.values()))),
+                nodes=self._nodes_t,
             )
         return self._snap
 
@@ -618,7 +634,7 @@ class SimCluster:
             if node.listed:
                 self._buckets(node)[node.free].pop(node.idx, None)
             node.reserved = name
-            self._node_view.pop(idx, None)
+            self._drop_view(idx)
         self.reservations[name] = SimReservation(name, idxs, begin, begin + duration_s)
         self._snap = None
         self.version += 1
@@ -635,7 +651,7 @@ class SimCluster:
             node.reserved = ""
             if node.listed:
                 self._buckets(node)[node.free][node.idx] = None
-            self._node_view.pop(idx, None)
+            self._drop_view(idx)
         self._capacity_grew = True
         self._snap = None
         self.version += 1
