@@ -50,7 +50,18 @@ TICKS = 5
 
 def build(pending: int, seed: int = 0, nodes_n: int = NODES, instances_n: int = INSTANCES):  # type: ignore[no-untyped-def]
     from burst.controller import Controller
-    from burst.domain import TAG_CLUSTER, TAG_ID, Instance, InstanceState, Job, LaunchSpec, Market, Node, Purpose, QueueSnapshot
+    from burst.domain import (
+        TAG_CLUSTER,
+        TAG_ID,
+        Instance,
+        InstanceState,
+        Job,
+        LaunchSpec,
+        Market,
+        Node,
+        Purpose,
+        QueueSnapshot,
+    )
     from burst.sim.clock import VirtualClock
     from burst.sim.cloud import SimProvider
     from burst.sim.runner import b1_offers

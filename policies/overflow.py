@@ -178,6 +178,8 @@ def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> S
     draining = {
         i.id: i for i in instances if i.state is InstanceState.DRAINING and i.purpose is Purpose.OVERFLOW
     }
+    if not draining:
+        return pool  # nothing drains: no node to look at
     for n in nodes:
         inst = draining.get(n.instance_id) if n.instance_id else None
         if inst is not None and n.ready:
@@ -355,9 +357,9 @@ def select_overflow(
                 surplus[key] = flying.buckets.get(i.gpus, {}).get(key, 0)
     idle_left: dict[tuple[str, str], int] = {}
     for free, bucket in joined.buckets.items():
-        for key, count in bucket.items():
+        for key, nodes_left in bucket.items():
             if key[0].endswith(f"#{free}"):
-                idle_left[key] = count
+                idle_left[key] = nodes_left
     return OverflowResult(
         tuple(listed), tuple(topups), base, covered, covered_cloud, waiting, wake,
         {k: v for k, v in surplus.items() if v}, idle_left, gang_surplus, pools.reserved,
