@@ -176,7 +176,7 @@ def timed_post(port: int, path: str, text: str, key: str, user: str, fake_base: 
         conn.close()
 
 
-def _gen_warm() -> int:
+def _gen_warm(_: int) -> int:
     return os.getpid()
 
 
