@@ -70,7 +70,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         cfg.overflow.max_launches_per_tick,
         max(0, cfg.overflow.max_instances - len(snap.instances)),
     )
-    widest = max((o.gpu_count for o in snap.offers), default=1)
+    widest = _widest(snap.offers)
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
@@ -260,6 +260,23 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     if od_wake is not None:
         wakes.append(od_wake)
     return Plan(tuple(actions), min(wakes) if wakes else None, tuple(notes))
+
+
+_WIDEST: dict[int, tuple[tuple[Offer, ...], int]] = {}
+
+
+def _widest(offers: tuple[Offer, ...]) -> int:
+    """GPUs of the widest offer. Remembered per offers tuple (the controller hands the same
+    one every tick), so a tick does not rescan the catalog; the tuple itself is kept with the
+    answer, so a recycled id never answers for another tuple."""
+    hit = _WIDEST.get(id(offers))
+    if hit is not None and hit[0] is offers:
+        return hit[1]
+    w = max((o.gpu_count for o in offers), default=1)
+    if len(_WIDEST) > 16:
+        _WIDEST.clear()
+    _WIDEST[id(offers)] = (offers, w)
+    return w
 
 
 def _launch(snap: Snapshot, b: Bin, threshold: float, *, gang_id: str = "", index: int = 0) -> Launch:

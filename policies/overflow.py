@@ -229,11 +229,15 @@ def select_overflow(
     tick can launch for); ``burst_total`` counts them all. ``fast=False`` walks every job
     (the reference the fast path is tested against; same result)."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
-    # Only ids some instance names are ever looked up: no set of every pending id is built.
+    if fast and not cfg.enabled and not instances and not any(map(_INSTANCE_ID, nodes)):
+        # Overflow off and no burst capacity at all: nothing to walk, nothing to give back.
+        return OverflowResult((), (), base, 0, 0, 0, None)
+    # Only ids some instance names are ever looked up: no set of every pending (or running)
+    # id is built.
     asked = {i.for_jobs[0] for i in instances if i.for_jobs}
     hits: list[Job] = list(compress(pending, map(asked.__contains__, map(_ID, pending)))) if asked else []
     pending_ids = frozenset(j.id for j in hits)
-    running_ids = frozenset(map(_ID, running))
+    running_ids = frozenset(asked.intersection(map(_ID, running))) if asked else frozenset()
     pools = build_pools(nodes, instances, frozenset(j.id for j in hits if j.is_gang), pending_ids, running_ids)
     release: list[str] = list(pools.stray_holds)
     onprem, joined, flying, gang_own = pools.onprem, pools.joined, pools.flying, pools.gang_own
@@ -368,6 +372,7 @@ def select_overflow(
 
 
 _ID = attrgetter("id")
+_INSTANCE_ID = attrgetter("instance_id")
 _SUBMIT = attrgetter("submit_time")
 _NODES = attrgetter("nodes")
 _MAY_BURST = attrgetter("may_burst")

@@ -429,13 +429,25 @@ class SimCluster:
             return 0
         if not self._capacity_grew and not self._new_since_pass:
             return 0
+        if self._capacity_grew:
+            shapes = list(self._shapes.items())
+        else:
+            # Capacity has not grown since every shape was last tried: only the shapes of new
+            # arrivals can have a job that fits.
+            want = set()
+            for jid in self._new_since_pass:
+                sj0 = self._pending.get(jid)
+                if sj0 is not None:
+                    t0 = sj0.trace
+                    want.add((t0.nodes, t0.per_node, t0.gpu_model, t0.may_burst))
+            shapes = [(k, self._shapes[k]) for k in want]
         self._capacity_grew = False
         self._new_since_pass.clear()
         started = 0
         pending = self._pending
         while True:
             best: tuple[tuple[int, float, int], str, list[SimNode], list[tuple[tuple[int, float, int], str]]] | None = None
-            for shape, heap in self._shapes.items():
+            for shape, heap in shapes:
                 while heap:
                     key, jid = heap[0]
                     sj = pending.get(jid)
