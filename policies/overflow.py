@@ -26,6 +26,7 @@ from policies.model import OverflowConfig
 from policies.packing import SlotPool, model_ok
 
 ONPREM = "onprem"
+TAIL_MIN = 64  # jobs: a shorter exhausted tail is walked, not split (see select_overflow)
 IN_FLIGHT = frozenset({InstanceState.PLANNED, InstanceState.LAUNCHING, InstanceState.RUNNING})
 
 
@@ -214,6 +215,7 @@ def select_overflow(
     running: tuple[Job, ...] = (),
     limit: int | None = None,
     fast: bool = True,
+    tail_min: int = TAIL_MIN,
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``.
 
@@ -227,7 +229,8 @@ def select_overflow(
     count on, the walk is skipped altogether (nothing can burst; ``covered`` is then not
     counted, 0). ``limit``: only the first ``limit`` jobs of ``burst`` are listed (the ones a
     tick can launch for); ``burst_total`` counts them all. ``fast=False`` walks every job
-    (the reference the fast path is tested against; same result)."""
+    (the reference the fast path is tested against; same result). A tail shorter than
+    ``tail_min`` jobs is walked like the rest: splitting it costs more than walking it."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
     if fast and not cfg.enabled and not instances and not any(map(_INSTANCE_ID, nodes)):
         # Overflow off and no burst capacity at all: nothing to walk, nothing to give back.
@@ -261,7 +264,7 @@ def select_overflow(
     pos = 0
     while True:
         if alone is None:
-            if fast and (skip or not (onprem.max_free or joined.max_free or flying.max_free or draining.max_free)):
+            if fast and (skip or (n - pos >= tail_min and not (onprem.max_free or joined.max_free or flying.max_free or draining.max_free))):
                 tail = pos
                 visited = frozenset() if skip else _alone_in_tail(order, tail, hits, pools, cfg)
                 alone = sorted(visited, reverse=True)

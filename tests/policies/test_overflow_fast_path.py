@@ -95,10 +95,10 @@ def _same(fast: OverflowResult, full: OverflowResult, *, counted: bool) -> None:
 def test_fast_path_decides_as_the_full_walk(world, limit: int) -> None:  # type: ignore[no-untyped-def]
     pending, nodes, instances, running, cfg = world
     full = select_overflow(NOW, pending, nodes, instances, cfg, running=running, fast=False)
-    fast = select_overflow(NOW, pending, nodes, instances, cfg, running=running)
+    fast = select_overflow(NOW, pending, nodes, instances, cfg, running=running, tail_min=0)
     # Overflow off with no burst capacity: the walk is skipped and coverage is not counted.
     _same(fast, full, counted=cfg.enabled)
-    cut = select_overflow(NOW, pending, nodes, instances, cfg, running=running, limit=limit)
+    cut = select_overflow(NOW, pending, nodes, instances, cfg, running=running, limit=limit, tail_min=0)
     assert [j.id for j in cut.burst] == [j.id for j in full.burst][:limit]
     assert cut.burst_total == len(full.burst)
     assert (cut.waiting, cut.wake_at, cut.gang_topups, cut.release) == (full.waiting, full.wake_at, full.gang_topups, full.release)
