@@ -151,8 +151,8 @@ def main() -> int:
             n, o = found["new"][pol].get("wall_s"), found["old"][pol].get("wall_s")
             if isinstance(n, float) and isinstance(o, float):
                 print(f"{pol:12s} old/new {o / n:.2f}x")
-    print(json.dumps({"bench": "overload", "trace": str(trace), "jobs": args.jobs, "days": args.days, "load": args.load,
-                      "nodes": args.nodes, "seed": args.seed, "results": found}, default=float))
+    made = {} if args.trace else {"jobs": args.jobs, "days": args.days, "load": args.load, "seed": args.seed}
+    print(json.dumps({"bench": "overload", "trace": str(trace), **made, "nodes": args.nodes, "results": found}, default=float))
     return 0
 
 
