@@ -65,9 +65,19 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     wakes: list[float] = []
 
     # 1. overflow -------------------------------------------------------------------------
+    # No tick launches more than max_launches_per_tick instances, so only the oldest work
+    # that could fill them is planned in detail (pass 3); the rest waits for the next tick.
+    # The overflow pass lists only that many of the jobs due (it counts them all), which keeps
+    # a tick over a million pending jobs fast.
+    room = min(
+        cfg.overflow.max_launches_per_tick,
+        max(0, cfg.overflow.max_instances - len(snap.instances)),
+    )
+    widest = _widest(snap.offers)
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
+        limit=room * widest,
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)
@@ -155,23 +165,15 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
 
     # 3. selection and packing ---------------------------------------------------------------
     launches: list[Launch] = []
-    if ov.burst or ov.gang_topups:
+    if ov.burst_total or ov.gang_topups:
         ctx = Context(now, snap.backoff_until, snap.disabled_providers, cfg.selection.prefer_spot_discount)
         if cfg.selection.allow_spot and cfg.selection.weigh_reclaims:
             ctx = replace(ctx, spot_factor=reclaim_factors(snap.offers, snap.reclaims, cfg.selection.reclaim_cost))
         ranker = Ranker(snap.offers, ctx)
         allow_spot = cfg.selection.allow_spot
-        # No tick launches more than max_launches_per_tick instances, so only the oldest work
-        # that could fill them is planned in detail; the rest waits for the next tick. This
-        # keeps a tick over 100k pending jobs linear and fast.
-        room = min(
-            cfg.overflow.max_launches_per_tick,
-            max(0, cfg.overflow.max_instances - len(snap.instances)),
-        )
-        widest = max((o.gpu_count for o in snap.offers), default=1)
         considered = ov.burst[: room * widest]
-        if len(considered) < len(ov.burst):
-            notes.append(f"{len(ov.burst) - len(considered)} job(s) past the threshold wait for a later tick (launch limits)")
+        if len(considered) < ov.burst_total:
+            notes.append(f"{ov.burst_total - len(considered)} job(s) past the threshold wait for a later tick (launch limits)")
         small = [j for j in considered if not j.is_gang]
         gangs = [j for j in considered if j.is_gang]
 
@@ -263,6 +265,23 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     if od_wake is not None:
         wakes.append(od_wake)
     return Plan(tuple(actions), min(wakes) if wakes else None, tuple(notes))
+
+
+_WIDEST: dict[int, tuple[tuple[Offer, ...], int]] = {}
+
+
+def _widest(offers: tuple[Offer, ...]) -> int:
+    """GPUs of the widest offer. Remembered per offers tuple (the controller hands the same
+    one every tick), so a tick does not rescan the catalog; the tuple itself is kept with the
+    answer, so a recycled id never answers for another tuple."""
+    hit = _WIDEST.get(id(offers))
+    if hit is not None and hit[0] is offers:
+        return hit[1]
+    w = max((o.gpu_count for o in offers), default=1)
+    if len(_WIDEST) > 16:
+        _WIDEST.clear()
+    _WIDEST[id(offers)] = (offers, w)
+    return w
 
 
 def _launch(snap: Snapshot, b: Bin, threshold: float, *, gang_id: str = "", index: int = 0) -> Launch:

@@ -28,6 +28,7 @@ import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from burst.domain import GrandChallenge, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError
@@ -35,6 +36,8 @@ from burst.sim.trace import TraceJob
 
 ONPREM = "onprem"
 RESERVATION_LABEL = "burst.dev/reservation"  # node label in the snapshot: the reservation holding it
+_JOB = attrgetter("job")
+_RUNNING_VIEW = attrgetter("running_view")
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class SimJob:
     hold_calls: int = 0  # every hold call naming it, effective or not
     releases: int = 0  # held -> pending changes
     release_calls: int = 0  # every release call naming it, effective or not
+    seq: int = 0  # arrival order: breaks ties in submit time (a trace's own order)
 
 
 @dataclass(slots=True)
@@ -126,13 +130,23 @@ class SimCluster:
         self._cloud: list[dict[int, None]] = []
         self._max = 0
         self._pending: dict[str, SimJob] = {}
+        # The same pending jobs indexed by shape, for scheduling: jobs of one shape (nodes, GPUs
+        # per node, model, may burst) fit exactly when the first of them does, so a pass looks
+        # at the first job of each shape instead of walking the queue. Heaps of (order, id),
+        # entries dropped lazily when stale (started, held, reordered).
+        self._shapes: dict[tuple[int, int, str, bool], list[tuple[tuple[int, float, int], str]]] = {}
         self._pending_sorted = True
+        self._arrivals = 0
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
         self._running: dict[str, SimJob] = {}
         self._ends: list[tuple[float, int, str]] = []
         self._seq = 0
-        self._node_view: dict[int, Node] = {}
+        # Snapshot views of the nodes still in the scheduler, by index (in index order), kept
+        # from one snapshot to the next: only nodes changed since (``_dirty``) are rebuilt.
+        self._views: dict[int, Node] = {}
+        self._dirty: set[int] = set()
+        self._nodes_t: tuple[Node, ...] | None = None  # the snapshot's nodes, while unchanged
         self._snap: QueueSnapshot | None = None
         self.version = 0
         self.on_start = on_start
@@ -165,13 +179,19 @@ class SimCluster:
         node.free = free
         if node.listed:
             b[free][node.idx] = None
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
+
+    def _drop_view(self, idx: int) -> None:
+        """A node changed (or came or went): its snapshot view and the node tuple are stale."""
+        self._dirty.add(idx)
+        self._nodes_t = None
 
     def _add_node(self, name: str, gpus: int, model: str, location: str, instance_id: str) -> SimNode:
         self._ensure(gpus)
         node = SimNode(len(self.nodes), name, gpus, model, location, instance_id, free=gpus)
         self.nodes.append(node)
+        self._drop_view(node.idx)
         self.by_name[name] = node.idx
         self._buckets(node)[gpus][node.idx] = None
         self._capacity_grew = True
@@ -192,14 +212,14 @@ class SimCluster:
         if not node.schedulable:
             if reason != node.reason:  # draining a drained node updates its reason, as scontrol does
                 node.reason = reason
-                self._node_view.pop(node.idx, None)
+                self._drop_view(node.idx)
                 self._snap = None
                 self.version += 1
             return
         self._buckets(node)[node.free].pop(node.idx, None)  # absent when reserved: a no-op
         node.schedulable = False
         node.reason = reason
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
         self.version += 1
 
@@ -210,7 +230,7 @@ class SimCluster:
         node.schedulable = True
         if node.listed:
             self._buckets(node)[node.free][node.idx] = None
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._capacity_grew = True
         self._snap = None
         self.version += 1
@@ -231,7 +251,7 @@ class SimCluster:
         for jid in list(node.jobs):
             self._requeue(jid)
         del self.by_name[node_name]
-        self._node_view.pop(node.idx, None)
+        self._drop_view(node.idx)
         self._snap = None
         self.version += 1
 
@@ -259,7 +279,9 @@ class SimCluster:
             priority=priority,
             time_limit_s=time_limit,
         )
-        self._pending[tj.id] = SimJob(tj, at, job, priority=priority, time_limit=time_limit)
+        self._arrivals += 1
+        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals)
+        self._index(sj)
         if priority:
             self._pending_sorted = False
         self._new_since_pass.append(tj.id)
@@ -287,9 +309,18 @@ class SimCluster:
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
+        self._index(sj)
         self._pending_sorted = False
         self._capacity_grew = True
         self._snap = None
+
+    def _index(self, sj: SimJob) -> None:
+        """File a pending job under its shape (see ``_shapes``)."""
+        tj = sj.trace
+        heapq.heappush(
+            self._shapes.setdefault((tj.nodes, tj.per_node, tj.gpu_model, tj.may_burst), []),
+            ((-sj.priority, sj.submit, sj.seq), tj.id),
+        )
 
     def next_completion(self) -> float | None:
         while self._ends:
@@ -385,7 +416,7 @@ class SimCluster:
         return None
 
     def _sort_pending(self) -> None:
-        self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[0])))
+        self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[1].seq)))
         self._pending_sorted = True
 
     def schedule(self, now: float) -> int:
@@ -396,40 +427,62 @@ class SimCluster:
         return started + self._schedule_open(now)
 
     def _schedule_open(self, now: float) -> int:
+        """B1's rule: visit pending jobs in order (priority, then submission) and start each one
+        that fits; a job that does not fit is skipped. Capacity only shrinks during a pass, so
+        that is the same as starting, again and again, the first job in order that fits now;
+        and jobs of one shape fit alike, so only the first job of each shape is looked at.
+        A pass costs O(shapes x starts), not O(queue). Without capacity grown since the last
+        pass only new arrivals could fit, and they were filed under their shapes already."""
         if not self._pending:
             self._new_since_pass.clear()
             return 0
+        if not self._capacity_grew and not self._new_since_pass:
+            return 0
         if self._capacity_grew:
-            if not self._pending_sorted:
-                self._sort_pending()
-            candidates = list(self._pending.values())
+            shapes = list(self._shapes.items())
         else:
-            # Capacity has not grown since the last pass: only new arrivals can possibly fit.
-            candidates = [self._pending[j] for j in self._new_since_pass if j in self._pending]
-        candidates = [sj for sj in candidates if not sj.reservation]
+            # Capacity has not grown since every shape was last tried: only the shapes of new
+            # arrivals can have a job that fits.
+            want = set()
+            for jid in self._new_since_pass:
+                sj0 = self._pending.get(jid)
+                if sj0 is not None:
+                    t0 = sj0.trace
+                    want.add((t0.nodes, t0.per_node, t0.gpu_model, t0.may_burst))
+            shapes = [(k, self._shapes[k]) for k in want]
         self._capacity_grew = False
         self._new_since_pass.clear()
         started = 0
-        for sj in candidates:
-            if not any(self._onprem[k] for k in range(1, self._max + 1)) and not any(
-                self._cloud[k] for k in range(1, self._max + 1)
-            ):
+        pending = self._pending
+        while True:
+            best: tuple[tuple[int, float, int], str, list[SimNode], list[tuple[tuple[int, float, int], str]]] | None = None
+            for shape, heap in shapes:
+                while heap:
+                    key, jid = heap[0]
+                    sj = pending.get(jid)
+                    if sj is not None and not sj.reservation and key == (-sj.priority, sj.submit, sj.seq):
+                        break
+                    heapq.heappop(heap)  # stale: started, held, reordered or a challenge job
+                if not heap or (best is not None and heap[0][0] >= best[0]):
+                    continue
+                nodes, per, model, may_burst = shape
+                chosen: list[SimNode] | None
+                if nodes == 1:
+                    n = self._fit_one(self._onprem, per, model)
+                    if n is None and may_burst:
+                        n = self._fit_one(self._cloud, per, model)
+                    chosen = [n] if n is not None else None
+                else:
+                    chosen = self._fit_gang(self._onprem, nodes, per, model, False)
+                    if chosen is None and may_burst:
+                        chosen = self._fit_gang(self._cloud, nodes, per, model, True)
+                if chosen is not None:
+                    best = (heap[0][0], heap[0][1], chosen, heap)
+            if best is None:
                 break
-            tj = sj.trace
-            chosen: list[SimNode] | None = None
-            if tj.nodes == 1:
-                n = self._fit_one(self._onprem, tj.per_node, tj.gpu_model)
-                if n is None and tj.may_burst:
-                    n = self._fit_one(self._cloud, tj.per_node, tj.gpu_model)
-                chosen = [n] if n is not None else None
-            else:
-                chosen = self._fit_gang(self._onprem, tj.nodes, tj.per_node, tj.gpu_model, False)
-                if chosen is None and tj.may_burst:
-                    chosen = self._fit_gang(self._cloud, tj.nodes, tj.per_node, tj.gpu_model, True)
-            if chosen is None:
-                continue
-            del self._pending[tj.id]
-            self._start(sj, chosen, now)
+            heapq.heappop(best[3])
+            sj = pending.pop(best[1])
+            self._start(sj, best[2], now)
             started += 1
         if started:
             self._snap = None
@@ -444,14 +497,15 @@ class SimCluster:
         if self._snap is None:
             if not self._pending_sorted:
                 self._sort_pending()
-            views = self._node_view
-            nodes: list[Node] = []
-            for node in self.nodes:
-                if not node.alive:
-                    continue
-                v = views.get(node.idx)
-                if v is None:
-                    v = views[node.idx] = Node(
+            if self._nodes_t is None:
+                # Only the nodes that changed since the last snapshot get a new view.
+                views = self._views
+                for idx in sorted(self._dirty):
+                    node = self.nodes[idx]
+                    if not node.alive:
+                        views.pop(idx, None)
+                        continue
+                    views[idx] = Node(
                         name=node.name,
                         gpus=node.gpus,
                         gpus_used=node.gpus - node.free,
@@ -462,12 +516,14 @@ class SimCluster:
                         labels=({RESERVATION_LABEL: node.reserved} if node.reserved else {})
                         | ({"reason": node.reason} if node.reason and not node.schedulable else {}),
                     )
-                nodes.append(v)
+                self._dirty.clear()
+                self._nodes_t = tuple(views.values())
+            # Built at C speed (no Python-level step per job): a tick over a long queue pays
+            # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
-                pending=tuple(sj.job for sj in self._pending.values())
-                + tuple(sj.job for sj in self._held.values()),
-                running=tuple(sj.running_view for sj in self._running.values() if sj.running_view is not None),
-                nodes=tuple(nodes),
+                pending=tuple(map(_JOB, self._pending.values())) + tuple(map(_JOB, self._held.values())),
+                running=tuple(filter(None, map(_RUNNING_VIEW, self._running.values()))),
+                nodes=self._nodes_t,
             )
         return self._snap
 
@@ -543,6 +599,7 @@ class SimCluster:
             sj.releases += 1
             sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
             self._pending[jid] = sj
+            self._index(sj)
             self._pending_sorted = False
             self._capacity_grew = True
             self._snap = None
@@ -555,6 +612,8 @@ class SimCluster:
                 continue
             sj.priority = priority
             sj.job = dataclasses.replace(sj.job, priority=priority)
+            if d is self._pending:
+                self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
                 sj.running_view = dataclasses.replace(sj.running_view, priority=priority)
             self._pending_sorted = False
@@ -597,7 +656,7 @@ class SimCluster:
             if node.listed:
                 self._buckets(node)[node.free].pop(node.idx, None)
             node.reserved = name
-            self._node_view.pop(idx, None)
+            self._drop_view(idx)
         self.reservations[name] = SimReservation(name, idxs, begin, begin + duration_s)
         self._snap = None
         self.version += 1
@@ -614,7 +673,7 @@ class SimCluster:
             node.reserved = ""
             if node.listed:
                 self._buckets(node)[node.free][node.idx] = None
-            self._node_view.pop(idx, None)
+            self._drop_view(idx)
         self._capacity_grew = True
         self._snap = None
         self.version += 1

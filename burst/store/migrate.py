@@ -5,20 +5,26 @@ in-memory :class:`alembic.config.Config` at them. Each command runs in one trans
 made by :func:`burst.store.engine.make_engine` (on SQLite: ``BEGIN IMMEDIATE``; on PostgreSQL a
 transaction-scoped advisory lock), so two processes upgrading the same database at once take
 turns instead of racing.
+
+Alembic is imported only when a command runs: opening a store whose schema is already at the
+newest revision (:func:`is_current`, a plain ``SELECT`` and a read of the scripts' revision
+lines) costs no Alembic import, which is most of a short CLI command's start-up.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from burst.store.engine import WRITE, make_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x62757273  # "burs": serialises concurrent migrations on PostgreSQL
@@ -27,6 +33,8 @@ _ADVISORY_LOCK_KEY = 0x62757273  # "burs": serialises concurrent migrations on P
 def config(url: str | None = None) -> Config:
     """An Alembic config for the packaged scripts. ``url`` is only needed by env.py when no
     connection is handed over in ``config.attributes["connection"]``."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     cfg.set_main_option("path_separator", "os")
@@ -45,11 +53,51 @@ def _run(engine: Engine, fn: Callable[[Config], None]) -> None:
 
 
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     _run(engine, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade_engine(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     _run(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(?:\"([^\"]*)\"|'([^']*)'|None)\s*$", re.M)
+
+
+def shipped_head() -> str | None:
+    """The newest shipped revision, read from the scripts' ``revision``/``down_revision`` lines
+    without importing Alembic. None when the scripts do not form one plain chain (a merge, a
+    line this reader does not understand): then only Alembic can tell, and callers ask it."""
+    revs: dict[str, str | None] = {}
+    for f in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        found: dict[str, str | None] = {}
+        for m in _REVISION_LINE.finditer(f.read_text(encoding="utf-8")):
+            found.setdefault(m.group(1), m.group(2) or m.group(3) or None)
+        if "revision" not in found or not found["revision"] or "down_revision" not in found:
+            return None
+        revs[str(found["revision"])] = found["down_revision"]
+    parents = set(revs.values())
+    heads = [r for r in revs if r not in parents]
+    return heads[0] if len(heads) == 1 and len(parents) == len(revs) else None
+
+
+def is_current(engine: Engine) -> bool:
+    """True when the database is already at the newest shipped revision (then there is nothing
+    to migrate and Alembic is not loaded). Any doubt (no version table, a revision this reader
+    cannot work out) is False: the caller then runs the real upgrade, which is a no-op when
+    the schema turns out current."""
+    want = shipped_head()
+    if want is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except Exception:  # no version table yet (a new database), or unreadable: migrate
+        return False
+    return rows == [want]
 
 
 def current_engine(engine: Engine) -> str | None:
@@ -58,6 +106,8 @@ def current_engine(engine: Engine) -> str | None:
 
 
 def _current(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 

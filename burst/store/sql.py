@@ -189,13 +189,15 @@ class SqlStore:
     def from_url(cls, url: str, *, upgrade: bool = True) -> SqlStore:
         """Open the store at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
-        With ``upgrade`` (the default) the schema is migrated to the newest Alembic revision first.
+        With ``upgrade`` (the default) the schema is migrated to the newest Alembic revision first;
+        a schema already there is left alone without loading Alembic.
         """
         engine = make_engine(url)
         if upgrade:
             from burst.store import migrate  # Alembic is loaded only when a store migrates
 
-            migrate.upgrade_engine(engine)
+            if not migrate.is_current(engine):
+                migrate.upgrade_engine(engine)
         return cls(engine)
 
     @property

@@ -1,0 +1,85 @@
+"""Start-up time of short ``burst`` commands, side by side with another checkout.
+
+Each command runs as a fresh interpreter (``python -c 'from burst.cli import main; main()' ...``
+with PYTHONPATH set to the checkout), ``--runs`` times per side, old and new interleaved (and
+which goes first alternating), on the embedded default configuration:
+
+* ``burst --help``;
+* ``burst status`` with a store already at the newest revision (``.burst/burst.db`` in the
+  working directory, made once before timing);
+* ``burst status`` in an empty directory (what a first run pays; the directory is emptied
+  before every run).
+
+Prints medians and old/new ratios; last line JSON.
+
+    python bench/startup.py --old /tmp/old [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+CASES = {"help": ["--help"], "status (store current)": ["status"], "status (empty dir)": ["status"]}
+
+
+def run(root: Path, args: list[str], cwd: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=str(root))
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'burst'; from burst.cli import main; main()", *args]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old", default=None, metavar="DIR", help="the checkout to compare with")
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args()
+    sides = {"new": HERE} | ({"old": Path(args.old).resolve()} if args.old else {})
+    tmp = Path(tempfile.mkdtemp(prefix="burst-startup-"))
+    try:
+        current = {s: tmp / f"current-{s}" for s in sides}
+        for s, d in current.items():
+            d.mkdir()
+            run(sides[s], ["status"], d)  # makes .burst/burst.db at the newest revision
+        times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sides} for c in CASES}
+        for k in range(args.runs):
+            for case, argv in CASES.items():
+                order = list(sides) if k % 2 == 0 else list(reversed(sides))
+                for s in order:
+                    if case == "status (empty dir)":
+                        cwd = tmp / f"empty-{s}"
+                        shutil.rmtree(cwd, ignore_errors=True)
+                        cwd.mkdir()
+                    elif case == "help":
+                        cwd = tmp
+                    else:
+                        cwd = current[s]
+                    times[case][s].append(run(sides[s], argv, cwd))
+        print(f"median of {args.runs} (s), load {os.getloadavg()[0]:.1f}")
+        out: dict[str, dict[str, float]] = {}
+        for case in CASES:
+            med = {s: statistics.median(times[case][s]) for s in sides}
+            out[case] = med
+            line = "  ".join(f"{s} {med[s]:.3f}" for s in sides)
+            if "old" in med:
+                line += f"  old/new {med['old'] / med['new']:.2f}x"
+            print(f"  {case:24s} {line}")
+        print(json.dumps({"bench": "startup", "runs": args.runs, "medians_s": out}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
