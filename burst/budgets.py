@@ -110,14 +110,17 @@ class BudgetBook:
     """The budgets of one burst, over its store. Cheap to build; reads the store on each call."""
 
     def __init__(
-        self, store: Store, settings: BudgetSettings, *, project_s: float, notifier: Notifier | None = None
+        self, store: Store, settings: BudgetSettings, *, project_s: float, late_s: float = 0.0,
+        notifier: Notifier | None = None,
     ) -> None:
         """``project_s``: how long a live instance without an expiry (overflow) is expected to
         keep running from now, and an overflow launch's expected life (the policy's
-        ``reserve_hours_per_launch``)."""
+        ``reserve_hours_per_launch``). ``late_s``: how long past its time limit an on-demand
+        instance may still bill (the controller's ticks to terminate it and see it gone)."""
         self.store = store
         self.settings = settings
         self.project_s = project_s
+        self.late_s = late_s
         self.notifier = notifier
         # The smallest launch asked of each budget since the last watch(): a cap that leaves less
         # than that is reached for burst's purposes (nothing it wants to launch fits).
@@ -193,7 +196,9 @@ class BudgetBook:
 
     def checks_for(self, launch: Launch, now: Timestamp) -> tuple[BudgetCheck, ...]:
         """The executor's ``budget_for``: one check per hard cap that applies to ``launch``."""
-        asked = launch_usd(launch.offer.price_per_hour, now, launch.expires_at, self.project_s, BILLING_MINIMUM_S)
+        asked = launch_usd(
+            launch.offer.price_per_hour, now, launch.expires_at, self.project_s, BILLING_MINIMUM_S, self.late_s
+        )
         out = []
         for lim in self.limits():
             if lim.hard_usd <= 0 or not self._applies(lim, launch.team):
@@ -211,6 +216,7 @@ class BudgetBook:
                     team=lim.team,
                     teams=self.members(lim.team) if lim.team else (),
                     project_live_s=self.project_s,
+                    expiry_late_s=self.late_s,
                 )
             )
         return tuple(out)
@@ -237,7 +243,7 @@ class BudgetBook:
             ledger = sum(e.usd for e in entries if e.end >= start and self._in(lim, e.team))
             mine = [i for i in live if self._in(lim, i.team)]
             spent = ledger + sum(i.cost(now, BILLING_MINIMUM_S) for i in mine if i.launched_at is not None)
-            committed = ledger + sum(projected_usd(i, now, self.project_s) for i in mine)
+            committed = ledger + sum(projected_usd(i, now, self.project_s, self.late_s) for i in mine)
             level = level_of(committed, lim)
             want = wanted.get(lim.name)
             if level is not Level.HARD and want is not None and want[0] == start:

@@ -303,6 +303,7 @@ class BudgetCheck:
     # expected end, its expiry or else ``now + project_live_s``
     # (:func:`burst.store.ledger.projected_usd`), instead of accrual plus a flat reserve.
     project_live_s: float | None = None
+    expiry_late_s: float = 0.0  # projection mode: how long past its expiry an instance may still bill
     teams: tuple[str, ...] = ()  # with ``team``: further scheduler teams (accounts) that count as it
 
 

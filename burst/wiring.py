@@ -117,8 +117,12 @@ def with_mirror_hosts(aws: AwsSettings, svc: MirrorService) -> AwsSettings:
 
 def budget_book(cfg: BurstConfig, store: Store, notifier: Notifier | None = None) -> BudgetBook:
     """The budgets of ``cfg`` over ``store``: the daemon's, the CLI's and the bot's see the same
-    numbers. An overflow launch is expected to run ``reserve_hours_per_launch`` at least."""
-    return BudgetBook(store, cfg.budget, project_s=cfg.policy.reserve_hours_per_launch * 3600.0, notifier=notifier)
+    numbers. An overflow launch is expected to run ``reserve_hours_per_launch`` at least; an
+    on-demand instance may bill up to two ticks past its limit (seen expired, then seen gone)."""
+    return BudgetBook(
+        store, cfg.budget, project_s=cfg.policy.reserve_hours_per_launch * 3600.0,
+        late_s=2 * cfg.tick_interval_s, notifier=notifier,
+    )
 
 
 def _gate(store: Store, od: OnDemandSettings, budgets: BudgetBook, now: Timestamp) -> None:

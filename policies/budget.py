@@ -95,11 +95,13 @@ def level_of(committed_usd: float, limit: Limit, *, adding_usd: float = 0.0) -> 
     return Level.OK
 
 
-def launch_usd(price_per_hour: float, now: float, expires_at: float | None, project_s: float, minimum_s: float) -> float:
+def launch_usd(
+    price_per_hour: float, now: float, expires_at: float | None, project_s: float, minimum_s: float, late_s: float = 0.0
+) -> float:
     """A launch's projected cost: its price for its expected life (to its expiry, the requested
-    duration of an on-demand request; else ``project_s``), at least the billing minimum. The
-    same rule prices live instances (:func:`burst.store.ledger.projected_usd`)."""
-    life = (expires_at - now) if expires_at is not None else project_s
+    duration of an on-demand request, plus ``late_s``; else ``project_s``), at least the billing
+    minimum. The same rule prices live instances (:func:`burst.store.ledger.projected_usd`)."""
+    life = (expires_at - now + late_s) if expires_at is not None else project_s
     return max(minimum_s, life) * price_per_hour / 3600.0
 
 

@@ -47,14 +47,15 @@ def checks_of(budget: BudgetArg) -> tuple[BudgetCheck, ...]:
     return tuple(sorted(budget, key=lambda c: c.scope))
 
 
-def projected_usd(inst: Instance, now: Timestamp, project_s: float) -> float:
+def projected_usd(inst: Instance, now: Timestamp, project_s: float, late_s: float = 0.0) -> float:
     """What a live instance is expected to cost in all: from its launch (its intent, before it
     launched) to its expected end, with the billing minimum. The expected end is its expiry
-    (on-demand: the time limit) or, without one, ``now + project_s`` (overflow: at least the
-    time before its idleness is noticed); never before ``now``, so this is never less than what
-    the instance has accrued."""
+    (on-demand: the time limit) plus ``late_s`` (the ticks the controller takes to see the
+    limit passed and the cloud to confirm the termination) or, without one, ``now + project_s``
+    (overflow: at least the time before its idleness is noticed); never before ``now``, so this
+    is never less than what the instance has accrued."""
     start = inst.launched_at if inst.launched_at is not None else inst.created_at
-    end = inst.expires_at if inst.expires_at is not None else now + project_s
+    end = inst.expires_at + late_s if inst.expires_at is not None else now + project_s
     return max(BILLING_MINIMUM_S, max(end, now) - start) * inst.price_per_hour / 3600.0
 
 
@@ -69,7 +70,7 @@ def budget_breach(check: BudgetCheck, ledger_usd: float, live: Iterable[Instance
     filters to the scope). None when the intent fits."""
     mine = [i for i in live if in_scope(check, i.team)]
     if check.project_live_s is not None:
-        committed = ledger_usd + sum(projected_usd(i, now, check.project_live_s) for i in mine)
+        committed = ledger_usd + sum(projected_usd(i, now, check.project_live_s, check.expiry_late_s) for i in mine)
     else:
         committed = ledger_usd + sum(i.cost(now, BILLING_MINIMUM_S) for i in mine if i.launched_at is not None)
         committed += check.reserve_per_live_usd * len(mine)
