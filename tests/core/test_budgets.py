@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from burst.budgets import BudgetBook
 from burst.config import BudgetSettings
 from burst.domain import InstanceState, Launch, Purpose
