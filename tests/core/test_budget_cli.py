@@ -83,5 +83,7 @@ def test_status_says_why_at_a_hard_cap(tmp_path: Path) -> None:
     text = " ".join(res.stdout.split())
     assert ("budget team:ml:day: spent $0.53, committed $32.53 (hard $10.00) - HARD CAP REACHED: no new cloud "
             "capacity for team ml until the next day (UTC) or a raised cap; running work continues") in text
+    shown = " ".join(_burst("budget", "show", "--config", str(cfg)).stdout.split())
+    assert "team:ml:day: spent $0.53, committed $32.53 (hard $10.00) - HARD CAP REACHED" in shown
     doc = json.loads(_burst("status", "--json", "--config", str(cfg)).stdout)
     assert {b["budget"]: b["blocked"] for b in doc["budgets"]} == {"site:month": False, "team:ml:day": True}

@@ -123,3 +123,19 @@ def test_the_live_wiring_checks_budgets_with_each_intent(tmp_path: Path) -> None
     assert rt.controller.request_gate is not None
     rt.controller.request_gate(T0)  # meters the budgets
     assert blocked("site:month") == 0.0
+
+
+def test_a_daily_cap_lets_launches_go_again_the_next_day() -> None:
+    """T0 is 22:13 UTC. The first overflow instance fits the $10 day cap but runs up $20 or so
+    (running work is never stopped); the next launch is held until midnight, then goes ahead."""
+    w, book = world_with({"day_usd": 10.0})
+    w.submit("onprem", 8, 10 * 3600.0)
+    w.submit("first", 8, 1800.0)
+    w.run(T0 + 45 * 60.0)
+    assert w.launched() == 1
+    w.submit("second", 8, 3600.0)
+    midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z
+    w.run(midnight - 30.0)
+    assert w.launched() == 1 and book.states(w.now())[0].blocked
+    w.run(midnight + 60.0)
+    assert w.launched() == 2
