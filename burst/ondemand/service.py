@@ -404,6 +404,12 @@ class OnDemandService:
             req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, usd, now),
             self.limits_for(req.user, req.team), extra_hours=hours,
         )
+        if self.budgets is not None:
+            # A longer limit raises what the instance is committed to cost: past a soft level or
+            # a hard cap, only an admin may extend (their decision, audited as over quota).
+            over = self.budgets.request_reasons(req.team, usd, now)
+            if over:
+                verdict = QuotaVerdict(False, [*verdict.reasons, *over])
         if not verdict.auto_approve and not self.is_admin(user):
             raise ServiceError(
                 "Extension is over quota: " + "; ".join(verdict.reasons) + ". Ask an admin to extend it."

@@ -99,3 +99,22 @@ def test_past_the_soft_level_a_request_needs_an_admin(post: Poster, store: Memor
     reply = post.reply(k)
     assert "needs an admin" in reply and "the site:day budget is past its soft level of $30.00" in reply
     assert [r.state for r in store.requests()].count(RequestState.REQUESTED) == 1
+
+
+def test_an_extension_past_a_budget_needs_an_admin(service: OnDemandService, store: MemoryStore, clock: ManualClock,
+                                                   book: BudgetBook) -> None:
+    from burst.ondemand.service import RequestArgs, ServiceError
+
+    book.set_limit(ADMIN, "site:day", "hard", "100", now=T0)
+    book.set_limit(ADMIN, "site:day", "soft", "30", now=T0)
+    r = service.request(USER, RequestArgs(1, "A100", hours=1, cloud="aws")).request  # about $21.96
+    now = clock.now()
+    store.transition_request(r.id, RequestState.PROVISIONING, now=now, actor="t", reason="t")
+    store.transition_request(r.id, RequestState.READY, now=now, actor="t", reason="t", expires_at=now + 3600)
+    got = service.extend(USER, r.id, 0.5)  # about $11: no budget passed
+    assert got.hours == 1.5
+    running(store, 25.0, 1.0, team="nlp")
+    with pytest.raises(ServiceError, match="site:day budget is past its soft level of \\$30.00"):
+        service.extend(USER, r.id, 0.5)
+    assert store.get_request(r.id).hours == 1.5  # type: ignore[union-attr]
+    assert service.extend(ADMIN, r.id, 0.5).hours == 2.0  # an admin may, audited as over quota
