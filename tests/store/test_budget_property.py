@@ -190,7 +190,6 @@ class World:
                 self._end(inst, inst.expires_at + step.lag_s)  # the controller, a little late
 
     def raise_cap(self, step: Raise) -> None:
-        scope, _, period = step.budget.rpartition(":")
         self.caps[step.budget] += step.usd
         self.book(self.store).set_limit("admin", step.budget, "hard", f"{self.caps[step.budget]:.6f}", now=self.now)
 
