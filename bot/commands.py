@@ -126,6 +126,9 @@ def execute(deps: BotDeps, cmd: p.Command, user: str, body: dict[str, Any], clie
         return format_status(svc.status())
     if isinstance(cmd, p.Budget):
         return format_budget(svc.budget())
+    if isinstance(cmd, p.BudgetSet):
+        line = svc.budget_set(user, cmd.budget, cmd.level, cmd.amount)
+        return f":white_check_mark: Budget set (recorded in the audit): {slack_escape(line)}"
     if isinstance(cmd, p.Approve):
         r = svc.approve(user, cmd.request_id)
         return f":white_check_mark: Approved `{r.id}`."

@@ -119,6 +119,8 @@ def format_status(s: StatusReport) -> str:
         f"*Spend:* today ${day:,.2f}{f' of ${s.budget_day_usd:,.2f}' if s.budget_day_usd else ''}, "
         f"this month ${month:,.2f}{f' of ${s.budget_month_usd:,.2f}' if s.budget_month_usd else ''}"
     )
+    if s.budgets_blocked:
+        lines.append("*Budget:* " + "; ".join(slack_escape(x) for x in s.budgets_blocked))
     gc = s.next_challenge
     if gc is not None:
         lines.append(
@@ -142,4 +144,7 @@ def format_budget(b: BudgetReport) -> str:
             + (f" of {row.gpu_hours_month:.0f}" if row.gpu_hours_month is not None else "")
             + " GPU-hours"
         )
+    if b.budgets:
+        lines.append("*Budgets* (committed: spent plus what running instances are expected to cost):")
+        lines.extend(slack_escape(x) for x in b.budgets)
     return "\n".join(lines)

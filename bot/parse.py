@@ -28,7 +28,8 @@ USAGE: dict[str, str] = {
     "show": "/burst show <request-id>",
     "key": "/burst key set <ssh-public-key>",
     "status": "/burst status",
-    "budget": "/burst budget",
+    "budget": "/burst budget [set <budget> soft|hard <usd>]",
+    "budget set": "/burst budget set <site:month|site:day|team:<team>:month|team:<team>:day> soft|hard <usd, 0 removes>",
     "approve": "/burst approve <request-id>",
     "reject": "/burst reject <request-id> [reason]",
     "gc": "/burst gc schedule <when> <duration> <job-file> [nodes N] [burst-preempted] [note] | gc list | gc show <id> | gc cancel <id>",
@@ -48,7 +49,8 @@ HELP = "\n".join(
         "• `" + USAGE["list"] + "`, `" + USAGE["show"] + "`",
         "• `" + USAGE["key"] + "`  (ed25519, ecdsa, or RSA of 2048 bits or more)",
         "• `/burst status`, `/burst budget`",
-        "• admins: `" + USAGE["approve"] + "`, `" + USAGE["reject"] + "`, `/burst gc schedule|list|show|cancel`",
+        "• admins: `" + USAGE["approve"] + "`, `" + USAGE["reject"] + "`, `/burst gc schedule|list|show|cancel`, "
+        "`/burst budget set <budget> soft|hard <usd>`",
         "Durations: `90m`, `4h`, `1h30m`, `2d`. Requests within your quota start at once; others wait for an admin.",
     ]
 )
@@ -119,6 +121,16 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSet:
+    """``/burst budget set site:month hard 5000`` (admins); the values are checked by the
+    service (burst.budgets), which names what is wrong."""
+
+    budget: str
+    level: str
+    amount: str
+
+
+@dataclass(frozen=True, slots=True)
 class Approve:
     request_id: str
 
@@ -156,10 +168,10 @@ class GcCancel:
 
 
 Command = (
-    Help | Request | Extend | Release | List | Show | KeySet | Status | Budget | Approve | Reject
+    Help | Request | Extend | Release | List | Show | KeySet | Status | Budget | BudgetSet | Approve | Reject
     | GcSchedule | GcList | GcShow | GcCancel
 )
-ADMIN_COMMANDS = (Approve, Reject, GcSchedule, GcCancel)
+ADMIN_COMMANDS = (Approve, Reject, GcSchedule, GcCancel, BudgetSet)
 
 # ---- tokens ----------------------------------------------------------------------------------
 
@@ -267,6 +279,13 @@ def parse(text: str) -> Command:
         if len(rest) < 3:
             raise ParseError("Paste the whole public key: its type, then the base64 body.", u)
         return KeySet(" ".join(rest[1:]))
+    if verb == "budget" and rest and rest[0].lower() == "set":
+        u = USAGE["budget set"]
+        if len(rest) != 4:
+            raise ParseError("Say which budget, which level and how many dollars, e.g. `budget set site:month hard 5000`.", u)
+        if rest[2].lower() not in ("soft", "hard"):
+            raise ParseError(f"`{_shown(rest[2])}` is not a level: say `soft` or `hard`.", u)
+        return BudgetSet(rest[1][:80], rest[2].lower(), rest[3][:40])
     if verb in ("status", "budget"):
         _no_more(rest, USAGE[verb])
         return Status() if verb == "status" else Budget()

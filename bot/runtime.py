@@ -169,14 +169,15 @@ class BotFactory:
         from burst.clock import WallClock
         from burst.ondemand.service import OnDemandService
         from burst.store.sql import SqlStore
-        from burst.wiring import offers_for
+        from burst.wiring import budget_book, offers_for
 
         cfg = load_burst_config(self.config_path)
         settings = bot_settings(cfg.slack)
         # The schema was brought up to date once, by prepare_store() before the workers started.
         store = SqlStore.from_url(cfg.database_url, upgrade=False)
         service = OnDemandService(store, settings, offers_for(cfg), WallClock(),
-                                  challenge_settings=cfg.grand_challenge.settings())
+                                  challenge_settings=cfg.grand_challenge.settings(),
+                                  budgets=budget_book(cfg, store))
         executor = listener_executor or YieldingExecutor(self.gate, self.lazy_workers)
         # Socket Mode has no signing secret (nothing to verify: the bot dialled Slack); Bolt wants
         # one all the same, and this one verifies nothing because no HTTP request reaches it.

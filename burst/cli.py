@@ -20,6 +20,7 @@ from rich.console import Console
 from burst.errors import BurstError, ConfigError, InputError
 
 if TYPE_CHECKING:
+    from burst.budgets import BudgetBook, BudgetState
     from burst.domain import GrandChallenge
     from burst.ports import Store
 
@@ -28,6 +29,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(config_app, name="config")
 gc_app = typer.Typer(no_args_is_help=True, help="Grand challenges: schedule, list, show, cancel, plan (admins).")
 app.add_typer(gc_app, name="gc")
+budget_app = typer.Typer(no_args_is_help=True, help="Site and team budgets: show, set (admins).")
+app.add_typer(budget_app, name="budget")
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -347,6 +350,7 @@ def status(
 
     from burst.config import load_config
     from burst.domain import day_start, month_start
+    from burst.wiring import budget_book
 
     try:
         cfg = load_config(config)
@@ -358,6 +362,7 @@ def status(
     live = st.live_instances()
     month = st.spend(since=month_start(now), now=now)
     day = st.spend(since=day_start(now), now=now)
+    budget_states = budget_book(cfg, st).states(now)
     data = {
         "as_of": now,
         "instances": [
@@ -368,6 +373,7 @@ def status(
         "spend_month_usd": month,
         "budget_month_usd": cfg.budget.month_usd,
         "last_tick": last,
+        "budgets": [_budget_dict(b) for b in budget_states],
     }
     if json_out:
         print(json.dumps(data, default=float))
@@ -380,6 +386,8 @@ def status(
     console.print(t)
     cap = f" of ${cfg.budget.month_usd:,.0f}" if cfg.budget.month_usd else ""
     console.print(f"spend: today ${day:,.2f}, this month ${month:,.2f}{cap}")
+    for b in budget_states:
+        console.print(f"budget {b.line()}", highlight=False, soft_wrap=True)
     if last:
         console.print(
             f"last tick: {last.get('pending')} pending (longest wait {(last.get('longest_wait_s') or 0) / 60:.1f} min), "
@@ -395,6 +403,74 @@ def _action_counts(actions: list[str]) -> str:
 
     counts = Counter(str(a) for a in actions)
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+# ---- budgets ---------------------------------------------------------------------------------------
+
+
+def _budget_dict(b: BudgetState) -> dict[str, object]:
+    return {
+        "budget": b.limit.name, "soft_usd": b.limit.soft_usd, "hard_usd": b.limit.hard_usd,
+        "spent_usd": round(b.spent_usd, 2), "committed_usd": round(b.committed_usd, 2),
+        "level": str(b.level), "blocked": b.blocked,
+    }
+
+
+def _budget_book(config: Path | None, database_url: str | None) -> BudgetBook:
+    from burst.config import load_config
+    from burst.wiring import budget_book
+
+    try:
+        cfg = load_config(config)
+    except InputError as e:
+        _fail(str(e))
+    store = _open_store(database_url or cfg.database_url, "--database-url" if database_url else "database_url")
+    try:
+        return budget_book(cfg, store)
+    except BurstError as e:
+        _fail(f"database: {e}", 1)
+
+
+@budget_app.command("show")
+def budget_show(
+    config: Annotated[Path | None, typer.Option(help="Config file; default: the embedded defaults.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Overrides the config's database_url.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line.")] = False,
+) -> None:
+    """Every site and team budget: spent, committed (spent plus what running instances are
+    expected to cost), soft level, hard cap, and whether the hard cap holds launches back."""
+    from burst.budgets import format_states
+
+    states = _budget_book(config, database_url).states(time.time())
+    if json_out:
+        print(json.dumps({"budgets": [_budget_dict(b) for b in states]}))
+        return
+    for line in format_states(states):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@budget_app.command("set")
+def budget_set(
+    budget: Annotated[str, typer.Argument(help="site:month, site:day, team:<team>:month or team:<team>:day")],
+    level: Annotated[str, typer.Argument(help="soft (admins told, on-demand needs approval) or hard (no new launch)")],
+    usd: Annotated[str, typer.Argument(help="Dollars; 0 removes the level.")],
+    as_user: Annotated[str | None, typer.Option("--as", help="Actor recorded in the audit log; default: the OS user.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file; default: the embedded defaults.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Overrides the config's database_url.")] = None,
+) -> None:
+    """Set one level of one budget (audited). Takes effect on the controller's next tick:
+    a raised hard cap lets held launches go ahead; running work is never stopped."""
+    from burst.budgets import BudgetInputError
+
+    actor = _actor(as_user)
+    book = _budget_book(config, database_url)
+    now = time.time()
+    try:
+        lim = book.set_limit(actor, budget, level, usd, now=now)
+    except BudgetInputError as e:
+        _fail(f"{e}; nothing was changed")
+    for b in book.states(now, [lim]):
+        console.print(f"set by {actor}: {b.line()}", highlight=False, soft_wrap=True)
 
 
 # ---- grand challenges ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ unless marked simulated (:meth:`BurstConfig.cloud_mode`).
 
 from __future__ import annotations
 
+import re
 import reprlib
 from enum import StrEnum
 from pathlib import Path
@@ -194,9 +195,40 @@ class PolicySettings(_Strict):
     reserve_hours_per_launch: float = Field(default=0.25, ge=0, le=24)
 
 
-class BudgetSettings(_Strict):
-    month_usd: float = Field(default=0.0, ge=0)  # 0 = no hard cap
+class TeamBudgetSettings(_Strict):
+    """One team's budgets (issue 13); 0 = none. Soft: admins told, new on-demand requests need
+    approval. Hard: no new launch for the team."""
+
+    month_usd: float = Field(default=0.0, ge=0)
     day_usd: float = Field(default=0.0, ge=0)
+    soft_month_usd: float = Field(default=0.0, ge=0)
+    soft_day_usd: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> TeamBudgetSettings:
+        for period in ("month", "day"):
+            soft, hard = getattr(self, f"soft_{period}_usd"), getattr(self, f"{period}_usd")
+            if soft and hard and soft > hard:
+                raise ValueError(f"soft_{period}_usd ({soft:g}) must not be above {period}_usd ({hard:g})")
+        return self
+
+
+class BudgetSettings(TeamBudgetSettings):
+    """The site's budgets (``month_usd``/``day_usd``: hard caps, 0 = none; ``soft_*``: soft
+    levels), each team's (``teams``), and which scheduler teams (Slurm accounts, Kubernetes
+    namespaces or team labels) belong to which budget team (``team_of``; unmapped: itself).
+    Admins change the numbers at run time with ``burst budget set`` or ``/burst budget set``."""
+
+    teams: dict[str, TeamBudgetSettings] = Field(default_factory=dict)
+    team_of: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("teams", "team_of")
+    @classmethod
+    def _team_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in [*v, *(x for x in v.values() if isinstance(x, str))]:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+                raise ValueError(f"team name {name!r}: letters, digits, '.', '_' or '-', at most 63")
+        return v
 
 
 class BackoffSettings(_Strict):

@@ -58,7 +58,7 @@ from burst.errors import (
 from burst.faults import crash_point
 from burst.ports import (
     AsyncMirror,
-    BudgetCheck,
+    BudgetArg,
     GangHold,
     Notifier,
     Provider,
@@ -105,7 +105,7 @@ class ExecResult:
         self.notified += other.notified
 
 
-BudgetFn = Callable[[Launch, Timestamp], BudgetCheck | None]
+BudgetFn = Callable[[Launch, Timestamp], BudgetArg]
 # The user data for launching an instance, first try or retry: built from what the store holds
 # of it (purpose, owner, request, image, gang...), never from the Launch action, which a retried
 # launch (after a crash or a transient error) no longer has. "" lets the provider render its
@@ -284,7 +284,13 @@ class Executor:
             stored = self.store.create_intent(inst, now=now, actor=ACTOR, reason=a.reason, budget=budget)
         except BudgetExceeded as e:
             res.errors.append(f"{a.intent_id}: {e}")
-            self._notify("admins", f"burst: launch held back, {e}")
+            # Once per budget per notify_repeat_s: a hard cap that holds for hours must not post
+            # every tick (burst status, /burst budget and burst_budget_blocked say it meanwhile).
+            key = ("admins", f"budget held back: {e.scope}")
+            last = self._notified.get(key)
+            if last is None or now - last >= self.notify_repeat_s:
+                self._notified[key] = now
+                self._notify("admins", f"burst: launch held back, {e}")
             return None
         if stored.state is not InstanceState.PLANNED:
             return stored  # idempotent replay of a plan already carried out

@@ -182,6 +182,11 @@ PENDING_GPUS = Gauge("burst_pending_gpus", "GPUs requested by pending jobs, by w
 FLEET = Gauge("burst_instances", "burst instances not yet terminated", ["state", "cloud", "purpose"], registry=REGISTRY)
 SPEND = Gauge("burst_spend_usd", "Spent or committed in the current budget period", ["budget"], registry=REGISTRY)
 BUDGET_CAP = Gauge("burst_budget_cap_usd", "Budget cap of the period (0: no cap)", ["budget"], registry=REGISTRY)
+BUDGET_BLOCKED = Gauge(
+    "burst_budget_blocked",
+    "1 while a budget's hard cap holds new launches back (running work continues), else 0",
+    ["budget"], registry=REGISTRY,
+)
 BOOT_ESTIMATE = Gauge("burst_boot_estimate_seconds",
                       "Learnt launch-to-joined time of recent instances (absent until one has joined)",
                       registry=REGISTRY)
@@ -217,6 +222,18 @@ def observe_fleet(snap: Snapshot) -> None:
         BUDGET_CAP.labels(budget).set(cap)
     if snap.boot_estimate_s is not None:
         BOOT_ESTIMATE.set(snap.boot_estimate_s)
+
+
+def observe_budgets(states: Sequence[tuple[str, float, float, bool]]) -> None:
+    """Each site and team budget as ``(name, committed, hard cap, blocked)`` (``site:month``,
+    ``team:<team>:day``...; committed: spent plus what live instances are projected to cost;
+    blocked: its hard cap holds launches back). Budgets no longer set are dropped from
+    ``burst_budget_blocked``."""
+    BUDGET_BLOCKED.clear()
+    for name, committed, cap, blocked in states:
+        SPEND.labels(name).set(committed)
+        BUDGET_CAP.labels(name).set(cap)
+        BUDGET_BLOCKED.labels(name).set(1.0 if blocked else 0.0)
 
 
 class MeteredProvider:

@@ -292,12 +292,22 @@ class BudgetCheck:
     written only if ``committed + asked_usd <= cap_usd``.
     """
 
-    scope: str  # "global" or "team:<name>"
+    scope: str  # "global", "team:<name>", or burst.budgets' "site:month", "team:<name>:day", ...
     cap_usd: float
     period_start: Timestamp
     asked_usd: float
     team: str = ""  # restrict to one team's instances when set
     reserve_per_live_usd: float = 0.0
+    # Projection mode (the production budgets, burst/budgets.py): when set, each live instance of
+    # the scope counts with what it is expected to cost from its launch (or intent) to its
+    # expected end, its expiry or else ``now + project_live_s``
+    # (:func:`burst.store.ledger.projected_usd`), instead of accrual plus a flat reserve.
+    project_live_s: float | None = None
+    expiry_late_s: float = 0.0  # projection mode: how long past its expiry an instance may still bill
+    teams: tuple[str, ...] = ()  # with ``team``: further scheduler teams (accounts) that count as it
+
+
+BudgetArg = BudgetCheck | Sequence[BudgetCheck] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,11 +387,12 @@ class Store(Protocol):
 
     # ---- instances ---------------------------------------------------------------------
     def create_intent(
-        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
     ) -> Instance:
         """Write ``inst`` (state PLANNED) unless its id exists; return the stored row.
 
-        Raises :class:`burst.errors.BudgetExceeded` (writing nothing) when ``budget`` says no.
+        Raises :class:`burst.errors.BudgetExceeded` (writing nothing) when ``budget`` (one check
+        or several, every one locked and checked in this transaction) says no.
         """
         ...
 

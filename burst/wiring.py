@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from burst.budgets import BudgetBook
 from burst.catalog import Catalog, OfferFilter
 from burst.clock import WallClock
 from burst.config import BurstConfig
@@ -21,6 +22,7 @@ from burst.controller import BudgetCaps, Controller
 from burst.domain import Offer, Timestamp
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy
+from burst.ondemand.settings import OnDemandSettings
 from burst.ports import (
     AsyncMirror,
     ChallengeQueue,
@@ -159,6 +161,25 @@ def azure_quota_refresh(controller: Controller, offers: Sequence[Offer], provide
     return refresh
 
 
+def budget_book(cfg: BurstConfig, store: Store, notifier: Notifier | None = None) -> BudgetBook:
+    """The budgets of ``cfg`` over ``store``: the daemon's, the CLI's and the bot's see the same
+    numbers. An overflow launch is expected to run ``reserve_hours_per_launch`` at least; an
+    on-demand instance may bill up to two ticks past its limit (seen expired, then seen gone)."""
+    return BudgetBook(
+        store, cfg.budget, project_s=cfg.policy.reserve_hours_per_launch * 3600.0,
+        late_s=2 * cfg.tick_interval_s, notifier=notifier,
+    )
+
+
+def _gate(store: Store, od: OnDemandSettings, budgets: BudgetBook, now: Timestamp) -> None:
+    """Before each tick's snapshot: requests the quota no longer allows go back to an admin, and
+    the budgets are metered and their crossings told (once)."""
+    from burst.ondemand.quota import hold_over_quota
+
+    hold_over_quota(store, od, now)
+    budgets.watch(now)
+
+
 def build_runtime(
     cfg: BurstConfig,
     *,
@@ -173,7 +194,6 @@ def build_runtime(
     store = store if store is not None else open_store(cfg.database_url)
     offers = offers_for(cfg)
     policy = cfg.policy_config()
-    caps = BudgetCaps(cfg.budget.month_usd, cfg.budget.day_usd)
     backoff = BackoffPolicy(base_s=cfg.backoff.base_s, quota_base_s=cfg.backoff.quota_base_s, cap_s=cfg.backoff.cap_s)
     before: Callable[[Timestamp], None] | None = None
     after: Callable[[Timestamp], None] | None = None
@@ -274,14 +294,13 @@ def build_runtime(
 
         for name in cfg.simulated_clouds():
             providers[name] = SimProvider(name, cfg.cluster, clock)
-    from burst.ondemand.quota import hold_over_quota
-
     log.info("clouds: %s", ", ".join(f"{n} {cfg.cloud_mode(n)}" for n in cfg.enabled_clouds()) or "none")
-    from burst.ondemand.settings import OnDemandSettings
     from burst.ondemand.userdata import make_user_data_for
 
     od = OnDemandSettings.model_validate(cfg.slack or {})
     from burst.metrics import MeteredProvider
+
+    budgets = budget_book(cfg, store, notifier)
 
     controller = Controller(
         cluster=cfg.cluster,
@@ -291,7 +310,12 @@ def build_runtime(
         store=store,
         offers=[o for o in offers if o.cloud in providers],
         policy=policy,
-        caps=caps,
+        # Budgets are checked in the transaction that writes each launch's intent, site and team,
+        # month and day, with what live instances are projected to cost (burst/budgets.py); the
+        # planner's own estimate (spend + a reserve per launch, BudgetCaps) is not used live: it
+        # would hold launches back on a different count, and miss caps raised at run time.
+        caps=BudgetCaps(),
+        budget_for=budgets.checks_for,
         backoff=backoff,
         orphan_grace_s=cfg.orphan_grace_s,
         notifier=notifier,
@@ -302,7 +326,7 @@ def build_runtime(
         # On-demand instances boot with the requester's SSH key and never join the scheduler;
         # overflow instances get the provider's join template.
         user_data_for=make_user_data_for(store, od.ssh_user),
-        request_gate=functools.partial(hold_over_quota, store, od),
+        request_gate=functools.partial(_gate, store, od, budgets),
     )
     if "azure" in cfg.real_clouds():
         refresh = azure_quota_refresh(controller, controller.offers, azure_provider)

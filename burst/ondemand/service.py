@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from burst.budgets import BudgetBook, BudgetInputError, format_states
 from burst.challenges import (
     Assessment,
     ChallengeDesk,
@@ -122,6 +123,8 @@ class StatusReport:
     budget_day_usd: float
     budget_month_usd: float
     next_challenge: GrandChallenge | None
+    budgets: tuple[str, ...] = ()  # one line per site/team budget (burst.budgets.BudgetState.line)
+    budgets_blocked: tuple[str, ...] = ()  # the lines of those whose hard cap holds launches back
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ class BudgetReport:
     total_usd: float
     budget_month_usd: float  # 0: none
     teams: tuple[TeamBudget, ...]
+    budgets: tuple[str, ...] = ()  # one line per site/team budget (burst.budgets.BudgetState.line)
 
 
 class OnDemandService:
@@ -162,10 +166,14 @@ class OnDemandService:
         is_admin: Callable[[str], bool] | None = None,
         challenge_settings: ChallengeSettings | None = None,
         live_queue: Callable[[], LiveQueue | None] | None = None,
+        budgets: BudgetBook | None = None,
     ) -> None:
         """``challenge_settings``: the config's ``grand_challenge:`` section (limits, offsets).
-        ``live_queue``: where the impact's running jobs come from; default: the last tick."""
+        ``live_queue``: where the impact's running jobs come from; default: the last tick.
+        ``budgets``: the site and team budgets (``burst.wiring.budget_for``): past a soft level
+        a new request needs an admin; status and budget show them."""
         self.store = store
+        self.budgets = budgets
         self.settings = settings
         self.offers = tuple(
             o
@@ -320,6 +328,10 @@ class OnDemandService:
             self.usage_for(draft, estimate, now),
             self.limits_for(user, draft.team),
         )
+        if self.budgets is not None:
+            over = self.budgets.request_reasons(draft.team, estimate, now)
+            if over:
+                verdict = QuotaVerdict(False, [*verdict.reasons, *over])
         quota = (
             dataclasses.replace(quota_check(self.store, self.settings, draft, now), reason=f"within quota; about ${estimate:,.2f}")
             if verdict.auto_approve else None
@@ -399,6 +411,12 @@ class OnDemandService:
             req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, usd, now),
             self.limits_for(req.user, req.team), extra_hours=hours,
         )
+        if self.budgets is not None:
+            # A longer limit raises what the instance is committed to cost: past a soft level or
+            # a hard cap, only an admin may extend (their decision, audited as over quota).
+            over = self.budgets.request_reasons(req.team, usd, now)
+            if over:
+                verdict = QuotaVerdict(False, [*verdict.reasons, *over])
         if not verdict.auto_approve and not self.is_admin(user):
             raise ServiceError(
                 "Extension is over quota: " + "; ".join(verdict.reasons) + ". Ask an admin to extend it."
@@ -489,6 +507,7 @@ class OnDemandService:
         now = self.clock.now()
         live = [i for i in self.store.live_instances() if i.state is not InstanceState.TERMINATED]
         nxt = self.store.challenges(states=(ChallengeState.SCHEDULED, ChallengeState.NOTIFIED))
+        states = self.budgets.states(now) if self.budgets is not None else []
         return StatusReport(
             last_tick=self.last_tick(),
             live=tuple(live),
@@ -497,6 +516,8 @@ class OnDemandService:
             budget_day_usd=self.settings.budget_day_usd,
             budget_month_usd=self.settings.budget_month_usd,
             next_challenge=nxt[0] if nxt else None,
+            budgets=tuple(st.line() for st in states),
+            budgets_blocked=tuple(st.line() for st in states if st.blocked),
         )
 
     def budget(self) -> BudgetReport:
@@ -513,4 +534,19 @@ class OnDemandService:
             spent = self.store.spend(since=since, now=now, team=team)
             gh = gpu_hours_booked(reqs, insts, since=since, now=now, team=team)
             rows.append(TeamBudget(team, spent, q.budget_month_usd, gh, q.gpu_hours_month))
-        return BudgetReport(since, total, s.budget_month_usd, tuple(rows))
+        lines = tuple(format_states(self.budgets.states(now))) if self.budgets is not None else ()
+        return BudgetReport(since, total, s.budget_month_usd, tuple(rows), lines)
+
+    def budget_set(self, admin: str, name: str, level: str, amount: str) -> str:
+        """``/burst budget set <budget> soft|hard <usd>``: admins only (a refusal is audited and
+        changes nothing); bad input is a one-line ServiceError and changes nothing. Returns the
+        budget's line as it now stands."""
+        self.require_admin(admin, "set budgets", name)
+        if self.budgets is None:
+            raise ServiceError("Budgets are not available here.")
+        now = self.clock.now()
+        try:
+            lim = self.budgets.set_limit(admin, name, level, amount, now=now)
+        except BudgetInputError as e:
+            raise ServiceError(slack_escape(str(e)) + ". Nothing was changed.") from None
+        return next((st.line() for st in self.budgets.states(now, [lim])), lim.name)

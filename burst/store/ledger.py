@@ -1,13 +1,17 @@
 """The spend ledger's rules, shared by every store: what an instance cost once it is terminated.
 
 Both stores append exactly one :class:`burst.ports.SpendEntry` per instance when it reaches
-TERMINATED, and price live instances the same way, so the two agree to the cent.
+TERMINATED, and price live instances the same way, so the two agree to the cent. The budget check of ``create_intent`` (:func:`budget_breach`) is
+here too, so both stores decide it identically.
 """
 
 from __future__ import annotations
 
-from burst.domain import Instance
-from burst.ports import SpendEntry
+from collections.abc import Iterable
+
+from burst.domain import Instance, Timestamp
+from burst.errors import BudgetExceeded
+from burst.ports import BudgetArg, BudgetCheck, SpendEntry
 
 BILLING_MINIMUM_S = 60.0  # clouds bill at least a minute per instance that ran
 
@@ -28,3 +32,48 @@ def ledger_entry(inst: Instance) -> SpendEntry:
         end=inst.terminated_at,
         usd=inst.cost(inst.terminated_at, BILLING_MINIMUM_S) if inst.launched_at is not None else 0.0,
     )
+
+
+# ---- budget checks (both stores run these inside their locked transaction) -------------------
+
+
+def checks_of(budget: BudgetArg) -> tuple[BudgetCheck, ...]:
+    """``create_intent``'s budget argument as checks in lock order (by scope, so two writers
+    that lock several scopes never wait on each other crosswise)."""
+    if budget is None:
+        return ()
+    if isinstance(budget, BudgetCheck):
+        return (budget,)
+    return tuple(sorted(budget, key=lambda c: c.scope))
+
+
+def projected_usd(inst: Instance, now: Timestamp, project_s: float, late_s: float = 0.0) -> float:
+    """What a live instance is expected to cost in all: from its launch (its intent, before it
+    launched) to its expected end, with the billing minimum. The expected end is its expiry
+    (on-demand: the time limit) plus ``late_s`` (the ticks the controller takes to see the
+    limit passed and the cloud to confirm the termination) or, without one, ``now + project_s``
+    (overflow: at least the time before its idleness is noticed); never before ``now``, so this
+    is never less than what the instance has accrued."""
+    start = inst.launched_at if inst.launched_at is not None else inst.created_at
+    end = inst.expires_at + late_s if inst.expires_at is not None else now + project_s
+    return max(BILLING_MINIMUM_S, max(end, now) - start) * inst.price_per_hour / 3600.0
+
+
+def in_scope(check: BudgetCheck, team: str) -> bool:
+    """Does an instance or ledger entry of ``team`` count against ``check``?"""
+    return not check.team or team == check.team or team in check.teams
+
+
+def budget_breach(check: BudgetCheck, ledger_usd: float, live: Iterable[Instance], now: Timestamp) -> BudgetExceeded | None:
+    """The check on what the store read under the scope's lock: ``ledger_usd`` (entries of the
+    scope ending since ``check.period_start``) and ``live`` (every instance not terminated; this
+    filters to the scope). None when the intent fits."""
+    mine = [i for i in live if in_scope(check, i.team)]
+    if check.project_live_s is not None:
+        committed = ledger_usd + sum(projected_usd(i, now, check.project_live_s, check.expiry_late_s) for i in mine)
+    else:
+        committed = ledger_usd + sum(i.cost(now, BILLING_MINIMUM_S) for i in mine if i.launched_at is not None)
+        committed += check.reserve_per_live_usd * len(mine)
+    if committed + check.asked_usd > check.cap_usd + 1e-9:
+        return BudgetExceeded(check.scope, check.cap_usd, committed, check.asked_usd)
+    return None

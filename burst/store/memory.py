@@ -26,10 +26,10 @@ from burst.domain import (
     check_instance_transition,
     check_request_transition,
 )
-from burst.errors import BudgetExceeded, DuplicateRecord, LeaseLost, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
+from burst.errors import DuplicateRecord, LeaseLost, RecordNotFound
+from burst.ports import AuditRow, Backoff, BudgetArg, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
-from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
+from burst.store.ledger import BILLING_MINIMUM_S, budget_breach, checks_of, in_scope, ledger_entry
 from burst.store.quota_rules import ahead_of, quota_breaches
 
 
@@ -60,18 +60,21 @@ class MemoryStore:
 
     # ---- instances ---------------------------------------------------------------------
     def create_intent(
-        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
     ) -> Instance:
+        with self._quota_lock:  # the budget check and the insert as one step, as SQL's transaction
+            return self._create_intent(inst, now=now, actor=actor, reason=reason, budget=budget)
+
+    def _create_intent(self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg) -> Instance:
         self.check_fence()
         existing = self._instances.get(inst.id)
         if existing is not None:
             return existing
-        if budget is not None:
-            committed = self.spend(since=budget.period_start, now=now, team=budget.team or None)
-            live = [i for i in self._live.values() if not budget.team or i.team == budget.team]
-            committed += budget.reserve_per_live_usd * len(live)
-            if committed + budget.asked_usd > budget.cap_usd:
-                raise BudgetExceeded(budget.scope, budget.cap_usd, committed, budget.asked_usd)
+        for check in checks_of(budget):
+            ledger = sum(e.usd for e in self._ledger if e.end >= check.period_start and in_scope(check, e.team))
+            breach = budget_breach(check, ledger, self._live.values(), now)
+            if breach is not None:
+                raise breach
         if inst.state is not InstanceState.PLANNED:
             inst = dataclasses.replace(inst, state=InstanceState.PLANNED)
         inst = dataclasses.replace(inst, created_at=inst.created_at or now)

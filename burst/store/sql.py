@@ -51,11 +51,11 @@ from burst.domain import (
     check_instance_transition,
     check_request_transition,
 )
-from burst.errors import BudgetExceeded, DuplicateRecord, LeaseLost, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
+from burst.errors import DuplicateRecord, LeaseLost, RecordNotFound
+from burst.ports import AuditRow, Backoff, BudgetArg, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
-from burst.store.ledger import BILLING_MINIMUM_S, ledger_entry
+from burst.store.ledger import BILLING_MINIMUM_S, budget_breach, checks_of, ledger_entry
 from burst.store.models import (
     AuditModel,
     Base,
@@ -284,7 +284,7 @@ class SqlStore:
 
     # ---- instances -----------------------------------------------------------------------
     def create_intent(
-        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None = None
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
     ) -> Instance:
         try:
             return self._create_intent(inst, now=now, actor=actor, reason=reason, budget=budget)
@@ -296,29 +296,30 @@ class SqlStore:
             return existing
 
     def _create_intent(
-        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetCheck | None
+        self, inst: Instance, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg
     ) -> Instance:
+        checks = checks_of(budget)
         with self._write() as s:
             self._fenced(s)
-            if budget is not None:
-                # Lock the scope first: whoever holds it sees every intent committed before it.
-                self._ensure_locked(s, BudgetLockRow, {"scope": budget.scope}, budget.scope)
+            for check in checks:
+                # Lock the scopes first (in scope order): whoever holds them sees every intent
+                # committed before it.
+                self._ensure_locked(s, BudgetLockRow, {"scope": check.scope}, check.scope)
             existing = s.get(InstanceRow, inst.id)
             if existing is not None:
                 return _to_instance(existing)
-            if budget is not None:
-                team = budget.team or None
-                committed = self._spend(s, since=budget.period_start, now=now, team=team)
-                q = (
-                    select(func.count())
-                    .select_from(InstanceRow)
-                    .where(InstanceRow.state != InstanceState.TERMINATED.value)
-                )
-                if team is not None:
-                    q = q.where(InstanceRow.team == team)
-                committed += budget.reserve_per_live_usd * int(s.scalar(q) or 0)
-                if committed + budget.asked_usd > budget.cap_usd:
-                    raise BudgetExceeded(budget.scope, budget.cap_usd, committed, budget.asked_usd)
+            if checks:
+                live = [
+                    _to_instance(r)
+                    for r in s.scalars(select(InstanceRow).where(InstanceRow.state != InstanceState.TERMINATED.value))
+                ]
+            for check in checks:
+                q = select(func.coalesce(func.sum(SpendLedgerRow.usd), 0.0)).where(SpendLedgerRow.end_at >= check.period_start)
+                if check.team:
+                    q = q.where(SpendLedgerRow.team.in_([check.team, *check.teams]))
+                breach = budget_breach(check, float(s.scalar(q) or 0.0), live, now)
+                if breach is not None:
+                    raise breach
             if inst.state is not InstanceState.PLANNED:
                 inst = dataclasses.replace(inst, state=InstanceState.PLANNED)
             inst = dataclasses.replace(inst, created_at=inst.created_at or now)
