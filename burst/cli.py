@@ -782,9 +782,7 @@ def config_from_terraform(
     try:
         text = render_yaml(read_documents(files or [Path("-")], sys.stdin))
     except InputError as e:
-        from rich.markup import escape
-
-        _fail(escape(str(e)))  # the message quotes patterns such as [a-z0-9]: not markup
+        _fail(str(e))  # _error_line escapes markup itself (the message quotes patterns such as [a-z0-9])
     sys.stdout.write(text)
 
 

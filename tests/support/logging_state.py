@@ -11,8 +11,8 @@ import pytest
 from burst.logs import QUIET_LIBRARIES
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
+def logging_restored() -> Iterator[None]:
+    """Generator body shared by the fixtures: snapshot logging, yield, put it back."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     libs = {name: logging.getLogger(name).level for name in (*QUIET_LIBRARIES, "apscheduler.scheduler")}
@@ -23,3 +23,8 @@ def restore_logging() -> Iterator[None]:
     for name, lvl in libs.items():
         logging.getLogger(name).setLevel(lvl)
     logging.getLogger("apscheduler.scheduler").filters[:] = filters
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield from logging_restored()
