@@ -287,7 +287,7 @@ class ArmStandin:
         """The user-assigned identity ids a VM was created with (ARM's ``identity`` block)."""
         vm = self.vm(name, rg)
         assert vm is not None, f"no VM {name!r}"
-        return list(((vm.get("identity") or {}).get("userAssignedIdentities") or {}))
+        return list((vm.get("identity") or {}).get("userAssignedIdentities") or {})
 
     # ---- configuration and faults (in process; also reachable through /_control) --------------
 

@@ -210,6 +210,7 @@ def test_azure_settings_carry_the_node_identity() -> None:
     assert outputs("azure")["azure_node_identity_id"] == "${local.node_identity_id}"
     docs = [parse_output_document(AZURE_EXAMPLE.read_text(), str(AZURE_EXAMPLE))]
     cfg = parse_config(yaml.safe_load(render_yaml(docs)), "rendered")
+    assert cfg.clouds.azure is not None
     azure = model.model_validate(cfg.clouds.azure.settings)
     assert azure.node_identity_id == json.loads(AZURE_EXAMPLE.read_text())["azure_node_identity_id"]["value"]  # type: ignore[attr-defined]
     assert azure.node_identity_id.endswith("/userAssignedIdentities/ml-prod-burst-node")  # type: ignore[attr-defined]
