@@ -10,7 +10,8 @@ Rules this module keeps (DESIGN.md):
 * **Errors decide by type.** Capacity and quota errors close the intent (LAUNCH_FAILED ->
   TERMINATED, cost 0) and cool the offer down 1, 2, 4... minutes (quota: 5, 10, 20...), capped at
   30; the next tick's policy picks the next offer. Transient errors leave the intent PLANNED for
-  recovery. Permanent errors disable the provider and alert admins. Deleting what is gone is
+  recovery. A cloud's ``Retry-After`` hint (``ProviderError.retry_after``) lengthens the offer's
+  cool-down to at least the hint (capped at ``cap_s``): the controller waits it out, not the SDK. Permanent errors disable the provider and alert admins. Deleting what is gone is
   success.
 * A gang is all or nothing: when one of its launches fails, the members already launched in this
   tick are terminated again.
@@ -321,7 +322,7 @@ class Executor:
             b = self.store.record_offer_failure(
                 inst.offer_key,
                 now=now,
-                base_s=self.backoff.quota_base_s if quota else self.backoff.base_s,
+                base_s=self._cool_down_base(self.backoff.quota_base_s if quota else self.backoff.base_s, e),
                 cap_s=self.backoff.cap_s,
                 error=f"{type(e).__name__}: {e.code or e}",
             )
@@ -340,9 +341,16 @@ class Executor:
         except (TransientProviderError, ProviderError) as e:
             # The call may or may not have created the instance: keep the intent PLANNED so the
             # next tick looks it up by tag before trying again under the same idempotency key.
-            self.store.record_offer_failure(
-                inst.offer_key, now=now, base_s=self.backoff.transient_base_s, cap_s=self.backoff.cap_s, error=str(e)
+            b = self.store.record_offer_failure(
+                inst.offer_key,
+                now=now,
+                base_s=self._cool_down_base(self.backoff.transient_base_s, e),
+                cap_s=self.backoff.cap_s,
+                error=str(e),
             )
+            if e.retry_after is not None:
+                log.info("launch %s: %s asked to retry after %.0fs; offer %s cools down until %.0f",
+                         inst.id, inst.cloud, e.retry_after, inst.offer_key, b.until)
             self.store.update_instance(inst.id, last_error=f"transient: {e.code or e}")
             res.errors.append(f"{inst.id}: transient: {e}")
             return None
@@ -360,6 +368,16 @@ class Executor:
         )
         res.launched.append(inst.id)
         return adopted
+
+    def _cool_down_base(self, base_s: float, e: ProviderError) -> float:
+        """The cool-down base for an offer after ``e``: at least the cloud's own ``Retry-After``
+        hint (``e.retry_after``; Azure 429/503), capped at ``backoff.cap_s`` so a bogus hint cannot
+        park an offer for days. The store grows the base 1, 2, 4... times, never shrinks it, so the
+        offer is not called again before the hint has passed: burst/ports.py's "no hidden
+        sleeping" contract, the SDK does not sleep on the hint (retry_total=0), the backoff waits."""
+        if e.retry_after is None or e.retry_after <= 0:
+            return base_s
+        return max(base_s, min(float(e.retry_after), self.backoff.cap_s))
 
     def _close_failed(self, inst: Instance, now: Timestamp, reason: str) -> None:
         self.store.transition_instance(inst.id, InstanceState.LAUNCH_FAILED, now=now, actor=ACTOR, reason=reason, last_error=reason)

@@ -79,6 +79,7 @@ OUTPUTS: Mapping[str, OutputKey] = {
     "azure_subscription_id": OutputKey((*_AZURE, "subscription_id")),
     "azure_resource_group": OutputKey((*_AZURE, "resource_group")),
     "azure_regions": OutputKey((*_AZURE, "regions"), Merge.MAP),
+    "azure_node_identity_id": OutputKey((*_AZURE, "node_identity_id")),  # one identity per resource group
     "azure_admin_ssh_public_key": OutputKey((*_AZURE, "admin_ssh_public_key")),
     "azure_user_data_template": OutputKey((*_AZURE, "user_data_template")),
     "azure_harbor_host": OutputKey((*_AZURE, "harbor_host")),

@@ -32,6 +32,9 @@ What this module does, and how it keeps the Provider contract (burst/ports.py):
   ``interrupted`` (or is gone), so the controller marks it lost and requeues its work.
 * **Gangs**: a launch with ``placement_group`` goes into a proximity placement group of that name
   (created once, idempotent PUT), so the members of an ND (InfiniBand) gang sit together.
+* **Node identity**: ``node_identity_id`` (terraform/azure's node identity) is attached to every
+  VM as its one user-assigned identity, with which the node pulls from ACR and reads its join
+  secret from Key Vault.
 * **Accelerated networking** where the size supports it (ARM refuses it otherwise).
 * **Offers** (:mod:`providers.azure_offers`): sizes with their restrictions from
   ``resource_skus.list`` and vCPU quota left from ``usage.list``, per region, refreshed when
@@ -384,6 +387,10 @@ class AzureProvider:
         if spec.placement_group and self.settings.proximity_placement_groups:
             props["proximityPlacementGroup"] = {"id": self._ensure_ppg(region, spec.placement_group, tags)}
         body: dict[str, Any] = {"location": region, "tags": tags, "properties": props}
+        if self.settings.node_identity_id:
+            # The node's own identity (terraform/azure: AcrPull on the mirror, Key Vault secret read):
+            # the only one on the VM, so IMDS hands out its tokens without a client id.
+            body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.settings.node_identity_id: {}}}
         if offer.zone:
             body["zones"] = [offer.zone]
         return body

@@ -15,6 +15,9 @@ from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$", re.I)
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
+_IDENTITY_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$", re.I
+)
 # Secrets the builtin templates read at boot, empty unless azure.template_vars sets them: on Azure
 # the Key Vault secret URLs (read with the VM's managed identity); the SSM names are AWS's and stay
 # empty here (the shared template still names them; see providers/templates/).
@@ -89,6 +92,12 @@ class AzureSettings(BaseModel):
         "k8s_api_endpoint, k8s_ca_cert_hash, bootstrap_token_secret_url",
     )
     harbor_host: str = ""
+    node_identity_id: str = Field(
+        default="",
+        description="ARM id of the user-assigned managed identity every VM gets (terraform/azure's "
+        "<cluster>-burst-node: AcrPull on the mirror, read of the join secret in Key Vault); "
+        "empty: VMs get no identity, so nodes can neither pull from ACR nor read a Key Vault secret",
+    )
     node_name_prefix: str = ""
     base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
 
@@ -104,6 +113,14 @@ class AzureSettings(BaseModel):
     def _rg(cls, v: str) -> str:
         if not _RESOURCE_GROUP.match(v) or v.endswith("."):
             raise ValueError("must be a resource group name (1-90 letters, digits, '-', '_', '.', '(' or ')')")
+        return v
+
+    @field_validator("node_identity_id")
+    @classmethod
+    def _identity_form(cls, v: str) -> str:
+        if v and not _IDENTITY_ID.match(v):
+            raise ValueError("must be a user-assigned identity resource id: /subscriptions/<id>/resourceGroups/<rg>/"
+                             "providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>")
         return v
 
     @field_validator("regions")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from providers.azure import AzureProvider
 
 RESOURCE_API_VERSION = "2021-04-01"  # subscriptions and resource groups (GET only)
+IDENTITY_API_VERSION = "2023-01-31"  # user-assigned identities (GET only)
 IMAGE_API_VERSION = "2023-07-03"  # gallery image versions / managed images by id (GET only)
 TEMPLATE_SETTING = "azure.user_data_template"
 MAX_CUSTOM_DATA_BYTES = 64 * 1024  # Azure's limit on customData, before base64
@@ -38,6 +39,8 @@ def validate_into(self: AzureProvider, problems: list[tuple[str, str]], extra_ty
     if self._raw_get(f"{sub}/resourceGroups/{s.resource_group}", RESOURCE_API_VERSION) == 404:
         problems.append(("azure.resource_group", f"resource group {s.resource_group!r} not found in subscription {s.subscription_id}"))
         return
+    if s.node_identity_id and self._raw_get(s.node_identity_id, IDENTITY_API_VERSION) == 404:
+        problems.append(("azure.node_identity_id", f"user-assigned identity {s.node_identity_id} not found"))
     for region, cfg in s.regions.items():
         where = f"azure.regions.{region}"
         try:

@@ -143,14 +143,16 @@ resource "azurerm_role_definition" "controller" {
       "Microsoft.Compute/virtualMachines/write",
       "Microsoft.Compute/virtualMachines/delete",
       "Microsoft.Compute/proximityPlacementGroups/write",
-      "Microsoft.Compute/disks/write",                         # the OS disk, created with the VM
-      "Microsoft.Compute/disks/delete",                        # deleteOption Delete: removed with the VM
-      "Microsoft.Network/networkInterfaces/read",              # the VM-managed NIC's private IP (instances carry it)
-      "Microsoft.Network/networkInterfaces/write",             # the VM-managed NIC
-      "Microsoft.Network/networkInterfaces/delete",            # deleteOption Delete
-      "Microsoft.Network/virtualNetworks/subnets/join/action", # the NIC joins the node subnet
-      "Microsoft.Network/virtualNetworks/subnets/read",        # `burst run` checks subnet_id
-      "Microsoft.Resources/subscriptions/resourceGroups/read", # `burst run` checks resource_group
+      "Microsoft.Compute/disks/write",                                  # the OS disk, created with the VM
+      "Microsoft.Compute/disks/delete",                                 # deleteOption Delete: removed with the VM
+      "Microsoft.Network/networkInterfaces/read",                       # the VM-managed NIC's private IP (instances carry it)
+      "Microsoft.Network/networkInterfaces/write",                      # the VM-managed NIC
+      "Microsoft.Network/networkInterfaces/delete",                     # deleteOption Delete
+      "Microsoft.Network/virtualNetworks/subnets/join/action",          # the NIC joins the node subnet
+      "Microsoft.Network/virtualNetworks/subnets/read",                 # `burst run` checks subnet_id
+      "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", # VMs carry the node identity
+      "Microsoft.ManagedIdentity/userAssignedIdentities/read",          # `burst run` checks node_identity_id
+      "Microsoft.Resources/subscriptions/resourceGroups/read",          # `burst run` checks resource_group
     ]
     not_actions = []
   }

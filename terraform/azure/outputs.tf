@@ -1,7 +1,8 @@
 # Every output is one burst config key (burst/terraform_config.py holds the table; the tests keep
 # the two equal). `terraform output -json | burst config from-terraform` renders them as YAML.
-# Nothing else is an output: the identities are <cluster>-burst-node and <cluster>-burst-controller
-# in the resource group, the roles burst-controller[-catalog]-<cluster>.
+# Nothing else is an output: the node identity <cluster>-burst-node is one (the VMs carry it), the
+# controller identity <cluster>-burst-controller and the roles burst-controller[-catalog]-<cluster>
+# are found by name in the resource group.
 
 output "cluster" {
   description = "config key `cluster`"
@@ -28,6 +29,11 @@ output "azure_regions" {
       mirror_host = "${azurerm_container_registry.mirror.login_server}/${var.mirror_repository_prefix}"
     }
   }
+}
+
+output "azure_node_identity_id" {
+  description = "config key `clouds.azure.settings.node_identity_id` (one per resource group: every landing zone's is the same)"
+  value       = local.node_identity_id
 }
 
 output "azure_admin_ssh_public_key" {

@@ -25,6 +25,7 @@ def azure_settings(standin: ArmStandin, **kw: Any) -> AzureSettings:
         "resource_group": RESOURCE_GROUP,
         "regions": regions,
         "admin_ssh_public_key": SSH_KEY,
+        "node_identity_id": standin.node_identity_id(),  # terraform/azure's node identity
         "base_url": kw.pop("base_url", None) or standin.endpoint,
         "lro_polling_interval_s": 0.0,
         "harbor_host": "harbor.example.org",

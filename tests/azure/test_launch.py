@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from burst.domain import REQUIRED_TAGS, TAG_ID, CloudState, Instance, InstanceState, Market, Purpose
-from burst.errors import CapacityError, TransientProviderError
+from burst.errors import CapacityError, PermanentProviderError, TransientProviderError
 from policies.reconcile import ReconcileSettings, reconcile_instance
 from providers.azure import vm_name
 from tests.aws.helpers import make_spec
@@ -39,6 +39,26 @@ def test_launch_sends_the_vm_burst_needs(standin: ArmStandin) -> None:
     keys = [k["keyData"] for k in props["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"]]
     assert keys == [SSH_KEY, "ssh-ed25519 AAAAuserkey alice@laptop"]
     assert "priority" not in props and "zones" not in vm
+
+
+def test_the_vm_carries_the_node_identity_and_only_it(standin: ArmStandin) -> None:
+    """terraform/azure's node identity (AcrPull, Key Vault secret read) is the VM's one identity:
+    the node pulls from ACR and reads its join secret with it."""
+    identity = standin.node_identity_id()
+    make_provider(standin, node_identity_id=identity).launch(make_spec("b-ident-1", azure_offer()))
+    assert standin.identities_of("b-ident-1") == [identity]
+    assert standin.vm("b-ident-1")["identity"]["type"] == "UserAssigned"  # type: ignore[index]
+    # no identity configured: the VM gets none (not an empty or system-assigned one)
+    make_provider(standin, node_identity_id="").launch(make_spec("b-ident-2", azure_offer()))
+    assert "identity" not in standin.vm("b-ident-2")  # type: ignore[operator]
+
+
+def test_an_unknown_node_identity_is_refused_by_arm(standin: ArmStandin) -> None:
+    gone = standin.node_identity_id("no-such-identity")
+    with pytest.raises(PermanentProviderError) as err:
+        make_provider(standin, node_identity_id=gone).launch(make_spec("b-ident-3", azure_offer()))
+    assert "no-such-identity" in str(err.value)
+    assert standin.vms() == []
 
 
 def test_custom_data_is_the_rendered_join_script(standin: ArmStandin) -> None:

@@ -65,6 +65,12 @@ def test_image_version_and_image_id(standin: ArmStandin) -> None:
     make_provider(standin, regions={"eastus": _region(standin, image=gallery)}).validate()
 
 
+def test_unknown_node_identity(standin: ArmStandin) -> None:
+    gone = standin.node_identity_id("no-such-identity")
+    err = _problem(standin, node_identity_id=gone)
+    assert err.where == "azure.node_identity_id" and f"user-assigned identity {gone} not found" in err.message
+
+
 def test_unknown_region(standin: ArmStandin) -> None:
     subnet = standin.subnet_id("eastus")
     err = _problem(standin, regions={"eastus": _region(standin), "marsnorth": _region(standin, subnet_id=subnet)})
@@ -103,6 +109,8 @@ def test_auth_failure_is_not_a_config_error(standin: ArmStandin) -> None:
         ("regions", {"eastus": {"subnet_id": "subnet-123", "image": IMAGE}}, "subnet resource id"),
         ("regions", {"eastus": {"subnet_id": "/subscriptions/x/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/s", "image": "ubuntu"}}, "publisher:offer:sku:version"),
         ("template_vars", {"cluster": "x"}, "may not redefine"),
+        ("node_identity_id", "/subscriptions/x/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/v",
+         "user-assigned identity resource id"),
         ("unknown_key", 1, "Extra inputs are not permitted"),
     ],
 )

@@ -239,6 +239,8 @@ class ArmStandin:
             for rg in resource_groups:
                 self.add_subnet(f"/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/burst-vnet-{loc}/subnets/default")
             self.state.images.append(f"{loc}/canonical/0001-com-ubuntu-server-jammy/22_04-lts-gen2".lower())
+        for rg in resource_groups:  # terraform/azure's node identity, one per resource group
+            self.add_resource(self.node_identity_id(rg=rg))
         self._save()
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -276,6 +278,16 @@ class ArmStandin:
 
     def subnet_id(self, location: str, rg: str = RESOURCE_GROUP) -> str:
         return f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/burst-vnet-{location}/subnets/default"
+
+    def node_identity_id(self, name: str = "burst-node", rg: str = RESOURCE_GROUP) -> str:
+        """ARM id of a user-assigned identity; ``burst-node`` in each resource group exists."""
+        return f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+
+    def identities_of(self, name: str, rg: str = RESOURCE_GROUP) -> list[str]:
+        """The user-assigned identity ids a VM was created with (ARM's ``identity`` block)."""
+        vm = self.vm(name, rg)
+        assert vm is not None, f"no VM {name!r}"
+        return list((vm.get("identity") or {}).get("userAssignedIdentities") or {})
 
     # ---- configuration and faults (in process; also reachable through /_control) --------------
 
@@ -901,6 +913,16 @@ class _Handler(BaseHTTPRequestHandler):
                "_customData": (body.get("properties") or {}).get("osProfile", {}).get("customData", "")}
         if zones:
             new["zones"] = zones
+        identity = body.get("identity") or {}
+        if identity:  # as ARM answers: each identity with its principal and client ids
+            new["identity"] = {
+                "type": identity.get("type"),
+                "userAssignedIdentities": {
+                    rid_: {"principalId": str(uuid.uuid5(uuid.NAMESPACE_URL, rid_.lower())),
+                           "clientId": str(uuid.uuid5(uuid.NAMESPACE_DNS, rid_.lower()))}
+                    for rid_ in identity.get("userAssignedIdentities") or {}
+                },
+            }
         arm._attach_resources(new, g["sub"], g["rg"])
         st.vms[key] = new
         st.created += 1
@@ -942,6 +964,19 @@ class _Handler(BaseHTTPRequestHandler):
                 return f"proximity placement group {ppg!r} not found"
         if props.get("priority") == "Spot" and not props.get("evictionPolicy"):
             return "evictionPolicy is required for Spot"
+        identity = body.get("identity")
+        if identity is not None:
+            kind = str(identity.get("type") or "")
+            assigned = identity.get("userAssignedIdentities") or {}
+            if kind not in ("SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned", "None"):
+                return f"identity.type {kind!r} is not valid"
+            if ("UserAssigned" in kind) != bool(assigned):
+                return "identity.userAssignedIdentities must be given exactly when identity.type includes UserAssigned"
+            for rid in assigned:
+                if not re.search(r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$", rid, re.I):
+                    return f"{rid!r} is not a user-assigned identity id"
+                if rid.lower() not in st.resources:
+                    return f"user-assigned identity {rid!r} not found"
         return ""
 
     def _poll_op(self, path: str) -> None:

@@ -201,10 +201,16 @@ def test_rendered_aws_and_azure_yaml_is_a_valid_config() -> None:
     assert cfg.offers.regions == ["us-east-1", "eastus"]
 
 
-@pytest.mark.xfail(strict=True, reason="TODO(issue 11): AzureSettings has no key for the nodes' user-assigned identity, so "
-                   "providers/azure.py launches VMs without it and terraform/azure cannot output it; when the key "
-                   "lands this test passes (strict: then fails), and terraform/azure must output the identity's id")
 def test_azure_settings_carry_the_node_identity() -> None:
+    """terraform/azure's node identity (AcrPull, Key Vault secret read) reaches the settings the
+    provider attaches to every VM (tests/azure/test_launch.py checks the VM carries it)."""
     model = SECTION_MODELS.get(("clouds", "azure", "settings"))
     assert model is not None
-    assert any("identity" in name for name in model.model_fields)
+    assert "node_identity_id" in model.model_fields
+    assert outputs("azure")["azure_node_identity_id"] == "${local.node_identity_id}"
+    docs = [parse_output_document(AZURE_EXAMPLE.read_text(), str(AZURE_EXAMPLE))]
+    cfg = parse_config(yaml.safe_load(render_yaml(docs)), "rendered")
+    assert cfg.clouds.azure is not None
+    azure = model.model_validate(cfg.clouds.azure.settings)
+    assert azure.node_identity_id == json.loads(AZURE_EXAMPLE.read_text())["azure_node_identity_id"]["value"]  # type: ignore[attr-defined]
+    assert azure.node_identity_id.endswith("/userAssignedIdentities/ml-prod-burst-node")  # type: ignore[attr-defined]

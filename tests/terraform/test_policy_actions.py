@@ -144,6 +144,7 @@ AZURE_RAW_GETS = {
     "f'{sub}/resourceGroups/{s.resource_group}'": {"Microsoft.Resources/subscriptions/resourceGroups/read"},
     "cfg.subnet_id": {"Microsoft.Network/virtualNetworks/subnets/read"},
     "nic_id": {"Microsoft.Network/networkInterfaces/read"},  # the VM-managed NIC's private IP
+    "s.node_identity_id": {"Microsoft.ManagedIdentity/userAssignedIdentities/read"},  # `burst run` checks it
     # an image resource id: a gallery image version or a managed image
     "image": {"Microsoft.Compute/galleries/images/versions/read", "Microsoft.Compute/images/read"},
 }
@@ -155,6 +156,8 @@ AZURE_IMPLIED = {
         "Microsoft.Network/virtualNetworks/subnets/join/action",
     },
     "osDisk": {"Microsoft.Compute/disks/write"},
+    # the node identity attached to the VM (body ``identity.userAssignedIdentities``)
+    "userAssignedIdentities": {"Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"},
     # NIC and OS disk go with the VM's delete
     "deleteOption": {"Microsoft.Network/networkInterfaces/delete", "Microsoft.Compute/disks/delete"},
 }
