@@ -39,7 +39,7 @@ demo: install
 
 ## Everything CI runs: system components, Python packages, lint, types, all tests.
 test: system-deps install checkov lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 ## ruff, then the layering contracts of pyproject.toml [tool.importlinter] (policies -> domain only;
 ## the core imports no adapter; adapters import only domain/errors/ports; only the CLI imports bot).
