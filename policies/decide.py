@@ -37,6 +37,7 @@ from burst.domain import (
     deterministic_id,
 )
 from policies.budget import admit
+from policies.fairness import order_planned
 from policies.model import PolicyConfig, Snapshot
 from policies.overflow import in_flight_key, joined_key, select_overflow
 from policies.packing import Bin, pack_small_jobs
@@ -213,6 +214,9 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
             ]
             planned.append((g.submit_time, group))
         planned.sort(key=lambda p: (p[0], p[1][0].intent_id))
+        if cfg.fairness.enabled:  # teams configured: fair share and team limits (policies/fairness.py)
+            planned, fair_notes = order_planned(planned, considered, snap.instances, now, cfg.fairness)
+            notes.extend(fair_notes)
         for j in unplaceable:
             notes.append(f"no eligible offer for {j.id} ({j.gpus} GPU {j.gpu_model or 'any'}); all backed off or filtered")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
+from policies.fairness import FairnessConfig
 from policies.spot import ReclaimCostModel, ReclaimHistory
 
 
@@ -121,4 +122,5 @@ class PolicyConfig:
     selection: SelectionConfig = SelectionConfig()
     scale_in: ScaleInConfig = ScaleInConfig()
     budget: BudgetConfig = BudgetConfig()
+    fairness: FairnessConfig = FairnessConfig()  # no teams: oldest-first, as before
     tick_interval_s: float = 30.0  # how often the daemon ticks; used for wake-ups only
