@@ -48,6 +48,9 @@ class Snapshot:
     boot_estimate_s: float | None = None  # learnt launch-to-joined time; None: no history yet
     requests: tuple[OnDemandRequest, ...] = ()  # active on-demand requests (policies/requests.py)
     reclaims: Mapping[str, ReclaimHistory] = field(default_factory=dict)  # spot offer key -> history
+    # burst GPU-hours of *ended* overflow instances per team within the fairness window (the
+    # ledger side of fair share; live instances are in ``instances``). Empty without teams.
+    team_gpu_hours: Mapping[str, float] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
