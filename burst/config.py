@@ -217,7 +217,7 @@ def _team_members(teams: dict[str, TeamSettings]) -> dict[str, str]:
     for team, t in sorted(teams.items()):
         for raw in [team, *t.accounts, *t.namespaces]:
             if members.get(raw, team) != team:
-                raise ValueError(f"teams: {raw!r} is mapped to both {members[raw]!r} and {team!r}")
+                raise ValueError(f"{raw!r} is mapped to both team {members[raw]!r} and team {team!r}")
             members[raw] = team
     return members
 
@@ -281,6 +281,12 @@ class BurstConfig(_Strict):
     mirror: dict[str, Any] | None = None  # validated by providers.mirror_service.MirrorSettings
     slack: dict[str, Any] | None = None  # validated by the bot
 
+    @field_validator("teams")
+    @classmethod
+    def _teams(cls, v: dict[str, TeamSettings]) -> dict[str, TeamSettings]:
+        _team_members(v)
+        return v
+
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
@@ -291,7 +297,6 @@ class BurstConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> BurstConfig:
-        _team_members(self.teams)
         if self.policy.idle_timeout_min * 60 < self.tick_interval_s:
             raise ValueError("policy.idle_timeout_min must be at least one tick_interval_s")
         p = self.policy

@@ -158,3 +158,34 @@ def test_a_team_below_its_share_is_never_starved_by_one_above_it(raw, cfg, used,
         for b, s in before_last.items():
             if b != a:
                 assert s <= share[a] + 1e-9, (a, b, s, share[a])
+
+
+# ---- the teams: config section --------------------------------------------------------------
+
+def test_teams_config_maps_accounts_and_namespaces_to_teams() -> None:
+    from burst.config import parse_config
+
+    cfg = parse_config(
+        {"teams": {"vision": {"weight": 2, "max_gpus": 64, "accounts": ["cv-lab"], "namespaces": ["vision-train"]}, "nlp": {}}},
+        "burst.yaml",
+    ).policy_config()
+    f = cfg.fairness
+    assert f.enabled
+    assert f.team_of("cv-lab") == f.team_of("vision-train") == f.team_of("vision") == "vision"
+    assert f.team_of("nlp") == "nlp" and f.team_of("other") == "other"
+    assert f.policy("vision") == TeamPolicy(weight=2.0, max_gpus=64)
+    assert not parse_config({}, "burst.yaml").policy_config().fairness.enabled  # no teams: B1 unchanged
+
+
+def test_teams_config_refuses_a_name_in_two_teams_in_one_line() -> None:
+    import pytest
+
+    from burst.config import parse_config
+    from burst.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_config({"teams": {"a": {"accounts": ["x"]}, "b": {"namespaces": ["x"]}}}, "burst.yaml")
+    assert str(e.value) == "burst.yaml: teams: Value error, 'x' is mapped to both team 'a' and team 'b'"
+    with pytest.raises(ConfigError) as e:
+        parse_config({"teams": {"a": {"weight": 0}}}, "burst.yaml")
+    assert str(e.value) == "burst.yaml: teams.a.weight: Input should be greater than 0 (got 0)"
