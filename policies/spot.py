@@ -97,6 +97,30 @@ def parse_notice(reason: str) -> Timestamp | None:
         return None
 
 
+# Kubernetes: the node agent taints its own Node ``burst.dev/spot-reclaim=<T>:NoSchedule`` (and
+# cordons it); the queue adapter turns the taint back into the drain reason above. A taint value
+# is a label value, so the time is written ``YYYY-MM-DDTHH-MM-SS``.
+SPOT_TAINT_KEY = "burst.dev/spot-reclaim"
+_TAINT_RE = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d)-(\d\d)-(\d\d)$")
+
+
+def taint_value(reclaim_at: Timestamp) -> str:
+    """The spot taint's value for a reclaim time: ``2026-12-03T14-05-00`` (UTC)."""
+    return utc_iso(reclaim_at).replace(":", "-")
+
+
+def reason_from_taint(value: str) -> str | None:
+    """The drain reason a spot taint stands for (:func:`notice_reason`); None if malformed."""
+    m = _TAINT_RE.match(value.strip())
+    if m is None:
+        return None
+    try:
+        at = parse_utc_iso(f"{m.group(1)}T{m.group(2)}:{m.group(3)}:{m.group(4)}")
+    except ValueError:
+        return None
+    return notice_reason(at)
+
+
 def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:
     """instance id -> reclaim time, for burst nodes whose drain reason is a spot notice."""
     out: dict[str, Timestamp] = {}

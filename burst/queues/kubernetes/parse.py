@@ -49,6 +49,7 @@ from typing import Any
 from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError, QueueParseError
 from burst.queues.kubernetes.settings import K8sSettings
+from policies.spot import SPOT_TAINT_KEY, reason_from_taint
 
 Obj = Mapping[str, Any]
 
@@ -464,6 +465,10 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
         cloud_taint = any(t.get("key") == s.cloud_taint_key for t in taints)
         gang_hold = next((str(t.get("value", "")) for t in taints if t.get("key") == GANG_TAINT_KEY), None)
         cordoned = bool(spec.get("unschedulable"))
+        # A spot notice its node agent reported (burst/agent: taint + cordon): the node is
+        # leaving; its reason is the one the controller's spot handling reads, as on Slurm.
+        spot = next((str(t.get("value", "")) for t in taints if t.get("key") == SPOT_TAINT_KEY), None)
+        spot_reason = reason_from_taint(spot) if spot is not None else None
         iid = labels.get(s.instance_id_label, "")
         node_labels = dict(labels)
         if cloud_taint or iid:
@@ -472,13 +477,15 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
             node_labels["burst.dev/cordoned"] = "true"
         if gang_hold is not None:
             node_labels[GANG_HOLD_LABEL] = gang_hold
+        if spot_reason is not None:
+            node_labels["reason"] = spot_reason
         out.append(
             Node(
                 name=name,
                 gpus=gpus,
                 gpus_used=used.get(name, 0),
                 gpu_model=labels.get(s.gpu_model_label, ""),
-                schedulable=ready and not cordoned,
+                schedulable=ready and not cordoned and spot_reason is None,
                 ready=ready,
                 instance_id=iid,
                 labels=MappingProxyType(node_labels),
