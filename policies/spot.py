@@ -97,28 +97,16 @@ def parse_notice(reason: str) -> Timestamp | None:
         return None
 
 
-# Kubernetes: the node agent taints its own Node ``burst.dev/spot-reclaim=<T>:NoSchedule`` (and
-# cordons it); the queue adapter turns the taint back into the drain reason above. A taint value
-# is a label value, so the time is written ``YYYY-MM-DDTHH-MM-SS``.
+# Kubernetes: the node agent cordons its own Node, writes the reason above in the annotation
+# ``burst.dev/drain-reason`` (which the queue adapter shows as the node's reason, as Slurm shows a
+# drained node's) and taints it ``burst.dev/spot-reclaim=<T>:NoSchedule`` for people and for
+# kube-scheduler. A taint value is a label value, so its time is written ``YYYY-MM-DDTHH-MM-SS``.
 SPOT_TAINT_KEY = "burst.dev/spot-reclaim"
-_TAINT_RE = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d)-(\d\d)-(\d\d)$")
 
 
 def taint_value(reclaim_at: Timestamp) -> str:
     """The spot taint's value for a reclaim time: ``2026-12-03T14-05-00`` (UTC)."""
     return utc_iso(reclaim_at).replace(":", "-")
-
-
-def reason_from_taint(value: str) -> str | None:
-    """The drain reason a spot taint stands for (:func:`notice_reason`); None if malformed."""
-    m = _TAINT_RE.match(value.strip())
-    if m is None:
-        return None
-    try:
-        at = parse_utc_iso(f"{m.group(1)}T{m.group(2)}:{m.group(3)}:{m.group(4)}")
-    except ValueError:
-        return None
-    return notice_reason(at)
 
 
 def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:

@@ -55,7 +55,7 @@ class SlurmDrain:
 # ---- Kubernetes: taint and cordon the agent's own Node, as AWS Node Termination Handler does ----
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"  # the same key the Kubernetes queue adapter writes
+DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"  # the key the Kubernetes queue adapter reads and writes (not imported: no adapter on the node)
 
 
 class KubeNodeTaint:

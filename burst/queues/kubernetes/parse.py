@@ -49,13 +49,13 @@ from typing import Any
 from burst.domain import GANG_HOLD_LABEL, Job, JobState, Node, QueueSnapshot
 from burst.errors import QueueError, QueueParseError
 from burst.queues.kubernetes.settings import K8sSettings
-from policies.spot import SPOT_TAINT_KEY, reason_from_taint
 
 Obj = Mapping[str, Any]
 
 POD_GROUP_KEYS = ("scheduling.x-k8s.io/pod-group", "pod-group.scheduling.sigs.k8s.io")
 VOLCANO_GROUP_KEY = "scheduling.k8s.io/group-name"
 JOBSET_KEY = "jobset.sigs.k8s.io/jobset-name"
+DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"  # why burst (or its node agent) cordoned a node
 GANG_TAINT_KEY = "burst.dev/gang"  # a gang member registers with it (builtin:k8s user data)
 
 
@@ -465,10 +465,11 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
         cloud_taint = any(t.get("key") == s.cloud_taint_key for t in taints)
         gang_hold = next((str(t.get("value", "")) for t in taints if t.get("key") == GANG_TAINT_KEY), None)
         cordoned = bool(spec.get("unschedulable"))
-        # A spot notice its node agent reported (burst/agent: taint + cordon): the node is
-        # leaving; its reason is the one the controller's spot handling reads, as on Slurm.
-        spot = next((str(t.get("value", "")) for t in taints if t.get("key") == SPOT_TAINT_KEY), None)
-        spot_reason = reason_from_taint(spot) if spot is not None else None
+        # Why a cordoned node was drained, as Slurm shows a drained node's reason: burst's own
+        # drains and the node agent's spot notice (burst/agent: cordon, taint and this
+        # annotation) write it; the controller's spot handling reads the notice from it.
+        annotations = as_strmap(meta.get("annotations"), f"{where}.metadata.annotations")
+        drain_reason = annotations.get(DRAIN_REASON_ANNOTATION, "") if cordoned else ""
         iid = labels.get(s.instance_id_label, "")
         node_labels = dict(labels)
         if cloud_taint or iid:
@@ -477,15 +478,15 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
             node_labels["burst.dev/cordoned"] = "true"
         if gang_hold is not None:
             node_labels[GANG_HOLD_LABEL] = gang_hold
-        if spot_reason is not None:
-            node_labels["reason"] = spot_reason
+        if drain_reason:
+            node_labels["reason"] = drain_reason
         out.append(
             Node(
                 name=name,
                 gpus=gpus,
                 gpus_used=used.get(name, 0),
                 gpu_model=labels.get(s.gpu_model_label, ""),
-                schedulable=ready and not cordoned and spot_reason is None,
+                schedulable=ready and not cordoned,
                 ready=ready,
                 instance_id=iid,
                 labels=MappingProxyType(node_labels),
