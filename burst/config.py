@@ -34,6 +34,7 @@ from burst.domain import Market
 from burst.errors import ConfigError
 from burst.redact import escape_control, redact
 from policies import BudgetConfig, OverflowConfig, PolicyConfig, ScaleInConfig, SelectionConfig
+from policies.fairness import FairnessConfig, TeamPolicy
 from policies.grand_challenge import ChallengeSettings
 
 MAX_CONFIG_BYTES = 256 * 1024  # a production config is a few kB; this bounds time and memory
@@ -231,6 +232,28 @@ class BudgetSettings(TeamBudgetSettings):
         return v
 
 
+class TeamSettings(_Strict):
+    """One team for fair share of burst capacity (policies/fairness.py). ``accounts`` (Slurm) and
+    ``namespaces`` (Kubernetes namespaces, or values of the queue's team label) are the names the
+    scheduler uses for this team's jobs; the team's own name always counts as one of them."""
+
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
+    max_gpus: int = Field(default=0, ge=0, le=1_000_000)  # concurrent burst GPUs; 0 = no limit
+    accounts: list[str] = []
+    namespaces: list[str] = []
+
+
+def _team_members(teams: dict[str, TeamSettings]) -> dict[str, str]:
+    """account / namespace -> team; a name claimed by two teams is a configuration error."""
+    members: dict[str, str] = {}
+    for team, t in sorted(teams.items()):
+        for raw in [team, *t.accounts, *t.namespaces]:
+            if members.get(raw, team) != team:
+                raise ValueError(f"{raw!r} is mapped to both team {members[raw]!r} and team {team!r}")
+            members[raw] = team
+    return members
+
+
 class BackoffSettings(_Strict):
     base_s: float = Field(default=60.0, gt=0)
     quota_base_s: float = Field(default=300.0, gt=0)
@@ -286,8 +309,15 @@ class BurstConfig(_Strict):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     grand_challenge: GrandChallengeConfig = Field(default_factory=GrandChallengeConfig)
+    teams: dict[str, TeamSettings] = Field(default_factory=dict)  # empty: no fair share, oldest first
     mirror: dict[str, Any] | None = None  # validated by providers.mirror_service.MirrorSettings
     slack: dict[str, Any] | None = None  # validated by the bot
+
+    @field_validator("teams")
+    @classmethod
+    def _teams(cls, v: dict[str, TeamSettings]) -> dict[str, TeamSettings]:
+        _team_members(v)
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -353,6 +383,10 @@ class BurstConfig(_Strict):
             ),
             scale_in=ScaleInConfig(idle_timeout_s=p.idle_timeout_min * 60, join_timeout_s=p.join_timeout_min * 60),
             budget=BudgetConfig(reserve_hours_per_launch=p.reserve_hours_per_launch),
+            fairness=FairnessConfig(
+                teams={n: TeamPolicy(weight=t.weight, max_gpus=t.max_gpus) for n, t in self.teams.items()},
+                members=_team_members(self.teams),
+            ),
             tick_interval_s=self.tick_interval_s,
         )
 

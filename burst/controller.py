@@ -63,6 +63,7 @@ from burst.ports import (
 from burst.ports import Mirror as MirrorPort
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
+from policies.fairness import ended_gpu_hours
 from policies.grand_challenge import ChallengeSettings, overflow_view
 from policies.reconcile import (
     NOTHING,
@@ -495,7 +496,15 @@ class Controller:
             boot_estimate_s=self.boot_estimate(),
             requests=tuple(self.store.requests(states=ACTIVE_REQUEST_STATES)),
             reclaims=self.reclaim_history() if self._reclaims else {},
+            team_gpu_hours=self._team_gpu_hours(now),
         )
+
+    def _team_gpu_hours(self, now: Timestamp) -> Mapping[str, float]:
+        """Burst GPU-hours of ended instances per team, for fair share; read only with teams."""
+        f = self.policy.fairness
+        if not f.enabled:
+            return {}
+        return ended_gpu_hours(self.store.instances(since=now - f.window_s), now, f)
 
     def boot_estimate(self) -> float | None:
         """p90 of recent launch-to-joined times, or None before the first join."""

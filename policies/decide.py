@@ -37,6 +37,7 @@ from burst.domain import (
     deterministic_id,
 )
 from policies.budget import admit
+from policies.fairness import order_planned, rebalance
 from policies.model import PolicyConfig, Snapshot
 from policies.overflow import in_flight_key, joined_key, select_overflow
 from policies.packing import Bin, pack_small_jobs
@@ -213,6 +214,9 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
             ]
             planned.append((g.submit_time, group))
         planned.sort(key=lambda p: (p[0], p[1][0].intent_id))
+        if cfg.fairness.enabled:  # teams configured: fair share and team limits (policies/fairness.py)
+            planned, fair_notes = order_planned(planned, considered, snap, cfg.fairness)
+            notes.extend(fair_notes)
         for j in unplaceable:
             notes.append(f"no eligible offer for {j.id} ({j.gpus} GPU {j.gpu_model or 'any'}); all backed off or filtered")
 
@@ -245,6 +249,9 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         # A gang is admitted whole or not at all.
         refused_gangs = {lc.gang_id for lc in br.refused if lc.gang_id}
         launches = [lc for lc in br.admitted if not lc.gang_id or lc.gang_id not in refused_gangs]
+        if cfg.fairness.enabled:  # give nodes back from teams above their share (policies/fairness.py)
+            actions, fair_notes = rebalance(actions, launches, considered, snap, cfg.fairness)
+            notes.extend(fair_notes)
 
     # 6. mirror before launch -------------------------------------------------------------------
     seen: set[tuple[str, str, str]] = set()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
+from policies.fairness import FairnessConfig
 from policies.spot import ReclaimCostModel, ReclaimHistory
 
 
@@ -47,6 +48,9 @@ class Snapshot:
     boot_estimate_s: float | None = None  # learnt launch-to-joined time; None: no history yet
     requests: tuple[OnDemandRequest, ...] = ()  # active on-demand requests (policies/requests.py)
     reclaims: Mapping[str, ReclaimHistory] = field(default_factory=dict)  # spot offer key -> history
+    # burst GPU-hours of *ended* overflow instances per team within the fairness window (the
+    # ledger side of fair share; live instances are in ``instances``). Empty without teams.
+    team_gpu_hours: Mapping[str, float] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,4 +125,5 @@ class PolicyConfig:
     selection: SelectionConfig = SelectionConfig()
     scale_in: ScaleInConfig = ScaleInConfig()
     budget: BudgetConfig = BudgetConfig()
+    fairness: FairnessConfig = FairnessConfig()  # no teams: oldest-first, as before
     tick_interval_s: float = 30.0  # how often the daemon ticks; used for wake-ups only

@@ -25,6 +25,16 @@ back from draining with an Undrain), so the requeued work launches a replacement
 its wait target needs it (it keeps its original submit time, so it is usually past the
 threshold); scale-in leaves it to the reclaim, after which the reconcile closes it as LOST.
 
+**Known gap (partial, issue 13 item 3).** A job requeued at the head of the line is pending
+from the requeue until its replacement joins (a boot). A burst node launched for a *later* job
+that joins in that window goes to the requeued job (the scheduler serves the oldest first), and
+the later job waits for the requeued job's replacement; when the later job is a gang in another
+region, the replacement is of no use to it and it needs a top-up, a whole boot more. That, not a
+reclaim while booting, is the 32.9 min maximum of the B1 spot run (job ba26519b, 2 x 8 GPUs:
+launched at 24.9 min, both nodes joined at 28.9 min, one taken by the requeued 7cfc206b, top-up
+joined at 32.9 min). A fix keeps the requeued job off other jobs' nodes, e.g. held until its
+own replacement joins (or on-prem room appears) while overflow still sees it as pending.
+
 **The price of reclaims.** :func:`reclaim_factor` turns an offer's observed reclaims per
 instance-hour (with a prior, so one early reclaim does not condemn an offer) into a multiplier
 on its price: each reclaim costs the work lost since the last checkpoint plus a reboot and
@@ -95,6 +105,18 @@ def parse_notice(reason: str) -> Timestamp | None:
         return parse_utc_iso(m.group(1))
     except ValueError:
         return None
+
+
+# Kubernetes: the node agent cordons its own Node, writes the reason above in the annotation
+# ``burst.dev/drain-reason`` (which the queue adapter shows as the node's reason, as Slurm shows a
+# drained node's) and taints it ``burst.dev/spot-reclaim=<T>:NoSchedule`` for people and for
+# kube-scheduler. A taint value is a label value, so its time is written ``YYYY-MM-DDTHH-MM-SS``.
+SPOT_TAINT_KEY = "burst.dev/spot-reclaim"
+
+
+def taint_value(reclaim_at: Timestamp) -> str:
+    """The spot taint's value for a reclaim time: ``2026-12-03T14-05-00`` (UTC)."""
+    return utc_iso(reclaim_at).replace(":", "-")
 
 
 def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:

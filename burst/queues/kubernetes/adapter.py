@@ -45,6 +45,7 @@ from burst.queues.kubernetes.api import Apis, api_call, get_json
 from burst.queues.kubernetes.informers import Informer, Informers, make_informers, stop_informers
 from burst.queues.kubernetes.parse import (
     CHALLENGE_LABEL,
+    DRAIN_REASON_ANNOTATION,
     GANG_TAINT_KEY,
     RESTORE_PRIORITY_ANNOTATION,
     PodInfo,
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHECKPOINT_ANNOTATION = "burst.dev/checkpoint-requested-at"
-DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"
 # Grand-challenge reservations (create_reservation/delete_reservation): on every reserved node
 # the reservation's name, and its window for people reading the node; on the nodes this
 # reservation cordoned (and only those), the name again, so that lifting it uncordons exactly

@@ -55,6 +55,7 @@ Obj = Mapping[str, Any]
 POD_GROUP_KEYS = ("scheduling.x-k8s.io/pod-group", "pod-group.scheduling.sigs.k8s.io")
 VOLCANO_GROUP_KEY = "scheduling.k8s.io/group-name"
 JOBSET_KEY = "jobset.sigs.k8s.io/jobset-name"
+DRAIN_REASON_ANNOTATION = "burst.dev/drain-reason"  # why burst (or its node agent) cordoned a node
 GANG_TAINT_KEY = "burst.dev/gang"  # a gang member registers with it (builtin:k8s user data)
 
 
@@ -464,6 +465,11 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
         cloud_taint = any(t.get("key") == s.cloud_taint_key for t in taints)
         gang_hold = next((str(t.get("value", "")) for t in taints if t.get("key") == GANG_TAINT_KEY), None)
         cordoned = bool(spec.get("unschedulable"))
+        # Why a cordoned node was drained, as Slurm shows a drained node's reason: burst's own
+        # drains and the node agent's spot notice (burst/agent: cordon, taint and this
+        # annotation) write it; the controller's spot handling reads the notice from it.
+        annotations = as_strmap(meta.get("annotations"), f"{where}.metadata.annotations")
+        drain_reason = annotations.get(DRAIN_REASON_ANNOTATION, "") if cordoned else ""
         iid = labels.get(s.instance_id_label, "")
         node_labels = dict(labels)
         if cloud_taint or iid:
@@ -472,6 +478,8 @@ def build_nodes(nodes: Iterable[Any], pods: Sequence[PodInfo], s: K8sSettings) -
             node_labels["burst.dev/cordoned"] = "true"
         if gang_hold is not None:
             node_labels[GANG_HOLD_LABEL] = gang_hold
+        if drain_reason:
+            node_labels["reason"] = drain_reason
         out.append(
             Node(
                 name=name,
