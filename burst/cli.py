@@ -716,6 +716,10 @@ _register_optional()
 
 
 def main() -> None:
+    from burst.cli_help import fast_top_help
+
+    if fast_top_help():  # ``burst --help``: the kept text Typer would print (burst/cli_help.py)
+        return
     try:
         app()
     except InputError as e:  # anything that escaped a command's own handling
