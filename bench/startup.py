@@ -65,7 +65,7 @@ def main() -> int:
         current = {s: tmp / f"current-{s}" for s in sides}
         for s, d in current.items():
             d.mkdir()
-            run(sides[s], ["status"], d)  # makes .burst/burst.db at the newest revision
+            run(sides[s], ["db", "upgrade"], d)  # .burst/burst.db at the newest revision (status creates nothing)
         times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sides} for c in CASES}
         for k in range(args.runs):
             for case, argv in CASES.items():
