@@ -19,6 +19,13 @@ The replay runs each policy (never, greedy, burst, clairvoyant) in its own subpr
 checkout after the other per policy (old first, then new, alternating by policy), and prints
 wall seconds and the old/new ratio; a side still running after ``--timeout`` seconds is
 reported as ``>timeout``. Last line: JSON.
+
+Status against issue 15's goal (<= 20 s per policy), PARTIAL: the per-tick rebuild of the
+pending tuple (what grew with the queue under ``never``) is gone (burst/sim/cluster.py keeps the
+list), which made ``never`` about 3.4x faster side by side; ``greedy`` and ``burst`` are bound by
+per-tick work over every live instance (policies/overflow.build_pools, the controller's
+reconcile, policies/scale_in), not by the queue, and are still well over 20 s (60-160 s on the
+shared machine at load 5-6). Making those proportional to what changed is the next step.
 """
 
 from __future__ import annotations

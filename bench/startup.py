@@ -1,7 +1,8 @@
 """Start-up time of short ``burst`` commands, side by side with another checkout.
 
-Each command runs as a fresh interpreter (``python -c 'from burst.cli import main; main()' ...``
-with PYTHONPATH set to the checkout), ``--runs`` times per side, old and new interleaved (and
+Each command runs as a fresh interpreter doing what the checkout's ``burst`` console script does
+(``python -c 'from MODULE import FUNC; FUNC()' ...``, the target named in its pyproject.toml,
+with PYTHONPATH set to the checkout; stdout not a terminal), ``--runs`` times per side, old and new interleaved (and
 which goes first alternating), on the embedded default configuration:
 
 * ``burst --help``;
@@ -32,9 +33,22 @@ HERE = Path(__file__).resolve().parents[1]
 CASES = {"help": ["--help"], "status (store current)": ["status"], "status (empty dir)": ["status"]}
 
 
+def entry_point(root: Path) -> tuple[str, str]:
+    """The checkout's ``burst`` console script target (module, function), from its pyproject:
+    what an installed ``burst`` runs."""
+    import tomllib
+
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["burst"]
+    module, func = target.split(":")
+    return module, func
+
+
 def run(root: Path, args: list[str], cwd: Path) -> float:
     env = dict(os.environ, PYTHONPATH=str(root))
-    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'burst'; from burst.cli import main; main()", *args]
+    module, func = entry_point(root)
+    # What the console script does (with argv[0] the script's name), timed from outside.
+    code = f"import sys; sys.argv[0] = 'burst'; from {module} import {func}; {func}()"
+    cmd = [sys.executable, "-c", code, *args]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t0
@@ -51,7 +65,7 @@ def main() -> int:
         current = {s: tmp / f"current-{s}" for s in sides}
         for s, d in current.items():
             d.mkdir()
-            run(sides[s], ["status"], d)  # makes .burst/burst.db at the newest revision
+            run(sides[s], ["db", "upgrade"], d)  # .burst/burst.db at the newest revision (status creates nothing)
         times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sides} for c in CASES}
         for k in range(args.runs):
             for case, argv in CASES.items():

@@ -86,20 +86,30 @@ def _open_store(url: str, option: str = "database_url", *, read_only: bool = Fal
     ``read_only``: the command only reads (``status``, ``gc list``): a SQLite file that does not
     exist is not created (nor its ``.burst/`` directory); an empty in-memory store stands in,
     which reads exactly as a database nothing has run against."""
-    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from burst.redact import redact
-    from burst.wiring import open_store
+    from burst.store.sql import SqlStore
 
     _check_db_url(url, option)
     path = _sqlite_file(url)
     if read_only and path is not None and not path.exists():
         url = "sqlite://"
     try:
-        return open_store(url)
-    except (SQLAlchemyError, CommandError, OSError) as e:
+        # burst.wiring.open_store's steps, without importing the controller and its policies
+        # (start-up of short commands: issue 15).
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return SqlStore.from_url(url, upgrade=True)
+    except (SQLAlchemyError, OSError) as e:
         _fail(f"database {redact(url)}: {_one_line(e)}", 1)
+    except Exception as e:
+        # Alembic's CommandError, without importing Alembic for a store that is current (it
+        # is loaded only to migrate; if it is not loaded, nothing raised one).
+        alembic_util = sys.modules.get("alembic.util")
+        if alembic_util is not None and isinstance(e, alembic_util.CommandError):
+            _fail(f"database {redact(url)}: {_one_line(e)}", 1)
+        raise
 
 
 def _register_optional() -> None:
@@ -790,6 +800,10 @@ _register_optional()
 
 
 def main() -> None:
+    from burst.cli_help import fast_top_help
+
+    if fast_top_help():  # ``burst --help``: the kept text Typer would print (burst/cli_help.py)
+        return
     try:
         app()
     except InputError as e:  # anything that escaped a command's own handling

@@ -317,12 +317,14 @@ class Controller:
         """Step 2 of the tick. Gathers each live instance's inputs (its cloud listing, its
         scheduler node, whether its jobs still wait), asks :func:`reconcile_instance` what to do,
         and has the executor do it; outcomes and errors go to ``res.executed``."""
-        nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id}
+        live = self.store.live_instances()
+        # Looked up only by a live instance's id: with none live, no pass over the nodes.
+        nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id} if live else {}
         pending_ids: set[str] | None = None
         known: set[str] = set()
         settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
         decided: list[tuple[Instance, Decision]] = []
-        for inst in self.store.live_instances():
+        for inst in live:
             known.add(inst.id)
             jobs_pending = True
             if inst.state is InstanceState.PLANNED and inst.for_jobs:

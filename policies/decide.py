@@ -84,7 +84,8 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         wakes.append(ov.wake_at)
 
     # 2. scale-in --------------------------------------------------------------------------
-    nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id}
+    # Looked up only by the id of one of snap.instances: with none, no pass over the nodes.
+    nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id} if snap.instances else {}
     si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
     scale_actions = list(si.actions)
     if any(isinstance(a, Drain) for a in scale_actions):

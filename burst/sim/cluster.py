@@ -23,6 +23,7 @@ snapshot carries only submit and start times, as a real queue does.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import math
@@ -136,6 +137,13 @@ class SimCluster:
         # entries dropped lazily when stale (started, held, reordered).
         self._shapes: dict[tuple[int, int, str, bool], list[tuple[tuple[int, float, int], str]]] = {}
         self._pending_sorted = True
+        # The snapshot's pending jobs, in the dict's order, kept between snapshots (a list the
+        # snapshot copies at C speed): a submit appends, a start removes its one entry (found by
+        # bisect on the parallel order keys, checked by identity); anything else (requeue,
+        # hold, release, priority, cancel, re-sort) drops it and the next snapshot rebuilds it
+        # from the dict. Invariant when not None: ``_plist == [sj.job for sj in _pending.values()]``.
+        self._plist: list[Job] | None = []
+        self._pkeys: list[tuple[int, float, int]] = []
         self._arrivals = 0
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
@@ -281,6 +289,9 @@ class SimCluster:
         )
         self._arrivals += 1
         self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals)
+        if self._plist is not None:
+            self._plist.append(job)
+            self._pkeys.append((-priority, at, self._arrivals))
         self._index(sj)
         if priority:
             self._pending_sorted = False
@@ -309,6 +320,7 @@ class SimCluster:
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
+        self._plist = None
         self._index(sj)
         self._pending_sorted = False
         self._capacity_grew = True
@@ -417,6 +429,20 @@ class SimCluster:
 
     def _sort_pending(self) -> None:
         self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[1].seq)))
+        self._plist = None
+
+    def _unlist(self, sj: SimJob) -> None:
+        """``sj`` has just left ``_pending``: take its view out of ``_plist`` (or drop the list)."""
+        plist = self._plist
+        if plist is None:
+            return
+        keys = self._pkeys
+        i = bisect.bisect_left(keys, (-sj.priority, sj.submit, sj.seq))
+        if i < len(plist) and plist[i] is sj.job:
+            del plist[i]
+            del keys[i]
+        else:  # the dict is not in key order here (or the view was replaced): rebuild later
+            self._plist = None
         self._pending_sorted = True
 
     def schedule(self, now: float) -> int:
@@ -482,12 +508,20 @@ class SimCluster:
                 break
             heapq.heappop(best[3])
             sj = pending.pop(best[1])
+            self._unlist(sj)
             self._start(sj, best[2], now)
             started += 1
         if started:
             self._snap = None
             self.version += 1
         return started
+
+    def _pending_list(self) -> list[Job]:
+        if self._plist is None:
+            vals = self._pending.values()
+            self._plist = list(map(_JOB, vals))
+            self._pkeys = [(-sj.priority, sj.submit, sj.seq) for sj in vals]
+        return self._plist
 
     # ---- QueueSource ---------------------------------------------------------------------------
     def snapshot(self) -> QueueSnapshot:
@@ -521,7 +555,7 @@ class SimCluster:
             # Built at C speed (no Python-level step per job): a tick over a long queue pays
             # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
-                pending=tuple(map(_JOB, self._pending.values())) + tuple(map(_JOB, self._held.values())),
+                pending=tuple(self._pending_list()) + tuple(map(_JOB, self._held.values())),
                 running=tuple(filter(None, map(_RUNNING_VIEW, self._running.values()))),
                 nodes=self._nodes_t,
             )
@@ -577,6 +611,7 @@ class SimCluster:
                 self._stop(jid)
             elif jid in self._pending:
                 sj = self._pending.pop(jid)
+                self._plist = None
             else:
                 continue
             sj.holds += 1
@@ -599,6 +634,7 @@ class SimCluster:
             sj.releases += 1
             sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
             self._pending[jid] = sj
+            self._plist = None
             self._index(sj)
             self._pending_sorted = False
             self._capacity_grew = True
@@ -612,6 +648,7 @@ class SimCluster:
                 continue
             sj.priority = priority
             sj.job = dataclasses.replace(sj.job, priority=priority)
+            self._plist = None
             if d is self._pending:
                 self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
@@ -705,6 +742,7 @@ class SimCluster:
                 sj = self._stop(jid)
             else:
                 sj2 = self._pending.pop(jid, None) or self._held.pop(jid, None)
+                self._plist = None
                 if sj2 is None:
                     continue
                 sj = sj2
@@ -735,6 +773,7 @@ class SimCluster:
                     continue
                 chosen = sorted(fit, key=lambda n: (n.free, n.idx))[: tj.nodes] if tj.nodes == 1 else fit[: tj.nodes]
                 del self._pending[tj.id]
+                self._plist = None
                 self._start(sj, chosen, now)
                 started += 1
         if started:

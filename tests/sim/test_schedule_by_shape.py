@@ -49,6 +49,7 @@ def _walk(self: SimCluster, now: float) -> int:
         if chosen is None:
             continue
         del self._pending[tj.id]
+        self._plist = None  # the snapshot's kept pending list (SimCluster._plist) is rebuilt
         self._start(sj, chosen, now)
         started += 1
     if started:
