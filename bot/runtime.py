@@ -166,10 +166,11 @@ class BotFactory:
 
     def __call__(self, *, listener_executor: Executor | None = None, process_before_response: bool = True) -> App:
         from bot.app import create_app
+        from burst.budgets import budget_book
         from burst.clock import WallClock
         from burst.ondemand.service import OnDemandService
         from burst.store.sql import SqlStore
-        from burst.wiring import budget_book, offers_for
+        from burst.wiring import offers_for
 
         cfg = load_burst_config(self.config_path)
         settings = bot_settings(cfg.slack)

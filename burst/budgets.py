@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from burst.config import BudgetSettings, TeamBudgetSettings
+from burst.config import BudgetSettings, BurstConfig, TeamBudgetSettings
 from burst.domain import Launch, Timestamp, day_start, month_start
 from burst.ports import BudgetCheck, Notifier, Store
 from burst.store.ledger import BILLING_MINIMUM_S, projected_usd
@@ -310,3 +310,15 @@ class BudgetBook:
 def format_states(states: Iterable[BudgetState]) -> list[str]:
     lines = [s.line() for s in states]
     return lines or ["no budgets set (burst budget set <budget> soft|hard <usd>)"]
+
+
+def budget_book(cfg: BurstConfig, store: Store, notifier: Notifier | None = None) -> BudgetBook:
+    """The budgets of ``cfg`` over ``store``: the daemon's, the CLI's and the bot's see the same
+    numbers. An overflow launch is expected to run ``reserve_hours_per_launch`` at least; an
+    on-demand instance may bill up to two ticks past its limit (seen expired, then seen gone).
+    Lives here, not in the wiring, so read-only commands (``burst status``) need not import the
+    controller."""
+    return BudgetBook(
+        store, cfg.budget, project_s=cfg.policy.reserve_hours_per_launch * 3600.0,
+        late_s=2 * cfg.tick_interval_s, notifier=notifier,
+    )

@@ -358,9 +358,9 @@ def status(
     """Instances, spend and pending overflow, read from the store."""
     from rich.table import Table
 
+    from burst.budgets import budget_book
     from burst.config import load_config
     from burst.domain import day_start, month_start
-    from burst.wiring import budget_book
 
     try:
         cfg = load_config(config)
@@ -427,8 +427,8 @@ def _budget_dict(b: BudgetState) -> dict[str, object]:
 
 
 def _budget_book(config: Path | None, database_url: str | None) -> BudgetBook:
+    from burst.budgets import budget_book
     from burst.config import load_config
-    from burst.wiring import budget_book
 
     try:
         cfg = load_config(config)

@@ -19,6 +19,7 @@ TEXT = (
     '│           registry), digest for digest.                                      │\n'
     '│ config    Configuration.                                                     │\n'
     '│ gc        Grand challenges: schedule, list, show, cancel, plan (admins).     │\n'
+    '│ budget    Site and team budgets: show, set (admins).                         │\n'
     "│ db        Database schema: upgrade, show or downgrade the store's Alembic    │\n"
     '│           revision.                                                          │\n'
     '│ bot       The Slack bot (/burst): HTTP or Socket Mode.                       │\n'

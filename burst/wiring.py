@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from burst.budgets import BudgetBook
+from burst.budgets import BudgetBook, budget_book
 from burst.catalog import Catalog, OfferFilter
 from burst.clock import WallClock
 from burst.config import BurstConfig
@@ -159,16 +159,6 @@ def azure_quota_refresh(controller: Controller, offers: Sequence[Offer], provide
             log.warning("azure quota not refreshed (offers unchanged): %s", e)
 
     return refresh
-
-
-def budget_book(cfg: BurstConfig, store: Store, notifier: Notifier | None = None) -> BudgetBook:
-    """The budgets of ``cfg`` over ``store``: the daemon's, the CLI's and the bot's see the same
-    numbers. An overflow launch is expected to run ``reserve_hours_per_launch`` at least; an
-    on-demand instance may bill up to two ticks past its limit (seen expired, then seen gone)."""
-    return BudgetBook(
-        store, cfg.budget, project_s=cfg.policy.reserve_hours_per_launch * 3600.0,
-        late_s=2 * cfg.tick_interval_s, notifier=notifier,
-    )
 
 
 def _gate(store: Store, od: OnDemandSettings, budgets: BudgetBook, now: Timestamp) -> None:
