@@ -72,6 +72,7 @@ from providers.bootstrap import (
     load_template,
     node_variables,
     render_user_data,
+    template_name_problem,
 )
 from providers.errors import aws_error_code, map_aws_error
 
@@ -166,6 +167,14 @@ class AwsSettings(BaseModel):
     def _some_region(cls, v: dict[str, AwsRegionSettings]) -> dict[str, AwsRegionSettings]:
         if not v:
             raise ValueError("at least one region is needed")
+        return v
+
+    @field_validator("user_data_template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        problem = template_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

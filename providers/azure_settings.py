@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES
+from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, template_name_problem
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$", re.I)
@@ -100,6 +100,14 @@ class AzureSettings(BaseModel):
     )
     node_name_prefix: str = ""
     base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
+
+    @field_validator("user_data_template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        problem = template_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("subscription_id")
     @classmethod

@@ -85,6 +85,15 @@ def _with_includes(text: str, cloud: str = "aws") -> str:
     return _INCLUDE.sub(part, text)
 
 
+def template_name_problem(source: str) -> str | None:
+    """Why ``source`` cannot name a template, found without reading any file: a ``builtin:``
+    name that is not shipped (``builtin:kubeadm``) would otherwise be taken for a file path and
+    fail only when the first instance is launched. None when it may be fine."""
+    if source.startswith("builtin:") and source not in BUILTIN_TEMPLATES:
+        return f"unknown builtin template {source[:40]!r}; the shipped ones are {', '.join(sorted(BUILTIN_TEMPLATES))}"
+    return None
+
+
 def load_template(source: str, *, where: str = "user_data_template", cloud: str = "aws") -> str:
     """Template text from ``builtin:slurm``/``builtin:k8s``, a file path, or inline text.
     ``where`` names the setting in errors (e.g. ``aws.user_data_template``); ``cloud`` picks the
@@ -95,6 +104,9 @@ def load_template(source: str, *, where: str = "user_data_template", cloud: str 
         raise ValueError(f"unknown cloud {cloud!r}")
     if source in BUILTIN_TEMPLATES:
         return _with_includes(builtin_text(BUILTIN_TEMPLATES[source]), cloud)
+    problem = template_name_problem(source)
+    if problem is not None:
+        raise ConfigError(where, problem)
     if "\n" in source:
         return source
     path = Path(source).expanduser()
