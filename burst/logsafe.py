@@ -13,29 +13,18 @@ the formatter's and keep their lines.
 from __future__ import annotations
 
 import logging
-import re
+
+from burst.redact import escape_control  # one definition of what must not reach a line raw
 
 MAX_MESSAGE_CHARS = 4000
-
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _visible(m: re.Match[str]) -> str:
-    ch = m.group(0)
-    if ch in _NAMED:
-        return _NAMED[ch]
-    c = ord(ch)
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 def escape_log_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` on one line with visible escapes, at most ``limit`` characters plus a note."""
     if len(text) > limit:
         cut = len(text) - limit
-        text = text[:limit]
-        return _UNSAFE.sub(_visible, text) + f"... ({cut} more characters not logged)"
-    return _UNSAFE.sub(_visible, text)
+        return escape_control(text[:limit]) + f"... ({cut} more characters not logged)"
+    return escape_control(text)
 
 
 class SafeLogFilter(logging.Filter):

@@ -39,7 +39,9 @@ def redact(text: str) -> str:
     return text
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# C0/C1 controls, the Arabic letter mark, zero-width and bidi marks/overrides/isolates, line and
+# paragraph separators, word joiners and the BOM: everything that can break or hide a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
