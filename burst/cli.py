@@ -52,14 +52,9 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception as one redacted line (SQLAlchemy wraps the driver's error: its text is
-    shorter and says what happened)."""
-    from burst.redact import redact
+    from burst.redact import exception_line
 
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    line = text.splitlines()[0]
-    return redact(line if len(line) <= 300 else line[:297] + "...")
+    return exception_line(exc, limit=300)
 
 
 def _check_db_url(url: str, option: str) -> None:

@@ -52,7 +52,12 @@ def escape_control(text: str) -> str:
     return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode("ascii")), text)
 
 
-def safe_url(url: str) -> str:
-    """A database URL for display: the password masked, whatever the URL looks like (a URL that
-    does not even parse is still shown, redacted, so the operator sees what they typed)."""
-    return redact(url)
+def exception_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception as one redacted line for an operator. SQLAlchemy wraps the driver's error
+    (``.orig``), whose text is shorter and says what happened; ``limit`` cuts a long line."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    line = text.splitlines()[0]
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return redact(line)

@@ -45,11 +45,9 @@ def _safe(url: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error; its text is shorter
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    from burst.redact import redact
+    from burst.redact import exception_line
 
-    return redact(text.splitlines()[0])
+    return exception_line(exc)
 
 
 @contextlib.contextmanager
