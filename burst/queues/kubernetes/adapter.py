@@ -62,6 +62,7 @@ from burst.queues.kubernetes.parse import (
     split_job_id,
 )
 from burst.queues.kubernetes.settings import K8sSettings
+from burst.redact import exception_line
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +113,7 @@ class KubernetesQueue:
 
         api_client = self._given_client
         if api_client is None:
-            s = self.settings
-            if s.host:
-                conf = client.Configuration()
-                conf.host = s.host
-                conf.verify_ssl = s.verify_ssl
-                if s.ca_file:
-                    conf.ssl_ca_cert = str(s.ca_file)
-                if s.token_file:
-                    conf.api_key = {"authorization": s.token_file.read_text().strip()}
-                    conf.api_key_prefix = {"authorization": "Bearer"}
-                conf.retries = 0
-                api_client = client.ApiClient(conf)
-            elif s.in_cluster:
-                config.load_incluster_config()
-                api_client = client.ApiClient()
-            else:
-                api_client = config.new_client_from_config(
-                    config_file=str(s.kubeconfig) if s.kubeconfig else None, context=s.context
-                )
+            api_client = self._new_client(client, config)
         self._apis = Apis(
             client=api_client,
             core=client.CoreV1Api(api_client),
@@ -141,6 +124,36 @@ class KubernetesQueue:
             v1delete=client.V1DeleteOptions,
         )
         return self._apis
+
+    def _new_client(self, client: Any, config: Any) -> Any:
+        """The API client the settings describe. A missing kubeconfig or token file, an unknown
+        context, or no service account outside a pod (kubernetes' ``ConfigException``, an
+        ``OSError``) becomes :class:`QueueUnavailable` naming what is missing: the tick logs one
+        line and does not act, instead of a traceback; the next tick tries again (a mounted token
+        can appear later). Nothing is cached on failure."""
+        s = self.settings
+        try:
+            if s.host:
+                conf = client.Configuration()
+                conf.host = s.host
+                conf.verify_ssl = s.verify_ssl
+                if s.ca_file:
+                    conf.ssl_ca_cert = str(s.ca_file)
+                if s.token_file:
+                    conf.api_key = {"authorization": s.token_file.read_text().strip()}
+                    conf.api_key_prefix = {"authorization": "Bearer"}
+                conf.retries = 0
+                return client.ApiClient(conf)
+            if s.in_cluster:
+                config.load_incluster_config()
+                return client.ApiClient()
+            return config.new_client_from_config(
+                config_file=str(s.kubeconfig) if s.kubeconfig else None, context=s.context
+            )
+        except (config.ConfigException, OSError) as e:
+            how = ("host " + s.host) if s.host else "in-cluster service account" if s.in_cluster else (
+                f"kubeconfig {s.kubeconfig or '~/.kube/config'}" + (f" context {s.context}" if s.context else ""))
+            raise QueueUnavailable(f"kubernetes client ({how}): {exception_line(e, 300)}") from None
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, ok_404: bool = False, **kw: Any) -> T | None:
         return api_call(self._api(), self.settings, what, fn, *args, ok_404=ok_404, **kw)
