@@ -5,7 +5,14 @@ Web API methods used here, and the scopes they need (bot/manifest.yaml lists exa
 
 * ``conversations.open`` (``im:write``): the DM channel of a user;
 * ``chat.postMessage`` (``chat:write``): messages;
-* ``usergroups.users.list`` (``usergroups:read``): who is in the admin group.
+* ``usergroups.users.list`` (``usergroups:read``): who is in the admin group;
+* ``users.lookupByEmail`` (``users:read``, ``users:read.email``): the Slack id of a scheduler user,
+  only when ``slack.email_domain`` is set.
+
+Audiences that are scheduler user names (the owner of a job a grand challenge preempts) are not
+Slack ids: :meth:`SlackNotifier.slack_id` maps them through ``slack.user_ids``, else by e-mail
+``user@email_domain``; a user it cannot map gets no DM (logged once per user, never retried in a
+loop) rather than a ``conversations.open`` Slack would refuse.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from burst.ondemand.settings import OnDemandSettings
+from burst.ondemand.settings import SLACK_USER_ID, OnDemandSettings
 
 log = logging.getLogger("burst.bot")
 
@@ -48,7 +55,37 @@ class SlackNotifier:
         self.client = client
         self.settings = settings
         self._dm: dict[str, str] = {}
+        self._ids: dict[str, str] = {}  # scheduler user -> Slack id ("" = not found, not asked again)
         self._lock = threading.Lock()
+
+    def slack_id(self, user: str) -> str:
+        """The Slack user id for ``user``: itself if it is one, else ``slack.user_ids``, else a
+        ``users.lookupByEmail`` of ``user@email_domain`` (answers cached, a miss too); "" if none.
+        A Slack error other than ``users_not_found`` is not cached: the next message asks again."""
+        if SLACK_USER_ID.fullmatch(user):
+            return user
+        mapped = self.settings.user_ids.get(user)
+        if mapped:
+            return mapped
+        with self._lock:
+            if user in self._ids:
+                return self._ids[user]
+        found = ""
+        if self.settings.email_domain:
+            try:
+                resp = self.client.users_lookupByEmail(email=f"{user}@{self.settings.email_domain}")
+                found = str((resp.get("user") or {}).get("id") or "")
+            except SlackApiError as e:
+                if (e.response.get("error") if e.response is not None else "") != "users_not_found":
+                    raise
+        if not found:
+            how = (f"nor found as {user}@{self.settings.email_domain}" if self.settings.email_domain
+                   else "and slack.email_domain is not set")
+            log.warning("no Slack id for scheduler user %s: not in slack.user_ids %s; DMs to them are skipped",
+                        user, how)
+        with self._lock:
+            self._ids[user] = found
+        return found
 
     def channel_for(self, audience: str) -> str:
         if audience == "admins":
@@ -59,7 +96,10 @@ class SlackNotifier:
             got = self._dm.get(audience)
         if got:
             return got
-        resp = self.client.conversations_open(users=audience)
+        user = self.slack_id(audience)
+        if not user:
+            return ""
+        resp = self.client.conversations_open(users=user)
         channel = str((resp.get("channel") or {}).get("id") or "")
         if channel:
             with self._lock:
@@ -70,8 +110,9 @@ class SlackNotifier:
         try:
             channel = self.channel_for(audience)
             if not channel:
-                log.warning("no channel for audience %s; message dropped", audience)
-                return
+                if audience in ("admins", "all") or SLACK_USER_ID.fullmatch(audience):
+                    log.warning("no channel for audience %s; message dropped", audience)
+                return  # an unmapped scheduler user: slack_id logged it once
             self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False, unfurl_media=False)
         except (SlackApiError, SlackClientError, OSError, ValueError) as e:
             log.warning("slack notify %s failed: %s", audience, type(e).__name__)

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from policies.requests import REMINDER_BEFORE_S
 
 SSH_KEY_SETTING = "ssh_public_key"
-SETTINGS_USER = "_ondemand"  # the service publishes the SSH user here for the controller's DMs
+SETTINGS_USER = "_ondemand"
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")  # what Slack's user ids look like  # the service publishes the SSH user here for the controller's DMs
 
 
 class _Strict(BaseModel):
@@ -54,6 +55,15 @@ class OnDemandSettings(_Strict):
     http_read_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="a request body must arrive within this (else 408)"
     )
+    user_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="scheduler user name -> Slack user id, for DMs about their jobs (grand challenges, spot requeues)",
+    )
+    email_domain: str = Field(
+        default="",
+        description="if set, a scheduler user with no user_ids entry is looked up as user@domain "
+        "(users.lookupByEmail; needs the users:read and users:read.email scopes)",
+    )
     allow_self_approval: bool = Field(
         default=False, description="may an admin approve their own request above quota (default: no; another admin must)"
     )
@@ -63,6 +73,21 @@ class OnDemandSettings(_Strict):
     def _user(cls, v: str) -> str:
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
             raise ValueError("not a valid Unix user name")
+        return v
+
+    @field_validator("user_ids")
+    @classmethod
+    def _slack_ids(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k, u in v.items() if not SLACK_USER_ID.fullmatch(u))
+        if bad:
+            raise ValueError(f"not Slack user ids (U… or W…) for: {', '.join(bad)}")
+        return v
+
+    @field_validator("email_domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}", v):
+            raise ValueError("not a domain name (e.g. example.org)")
         return v
 
     @field_validator("allowed_clouds")

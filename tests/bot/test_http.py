@@ -195,13 +195,13 @@ def test_app_home_and_mention(post: Poster, fake: FakeSlack) -> None:
 def test_manifest_has_exactly_the_scopes_and_command_used() -> None:
     manifest = yaml.safe_load((Path(__file__).parents[2] / "bot" / "manifest.yaml").read_text())
     assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(
-        ["app_mentions:read", "chat:write", "commands", "im:write", "usergroups:read"]
+        ["app_mentions:read", "chat:write", "commands", "im:write", "usergroups:read", "users:read", "users:read.email"]
     )
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/burst"]
     assert sorted(manifest["settings"]["event_subscriptions"]["bot_events"]) == ["app_home_opened", "app_mention"]
     # every Web API method the bot code calls maps to one of those scopes
     src = "\n".join(p.read_text() for p in (Path(__file__).parents[2] / "bot").glob("*.py"))
     used = {m for m in ("chat_postMessage", "chat_update", "conversations_open", "usergroups_users_list",
-                        "views_open", "views_publish") if f".{m}(" in src}
+                        "users_lookupByEmail", "views_open", "views_publish") if f".{m}(" in src}
     assert used == {"chat_postMessage", "chat_update", "conversations_open", "usergroups_users_list",
-                    "views_open", "views_publish"}
+                    "users_lookupByEmail", "views_open", "views_publish"}

@@ -51,6 +51,7 @@ class FakeSlack:
         self._cond = threading.Condition(self._lock)
         self._ts = itertools.count(1)
         self.usergroup_members: dict[str, list[str]] = {}
+        self.users_by_email: dict[str, str] = {}  # e-mail -> user id, for users.lookupByEmail
         self.ws_url = ""
         self.fail_methods: dict[str, str] = {}  # method -> Slack error code to answer with
         fake = self
@@ -105,6 +106,7 @@ class FakeSlack:
         with self._lock:
             self._calls.clear()
         self.usergroup_members = {}
+        self.users_by_email = {}
         self.fail_methods = {}
         self.ws_url = ""
 
@@ -139,6 +141,9 @@ class FakeSlack:
             return {"ok": True, "view": {"id": f"V{next(self._ts)}"}}
         if method == "usergroups.users.list":
             return {"ok": True, "users": self.usergroup_members.get(str(params.get("usergroup", "")), [])}
+        if method == "users.lookupByEmail":
+            uid = self.users_by_email.get(str(params.get("email", "")))
+            return {"ok": True, "user": {"id": uid}} if uid else {"ok": False, "error": "users_not_found"}
         if method == "apps.connections.open":
             return {"ok": True, "url": self.ws_url}
         return {"ok": True}
