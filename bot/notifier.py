@@ -34,16 +34,19 @@ log = logging.getLogger("burst.bot")
 
 
 def slack_notifier(section: Mapping[str, Any] | None) -> SlackNotifier | None:
-    """The Slack notifier for the daemon, built by the CLI and handed to the wiring: Slack when a
-    bot token is in the environment (or a file named by SLACK_BOT_TOKEN_FILE); None otherwise
-    (notifications are then only logged). ``section`` is the config's ``slack:`` section."""
+    """The Slack notifier for the daemon and the admin CLI, built by the CLI: Slack when a bot
+    token is in the environment (or a file named by SLACK_BOT_TOKEN_FILE); None otherwise
+    (notifications are then only logged). ``section`` is the config's ``slack:`` section. The Web
+    API base URL is SLACK_API_URL when set (GovSlack, a test double), as for ``burst bot serve``."""
     token = os.environ.get("SLACK_BOT_TOKEN", "")
     path = os.environ.get("SLACK_BOT_TOKEN_FILE", "")
     if not token and path:
         token = Path(path).read_text(encoding="utf-8").strip()
     if not token:
         return None
-    return SlackNotifier(WebClient(token=token), OnDemandSettings.model_validate(section or {}))
+    api_url = os.environ.get("SLACK_API_URL", "")
+    client = WebClient(token=token, base_url=api_url) if api_url else WebClient(token=token)
+    return SlackNotifier(client, OnDemandSettings.model_validate(section or {}))
 
 
 class SlackNotifier:

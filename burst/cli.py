@@ -681,12 +681,19 @@ def gc_cancel(
 ) -> None:
     """Cancel in any phase. Before draining nothing on the cluster is touched; after, the
     controller's next tick releases every preempted job and lifts the reservation."""
+    from bot.notifier import slack_notifier
     from burst.challenges import cancel_outcome, challenge_dict
 
     actor = _actor(as_user)
     ctx = _GcContext(config, database_url, need_queue=False)
     try:
-        gc = ctx.desk.cancel(actor, challenge_id, ctx.now)
+        # as from Slack: a cancel after the notice went out is announced (the runner never sees
+        # a challenge cancelled before draining again, so nobody else would tell the channel)
+        notifier = slack_notifier(ctx.cfg.slack)
+    except OSError as e:
+        _fail(f"SLACK_BOT_TOKEN_FILE: {e.strerror or e}")
+    try:
+        gc = ctx.desk.cancel(actor, challenge_id, ctx.now, notifier)
     except InputError as e:
         _fail(str(e))
     if json_out:

@@ -202,3 +202,32 @@ def test_plan_ranks_slots_by_work_at_risk_and_skips_scheduled_challenges(site: P
 )
 def test_bad_plan_is_one_line_exit_2(site: Path, args: list[str], words: list[str]) -> None:
     one_error_line(gc(site, "plan", *args), *words)
+
+
+def test_cancel_after_the_notice_is_announced_from_the_cli_too(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``/burst gc cancel`` does: once users were told, a cancel from the CLI tells the
+    announce channel (the runner never sees a challenge cancelled before draining again)."""
+    from policies.grand_challenge import notice_key
+    from tests.support.fake_slack import FakeSlack
+
+    cfg = site / "burst.yaml"
+    cfg.write_text(cfg.read_text() + "slack: {announce_channel: C0ANNOUNCE, admin_channel: C0ADMINS1}\n")
+    fake = FakeSlack.start()
+    try:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-cli-test")
+        monkeypatch.setenv("SLACK_API_URL", fake.api_url)
+        first = ok_json(gc(site, "schedule", "--start", "+2h", "--duration", "6h", "--job", str(site / "job.sh"), "--json"))
+        assert isinstance(first, dict)
+        cid = str(first["id"])
+        quiet = ok_json(gc(site, "schedule", "--start", "+30h", "--duration", "1h", "--job", str(site / "job.sh"), "--json"))
+        assert isinstance(quiet, dict)
+        ok_json(gc(site, "cancel", str(quiet["id"]), "--json"))
+        assert fake.calls("chat.postMessage") == []  # nobody was told of it: nothing to take back
+        # the 24 h notice went out, as the controller's runner records it after posting it
+        SqlStore.from_url(f"sqlite:///{site}/burst.db").update_challenge(cid, notices=(notice_key(24 * H),))
+        ok_json(gc(site, "cancel", cid, "--json"))
+        (post,) = fake.calls("chat.postMessage")
+        assert post.params["channel"] == "C0ANNOUNCE"
+        assert cid in str(post.params["text"]) and "is cancelled; your jobs are not affected" in str(post.params["text"])
+    finally:
+        fake.stop()
