@@ -303,7 +303,10 @@ def test_a_create_nobody_polls_still_finishes(standin: ArmStandin) -> None:
     """A controller killed while waiting for a create: the next one finds the VM pending, and it
     becomes running as the cloud is watched (the stand-in progresses on reads, as ARM would in time)."""
     standin.slow(3)
-    provider = make_provider(standin, launch_wait_s=0.0)
+    # The SDK polls an LRO from a thread of its own. With the tests' 0 s polling interval it could
+    # finish the 3 polls before launch looks (it did on a loaded CI machine): the killed
+    # controller's poller never polls here, as a dead process would not.
+    provider = make_provider(standin, launch_wait_s=0.0, lro_polling_interval_s=3600.0)
     assert provider.launch(make_spec("b-orphan-op", azure_offer())).state is CloudState.PENDING
     states = [make_provider(standin).find("b-orphan-op").state for _ in range(3)]  # type: ignore[union-attr]
     assert states[-1] is CloudState.RUNNING and standin.state.created == 1

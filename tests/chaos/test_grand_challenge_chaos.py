@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("CHAOS_SEED", "11"))
 MIN_KILLS = int(os.environ.get("CHAOS_MIN_KILLS", "20"))
 MAX_CHALLENGES = 6
-BUDGET_S = 200.0  # the whole chaos phase; the test stays under ~4 minutes
+BUDGET_S = 420.0  # the whole chaos phase: about 50 s on a quiet machine; the margin is for a loaded CI one
 # How often each point is forced to fire over the run (mid-release: once per job at most).
 QUOTA = {
     "after-preempted-recorded": 1,
