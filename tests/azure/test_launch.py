@@ -302,11 +302,12 @@ def test_spec_image_and_describe(standin: ArmStandin) -> None:
 def test_a_create_nobody_polls_still_finishes(standin: ArmStandin) -> None:
     """A controller killed while waiting for a create: the next one finds the VM pending, and it
     becomes running as the cloud is watched (the stand-in progresses on reads, as ARM would in time)."""
-    standin.slow(3)
-    # The SDK polls an LRO from a thread of its own. With the tests' 0 s polling interval it could
-    # finish the 3 polls before launch looks (it did on a loaded CI machine): the killed
-    # controller's poller never polls here, as a dead process would not.
+    # Up to 3 polls land while launch runs (the SDK poller's first status read, from a thread of
+    # its own, and launch's own read of the VM), in an order a loaded machine changes: 8 polls
+    # keep the create running past launch whatever the order. The poller then sleeps (a killed
+    # controller's would not poll at all); reads by the next controller move it on.
+    standin.slow(8)
     provider = make_provider(standin, launch_wait_s=0.0, lro_polling_interval_s=3600.0)
     assert provider.launch(make_spec("b-orphan-op", azure_offer())).state is CloudState.PENDING
-    states = [make_provider(standin).find("b-orphan-op").state for _ in range(3)]  # type: ignore[union-attr]
+    states = [make_provider(standin).find("b-orphan-op").state for _ in range(8)]  # type: ignore[union-attr]
     assert states[-1] is CloudState.RUNNING and standin.state.created == 1
