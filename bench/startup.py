@@ -11,7 +11,10 @@ which goes first alternating), on the embedded default configuration:
 * ``burst status`` in an empty directory (what a first run pays; the directory is emptied
   before every run).
 
-Prints medians and old/new ratios; last line JSON.
+Prints medians and old/new ratios, of wall time and of the process's CPU time (user + system:
+less swayed by other load on a shared machine, though not immune to it); last line JSON. A
+``status`` run in the empty directory that leaves anything behind stops the bench (read-only
+commands create nothing).
 
     python bench/startup.py --old /tmp/old [--runs 10]
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,15 +47,19 @@ def entry_point(root: Path) -> tuple[str, str]:
     return module, func
 
 
-def run(root: Path, args: list[str], cwd: Path) -> float:
+def run(root: Path, args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run."""
     env = dict(os.environ, PYTHONPATH=str(root))
     module, func = entry_point(root)
     # What the console script does (with argv[0] the script's name), timed from outside.
     code = f"import sys; sys.argv[0] = 'burst'; from {module} import {func}; {func}()"
     cmd = [sys.executable, "-c", code, *args]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def main() -> int:
@@ -67,6 +75,7 @@ def main() -> int:
             d.mkdir()
             run(sides[s], ["db", "upgrade"], d)  # .burst/burst.db at the newest revision (status creates nothing)
         times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sides} for c in CASES}
+        cpu: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sides} for c in CASES}
         for k in range(args.runs):
             for case, argv in CASES.items():
                 order = list(sides) if k % 2 == 0 else list(reversed(sides))
@@ -79,17 +88,24 @@ def main() -> int:
                         cwd = tmp
                     else:
                         cwd = current[s]
-                    times[case][s].append(run(sides[s], argv, cwd))
+                    wall, used = run(sides[s], argv, cwd)
+                    times[case][s].append(wall)
+                    cpu[case][s].append(used)
+                    if case == "status (empty dir)" and any(cwd.iterdir()):
+                        raise SystemExit(f"{s}: `burst status` in an empty directory created {sorted(p.name for p in cwd.iterdir())}")
         print(f"median of {args.runs} (s), load {os.getloadavg()[0]:.1f}")
         out: dict[str, dict[str, float]] = {}
+        out_cpu: dict[str, dict[str, float]] = {}
         for case in CASES:
             med = {s: statistics.median(times[case][s]) for s in sides}
-            out[case] = med
+            med_cpu = {s: statistics.median(cpu[case][s]) for s in sides}
+            out[case], out_cpu[case] = med, med_cpu
             line = "  ".join(f"{s} {med[s]:.3f}" for s in sides)
             if "old" in med:
                 line += f"  old/new {med['old'] / med['new']:.2f}x"
+            line += "  | cpu " + "  ".join(f"{s} {med_cpu[s]:.3f}" for s in sides)
             print(f"  {case:24s} {line}")
-        print(json.dumps({"bench": "startup", "runs": args.runs, "medians_s": out}))
+        print(json.dumps({"bench": "startup", "runs": args.runs, "medians_s": out, "cpu_medians_s": out_cpu}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

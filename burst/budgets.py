@@ -29,12 +29,15 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from burst.config import BudgetSettings, BurstConfig, TeamBudgetSettings
 from burst.domain import Launch, Timestamp, day_start, month_start
 from burst.ports import BudgetCheck, Notifier, Store
 from burst.store.ledger import BILLING_MINIMUM_S, projected_usd
 from policies.budget import Level, Limit, Period, launch_usd, level_of, soft_reasons
+
+if TYPE_CHECKING:  # annotations only: `burst status` reads budgets without pydantic (issue 15)
+    from burst.config import BudgetSettings, BurstConfig, TeamBudgetSettings
 
 log = logging.getLogger("burst.budgets")
 _RANK = [Level.OK, Level.SOFT, Level.HARD]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
+from burst import cli_common as _common
 from burst.errors import BurstError, ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -32,18 +32,12 @@ app.add_typer(gc_app, name="gc")
 budget_app = typer.Typer(no_args_is_help=True, help="Site and team budgets: show, set (admins).")
 app.add_typer(budget_app, name="budget")
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
-
-def _error_line(msg: str) -> None:
-    """One ``error:`` line on stderr: credentials redacted, control characters escaped, and the
-    text never read as Rich markup (a value holding ``[/red]`` is printed as it is)."""
-    from rich.markup import escape
-
-    from burst.redact import escape_control, redact
-
-    err_console.print(f"[red]error:[/red] {escape(escape_control(redact(msg)))}", highlight=False, soft_wrap=True)
+# The consoles and the one-line error are shared with `burst status`'s fast path (cli_status).
+console = _common.console
+err_console = _common.err_console
+_error_line = _common.error_line
+_one_line = _common.one_line
+_sqlite_file = _common.sqlite_file
 
 
 def _fail(msg: str, code: int = 2) -> NoReturn:
@@ -51,60 +45,15 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _one_line(exc: BaseException) -> str:
-    from burst.redact import exception_line
-
-    return exception_line(exc, limit=300)
-
-
 def _check_db_url(url: str, option: str) -> None:
     """Exit 2 with one line for a URL that cannot be burst's database (never showing its
     password)."""
-    from burst.config import database_url_problem
-
-    problem = database_url_problem(url)
-    if problem:
-        _fail(f"{option}: {problem}")
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The file of a ``sqlite:///PATH`` URL (None: in memory, or not SQLite)."""
-    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:") or "mode=memory" in url:
-        return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+    _common.check_db_url(url, option, _fail)
 
 
 def _open_store(url: str, option: str = "database_url", *, read_only: bool = False) -> Store:
-    """The store at ``url``; a bad or unreachable database is one line (exit 2 for a URL that
-    is not a database, 1 for one that does not answer), never a traceback.
-
-    ``read_only``: the command only reads (``status``, ``gc list``): a SQLite file that does not
-    exist is not created (nor its ``.burst/`` directory); an empty in-memory store stands in,
-    which reads exactly as a database nothing has run against."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from burst.redact import redact
-    from burst.store.sql import SqlStore
-
-    _check_db_url(url, option)
-    path = _sqlite_file(url)
-    if read_only and path is not None and not path.exists():
-        url = "sqlite://"
-    try:
-        # burst.wiring.open_store's steps, without importing the controller and its policies
-        # (start-up of short commands: issue 15).
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return SqlStore.from_url(url, upgrade=True)
-    except (SQLAlchemyError, OSError) as e:
-        _fail(f"database {redact(url)}: {_one_line(e)}", 1)
-    except Exception as e:
-        # Alembic's CommandError, without importing Alembic for a store that is current (it
-        # is loaded only to migrate; if it is not loaded, nothing raised one).
-        alembic_util = sys.modules.get("alembic.util")
-        if alembic_util is not None and isinstance(e, alembic_util.CommandError):
-            _fail(f"database {redact(url)}: {_one_line(e)}", 1)
-        raise
+    """:func:`burst.cli_common.open_store`, ending the command through Typer."""
+    return _common.open_store(url, option, _fail, read_only=read_only)
 
 
 def _register_optional() -> None:
@@ -351,74 +300,18 @@ def status(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Instances, spend and pending overflow, read from the store."""
-    from rich.table import Table
+    from burst.cli_status import run  # the body, shared with the fast path (burst/cli_status.py)
 
-    from burst.budgets import budget_book
-    from burst.config import load_config
-    from burst.domain import day_start, month_start
-
-    try:
-        cfg = load_config(config)
-    except InputError as e:
-        _fail(str(e))
-    st = _open_store(database_url or cfg.database_url, "--database-url" if database_url else "database_url", read_only=True)
-    last = st.controller_status()
-    now = last["at"] if last else time.time()
-    live = st.live_instances()
-    month = st.spend(since=month_start(now), now=now)
-    day = st.spend(since=day_start(now), now=now)
-    budget_states = budget_book(cfg, st).states(now)
-    data = {
-        "as_of": now,
-        "instances": [
-            {"id": i.id, "state": str(i.state), "purpose": str(i.purpose), "cloud": i.cloud, "region": i.region, "type": i.instance_type, "gpus": i.gpus, "usd_per_hour": i.price_per_hour, "node": i.node_name}
-            for i in live
-        ],
-        "spend_today_usd": day,
-        "spend_month_usd": month,
-        "budget_month_usd": cfg.budget.month_usd,
-        "last_tick": last,
-        "budgets": [_budget_dict(b) for b in budget_states],
-    }
-    if json_out:
-        print(json.dumps(data, default=float))
-        return
-    t = Table(title=f"burst instances ({len(live)} live)")
-    for col in ("id", "state", "purpose", "cloud/region", "type", "GPUs", "$/h", "node"):
-        t.add_column(col)
-    for i in live:
-        t.add_row(i.id, str(i.state), str(i.purpose), f"{i.cloud}/{i.region}", i.instance_type, str(i.gpus), f"{i.price_per_hour:.2f}", i.node_name or "-")
-    console.print(t)
-    cap = f" of ${cfg.budget.month_usd:,.0f}" if cfg.budget.month_usd else ""
-    console.print(f"spend: today ${day:,.2f}, this month ${month:,.2f}{cap}")
-    for b in budget_states:
-        console.print(f"budget {b.line()}", highlight=False, soft_wrap=True)
-    if last:
-        console.print(
-            f"last tick: {last.get('pending')} pending (longest wait {(last.get('longest_wait_s') or 0) / 60:.1f} min), "
-            f"on-prem GPUs {last.get('onprem_gpus_used')}/{last.get('onprem_gpus')}, actions {_action_counts(last.get('actions') or [])}"
-        )
-    else:
-        console.print("no tick recorded yet (is `burst run` running?)")
-
-
-def _action_counts(actions: list[str]) -> str:
-    """``51 Launch, 2 Terminate`` (most first): a tick's actions by kind, not one name each."""
-    from collections import Counter
-
-    counts = Counter(str(a) for a in actions)
-    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+    run(config, database_url, json_out, _fail)
 
 
 # ---- budgets ---------------------------------------------------------------------------------------
 
 
 def _budget_dict(b: BudgetState) -> dict[str, object]:
-    return {
-        "budget": b.limit.name, "soft_usd": b.limit.soft_usd, "hard_usd": b.limit.hard_usd,
-        "spent_usd": round(b.spent_usd, 2), "committed_usd": round(b.committed_usd, 2),
-        "level": str(b.level), "blocked": b.blocked,
-    }
+    from burst.cli_status import budget_dict
+
+    return budget_dict(b)
 
 
 def _budget_book(config: Path | None, database_url: str | None) -> BudgetBook:

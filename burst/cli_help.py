@@ -14,7 +14,8 @@ Anything else goes through Typer as before. ``tests/unit/test_cli_help.py`` chec
 text is byte for byte what Typer prints, so a new or changed command fails the tests until the
 text is rendered again: ``python -m burst.cli_help --write``.
 
-Imports nothing beyond the standard library: it runs before Typer is needed.
+Imports nothing beyond the standard library: it runs before Typer is needed. ``burst status``
+has a fast path of its own (:mod:`burst.cli_status`), tried from :func:`main`.
 """
 
 from __future__ import annotations
@@ -59,10 +60,16 @@ def fast_top_help() -> bool:
 
 
 def main() -> None:
-    """The ``burst`` console entry point: the kept top-level help when it applies, else the Typer
-    app (:func:`burst.cli.main`), imported only then."""
+    """The ``burst`` console entry point: the kept top-level help when it applies, ``burst status``
+    without Typer when :func:`burst.cli_status.fast_status` takes its command line, else the
+    Typer app (:func:`burst.cli.main`), imported only then."""
     if fast_top_help():
         return
+    if sys.argv[1:2] == ["status"]:
+        from burst.cli_status import fast_status
+
+        if fast_status(sys.argv):
+            return
     from burst.cli import main as cli_main
 
     cli_main()

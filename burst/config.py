@@ -30,6 +30,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# SUPPORTED_DATABASES and database_url_problem are re-exported: defined in burst.db_url (no pydantic).
+from burst.db_url import SUPPORTED_DATABASES as SUPPORTED_DATABASES
+from burst.db_url import clip as _clip
+from burst.db_url import database_url_problem as database_url_problem
 from burst.domain import Market
 from burst.errors import ConfigError
 from burst.redact import escape_control, redact
@@ -41,25 +45,6 @@ MAX_CONFIG_BYTES = 256 * 1024  # a production config is a few kB; this bounds ti
 MAX_DEPTH = 50  # nesting levels, counted through aliases too
 MAX_EXPANDED_NODES = 10_000  # nodes of the document once every alias is expanded
 MAX_ERROR_LINES = 20
-
-SUPPORTED_DATABASES = "SQLite (sqlite:///PATH) and PostgreSQL (postgresql+psycopg://USER@HOST/DB)"
-_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be burst's database, or None. Shared by ``database_url:``, ``--store``,
-    ``--database-url`` and ``burst db --url``; the message never repeats the password."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme or any(c.isspace() for c in url):
-        # not echoed: a value that is not a URL may be a pasted password
-        return f"not a database URL; burst supports {SUPPORTED_DATABASES}"
-    if scheme.lower() not in _DB_SCHEMES:
-        return f"unsupported database {_clip(scheme, 30)!r}; burst supports {SUPPORTED_DATABASES}"
-    if scheme.lower().startswith("sqlite") and rest and not rest.startswith("/"):
-        return "a SQLite URL is sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or sqlite:// (in memory)"
-    if scheme.lower().startswith("postgresql") and not rest.split("/", 1)[0].rpartition("@")[2]:
-        return "a PostgreSQL URL names its host: postgresql+psycopg://USER@HOST[:PORT]/DB"
-    return None
 
 
 class _Strict(BaseModel):
@@ -464,10 +449,6 @@ def format_validation_errors(source: str, err: ValidationError, prefix: tuple[in
             msg = f"{msg} (got {_fmt_input(e['input'])})"
         lines.append(escape_control(redact(f"{source}: {_clip(loc, 120)}: {_clip(msg, 300)}")))
     return lines
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cap_lines(source: str, lines: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:

@@ -13,7 +13,6 @@ lines) costs no Alembic import, which is most of a short CLI command's start-up.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,11 +21,12 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from burst.store.engine import WRITE, make_engine
+from burst.store.revisions import MIGRATIONS_DIR as MIGRATIONS_DIR  # re-exported: defined there
+from burst.store.revisions import shipped_head as shipped_head
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x62757273  # "burs": serialises concurrent migrations on PostgreSQL
 
 
@@ -62,26 +62,6 @@ def downgrade_engine(engine: Engine, revision: str) -> None:
     from alembic import command
 
     _run(engine, lambda cfg: command.downgrade(cfg, revision))
-
-
-_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(?:\"([^\"]*)\"|'([^']*)'|None)\s*$", re.M)
-
-
-def shipped_head() -> str | None:
-    """The newest shipped revision, read from the scripts' ``revision``/``down_revision`` lines
-    without importing Alembic. None when the scripts do not form one plain chain (a merge, a
-    line this reader does not understand): then only Alembic can tell, and callers ask it."""
-    revs: dict[str, str | None] = {}
-    for f in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
-        found: dict[str, str | None] = {}
-        for m in _REVISION_LINE.finditer(f.read_text(encoding="utf-8")):
-            found.setdefault(m.group(1), m.group(2) or m.group(3) or None)
-        if "revision" not in found or not found["revision"] or "down_revision" not in found:
-            return None
-        revs[str(found["revision"])] = found["down_revision"]
-    parents = set(revs.values())
-    heads = [r for r in revs if r not in parents]
-    return heads[0] if len(heads) == 1 and len(parents) == len(revs) else None
 
 
 def is_current(engine: Engine) -> bool:
