@@ -213,7 +213,8 @@ class Controller:
             log.warning("tick %.0f: queue unreadable, not acting: %s", now, e)
             self.last = TickResult(now, Plan(), None, skipped=f"queue: {e}")
             return self.last
-        self.durations.observe(now, qs)
+        if self.policy.overflow.predict_starts:
+            self.durations.observe(now, qs)
         cloud, unobserved = self._observe_clouds()
         self._collect_mirrors(now)
 

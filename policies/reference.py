@@ -17,7 +17,7 @@ NEVER = PolicyConfig(name="never", overflow=OverflowConfig(enabled=False))
 
 GREEDY = PolicyConfig(
     name="greedy",
-    overflow=OverflowConfig(wait_threshold_s=30.0, predict_starts=False),  # no forecast: reacts at once
+    overflow=OverflowConfig(wait_threshold_s=30.0),
     selection=SelectionConfig(pack=False),
     # Cluster Autoscaler does not cancel a scale-up whose pods found room elsewhere.
     scale_in=ScaleInConfig(idle_timeout_s=600.0, cancel_unneeded_launches=False),

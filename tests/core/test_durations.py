@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from burst.domain import Job, JobState, QueueSnapshot
 from burst.durations import DurationLearner
 from policies.remaining import ALL
-from tests.core.world import T0, TICK, World
+from tests.core.world import POLICY, T0, TICK, World
 
 
 def _run(jid: str, start: float, gpus: int = 1) -> Job:
@@ -40,7 +42,7 @@ def test_the_window_keeps_the_most_recent_runs_sorted() -> None:
 
 
 def test_the_controller_learns_finishes_from_its_queue_observations() -> None:
-    w = World(nodes=1)
+    w = World(nodes=1, policy=dataclasses.replace(POLICY, overflow=dataclasses.replace(POLICY.overflow, predict_starts=True)))
     for k in range(3):
         w.submit(f"j{k}", 1, duration=60.0 * (k + 1), at=T0)
     w.run(T0 + 10 * TICK)
@@ -50,3 +52,11 @@ def test_the_controller_learns_finishes_from_its_queue_observations() -> None:
     for got, true in zip(snap.durations.samples[ALL], (60.0, 120.0, 180.0), strict=True):
         assert true <= got < true + TICK + 1e-9
     assert w.controller.durations.finished == pytest.approx(3)
+
+
+def test_without_the_forecast_the_controller_learns_nothing_and_passes_no_model() -> None:
+    w = World(nodes=1)  # predict_starts off (the default)
+    w.submit("j0", 1, duration=60.0, at=T0)
+    w.run(T0 + 5 * TICK)
+    snap = w.controller.last.snapshot  # type: ignore[union-attr]
+    assert snap is not None and snap.durations is None and w.controller.durations.finished == 0

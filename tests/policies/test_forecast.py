@@ -56,7 +56,7 @@ def _running(jid: str, node: str, elapsed: float, gpus: int = 8, limit: float | 
                node_names=(node,), time_limit_s=limit)
 
 
-PRED = OverflowConfig(wait_threshold_s=20 * MIN, start_confidence=0.6)
+PRED = OverflowConfig(wait_threshold_s=20 * MIN, predict_starts=True, start_confidence=0.6)
 
 
 def test_a_due_job_whose_node_frees_in_time_is_held() -> None:
