@@ -45,6 +45,7 @@ from burst.domain import (
 from burst.domain import (
     Mirror as MirrorAction,
 )
+from burst.durations import DurationLearner
 from burst.errors import ProviderError, QueueError
 from burst.executor import BackoffPolicy, BudgetFn, ExecResult, Executor, UserDataFn
 from burst.faults import crash_point
@@ -199,6 +200,9 @@ class Controller:
         # Spot offer key -> [reclaims, instance-hours] seen by this controller (the reclaim
         # factor's evidence, policies/spot.py). In memory: a restart starts again from the prior.
         self._reclaims: dict[str, list[float]] = {}
+        # Run times of the jobs seen finishing (burst/durations.py): overflow predicts on-prem
+        # starts from them. In memory: a restart learns again.
+        self.durations = DurationLearner()
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -209,6 +213,8 @@ class Controller:
             log.warning("tick %.0f: queue unreadable, not acting: %s", now, e)
             self.last = TickResult(now, Plan(), None, skipped=f"queue: {e}")
             return self.last
+        if self.policy.overflow.predict_starts:
+            self.durations.observe(now, qs)
         cloud, unobserved = self._observe_clouds()
         self._collect_mirrors(now)
 
@@ -499,6 +505,7 @@ class Controller:
             requests=tuple(self.store.requests(states=ACTIVE_REQUEST_STATES)),
             reclaims=self.reclaim_history() if self._reclaims else {},
             team_gpu_hours=self._team_gpu_hours(now),
+            durations=self.durations.model() if self.policy.overflow.predict_starts else None,
         )
 
     def _team_gpu_hours(self, now: Timestamp) -> Mapping[str, float]:

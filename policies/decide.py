@@ -78,7 +78,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
-        limit=room * widest,
+        limit=room * widest, durations=snap.durations,
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)

@@ -22,8 +22,10 @@ from itertools import compress, count, islice
 from operator import attrgetter, eq, le, lt
 
 from burst.domain import GANG_HOLD_LABEL, Instance, InstanceState, Job, Node, Purpose, Timestamp
+from policies.forecast import predicted_starts
 from policies.model import OverflowConfig
 from policies.packing import SlotPool, model_ok
+from policies.remaining import DurationModel
 
 ONPREM = "onprem"
 TAIL_MIN = 64  # jobs: a shorter exhausted tail is walked, not split (see select_overflow)
@@ -216,6 +218,7 @@ def select_overflow(
     limit: int | None = None,
     fast: bool = True,
     tail_min: int = TAIL_MIN,
+    durations: DurationModel | None = None,
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``.
 
@@ -230,7 +233,11 @@ def select_overflow(
     counted, 0). ``limit``: only the first ``limit`` jobs of ``burst`` are listed (the ones a
     tick can launch for); ``burst_total`` counts them all. ``fast=False`` walks every job
     (the reference the fast path is tested against; same result). A tail shorter than
-    ``tail_min`` jobs is walked like the rest: splitting it costs more than walking it."""
+    ``tail_min`` jobs is walked like the rest: splitting it costs more than walking it.
+
+    ``durations`` (the learnt run times; with ``cfg.predict_starts``): a listed job the
+    on-prem forecast (policies/forecast.py) starts within its wait target is held, counted
+    as waiting, and looked at again next tick."""
     base = base_threshold(cfg, boot_estimate_s, tick_s)
     if fast and not cfg.enabled and not instances and not any(map(_INSTANCE_ID, nodes)):
         # Overflow off and no burst capacity at all: nothing to walk, nothing to give back.
@@ -346,6 +353,24 @@ def select_overflow(
         listed = split.listed
     if limit is not None:
         listed = listed[:limit]
+    if durations is not None and cfg.predict_starts and listed:
+        # Only a job that can still afford to be held: if the forecast fails, it bursts next
+        # tick and its instance must still join within the target.
+        boot = cfg.default_boot_s if boot_estimate_s is None else boot_estimate_s
+        last = cfg.wait_target_s - boot - 2 * tick_s
+        holdable = [j for j in listed if now - j.submit_time <= last]
+        starts = predicted_starts(
+            now, order, holdable, nodes, running, durations,
+            wait_target_s=cfg.wait_target_s, tick_s=tick_s, q=cfg.start_confidence,
+        ) if holdable else {}
+        if starts:
+            # Held, not burst: the GPUs they need are predicted to free up in time. Looked at
+            # again next tick, when the prediction is fresh (and they burst if it failed).
+            listed = [j for j in listed if j.id not in starts]
+            burst_total -= len(starts)
+            waiting += len(starts)
+            again = now + tick_s
+            wake = again if wake is None or again < wake else wake
     surplus: dict[tuple[str, str], int] = {}
     # A gang's booting members go back only once the gang is seen running elsewhere: a job
     # missing from one snapshot (pods being recreated) must not cancel a whole gang.
