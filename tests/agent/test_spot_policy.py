@@ -3,6 +3,7 @@ reclaims in offer selection. Pure, table-driven."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -14,11 +15,13 @@ from policies.spot import (
     NoticeSettings,
     ReclaimHistory,
     RequeueStep,
+    SpotHold,
     leaving_view,
     notice_reason,
     noticed,
     parse_notice,
     plan_notices,
+    plan_releases,
     reclaim_factor,
     reclaim_factors,
 )
@@ -115,3 +118,48 @@ def test_selection_prefers_spot_until_its_reclaims_make_it_dearer_than_on_demand
     assert rank([od, spot], need, Context(T0, {}, frozenset(), spot_factor=stormy))[0] is od
     # without factors, the flat discount rule of before applies unchanged
     assert rank([od, spot], need, Context(T0, {}, frozenset()))[0] is spot
+
+
+def _repl(iid: str, state: InstanceState, jobs: tuple[str, ...] = ("j1",), created: float = T0) -> Instance:
+    return dataclasses.replace(_inst(iid, state), for_jobs=jobs, created_at=created)
+
+
+HOLD = SpotHold("j1", "old", T0, 7)
+S = NoticeSettings(hold_for_replacement_s=900.0)
+
+
+@pytest.mark.parametrize(
+    ("now", "instances", "held", "released", "why"),
+    [
+        # replacement booting: keep holding (wake at the deadline)
+        (T0 + 60, [_repl("r1", InstanceState.LAUNCHING)], {"j1"}, False, ""),
+        # replacement joined: release
+        (T0 + 300, [_repl("r1", InstanceState.JOINED)], {"j1"}, True, "replacement r1 joined"),
+        # a gang's replacements: all must have joined
+        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.RUNNING)], {"j1"}, False, ""),
+        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.JOINED)], {"j1"}, True, "r1, r2 joined"),
+        # the instance it was requeued off, or one launched before the hold, is no replacement
+        (T0 + 30, [_repl("old", InstanceState.DRAINING), _repl("r0", InstanceState.JOINED, created=T0 - 5)], {"j1"}, True,
+         "no replacement was launched"),
+        # the hold's own tick: the decision has not run yet
+        (T0, [], {"j1"}, False, ""),
+        # no replacement after the decision: back to the queue
+        (T0 + 30, [_repl("r1", InstanceState.JOINED, jobs=("other",))], {"j1"}, True, "no replacement was launched"),
+        # the replacement never joins: released at the deadline
+        (T0 + 900, [_repl("r1", InstanceState.RUNNING)], {"j1"}, True, "held 900s"),
+    ],
+)
+def test_plan_releases(now: float, instances: list[Instance], held: set[str], released: bool, why: str) -> None:
+    plan = plan_releases(now, [HOLD], instances, held, S)
+    assert plan.forget == ()
+    if released:
+        (step,) = plan.steps
+        assert step.job_ids == ("j1",) and step.priorities == (7,) and step.instance_id == "old" and why in step.reason
+        assert plan.wake_at is None
+    else:
+        assert plan.steps == () and plan.wake_at == T0 + 900
+
+
+def test_plan_releases_forgets_jobs_the_queue_no_longer_holds() -> None:
+    plan = plan_releases(T0 + 60, [HOLD], [_repl("r1", InstanceState.JOINED)], {"someone-else"}, S)
+    assert plan.steps == () and plan.forget == ("j1",) and plan.wake_at is None
