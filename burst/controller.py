@@ -412,6 +412,10 @@ class Controller:
     def reclaim_history(self) -> dict[str, ReclaimHistory]:
         return {k: ReclaimHistory(int(v[0]), float(v[1])) for k, v in self._reclaims.items()}
 
+    def spot_holds(self) -> dict[str, SpotHold]:
+        """Jobs requeued off a noticed node and held until their replacement joins, by job id."""
+        return dict(self._spot_holds)
+
     def _spot_notices(self, now: Timestamp, qs: QueueSnapshot, res: TickResult) -> bool:
         """Act on spot interruption notices that node agents reported through the scheduler
         (:func:`policies.spot.plan_notices` decides; every step is audited before it is taken).

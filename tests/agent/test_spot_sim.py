@@ -4,13 +4,17 @@ work lost beyond the last checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from burst.controller import Controller
 from burst.domain import InstanceState, Market
+from burst.ports import Store
 from burst.sim.runner import SimSettings, Simulation, b1_offers
 from burst.sim.trace import TraceJob
 from burst.sim.world import TRACE_EPOCH
+from burst.store.sql import SqlStore
 from policies import PolicyConfig
 from policies.model import SelectionConfig
 from policies.spot import NOTICE_LEAD_S
@@ -34,13 +38,14 @@ def _drive(sim: Simulation, until: float, stop=lambda: False) -> float:  # noqa:
     return t
 
 
-def _world(cloud: str, *, notices: bool = True) -> Simulation:
+def _world(cloud: str, *, notices: bool = True, store: Store | None = None) -> Simulation:
     trace = [
         TraceJob("A", 0.0, 20 * 3600.0, 8, per_node=8),  # holds the one on-prem node all along
         TraceJob("B", 10.0, 3 * 3600.0, 8, per_node=8, team="vision"),
     ]
     return Simulation(
-        trace, POLICY, settings=SimSettings(nodes=1, tick_s=TICK, spot_notices=notices), offers=_spot_offers(cloud)
+        trace, POLICY, settings=SimSettings(nodes=1, tick_s=TICK, spot_notices=notices), offers=_spot_offers(cloud),
+        store=store,
     )
 
 
@@ -108,15 +113,16 @@ def test_without_notices_a_reclaim_loses_the_run() -> None:
     assert sim.store.audit_rows(subject=first.id, kind="spot") == []
 
 
-def _restarted(sim: Simulation) -> Controller:
-    """A new controller on the same store and ports: what a restarted daemon builds."""
-    return Controller(cluster=sim.s.cluster, queue=sim.cluster, providers=sim.providers, store=sim.store,
+def _restarted(sim: Simulation, store: Store | None = None) -> Controller:
+    """A new controller on the same store (or a new connection to it) and ports: what a
+    restarted daemon builds."""
+    return Controller(cluster=sim.s.cluster, queue=sim.cluster, providers=sim.providers, store=store or sim.store,
                       offers=sim.offers, policy=sim.policy, challenge_queue=sim.cluster)
 
 
-def _on_spot_then_noticed(cloud: str) -> tuple[Simulation, float, float]:
+def _on_spot_then_noticed(cloud: str, store: Store | None = None) -> tuple[Simulation, float, float]:
     """B running 50 min on a spot node, then a reclaim announced 300 s ahead. -> (sim, t, reclaim_at)"""
-    sim = _world(cloud)
+    sim = _world(cloud, store=store)
     cl = sim.cluster
     t = _drive(sim, TRACE_EPOCH + 4 * 3600, stop=lambda: (j := cl.job("B")) is not None and j.cloud)
     t = _drive(sim, t + 50 * 60)
@@ -141,23 +147,30 @@ def test_cloud_gpu_hours_used_count_the_run_before_a_spot_requeue() -> None:
     assert paid_s >= sim.world.cloud_gpu_s_used
 
 
-def test_reclaim_history_and_spot_holds_survive_a_controller_restart() -> None:
+@pytest.mark.parametrize("db", ["memory", "sqlite"])
+def test_reclaim_history_and_spot_holds_survive_a_controller_restart(db: str, tmp_path: Path) -> None:
     """Restart after the requeue (B held, its replacement booting): the new controller knows the
     hold from the audit and releases B when the replacement joins (not before, not twice); and
-    after the reclaim a restarted controller has the same reclaim history as the old one."""
-    sim, t, reclaim_at = _on_spot_then_noticed("aws")
+    after the reclaim a restarted controller has the same reclaim history as the old one. On
+    SQLite the restarted controller opens a new connection to the database file."""
+    url = f"sqlite:///{tmp_path / 'burst.db'}"
+
+    def reopen() -> Store | None:
+        return SqlStore.from_url(url, upgrade=False) if db == "sqlite" else None
+
+    sim, _, reclaim_at = _on_spot_then_noticed("aws", SqlStore.from_url(url) if db == "sqlite" else None)
     cl = sim.cluster
     (first,) = sim.store.live_instances()
-    t = _drive(sim, reclaim_at - 10.0)
+    _drive(sim, reclaim_at - 10.0)
     b = cl.job("B")
     assert b is not None and b.holds == 1 and b.releases == 0, "B is held until its replacement joins"
-    sim.controller = _restarted(sim)  # _drive ticks sim.controller
-    assert set(sim.controller._spot_holds) == {"B"}
-    t = _drive(sim, reclaim_at + 900)
+    sim.controller = _restarted(sim, reopen())  # _drive ticks sim.controller
+    assert set(sim.controller.spot_holds()) == {"B"}
+    _drive(sim, reclaim_at + 900)
     assert b.releases == 1 and b.release_calls == 1
     releases = [r for r in sim.store.audit_rows(kind="spot", limit=20) if r.action == "release"]
     assert len(releases) == 1 and "joined" in releases[0].reason
     before = sim.controller.reclaim_history()
     assert before[first.offer_key].reclaims == 1
-    after = _restarted(sim).reclaim_history()
+    after = _restarted(sim, reopen()).reclaim_history()
     assert after == before
