@@ -66,6 +66,7 @@ from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
 from policies.grand_challenge import ChallengeSettings, overflow_view
+from policies.overflow import base_threshold, threshold_for
 from policies.reconcile import (
     NOTHING,
     BootSample,
@@ -81,6 +82,7 @@ from policies.spot import (
     ReclaimHistory,
     RequeueStep,
     SpotHold,
+    held_view,
     leaving_view,
     noticed,
     plan_notices,
@@ -520,8 +522,13 @@ class Controller:
         """The policy's view. ``challenges`` (the active grand challenges) hide their held jobs
         and reserved nodes from overflow (:func:`policies.grand_challenge.overflow_view`)."""
         pending, nodes = overflow_view(challenges, qs.pending, qs.nodes) if challenges else (qs.pending, qs.nodes)
-        # Nodes under a spot notice are capacity that is leaving (policies/spot.py).
+        # Nodes under a spot notice are capacity that is leaving; spot-held jobs are due behind
+        # the jobs already due (policies/spot.py).
         nodes, live = leaving_view(nodes, tuple(self.store.live_instances()))
+        if self._spot_holds:
+            ov, tick = self.policy.overflow, self.policy.tick_interval_s
+            base = base_threshold(ov, self.boot_estimate(), tick)
+            pending = held_view(tuple(pending), self._spot_holds.keys(), now, lambda j: threshold_for(j, ov, base), tick)
         spend = SpendView()
         if self.caps.month_usd or self.caps.day_usd:
             spend = SpendView(

@@ -135,8 +135,9 @@ S = NoticeSettings(hold_for_replacement_s=900.0)
         (T0 + 60, [_repl("r1", InstanceState.LAUNCHING)], {"j1"}, False, ""),
         # replacement joined: release
         (T0 + 300, [_repl("r1", InstanceState.JOINED)], {"j1"}, True, "replacement r1 joined"),
-        # a gang's replacements: all must have joined
-        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.RUNNING)], {"j1"}, False, ""),
+        # a gang's replacements: the first to join releases it (it keeps its other members)
+        (T0 + 300, [_repl("r1", InstanceState.RUNNING), _repl("r2", InstanceState.LAUNCHING)], {"j1"}, False, ""),
+        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.RUNNING)], {"j1"}, True, "r1 joined"),
         (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.JOINED)], {"j1"}, True, "r1, r2 joined"),
         # the instance it was requeued off, or one launched before the hold, is no replacement
         (T0 + 30, [_repl("old", InstanceState.DRAINING), _repl("r0", InstanceState.JOINED, created=T0 - 5)], {"j1"}, True,
