@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from burst.domain import Instance, InstanceState, Job, JobState, Market, Node, Offer, Purpose
+from policies.model import OverflowConfig
+from policies.overflow import base_threshold, select_overflow, threshold_for
 from policies.selection import Context, Need, rank
 from policies.spot import (
     CheckpointStep,
@@ -16,6 +18,7 @@ from policies.spot import (
     ReclaimHistory,
     RequeueStep,
     SpotHold,
+    held_view,
     leaving_view,
     notice_reason,
     noticed,
@@ -164,3 +167,26 @@ def test_plan_releases(now: float, instances: list[Instance], held: set[str], re
 def test_plan_releases_forgets_jobs_the_queue_no_longer_holds() -> None:
     plan = plan_releases(T0 + 60, [HOLD], [_repl("r1", InstanceState.JOINED)], {"someone-else"}, S)
     assert plan.steps == () and plan.forget == ("j1",) and plan.wake_at is None
+
+
+def test_held_view_keeps_a_younger_jobs_in_flight_instance_its_own() -> None:
+    """A requeued job (old submit time, held) and a younger job that waited its threshold and has
+    an instance booting for it: overflow hands capacity out in submission order, so without the
+    view the requeued job takes the younger job's instance and the younger one needs a new boot
+    (it misses the target); with it, the younger keeps its instance and the requeued job bursts."""
+    cfg = OverflowConfig()
+    base = base_threshold(cfg, 240.0, 30.0)
+    now = T0
+    old = Job("old", 8, now - 3 * 3600, JobState.HELD, gpus_per_node=8, may_burst=True)
+    young = Job("young", 8, now - base - 60, gpus_per_node=8, may_burst=True)
+    booting = dataclasses.replace(_inst("i-young", InstanceState.LAUNCHING), for_jobs=("young",), node_name="")
+
+    def burst(pending: tuple[Job, ...]) -> list[str]:
+        return [j.id for j in select_overflow(now, pending, (), (booting,), cfg, boot_estimate_s=240.0, tick_s=30.0).burst]
+
+    assert burst((old, young)) == ["young"]  # the requeued job took the young one's instance
+    shown = held_view((old, young), {"old"}, now, lambda j: threshold_for(j, cfg, base), 30.0)
+    assert [j.id for j in shown] == ["old", "young"] and shown[1] is young
+    assert shown[0].submit_time == now - base - 30.0
+    assert burst(shown) == ["old"]
+    assert held_view((old, young), set(), now, lambda j: base, 30.0) == (old, young)
