@@ -21,8 +21,8 @@ Usage: python bench/policy.py [--nodes 64,80,96] [--no-spot] [--spot] [--trace P
 (AWS 120 s, Azure 30 s ahead; mean time to reclaim SPOT_MEAN_H), the node agent draining the node
 and the controller checkpointing, requeueing at the original priority and replacing before the
 reclaim, offers weighed by their observed reclaims. Against burst on-demand at the same size:
-the savings, p95 and max wait, reclaims, requeues and the GPU-hours of work lost. JSON key
-``results.80_spot_notices``.
+the savings, p95 and max wait, reclaims, requeues, the cloud GPU-hours paid and used and the
+GPU-hours of work lost, at every size of ``--nodes``. JSON keys ``results.<nodes>_spot_notices``.
 
 ``--jitter N`` also replays N copies of the trace with every submit time moved by a uniform
 +-60 s (seeds 1..N) under burst and clairvoyant at each size, and reports each ratio and their
@@ -119,7 +119,8 @@ def main() -> int:
         results["80_spot"] = {"policies": {r.name: r.figures for r in runs}, **head}
         check_reference(head["clairvoyant_max_wait_min"], "80 nodes spot")
     if args.spot:
-        results["80_spot_notices"] = spot_notices_run(trace, results.get("80_on_demand"), console)
+        for nodes in sizes:
+            results[f"{nodes}_spot_notices"] = spot_notices_run(trace, nodes, results.get(f"{nodes}_on_demand"), console)
     if args.jitter > 0:
         out["jitter"] = jitter_runs(trace, sizes, args.jitter, console)
     headline_key = "80_on_demand" if "80_on_demand" in results else next(iter(results))
@@ -139,9 +140,8 @@ def main() -> int:
     return 0
 
 
-def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None, console: Console) -> dict[str, object]:
-    """burst at 80 nodes on spot with notices, against burst on-demand (reused when already run)."""
-    nodes = 80
+def spot_notices_run(trace: list[TraceJob], nodes: int, on_demand: dict[str, object] | None, console: Console) -> dict[str, object]:
+    """burst on spot with notices, against burst on-demand at the same size (reused when already run)."""
     if on_demand is not None:
         od = dict(on_demand["policies"]["burst"])  # type: ignore[index]
     else:
@@ -167,7 +167,9 @@ def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None,
         "p95_wait_min": fig["p95_wait_min"], "max_wait_min": fig["max_wait_min"],
         "on_demand_p95_wait_min": od["p95_wait_min"],
         "reclaims": fig["interruptions"], "notices": notices, "jobs_requeued_on_notice": requeued,
-        "requeues": fig["requeues"], "work_lost_gpu_h": (sim.cluster.lost_gpu_seconds + sim.world.reclaim_lost_gpu_s) / 3600.0,
+        "requeues": fig["requeues"], "gpu_hours_paid": fig["gpu_hours_paid"], "gpu_hours_used": fig["gpu_hours_used"],
+        "on_demand_gpu_hours_paid": od["gpu_hours_paid"], "on_demand_gpu_hours_used": od["gpu_hours_used"],
+        "work_lost_gpu_h": (sim.cluster.lost_gpu_seconds + sim.world.reclaim_lost_gpu_s) / 3600.0,
         "unfinished": fig["unfinished"], "policy": fig,
         "without_notices": {
             "spot_usd": blind_fig["cloud_usd"], "p95_wait_min": blind_fig["p95_wait_min"],
@@ -180,7 +182,8 @@ def spot_notices_run(trace: list[TraceJob], on_demand: dict[str, object] | None,
         f"${spot_usd:,.0f} vs on-demand ${od_usd:,.0f}: saves {found['savings_pct']:.1f}%; "
         f"p95 {float(fig['p95_wait_min']):.1f} min, max {float(fig['max_wait_min']):.1f} min; "
         f"{fig['interruptions']} reclaims, {requeued} job(s) requeued on notice, "
-        f"{found['work_lost_gpu_h']:.1f} GPU-h of work lost"
+        f"{found['work_lost_gpu_h']:.1f} GPU-h of work lost; cloud GPU-h paid {float(fig['gpu_hours_paid']):,.0f}, "
+        f"used {float(fig['gpu_hours_used']):,.0f} (on-demand {float(od['gpu_hours_paid']):,.0f} / {float(od['gpu_hours_used']):,.0f})"
     )
     console.print(
         f"  same reclaims unannounced: ${float(blind_fig['cloud_usd']):,.0f}, p95 {float(blind_fig['p95_wait_min']):.1f} min, "

@@ -33,6 +33,7 @@ from burst.domain import (
     GrandChallenge,
     Instance,
     InstanceState,
+    JobState,
     Market,
     Node,
     Offer,
@@ -66,6 +67,7 @@ from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
 from policies.grand_challenge import ChallengeSettings, overflow_view
+from policies.overflow import base_threshold, threshold_for
 from policies.reconcile import (
     NOTHING,
     BootSample,
@@ -80,9 +82,12 @@ from policies.spot import (
     NoticeSettings,
     ReclaimHistory,
     RequeueStep,
+    SpotHold,
+    held_view,
     leaving_view,
     noticed,
     plan_notices,
+    plan_releases,
 )
 
 log = logging.getLogger("burst.controller")
@@ -197,9 +202,13 @@ class Controller:
         self.request_gate = request_gate
         self.spot_notices = spot_notices
         self._preempt = challenge_queue
-        # Spot offer key -> [reclaims, instance-hours] seen by this controller (the reclaim
-        # factor's evidence, policies/spot.py). In memory: a restart starts again from the prior.
-        self._reclaims: dict[str, list[float]] = {}
+        # Spot offer key -> [reclaims, instance-hours] (the reclaim factor's evidence,
+        # policies/spot.py), rebuilt at start from the store's instance rows and audit, then
+        # kept up to date by the reconcile: a restart does not forget what reclaims cost.
+        self._reclaims: dict[str, list[float]] = _reclaims_from_store(store)
+        # Jobs requeued off a noticed node and held until their replacement joins (job id ->
+        # hold), rebuilt from the spot audit rows so a restart neither forgets nor repeats one.
+        self._spot_holds: dict[str, SpotHold] = _spot_holds_from_audit(store)
         # Run times of the jobs seen finishing (burst/durations.py): overflow predicts on-prem
         # starts from them. In memory: a restart learns again.
         self.durations = DurationLearner()
@@ -411,18 +420,23 @@ class Controller:
     def reclaim_history(self) -> dict[str, ReclaimHistory]:
         return {k: ReclaimHistory(int(v[0]), float(v[1])) for k, v in self._reclaims.items()}
 
+    def spot_holds(self) -> dict[str, SpotHold]:
+        """Jobs requeued off a noticed node and held until their replacement joins, by job id."""
+        return dict(self._spot_holds)
+
     def _spot_notices(self, now: Timestamp, qs: QueueSnapshot, res: TickResult) -> bool:
         """Act on spot interruption notices that node agents reported through the scheduler
         (:func:`policies.spot.plan_notices` decides; every step is audited before it is taken).
         A queue error leaves the step to the next tick: the plan is stateless, so nothing is
         repeated that already happened and nothing is skipped. True when work was requeued."""
+        requeued = self._spot_releases(now, qs, res) if self._spot_holds else False
         if not self.spot_notices.enabled or not noticed(qs.nodes):
-            return False  # the common case: one pass over the nodes, no store read
+            return requeued  # the common case: one pass over the nodes, no store read
         plan = plan_notices(now, self.store.live_instances(), qs.nodes, qs.running, self.spot_notices)
         if plan.wake_at is not None:
             res.due(plan.wake_at)
         st, q = self.store, self._preempt
-        requeued = False
+        hold = self.spot_notices.hold_for_replacement_s > 0
         for step in plan.steps:
             data = {"node": step.node, "reclaim_at": step.reclaim_at, "jobs": list(step.job_ids)}
             try:
@@ -438,19 +452,55 @@ class Controller:
                 elif isinstance(step, RequeueStep):
                     if q is None:
                         continue  # no preemption capability: the scheduler requeues after the reclaim
+                    reason = step.reason + (", held until its replacement joins" if hold else "")
                     st.audit(at=now, actor="controller", kind="spot", subject=step.instance_id,
-                             action="requeue", reason=step.reason,
-                             data={**data, "priorities": list(step.priorities)})
+                             action="requeue", reason=reason,
+                             data={**data, "priorities": list(step.priorities), "hold": hold})
                     q.hold(step.job_ids)
-                    q.release(step.job_ids)
-                    for jid, prio in zip(step.job_ids, step.priorities, strict=True):
-                        if prio > 0:  # Slurm: priority=0 would hold the job again
-                            q.set_priority(jid, prio)
+                    if hold:
+                        for jid, prio in zip(step.job_ids, step.priorities, strict=True):
+                            self._spot_holds[jid] = SpotHold(jid, step.instance_id, now, prio)
+                        # the next tick looks for the replacement (or its absence)
+                        res.due(now + self.policy.tick_interval_s)
+                    else:
+                        self._release(step.job_ids, step.priorities)
                     requeued = True
             except QueueError as e:
                 log.warning("spot notice step for %s failed, retried next tick: %s", step.instance_id, e)
                 res.executed.errors.append(f"{step.instance_id}: spot notice: {e}")
         return requeued
+
+    def _release(self, job_ids: Sequence[str], priorities: Sequence[int]) -> None:
+        q = self._preempt
+        assert q is not None
+        q.release(job_ids)
+        for jid, prio in zip(job_ids, priorities, strict=True):
+            if prio > 0:  # Slurm: priority=0 would hold the job again
+                q.set_priority(jid, prio)
+
+    def _spot_releases(self, now: Timestamp, qs: QueueSnapshot, res: TickResult) -> bool:
+        """Release spot-held jobs whose replacement joined (:func:`policies.spot.plan_releases`),
+        audited before the call. True when a job was released."""
+        held = (j.id for j in qs.pending if j.state is JobState.HELD)
+        plan = plan_releases(now, list(self._spot_holds.values()), self.store.live_instances(), held, self.spot_notices)
+        for jid in plan.forget:
+            del self._spot_holds[jid]
+        if plan.wake_at is not None:
+            res.due(plan.wake_at)
+        released = False
+        for step in plan.steps:
+            try:
+                self.store.audit(at=now, actor="controller", kind="spot", subject=step.instance_id, action="release",
+                                 reason=step.reason, data={"jobs": list(step.job_ids), "priorities": list(step.priorities)})
+                self._release(step.job_ids, step.priorities)
+            except QueueError as e:
+                log.warning("spot release of %s failed, retried next tick: %s", ", ".join(step.job_ids), e)
+                res.executed.errors.append(f"{step.instance_id}: spot release: {e}")
+                continue
+            for jid in step.job_ids:
+                self._spot_holds.pop(jid, None)
+            released = True
+        return released
 
     def _orphan_first_seen(self, cloud_id: str, now: Timestamp) -> Timestamp:
         """When an orphan was first seen, kept in the store too: a controller that restarts (or
@@ -478,8 +528,13 @@ class Controller:
         """The policy's view. ``challenges`` (the active grand challenges) hide their held jobs
         and reserved nodes from overflow (:func:`policies.grand_challenge.overflow_view`)."""
         pending, nodes = overflow_view(challenges, qs.pending, qs.nodes) if challenges else (qs.pending, qs.nodes)
-        # Nodes under a spot notice are capacity that is leaving (policies/spot.py).
+        # Nodes under a spot notice are capacity that is leaving; spot-held jobs are due behind
+        # the jobs already due (policies/spot.py).
         nodes, live = leaving_view(nodes, tuple(self.store.live_instances()))
+        if self._spot_holds:
+            ov, tick = self.policy.overflow, self.policy.tick_interval_s
+            base = base_threshold(ov, self.boot_estimate(), tick)
+            pending = held_view(tuple(pending), self._spot_holds.keys(), now, lambda j: threshold_for(j, ov, base), tick)
         spend = SpendView()
         if self.caps.month_usd or self.caps.day_usd:
             spend = SpendView(
@@ -524,6 +579,43 @@ class Controller:
 
 
 BOOT_SAMPLES = 50
+
+
+def _reclaims_from_store(store: Store) -> dict[str, list[float]]:
+    """What :meth:`Controller._count_reclaim` would have counted over the store's history (one
+    read of the instances and one of the audit, at construction only): a reclaim per spot
+    instance that went LOST, and the hours of every spot instance that reached TERMINATED."""
+    spot = {i.id: i for i in store.instances() if i.market is Market.SPOT}
+    out: dict[str, list[float]] = {}
+    if not spot:
+        return out
+    for i in spot.values():
+        if i.state is InstanceState.TERMINATED and i.launched_at is not None:
+            end = i.terminated_at if i.terminated_at is not None else i.launched_at
+            out.setdefault(i.offer_key, [0, 0.0])[1] += max(0.0, end - i.launched_at) / 3600.0
+    for row in store.audit_rows(kind="instance", limit=AUDIT_SCAN):
+        inst = spot.get(row.subject)
+        if inst is not None and row.action.endswith(f"->{InstanceState.LOST}"):
+            out.setdefault(inst.offer_key, [0, 0.0])[0] += 1
+    return out
+
+
+def _spot_holds_from_audit(store: Store) -> dict[str, SpotHold]:
+    """The spot holds not yet released, from the ``spot`` audit rows (oldest first)."""
+    holds: dict[str, SpotHold] = {}
+    for row in reversed(store.audit_rows(kind="spot", limit=AUDIT_SCAN)):
+        jobs = [str(j) for j in row.data.get("jobs", ())]
+        if row.action == "requeue" and row.data.get("hold"):
+            prios = [int(p) for p in row.data.get("priorities", ())]
+            for jid, prio in zip(jobs, prios, strict=False):
+                holds[jid] = SpotHold(jid, row.subject, row.at, prio)
+        elif row.action == "release":
+            for jid in jobs:
+                holds.pop(jid, None)
+    return holds
+
+
+AUDIT_SCAN = 100_000  # audit rows read at construction to rebuild reclaim history and holds
 
 
 def _recent_boots(store: Store) -> list[float]:

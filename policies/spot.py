@@ -10,9 +10,11 @@ simulated cluster report) and :func:`plan_notices` says what to do:
 1. on first sight (instance still JOINED): send the checkpoint signal to every job running on the
    node, and mark the instance DRAINING (audited);
 2. once ``now >= reclaim_at - requeue_margin_s`` (so the jobs had the lead time, less the
-   margin, to write their checkpoint): requeue them: hold, release, and give each its original
-   priority back, so it is not sent to the back of its team's line (the simulated cluster orders
-   by priority then original submission; Slurm keeps the explicit priority).
+   margin, to write their checkpoint): requeue them: hold them (they stop, and keep their last
+   checkpoint); then release them, and give each its original priority back, so it is not sent
+   to the back of its team's line (the simulated cluster orders by priority then original
+   submission; Slurm keeps the explicit priority): at once, or when their replacement joins
+   (below).
 
 ``requeue_margin_s`` is at least one controller tick, so some tick always falls between it and
 the reclaim. Stateless on purpose: what was done follows from the instance's state and from the
@@ -25,15 +27,23 @@ back from draining with an Undrain), so the requeued work launches a replacement
 its wait target needs it (it keeps its original submit time, so it is usually past the
 threshold); scale-in leaves it to the reclaim, after which the reconcile closes it as LOST.
 
-**Known gap (partial, issue 13 item 3).** A job requeued at the head of the line is pending
+**Held until the replacement joins.** A job requeued at the head of the line would be pending
 from the requeue until its replacement joins (a boot). A burst node launched for a *later* job
-that joins in that window goes to the requeued job (the scheduler serves the oldest first), and
-the later job waits for the requeued job's replacement; when the later job is a gang in another
-region, the replacement is of no use to it and it needs a top-up, a whole boot more. That, not a
-reclaim while booting, is the 32.9 min maximum of the B1 spot run (job ba26519b, 2 x 8 GPUs:
-launched at 24.9 min, both nodes joined at 28.9 min, one taken by the requeued 7cfc206b, top-up
-joined at 32.9 min). A fix keeps the requeued job off other jobs' nodes, e.g. held until its
-own replacement joins (or on-prem room appears) while overflow still sees it as pending.
+that joins in that window would go to the requeued job (the scheduler serves the oldest first),
+and the later job would wait for the requeued job's replacement; when the later job is a gang in
+another region, that replacement is of no use to it and it needs a top-up, a whole boot more
+(the 32.9 min maximum of the B1 spot run before this rule: job ba26519b, 2 x 8 GPUs). So the
+requeue holds the jobs and does not release them at once (``hold_for_replacement_s`` > 0):
+the queue shows them held, overflow still counts them as pending demand (it does not look at a
+job's held state), so their replacement is launched and not cancelled, and no other job's node
+is taken; :func:`held_view` shows them to overflow as due but behind the jobs already due, so
+they do not take the in-flight capacity launched for those either. :func:`plan_releases` releases them (and gives each its original priority back) when
+a replacement launched for them since the hold has joined; at the first tick after the hold
+when no replacement was launched for them (overflow leaves them to on-prem capacity, or reused
+capacity already there); or ``hold_for_replacement_s`` after the hold at the latest. The
+controller keeps the holds in memory and rebuilds them at start from its ``spot`` audit rows
+(``requeue`` rows with ``hold``, and ``release`` rows), so a restart neither forgets a held job
+nor releases one twice; a job the queue no longer shows held is forgotten.
 
 **The price of reclaims.** :func:`reclaim_factor` turns an offer's observed reclaims per
 instance-hour (with a prior, so one early reclaim does not condemn an offer) into a multiplier
@@ -44,8 +54,9 @@ reclaims make that dearer than on-demand is therefore not preferred.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from burst.domain import Instance, InstanceState, Job, Market, Node, Offer, Timestamp
@@ -134,6 +145,9 @@ def noticed(nodes: Iterable[Node]) -> dict[str, Timestamp]:
 class NoticeSettings:
     enabled: bool = True
     requeue_margin_s: float = 45.0  # requeue this long before the reclaim (>= one tick)
+    # Keep requeued jobs held until their replacement joins, at most this long (see the module
+    # docstring); 0 releases them at the requeue, as a plain requeue would.
+    hold_for_replacement_s: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +168,26 @@ class RequeueStep:
     instance_id: str
     node: str
     reclaim_at: Timestamp
+    job_ids: tuple[str, ...]
+    priorities: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpotHold:
+    """A job requeued off a noticed node and kept held until its replacement joins."""
+
+    job_id: str
+    instance_id: str  # the instance it was requeued off
+    held_at: Timestamp
+    priority: int  # its original priority, given back at the release
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseStep:
+    """Release held jobs and give each its original priority back (same order)."""
+
+    instance_id: str
     job_ids: tuple[str, ...]
     priorities: tuple[int, ...]
     reason: str
@@ -207,6 +241,74 @@ def plan_notices(
         elif ids:
             wakes.append(requeue_at)
     return NoticePlan(tuple(steps), min(wakes) if wakes else None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasePlan:
+    steps: tuple[ReleaseStep, ...] = ()
+    forget: tuple[str, ...] = ()  # job ids the queue no longer shows held: nothing to release
+    wake_at: Timestamp | None = None
+
+
+def plan_releases(
+    now: Timestamp,
+    holds: Iterable[SpotHold],
+    instances: Sequence[Instance],
+    held_in_queue: Iterable[str],
+    settings: NoticeSettings = NoticeSettings(),
+) -> ReleasePlan:
+    """Which spot-held jobs to release this tick (see the module docstring). ``instances`` are the
+    live ones; ``held_in_queue`` the ids of the jobs the queue shows held. One step per job, in
+    the order of ``holds`` (oldest hold first)."""
+    shown = set(held_in_queue)
+    steps: list[ReleaseStep] = []
+    forget: list[str] = []
+    wakes: list[float] = []
+    for h in holds:
+        if h.job_id not in shown:
+            forget.append(h.job_id)
+            continue
+        repl = [
+            i for i in instances
+            if h.job_id in i.for_jobs and i.id != h.instance_id and i.created_at >= h.held_at
+        ]
+        deadline = h.held_at + settings.hold_for_replacement_s
+        why = ""
+        joined = sorted(i.id for i in repl if i.state is InstanceState.JOINED)
+        if joined:
+            # The first to join is enough: a gang keeps the members that were not reclaimed
+            # (usually one top-up is all it lacks), and waiting for every member overflow
+            # launched would keep a held gang waiting on launches that its own wait triggers.
+            why = f"its replacement {', '.join(joined)} joined"
+        elif not repl and now > h.held_at:
+            why = "no replacement was launched for it"
+        elif now >= deadline:
+            why = f"held {settings.hold_for_replacement_s:.0f}s waiting for its replacement"
+        if why:
+            steps.append(ReleaseStep(h.instance_id, (h.job_id,), (h.priority,),
+                                     f"release {h.job_id}, requeued off {h.instance_id}: {why}"))
+        else:
+            wakes.append(deadline)
+    return ReleasePlan(tuple(steps), tuple(forget), min(wakes) if wakes else None)
+
+
+def held_view(
+    pending: tuple[Job, ...], held: Collection[str], now: Timestamp, threshold_s: Callable[[Job], float], tick_s: float,
+) -> tuple[Job, ...]:
+    """The queue as overflow must see spot-held jobs: due at once (their work was interrupted; a
+    replacement is wanted now), but *after* every job that was already due, by a submit time of
+    ``now - threshold - one tick`` (``threshold_s``: overflow's wait threshold for the job). Why: overflow hands out capacity in submission order, and a
+    requeued job keeps its old submit time, so it would claim the in-flight instance launched
+    for a younger job that has waited its threshold (that job then waits a whole boot more and
+    misses the target; measured at 64 nodes: 31.8 min). Capacity already launched for a job is
+    that job's; the requeued job gets its own replacement. The scheduler's own order (priority,
+    original submission) is untouched. Returns ``pending`` itself when nothing is held."""
+    if not held:
+        return pending
+    return tuple(
+        dataclasses.replace(j, submit_time=now - threshold_s(j) - tick_s) if j.id in held else j
+        for j in pending
+    )
 
 
 def leaving_view(

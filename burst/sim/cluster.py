@@ -114,6 +114,7 @@ class SimCluster:
         on_start: StartHook | None = None,
         on_finish: StartHook | None = None,
         checkpoint_interval_s: float = 1800.0,
+        on_stop: StartHook | None = None,
     ) -> None:
         self.gpus_per_node = gpus_per_node
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -159,6 +160,9 @@ class SimCluster:
         self.version = 0
         self.on_start = on_start
         self.on_finish = on_finish
+        # Called when a running job is stopped before its end (its node left, a hold, a cancel),
+        # before its run is forgotten: the world counts the GPU time that run used.
+        self.on_stop = on_stop
         self.fail_next_snapshot: str = ""  # tests: make the next snapshot raise QueueError
         self.used_onprem = 0
         self.requeues = 0
@@ -302,6 +306,8 @@ class SimCluster:
     def _stop(self, jid: str) -> SimJob:
         """Take a running job off its nodes (GPUs freed); the caller decides where it goes."""
         sj = self._running.pop(jid)
+        if self.on_stop is not None and sj.start is not None:
+            self.on_stop(sj, self.now)
         for idx in sj.nodes:
             node = self.nodes[idx]
             node.jobs.pop(jid, None)

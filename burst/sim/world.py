@@ -70,7 +70,8 @@ class SimWorld:
         self.cloud_gpu_s_used = 0.0
         self.reclaim_lost_gpu_s = 0.0  # GPU-seconds of work lost with jobs still on a reclaimed node
         self.cluster = SimCluster(
-            settings.nodes, settings.gpus_per_node, settings.gpu_model, on_start=self._on_start, on_finish=self._on_finish
+            settings.nodes, settings.gpus_per_node, settings.gpu_model, on_start=self._on_start, on_finish=self._on_finish,
+            on_stop=self._on_finish,
         )
         self.providers: dict[str, SimProvider] = {}
         for i, cloud in enumerate(sorted(set(clouds))):
@@ -101,6 +102,8 @@ class SimWorld:
             self.waits.append(now - sj.submit)
 
     def _on_finish(self, sj: SimJob, now: float) -> None:
+        # Also every run stopped early (on_stop: a reclaim, a hold on a spot notice, a cancel):
+        # a cloud run's GPU time was used whether or not the job finished there.
         if sj.cloud and sj.start is not None:
             self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
 
@@ -129,7 +132,7 @@ class SimWorld:
             for jid in list(node.jobs):
                 sj = self.cluster._running.get(jid)
                 if sj is not None and sj.start is not None and sj.cloud:
-                    self.cloud_gpu_s_used += (now - sj.start) * sj.trace.gpus
+                    # (its GPU time used is counted by on_stop as the node's removal stops it)
                     if inst.interrupted:
                         # requeued by the node's removal: this run's work is lost (the cautious
                         # model of the simulator: no restart from a periodic checkpoint)

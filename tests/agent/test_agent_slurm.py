@@ -1,13 +1,15 @@
 """Spot notice end to end on REAL Slurm: the node agent reads a notice from a fake metadata
 service over HTTP (AWS and Azure shapes) and drains its own node with the notice reason; the
 real ``Controller.tick`` sees it through the Slurm adapter, sends the checkpoint signal (the job's
-USR1 trap writes a checkpoint file), marks the instance draining, requeues the job with its
-original priority before the reclaim, launches a replacement, and closes the reclaimed instance
-as LOST without an error.
+USR1 trap writes a checkpoint file), marks the instance draining, requeues the job before the
+reclaim and keeps it held while a replacement is launched for it (so no other job's node is
+taken), closes the reclaimed instance as LOST without an error, and releases the job with its
+original priority once the replacement has joined; the job then runs on the replacement.
 
 The harness plays only what is outside burst's reach, as tests/e2e does: the booted instance
 (``slurmd -Z`` named after the instance, through SimProvider's ``on_ready``) and its death at the
-reclaim (``on_gone``)."""
+reclaim (``on_gone``). One dynamic node at a time on 127.0.0.1: the replacement's slurmd starts
+when the reclaimed one has stopped."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from burst.agent.report import SlurmDrain
 from burst.agent.runner import Agent
 from burst.catalog import Catalog, OfferFilter
 from burst.controller import Controller, TickResult
-from burst.domain import InstanceState, Launch, Market
+from burst.domain import InstanceState, JobState, Launch, Market
 from burst.queues.slurm.adapter import SlurmQueue
 from burst.queues.slurm.parse import node_name_for
 from burst.queues.slurm.settings import SlurmSettings
@@ -96,17 +98,23 @@ def test_agent_notice_drains_node_and_controller_checkpoints_and_requeues(cluste
     wait_for(lambda: any(j.id == jid for j in queue.snapshot().pending), 15, "the job to pend")
 
     booted: dict[str, str] = {}
+    waiting: list[str] = []  # booted instances whose slurmd waits for the port (one at a time)
 
     def on_ready(inst: SimInstance, t: float) -> None:
         if booted:
-            return  # one dynamic node at a time on 127.0.0.1: the replacement is not booted here
+            waiting.append(inst.burst_id)  # the replacement: joins once the reclaimed node is gone
+            return
         name = node_name_for(inst.burst_id)
         cluster.start_dynamic_node(name, f"cloud,{cloud}")
         booted[inst.burst_id] = name
 
     def on_gone(inst: SimInstance, t: float) -> None:
         if inst.burst_id in booted:
-            cluster.stop_burst_node(booted[inst.burst_id])
+            cluster.stop_burst_node(booted.pop(inst.burst_id))
+            if waiting:
+                bid = waiting.pop(0)
+                booted[bid] = node_name_for(bid)
+                cluster.start_dynamic_node(booted[bid], f"cloud,{cloud}")
 
     provider = SimProvider(cloud, "site-a", WallClock(), boot_s=1.0, running_after_s=0.3, billing_minimum_s=0,
                            on_ready=on_ready, on_gone=on_gone)
@@ -153,8 +161,8 @@ def test_agent_notice_drains_node_and_controller_checkpoints_and_requeues(cluste
     wait_for(ckpt.exists, 10, "the job's USR1 trap to write its checkpoint")
     assert cluster.job_state(jid) == "RUNNING"  # checkpointed, not stopped yet
 
-    # ... then, MARGIN_S before the reclaim: requeued (restart count 1), with its priority back,
-    # and a replacement launched for it before the reclaim.
+    # ... then, MARGIN_S before the reclaim: requeued (restart count 1) and held, and a
+    # replacement launched for it before the reclaim.
     def requeued(_: TickResult) -> bool:
         return cluster.show_job(jid).get("Restarts") == "1"
 
@@ -162,7 +170,9 @@ def test_agent_notice_drains_node_and_controller_checkpoints_and_requeues(cluste
     t_requeue = time.time()
     assert t_requeue < reclaim_at
     j = wait_for(lambda: (x := cluster.show_job(jid)).get("JobState") == "PENDING" and x, 10, "the job pending again")
-    assert int(j["Priority"]) == prio_before and not j.get("Reason", "").startswith("JobHeld"), j
+    # held until its replacement joins (Slurm: priority 0, "job_requeued_in_held_state")
+    assert j.get("Priority") == "0", j
+    assert any(p.id == jid and p.state is JobState.HELD for p in queue.snapshot().pending), j
 
     def replaced(r: TickResult) -> bool:
         return any(isinstance(a, Launch) and jid in a.for_jobs and a.intent_id != iid for a in r.plan.actions)
@@ -184,5 +194,20 @@ def test_agent_notice_drains_node_and_controller_checkpoints_and_requeues(cluste
     trail = [(r.kind, r.action) for r in reversed(store.audit_rows(subject=iid, limit=50))]
     assert ("spot", "notice") in trail and ("spot", "checkpoint") in trail and ("spot", "requeue") in trail
     assert trail.index(("spot", "checkpoint")) < trail.index(("spot", "requeue"))
-    assert ("instance", "draining->lost") in trail and trail[-1] == ("instance", "lost->terminated")
+    inst_trail = [t for t in trail if t[0] == "instance"]  # (the release row may follow: its subject is iid)
+    assert ("instance", "draining->lost") in trail and inst_trail[-1] == ("instance", "lost->terminated")
     assert Path(ckpt).read_text().strip() == "saved"
+
+    # The replacement joins (its slurmd starts once the reclaimed node is gone): the job is
+    # released with its original priority and runs there.
+    def runs_on_replacement(_: TickResult) -> bool:
+        return any(j.id == jid and j.node_names and j.node_names[0] in booted.values() for j in queue.snapshot().running)
+
+    results = _tick_until(controller, runs_on_replacement, timeout=40, what="the job running on the replacement", before=before)
+    assert not any(r.executed.errors for r in results), [r.executed.errors for r in results]
+    (repl_id,) = booted
+    assert repl_id != iid and store.get_instance(repl_id).state is InstanceState.JOINED  # type: ignore[union-attr]
+    j = cluster.show_job(jid)
+    assert int(j["Priority"]) == prio_before and j.get("Restarts") == "1", j
+    (rel,) = [r for r in store.audit_rows(kind="spot", limit=50) if r.action == "release"]
+    assert rel.data["jobs"] == [jid] and f"replacement {repl_id} joined" in rel.reason

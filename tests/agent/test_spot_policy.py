@@ -3,22 +3,28 @@ reclaims in offer selection. Pure, table-driven."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
 from burst.domain import Instance, InstanceState, Job, JobState, Market, Node, Offer, Purpose
+from policies.model import OverflowConfig
+from policies.overflow import base_threshold, select_overflow, threshold_for
 from policies.selection import Context, Need, rank
 from policies.spot import (
     CheckpointStep,
     NoticeSettings,
     ReclaimHistory,
     RequeueStep,
+    SpotHold,
+    held_view,
     leaving_view,
     notice_reason,
     noticed,
     parse_notice,
     plan_notices,
+    plan_releases,
     reclaim_factor,
     reclaim_factors,
 )
@@ -115,3 +121,72 @@ def test_selection_prefers_spot_until_its_reclaims_make_it_dearer_than_on_demand
     assert rank([od, spot], need, Context(T0, {}, frozenset(), spot_factor=stormy))[0] is od
     # without factors, the flat discount rule of before applies unchanged
     assert rank([od, spot], need, Context(T0, {}, frozenset()))[0] is spot
+
+
+def _repl(iid: str, state: InstanceState, jobs: tuple[str, ...] = ("j1",), created: float = T0) -> Instance:
+    return dataclasses.replace(_inst(iid, state), for_jobs=jobs, created_at=created)
+
+
+HOLD = SpotHold("j1", "old", T0, 7)
+S = NoticeSettings(hold_for_replacement_s=900.0)
+
+
+@pytest.mark.parametrize(
+    ("now", "instances", "held", "released", "why"),
+    [
+        # replacement booting: keep holding (wake at the deadline)
+        (T0 + 60, [_repl("r1", InstanceState.LAUNCHING)], {"j1"}, False, ""),
+        # replacement joined: release
+        (T0 + 300, [_repl("r1", InstanceState.JOINED)], {"j1"}, True, "replacement r1 joined"),
+        # a gang's replacements: the first to join releases it (it keeps its other members)
+        (T0 + 300, [_repl("r1", InstanceState.RUNNING), _repl("r2", InstanceState.LAUNCHING)], {"j1"}, False, ""),
+        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.RUNNING)], {"j1"}, True, "r1 joined"),
+        (T0 + 300, [_repl("r1", InstanceState.JOINED), _repl("r2", InstanceState.JOINED)], {"j1"}, True, "r1, r2 joined"),
+        # the instance it was requeued off, or one launched before the hold, is no replacement
+        (T0 + 30, [_repl("old", InstanceState.DRAINING), _repl("r0", InstanceState.JOINED, created=T0 - 5)], {"j1"}, True,
+         "no replacement was launched"),
+        # the hold's own tick: the decision has not run yet
+        (T0, [], {"j1"}, False, ""),
+        # no replacement after the decision: back to the queue
+        (T0 + 30, [_repl("r1", InstanceState.JOINED, jobs=("other",))], {"j1"}, True, "no replacement was launched"),
+        # the replacement never joins: released at the deadline
+        (T0 + 900, [_repl("r1", InstanceState.RUNNING)], {"j1"}, True, "held 900s"),
+    ],
+)
+def test_plan_releases(now: float, instances: list[Instance], held: set[str], released: bool, why: str) -> None:
+    plan = plan_releases(now, [HOLD], instances, held, S)
+    assert plan.forget == ()
+    if released:
+        (step,) = plan.steps
+        assert step.job_ids == ("j1",) and step.priorities == (7,) and step.instance_id == "old" and why in step.reason
+        assert plan.wake_at is None
+    else:
+        assert plan.steps == () and plan.wake_at == T0 + 900
+
+
+def test_plan_releases_forgets_jobs_the_queue_no_longer_holds() -> None:
+    plan = plan_releases(T0 + 60, [HOLD], [_repl("r1", InstanceState.JOINED)], {"someone-else"}, S)
+    assert plan.steps == () and plan.forget == ("j1",) and plan.wake_at is None
+
+
+def test_held_view_keeps_a_younger_jobs_in_flight_instance_its_own() -> None:
+    """A requeued job (old submit time, held) and a younger job that waited its threshold and has
+    an instance booting for it: overflow hands capacity out in submission order, so without the
+    view the requeued job takes the younger job's instance and the younger one needs a new boot
+    (it misses the target); with it, the younger keeps its instance and the requeued job bursts."""
+    cfg = OverflowConfig()
+    base = base_threshold(cfg, 240.0, 30.0)
+    now = T0
+    old = Job("old", 8, now - 3 * 3600, JobState.HELD, gpus_per_node=8, may_burst=True)
+    young = Job("young", 8, now - base - 60, gpus_per_node=8, may_burst=True)
+    booting = dataclasses.replace(_inst("i-young", InstanceState.LAUNCHING), for_jobs=("young",), node_name="")
+
+    def burst(pending: tuple[Job, ...]) -> list[str]:
+        return [j.id for j in select_overflow(now, pending, (), (booting,), cfg, boot_estimate_s=240.0, tick_s=30.0).burst]
+
+    assert burst((old, young)) == ["young"]  # the requeued job took the young one's instance
+    shown = held_view((old, young), {"old"}, now, lambda j: threshold_for(j, cfg, base), 30.0)
+    assert [j.id for j in shown] == ["old", "young"] and shown[1] is young
+    assert shown[0].submit_time == now - base - 30.0
+    assert burst(shown) == ["old"]
+    assert held_view((old, young), set(), now, lambda j: base, 30.0) == (old, young)

@@ -4,12 +4,17 @@ work lost beyond the last checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from burst.controller import Controller
 from burst.domain import InstanceState, Market
+from burst.ports import Store
 from burst.sim.runner import SimSettings, Simulation, b1_offers
 from burst.sim.trace import TraceJob
 from burst.sim.world import TRACE_EPOCH
+from burst.store.sql import SqlStore
 from policies import PolicyConfig
 from policies.model import SelectionConfig
 from policies.spot import NOTICE_LEAD_S
@@ -33,13 +38,14 @@ def _drive(sim: Simulation, until: float, stop=lambda: False) -> float:  # noqa:
     return t
 
 
-def _world(cloud: str, *, notices: bool = True) -> Simulation:
+def _world(cloud: str, *, notices: bool = True, store: Store | None = None) -> Simulation:
     trace = [
         TraceJob("A", 0.0, 20 * 3600.0, 8, per_node=8),  # holds the one on-prem node all along
         TraceJob("B", 10.0, 3 * 3600.0, 8, per_node=8, team="vision"),
     ]
     return Simulation(
-        trace, POLICY, settings=SimSettings(nodes=1, tick_s=TICK, spot_notices=notices), offers=_spot_offers(cloud)
+        trace, POLICY, settings=SimSettings(nodes=1, tick_s=TICK, spot_notices=notices), offers=_spot_offers(cloud),
+        store=store,
     )
 
 
@@ -61,7 +67,10 @@ def test_notice_checkpoints_drains_requeues_and_replaces_before_the_reclaim(clou
     t = _drive(sim, reclaim_at + 600)
     rows = sim.store.audit_rows(subject=first.id, kind="spot", limit=10)
     actions = [r.action for r in reversed(rows)]
-    assert actions == ["notice", "checkpoint", "requeue"]
+    # requeued held, and released once its replacement joined (policies/spot.py plan_releases)
+    assert actions == ["notice", "checkpoint", "requeue", "release"]
+    assert rows[1].data["hold"] is True and "held until its replacement joins" in rows[1].reason
+    assert "joined" in rows[0].reason and rows[0].data["jobs"] == ["B"]
     notice_row = rows[-1]
     assert notice_row.data["jobs"] == ["B"]
     assert notice_row.data["reclaim_at"] == reclaim_at
@@ -82,6 +91,9 @@ def test_notice_checkpoints_drains_requeues_and_replaces_before_the_reclaim(clou
     # A replacement was launched before the reclaim, for B.
     repl = [i for i in sim.store.instances() if i.id != first.id and "B" in i.for_jobs]
     assert repl and min(i.created_at for i in repl) < reclaim_at
+    # ... and B was held until it joined: released no earlier than the replacement's join.
+    joined = min(i.joined_at for i in repl if i.joined_at is not None)
+    assert rows[0].at >= joined
     # B finishes with no work run twice beyond the lost window.
     _drive(sim, t + 4 * 3600, stop=lambda: "B" in cl.finished)
     assert "B" in cl.finished
@@ -99,3 +111,66 @@ def test_without_notices_a_reclaim_loses_the_run() -> None:
     _drive(sim, t + 900)
     assert b.signals == 0 and b.holds == 0 and b.requeues == 1 and b.done_work == 0.0
     assert sim.store.audit_rows(subject=first.id, kind="spot") == []
+
+
+def _restarted(sim: Simulation, store: Store | None = None) -> Controller:
+    """A new controller on the same store (or a new connection to it) and ports: what a
+    restarted daemon builds."""
+    return Controller(cluster=sim.s.cluster, queue=sim.cluster, providers=sim.providers, store=store or sim.store,
+                      offers=sim.offers, policy=sim.policy, challenge_queue=sim.cluster)
+
+
+def _on_spot_then_noticed(cloud: str, store: Store | None = None) -> tuple[Simulation, float, float]:
+    """B running 50 min on a spot node, then a reclaim announced 300 s ahead. -> (sim, t, reclaim_at)"""
+    sim = _world(cloud, store=store)
+    cl = sim.cluster
+    t = _drive(sim, TRACE_EPOCH + 4 * 3600, stop=lambda: (j := cl.job("B")) is not None and j.cloud)
+    t = _drive(sim, t + 50 * 60)
+    (first,) = sim.store.live_instances()
+    reclaim_at = t + 300.0
+    sim.providers[cloud].reclaim(first.cloud_id, reclaim_at)
+    return sim, t, reclaim_at
+
+
+def test_cloud_gpu_hours_used_count_the_run_before_a_spot_requeue() -> None:
+    """B runs all its 3 h on cloud nodes, in two runs (before the notice, and on the replacement
+    after it): the GPU time used counts both, and the work after the checkpoint is run twice.
+    (Before the fix the first run was dropped when the hold stopped it: B counted ~2 h 10 min.)"""
+    sim, t, reclaim_at = _on_spot_then_noticed("aws")
+    cl = sim.cluster
+    _drive(sim, reclaim_at + 4 * 3600, stop=lambda: "B" in cl.finished)
+    b = cl.finished["B"]
+    assert b.holds == 1 and b.first_start is not None
+    assert sim.world.cloud_gpu_s_used == pytest.approx((3 * 3600.0 + b.lost_work) * 8)
+    # Paid covers used: the reclaimed instance is billed to its reclaim, the replacement after.
+    paid_s = sum(p.gpu_hours_paid(sim.clock.now()) for p in sim.providers.values()) * 3600.0
+    assert paid_s >= sim.world.cloud_gpu_s_used
+
+
+@pytest.mark.parametrize("db", ["memory", "sqlite"])
+def test_reclaim_history_and_spot_holds_survive_a_controller_restart(db: str, tmp_path: Path) -> None:
+    """Restart after the requeue (B held, its replacement booting): the new controller knows the
+    hold from the audit and releases B when the replacement joins (not before, not twice); and
+    after the reclaim a restarted controller has the same reclaim history as the old one. On
+    SQLite the restarted controller opens a new connection to the database file."""
+    url = f"sqlite:///{tmp_path / 'burst.db'}"
+
+    def reopen() -> Store | None:
+        return SqlStore.from_url(url, upgrade=False) if db == "sqlite" else None
+
+    sim, _, reclaim_at = _on_spot_then_noticed("aws", SqlStore.from_url(url) if db == "sqlite" else None)
+    cl = sim.cluster
+    (first,) = sim.store.live_instances()
+    _drive(sim, reclaim_at - 10.0)
+    b = cl.job("B")
+    assert b is not None and b.holds == 1 and b.releases == 0, "B is held until its replacement joins"
+    sim.controller = _restarted(sim, reopen())  # _drive ticks sim.controller
+    assert set(sim.controller.spot_holds()) == {"B"}
+    _drive(sim, reclaim_at + 900)
+    assert b.releases == 1 and b.release_calls == 1
+    releases = [r for r in sim.store.audit_rows(kind="spot", limit=20) if r.action == "release"]
+    assert len(releases) == 1 and "joined" in releases[0].reason
+    before = sim.controller.reclaim_history()
+    assert before[first.offer_key].reclaims == 1
+    after = _restarted(sim, reopen()).reclaim_history()
+    assert after == before
