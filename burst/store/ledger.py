@@ -7,13 +7,17 @@ here too, so both stores decide it identically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 
-from burst.domain import Instance, Timestamp
+from burst.domain import Instance, OnDemandRequest, RequestState, Timestamp
 from burst.errors import BudgetExceeded
 from burst.ports import BudgetArg, BudgetCheck, SpendEntry
 
 BILLING_MINIMUM_S = 60.0  # clouds bill at least a minute per instance that ran
+PENDING_STATES = (RequestState.APPROVED, RequestState.AUTO_APPROVED)
+"""Requests cleared to launch whose intent is not written yet (the controller moves a request to
+PROVISIONING after its intent): their cost is not in any instance's projection yet."""
 
 
 def ledger_entry(inst: Instance) -> SpendEntry:
@@ -77,3 +81,23 @@ def budget_breach(check: BudgetCheck, ledger_usd: float, live: Iterable[Instance
     if committed + check.asked_usd > check.cap_usd + 1e-9:
         return BudgetExceeded(check.scope, check.cap_usd, committed, check.asked_usd)
     return None
+
+
+def extend_breach(
+    check: BudgetCheck, ledger_usd: float, live: Iterable[Instance], before: Instance, after: Instance, now: Timestamp
+) -> BudgetExceeded | None:
+    """The check of an extension: ``live`` holds the instance as it is (``before``); what the
+    longer life adds to its projected cost (``after`` less ``before``) is what it asks."""
+    assert check.project_live_s is not None, "an extension is checked in projection mode"
+    added = projected_usd(after, now, check.project_live_s, check.expiry_late_s) - projected_usd(
+        before, now, check.project_live_s, check.expiry_late_s
+    )
+    return budget_breach(dataclasses.replace(check, asked_usd=max(0.0, added)), ledger_usd, live, now)
+
+
+def pending_usd(check: BudgetCheck, pending: Iterable[OnDemandRequest], gpu_hour_usd: Mapping[str, float]) -> float:
+    """What the approved on-demand requests not launched yet (``pending``) of ``check``'s scope
+    are expected to cost: GPUs x hours x the model's cheapest price per GPU-hour (the dearest
+    known price when the model has none)."""
+    dearest = max(gpu_hour_usd.values(), default=0.0)
+    return sum(r.gpus * r.hours * gpu_hour_usd.get(r.gpu_model, dearest) for r in pending if in_scope(check, r.team))
