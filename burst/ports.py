@@ -332,13 +332,14 @@ class QuotaCheck:
     reason: str = "within quota"
     # Budgets (issue 13): the request is auto-approved only if every check holds with
     # ``asked_usd`` (this request's estimate) plus the approved requests not launched yet (APPROVED,
-    # AUTO_APPROVED, priced ``gpus x hours x gpu_hour_usd[model]``) on top of what the scope has
-    # committed. Their ``cap_usd`` is a soft level or a hard cap; the store locks their scopes
-    # (before the quota scopes), so two requests that cross a soft level together cannot both be
-    # auto-approved. ``budget_reasons`` are the words for each check, in the same order.
+    # AUTO_APPROVED: priced as the service quotes a request, the cheapest of ``offers`` that
+    # fits it, for its hours) on top of what the scope has committed. Their ``cap_usd`` is a
+    # soft level or a hard cap; the store locks their scopes (before the quota scopes), so two
+    # requests that cross a soft level together cannot both be auto-approved.
+    # ``budget_reasons`` are the words for each check, in the same order.
     budgets: tuple[BudgetCheck, ...] = ()
     budget_reasons: tuple[str, ...] = ()
-    gpu_hour_usd: tuple[tuple[str, float], ...] = ()  # (gpu model, cheapest $ per GPU-hour)
+    offers: tuple[Offer, ...] = ()  # what the service quotes requests from
 
 
 @dataclass(frozen=True, slots=True)

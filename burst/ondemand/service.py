@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -185,13 +184,6 @@ class OnDemandService:
         )
         self._models = {o.gpu_model.lower(): o.gpu_model for o in self.offers}
         self._regions = {o.region for o in self.offers}
-        # Each model's cheapest price per GPU-hour: how the store prices the requests approved
-        # but not launched yet when it checks a new request against the budgets.
-        rates: dict[str, float] = {}
-        for o in self.offers:
-            if o.gpu_count > 0:
-                rates[o.gpu_model] = min(rates.get(o.gpu_model, math.inf), o.price_per_hour / o.gpu_count)
-        self._gpu_hour_usd = tuple(sorted(rates.items()))
         # The clouds this cluster really has (the config's, through its offers): a request on any
         # other is refused by name, never queued for a cloud no controller can reach.
         self._clouds = tuple(c for c in settings.allowed_clouds if any(o.cloud == c for o in self.offers))
@@ -348,7 +340,7 @@ class OnDemandService:
             checks, words = self.budgets.request_checks(draft.team, estimate, now) if self.budgets else ((), ())
             quota = dataclasses.replace(
                 quota_check(self.store, self.settings, draft, now), reason=f"within quota; about ${estimate:,.2f}",
-                budgets=checks, budget_reasons=words, gpu_hour_usd=self._gpu_hour_usd,
+                budgets=checks, budget_reasons=words, offers=self.offers,
             )
         keyed = f"r-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:6]}" if idempotency_key else ""
         req = draft
@@ -433,9 +425,13 @@ class OnDemandService:
         if self.budgets is not None:
             # A longer limit raises what the instance is committed to cost: past a soft level,
             # only an admin may extend (their decision, audited as over quota); past a hard cap,
-            # nobody may (checked below under the budgets' locks).
+            # nobody may. With an instance, both are decided below under the budgets' locks (this
+            # read only words an admin's extension); without one, nothing more is committed.
             over = self.budgets.request_reasons(req.team, usd, now)
-            if over:
+            if over and req.instance_id:
+                if admin:
+                    verdict = QuotaVerdict(False, verdict.reasons)
+            elif over:
                 verdict = QuotaVerdict(False, [*verdict.reasons, *over])
         if not verdict.auto_approve and not admin:
             raise ServiceError(

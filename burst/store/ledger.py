@@ -8,11 +8,12 @@ here too, so both stores decide it identically.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 
-from burst.domain import Instance, OnDemandRequest, RequestState, Timestamp
+from burst.domain import Instance, OnDemandRequest, Offer, RequestState, Timestamp
 from burst.errors import BudgetExceeded
 from burst.ports import BudgetArg, BudgetCheck, SpendEntry
+from policies.requests import offers_for_request
 
 BILLING_MINIMUM_S = 60.0  # clouds bill at least a minute per instance that ran
 PENDING_STATES = (RequestState.APPROVED, RequestState.AUTO_APPROVED)
@@ -95,9 +96,14 @@ def extend_breach(
     return budget_breach(dataclasses.replace(check, asked_usd=max(0.0, added)), ledger_usd, live, now)
 
 
-def pending_usd(check: BudgetCheck, pending: Iterable[OnDemandRequest], gpu_hour_usd: Mapping[str, float]) -> float:
+def pending_usd(check: BudgetCheck, pending: Iterable[OnDemandRequest], offers: Sequence[Offer]) -> float:
     """What the approved on-demand requests not launched yet (``pending``) of ``check``'s scope
-    are expected to cost: GPUs x hours x the model's cheapest price per GPU-hour (the dearest
-    known price when the model has none)."""
-    dearest = max(gpu_hour_usd.values(), default=0.0)
-    return sum(r.gpus * r.hours * gpu_hour_usd.get(r.gpu_model, dearest) for r in pending if in_scope(check, r.team))
+    are expected to cost: as the service quotes a request, its hours at the cheapest of
+    ``offers`` that fits it (the dearest offer when none does)."""
+    dearest = max((o.price_per_hour for o in offers), default=0.0)
+
+    def usd(r: OnDemandRequest) -> float:
+        fit = [o.price_per_hour for o in offers_for_request(offers, r) if o.gpu_count >= r.gpus]
+        return r.hours * (min(fit) if fit else dearest)
+
+    return sum(usd(r) for r in pending if in_scope(check, r.team))

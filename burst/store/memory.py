@@ -263,10 +263,9 @@ class MemoryStore:
         """As SqlStore's: the budget checks the request would not fit under, with the approved
         requests not launched yet on top."""
         pending = [r for r in self._requests.values() if r.state in PENDING_STATES]
-        rates = dict(quota.gpu_hour_usd)
         out = []
         for i, check in enumerate(quota.budgets):
-            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, rates))
+            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, quota.offers))
             if budget_breach(wait, self._ledger_usd(check), self._live.values(), now) is not None:
                 out.append(quota.budget_reasons[i] if i < len(quota.budget_reasons) else f"budget {check.scope}")
         return out

@@ -617,10 +617,9 @@ class SqlStore:
         live = self._live_rows(s)
         pending = [_to_request(r) for r in s.scalars(
             select(OnDemandRequestRow).where(OnDemandRequestRow.state.in_([str(x) for x in PENDING_STATES])))]
-        rates = dict(quota.gpu_hour_usd)
         out = []
         for i, check in enumerate(quota.budgets):
-            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, rates))
+            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, quota.offers))
             if budget_breach(wait, self._ledger_usd(s, check), live, now) is not None:
                 out.append(quota.budget_reasons[i] if i < len(quota.budget_reasons) else f"budget {check.scope}")
         return out
