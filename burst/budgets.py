@@ -78,6 +78,12 @@ class BudgetState:
             until = "the next month" if lim.period is Period.MONTH else "the next day (UTC)"
             text += (f" - HARD CAP REACHED: no new cloud capacity{' for team ' + lim.team if lim.team else ''} "
                      f"until {until} or a raised cap; running work continues")
+            over = self.committed_usd - lim.hard_usd
+            if over >= 0.005:
+                # Said plainly: running work is never stopped, so what is committed can pass the
+                # cap (an overflow instance that keeps running, an on-demand one that booted late,
+                # a cap lowered below what was already committed).
+                text += f" (committed ${over:,.2f} over the cap by work already running)"
         elif self.level is Level.SOFT:
             text += " - past the soft level: new on-demand requests need an admin's approval"
         return text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from burst.domain import Instance, OnDemandRequest, Offer, RequestState, Timestamp
+from burst.domain import Instance, Offer, OnDemandRequest, RequestState, Timestamp
 from burst.errors import BudgetExceeded
 from burst.ports import BudgetArg, BudgetCheck, SpendEntry
 from policies.requests import offers_for_request

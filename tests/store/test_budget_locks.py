@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,18 @@ import pytest
 
 from burst.budgets import BudgetBook, BudgetInputError
 from burst.config import BudgetSettings
-from burst.domain import Instance, InstanceState, Market, OnDemandRequest, Purpose, RequestState
+from burst.domain import (
+    Instance,
+    InstanceState,
+    Launch,
+    Market,
+    Offer,
+    OnDemandRequest,
+    Purpose,
+    RequestState,
+)
+from burst.errors import BudgetExceeded
+from burst.ondemand.reconcile import reconcile_requests
 from burst.ondemand.service import OnDemandService, RequestArgs, ServiceError
 from burst.ports import Store
 from burst.store import migrate
@@ -86,7 +98,7 @@ def ready(store: Store, n: int, user: str = USER, team: str = "vision", hours_le
     return store.add_request(req, now=T0, actor="t")
 
 
-def together(n: int, one: Callable[[int], None]) -> list[BaseException]:
+def together(n: int, one: Callable[[int], object]) -> list[BaseException]:
     """Run ``one(0..n-1)`` in threads released together; returns what they raised."""
     barrier = threading.Barrier(n)
     errors: list[BaseException] = []
@@ -240,3 +252,59 @@ def test_a_soft_crossing_is_told_once_however_many_watch_at_once(stores: Callabl
     assert [r.action for r in ss[0].audit_rows(subject="site:day", kind="budget")] == ["soft-reached"]
     books[0].watch(T0 + 60.0)
     assert len(told.lines) == 1  # the same crossing: not told again
+
+
+# ---- the known limits (docs/operations.md), shown honestly -----------------------------------------
+
+
+def test_an_overflow_instance_that_keeps_running_passes_the_cap_and_budget_show_says_by_how_much() -> None:
+    """Overflow is projected ``reserve_hours_per_launch`` ahead (15 min here): a $32/h launch is
+    checked at $8 against a $10 day cap. Running work is never stopped, so an hour later it is
+    committed to $40; the budget line says the cap is reached and by how much it is passed, and
+    the next launch is refused."""
+    store = MemoryStore()
+    b = book(store, budgets(day_usd=10.0))
+    o = Offer("aws", "p4d", "us-east-1", "us-east-1a", "A100", 8, 320.0, 32.0, Market.ON_DEMAND)
+    a = Launch(intent_id="ov-1", offer=o, purpose=Purpose.OVERFLOW, reason="queue", team="ml")
+    inst = Instance(id="ov-1", cloud="aws", region="us-east-1", zone="us-east-1a", instance_type="p4d",
+                    market=Market.ON_DEMAND, purpose=Purpose.OVERFLOW, gpus=8, gpu_model="A100", price_per_hour=32.0,
+                    owner="", team="ml", created_at=T0)
+    store.create_intent(inst, now=T0, actor="t", reason="t", budget=b.checks_for(a, T0))
+    store.transition_instance("ov-1", InstanceState.LAUNCHING, now=T0, actor="t", reason="t", launched_at=T0, cloud_id="i")
+    (state,) = b.states(T0 + 3600.0)
+    assert state.committed_usd == pytest.approx(40.0) and state.blocked
+    assert state.line().endswith("running work continues (committed $30.00 over the cap by work already running)")
+    a2 = Launch(intent_id="ov-2", offer=o, purpose=Purpose.OVERFLOW, reason="queue", team="ml")
+    with pytest.raises(BudgetExceeded, match="budget 'budget:site:day'"):
+        store.create_intent(dataclass_replace(inst, id="ov-2"), now=T0 + 3600.0, actor="t", reason="t",
+                            budget=b.checks_for(a2, T0 + 3600.0))
+    assert [i.id for i in store.live_instances()] == ["ov-1"]  # still running
+
+
+def test_an_on_demand_instance_that_boots_late_carries_its_commitment_past_what_was_checked() -> None:
+    """A 1 h request is checked at 1 h + the 30 min boot margin + the lag. Its time limit starts
+    when it is ready: one ready 45 min after its intent is committed to 1 h 45 min + the lag, 15
+    min more than was checked; the budget line shows the cap passed."""
+    store = MemoryStore()
+    checked = PRICE * (3600.0 + 1800.0 + 60.0) / 3600.0
+    b = book(store, budgets(day_usd=round(checked, 2) + 0.01))
+    inst = Instance(id="od-1", cloud="aws", region="us-east-1", zone="", instance_type="p4d.24xlarge",
+                    market=Market.ON_DEMAND, purpose=Purpose.ON_DEMAND, gpus=8, gpu_model="A100", price_per_hour=PRICE,
+                    owner=USER, team="vision", created_at=T0, request_id="r-000001", expires_at=T0 + 5400.0)
+    o = Offer("aws", "p4d.24xlarge", "us-east-1", "", "A100", 8, 320.0, PRICE, Market.ON_DEMAND)
+    a = Launch(intent_id="od-1", offer=o, purpose=Purpose.ON_DEMAND, reason="approved", owner=USER, team="vision",
+               request_id="r-000001", expires_at=T0 + 5400.0)
+    store.create_intent(inst, now=T0, actor="t", reason="t", budget=b.checks_for(a, T0))
+    store.add_request(OnDemandRequest(id="r-000001", user=USER, team="vision", gpus=1, gpu_model="A100", hours=1.0,
+                                      cloud="aws", state=RequestState.PROVISIONING, created_at=T0, instance_id="od-1"),
+                      now=T0, actor="t")
+    late = T0 + 2700.0
+    store.transition_instance("od-1", InstanceState.LAUNCHING, now=late, actor="t", reason="t", launched_at=T0,
+                              cloud_id="i")
+    store.transition_instance("od-1", InstanceState.RUNNING, now=late, actor="t", reason="t")
+    reconcile_requests(store, late, None)
+    assert store.get_request("r-000001").state is RequestState.READY  # type: ignore[union-attr]
+    (state,) = b.states(late)
+    assert state.committed_usd == pytest.approx(PRICE * (2700.0 + 3600.0 + 60.0) / 3600.0)
+    assert state.committed_usd > b.limits()[0].hard_usd and state.blocked
+    assert "over the cap by work already running" in state.line()
