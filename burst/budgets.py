@@ -357,6 +357,9 @@ class BudgetBook:
             level = str(st.level)
             cap = st.limit.hard_usd if st.level is Level.HARD else st.limit.soft_usd
             mark = {"period_start": st.period_start, "cap": cap}
+            seen = self.store.audit_rows(subject=st.limit.name, kind="budget", limit=50)
+            if any(r.action == f"{level}-reached" and dict(r.data) == mark for r in seen):
+                continue  # the common case, read without a lock
             # Decided and recorded under the budget's lock: two controllers (an old leader and
             # its successor) watching at once tell the admins once.
             if not self.store.audit_once(lock=f"budget:{st.limit.name}", at=now, actor=ACTOR, kind="budget",

@@ -447,8 +447,7 @@ class OnDemandService:
             # current limit.
             checks = self.budgets.extend_checks(req.team, now, soft=not admin) if self.budgets else ()
             try:
-                inst = self.store.extend_instance(req.instance_id, hours * 3600.0, now=now, actor=user, reason=why,
-                                                  budget=checks)
+                self.store.extend_instance(req.instance_id, hours * 3600.0, now=now, actor=user, reason=why, budget=checks)
             except BudgetExceeded as e:
                 assert self.budgets is not None
                 hard, words = self.budgets.refusal(e)
@@ -457,9 +456,7 @@ class OnDemandService:
                                        "an admin can raise the cap (`/burst budget set`).") from None
                 raise ServiceError(f"Extension is over quota: {words}. Ask an admin to extend it.") from None
             except (StoreError, ValueError):
-                inst = None  # the instance is gone or ending: only the request's limit moves
-            if inst is not None and inst.expires_at is not None:
-                expires_at = max(expires_at, inst.expires_at)
+                pass  # the instance is gone or ending: only the request's limit moves
         fields = {"expires_at": expires_at, "hours": req.hours + hours}
         if req.state is RequestState.READY:
             # The table has no READY -> READY edge: re-arm through EXPIRING, so the reminder goes
