@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from burst.domain import Launch, Timestamp, day_start, month_start
+from burst.errors import BudgetExceeded
 from burst.ports import BudgetCheck, Notifier, Store
 from burst.store.ledger import BILLING_MINIMUM_S, projected_usd
 from policies.budget import Level, Limit, Period, launch_usd, level_of, soft_reasons
@@ -80,6 +81,12 @@ class BudgetState:
             until = "the next month" if lim.period is Period.MONTH else "the next day (UTC)"
             text += (f" - HARD CAP REACHED: no new cloud capacity{' for team ' + lim.team if lim.team else ''} "
                      f"until {until} or a raised cap; running work continues")
+            over = self.committed_usd - lim.hard_usd
+            if over >= 0.005:
+                # Said plainly: running work is never stopped, so what is committed can pass the
+                # cap (an overflow instance that keeps running, an on-demand one that booted late,
+                # a cap lowered below what was already committed).
+                text += f" (committed ${over:,.2f} over the cap by work already running)"
         elif self.level is Level.SOFT:
             text += " - past the soft level: new on-demand requests need an admin's approval"
         return text
@@ -138,18 +145,10 @@ class BudgetBook:
         return tuple(sorted(k for k, v in self.settings.team_of.items() if v == budget_team and k != budget_team))
 
     def overrides(self) -> dict[str, dict[str, float]]:
-        raw = self.store.get_user_setting(SETTINGS_USER, OVERRIDES_KEY)
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-            return {str(k): {str(lv): float(x) for lv, x in v.items()} for k, v in data.items()}
-        except (ValueError, TypeError, AttributeError) as e:
-            log.warning("budget overrides unreadable, using the config's: %s", e)
-            return {}
+        return _parse_overrides(self.store.get_user_setting(SETTINGS_USER, OVERRIDES_KEY))
 
-    def limits(self) -> list[Limit]:
-        """Every budget with a soft or hard level: the config's, with the stored overrides."""
+    def _configured(self) -> dict[str, tuple[float, float]]:
+        """(soft, hard) of every budget the config names, by budget name."""
         base: dict[str, tuple[float, float]] = {}
 
         def put(scope: str, t: TeamBudgetSettings) -> None:
@@ -159,6 +158,11 @@ class BudgetBook:
         put("site", self.settings)
         for team, t in self.settings.teams.items():
             put(f"team:{team}", t)
+        return base
+
+    def limits(self) -> list[Limit]:
+        """Every budget with a soft or hard level: the config's, with the stored overrides."""
+        base = self._configured()
         for name, lv in self.overrides().items():
             soft, hard = base.get(name, (0.0, 0.0))
             base[name] = (lv.get("soft", soft), lv.get("hard", hard))
@@ -172,26 +176,39 @@ class BudgetBook:
     def set_limit(self, actor: str, name: str, level: str, amount: str, *, now: Timestamp) -> Limit:
         """An admin sets one level of one budget (``amount`` 0 removes it). Checked first (soft
         not above hard), then stored and audited; bad input raises BudgetInputError and changes
-        nothing. The caller checks that ``actor`` is an admin."""
+        nothing. The caller checks that ``actor`` is an admin.
+
+        The overrides are one stored document: it is read, checked and written in one locked
+        step (``Store.change_user_setting``), so two admins setting budgets at the same moment
+        both get their change (neither overwrites the other with what it read before), and the
+        soft-not-above-hard check sees the other's change."""
         scope, period = parse_budget_name(name)
         if level not in _LEVELS:
             raise BudgetInputError(f"level {level!r}: expected soft or hard")
         usd = parse_usd(amount)
         key = f"{scope}:{period}"
-        current = next((lim for lim in self.limits() if lim.name == key), Limit(scope, period))
-        soft = usd if level == "soft" else current.soft_usd
-        hard = usd if level == "hard" else current.hard_usd
-        if soft and hard and soft > hard:
-            raise BudgetInputError(f"{key}: soft level ${soft:,.2f} would be above the hard cap ${hard:,.2f}")
-        over = self.overrides()
-        over.setdefault(key, {})[level] = usd
-        self.store.set_user_setting(SETTINGS_USER, OVERRIDES_KEY, json.dumps(over, sort_keys=True), now=now)
+        conf_soft, conf_hard = self._configured().get(key, (0.0, 0.0))
+        seen: dict[str, float] = {}
+
+        def change(raw: str | None) -> str:
+            over = _parse_overrides(raw)
+            cur = over.get(key, {})
+            was_soft, was_hard = cur.get("soft", conf_soft), cur.get("hard", conf_hard)
+            soft = usd if level == "soft" else was_soft
+            hard = usd if level == "hard" else was_hard
+            if soft and hard and soft > hard:
+                raise BudgetInputError(f"{key}: soft level ${soft:,.2f} would be above the hard cap ${hard:,.2f}")
+            seen.update(soft=soft, hard=hard, previous=was_soft if level == "soft" else was_hard)
+            over.setdefault(key, {})[level] = usd
+            return json.dumps(over, sort_keys=True)
+
+        self.store.change_user_setting(SETTINGS_USER, OVERRIDES_KEY, change, now=now)
         self.store.audit(
             at=now, actor=actor, kind="budget", subject=key, action="set",
             reason=f"{level} {'removed' if usd == 0 else f'set to ${usd:,.2f}'}",
-            data={"level": level, "usd": usd, "previous": current.soft_usd if level == "soft" else current.hard_usd},
+            data={"level": level, "usd": usd, "previous": seen["previous"]},
         )
-        return Limit(scope, period, soft, hard)
+        return Limit(scope, period, seen["soft"], seen["hard"])
 
     # ---- the launch check ----------------------------------------------------------------------
     def _applies(self, limit: Limit, team: str) -> bool:
@@ -223,6 +240,52 @@ class BudgetBook:
                 )
             )
         return tuple(out)
+
+    def _check(self, lim: Limit, cap: float, asked: float, now: Timestamp) -> BudgetCheck:
+        return BudgetCheck(
+            scope=f"budget:{lim.name}", cap_usd=cap, period_start=self.period_start(lim.period, now),
+            asked_usd=asked, team=lim.team, teams=self.members(lim.team) if lim.team else (),
+            project_live_s=self.project_s, expiry_late_s=self.late_s,
+        )
+
+    def extend_checks(self, team: str, now: Timestamp, *, soft: bool) -> tuple[BudgetCheck, ...]:
+        """The checks ``Store.extend_instance`` runs under the budgets' locks when an on-demand
+        instance of ``team`` is extended: every hard cap that applies, and (``soft``: the
+        extender is not an admin) every soft level too."""
+        out = []
+        for lim in self.limits():
+            if self._applies(lim, team):
+                out += [self._check(lim, cap, 0.0, now) for cap in (lim.hard_usd, lim.soft_usd if soft else 0.0) if cap > 0]
+        return tuple(out)
+
+    def request_checks(self, team: str, usd: float, now: Timestamp) -> tuple[tuple[BudgetCheck, ...], tuple[str, ...]]:
+        """The checks (and their words) a new on-demand request of about ``usd`` must pass, under
+        the budgets' locks, to be auto-approved (``QuotaCheck.budgets``): every soft level and
+        hard cap of ``team``'s budgets, with the approved requests not launched yet on top."""
+        checks: list[BudgetCheck] = []
+        words: list[str] = []
+        for lim in self.limits():
+            if not self._applies(lim, team):
+                continue
+            if lim.hard_usd > 0:
+                checks.append(self._check(lim, lim.hard_usd, usd, now))
+                words.append(f"about ${usd:,.2f} would pass the {lim.name} hard cap of ${lim.hard_usd:,.2f} with the "
+                             "requests approved but not launched yet; it would wait until the budget allows")
+            if lim.soft_usd > 0:
+                checks.append(self._check(lim, lim.soft_usd, usd, now))
+                words.append(f"the {lim.name} budget would pass its soft level of ${lim.soft_usd:,.2f} with this "
+                             "request and those approved but not launched yet")
+        return tuple(checks), tuple(words)
+
+    def refusal(self, e: BudgetExceeded) -> tuple[bool, str]:
+        """(is it a hard cap, the words) for an extension a budget check refused."""
+        name = e.scope.removeprefix("budget:")
+        lim = next((x for x in self.limits() if x.name == name), None)
+        over = e.committed + e.asked - e.cap
+        hard = lim is None or abs(e.cap - lim.hard_usd) < 1e-9
+        what = "hard cap" if hard else "soft level"
+        return hard, (f"the {name} budget's {what} of ${e.cap:,.2f} would be passed by ${over:,.2f} "
+                      f"(${e.committed:,.2f} committed, this extension adds ${e.asked:,.2f})")
 
     # ---- what the surfaces show ----------------------------------------------------------------
     @staticmethod
@@ -299,15 +362,29 @@ class BudgetBook:
             mark = {"period_start": st.period_start, "cap": cap}
             seen = self.store.audit_rows(subject=st.limit.name, kind="budget", limit=50)
             if any(r.action == f"{level}-reached" and dict(r.data) == mark for r in seen):
+                continue  # the common case, read without a lock
+            # Decided and recorded under the budget's lock: two controllers (an old leader and
+            # its successor) watching at once tell the admins once.
+            if not self.store.audit_once(lock=f"budget:{st.limit.name}", at=now, actor=ACTOR, kind="budget",
+                                         subject=st.limit.name, action=f"{level}-reached", reason=st.line(), data=mark):
                 continue
-            self.store.audit(at=now, actor=ACTOR, kind="budget", subject=st.limit.name, action=f"{level}-reached",
-                             reason=st.line(), data=mark)
             if self.notifier is not None:
                 try:
                     self.notifier.notify("admins", f"burst budget {st.line()}")
                 except Exception as e:  # noqa: BLE001 - best effort, never fails the tick
                     log.warning("budget notice not sent: %s", e)
         return states
+
+
+def _parse_overrides(raw: str | None) -> dict[str, dict[str, float]]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {str(k): {str(lv): float(x) for lv, x in v.items()} for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        log.warning("budget overrides unreadable, using the config's: %s", e)
+        return {}
 
 
 def format_states(states: Iterable[BudgetState]) -> list[str]:

@@ -24,7 +24,7 @@ Shared rules, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -330,6 +330,16 @@ class QuotaCheck:
     team_gpu_hours: float | None = None
     period_start: Timestamp = 0.0
     reason: str = "within quota"
+    # Budgets (issue 13): the request is auto-approved only if every check holds with
+    # ``asked_usd`` (this request's estimate) plus the approved requests not launched yet (APPROVED,
+    # AUTO_APPROVED: priced as the service quotes a request, the cheapest of ``offers`` that
+    # fits it, for its hours) on top of what the scope has committed. Their ``cap_usd`` is a
+    # soft level or a hard cap; the store locks their scopes (before the quota scopes), so two
+    # requests that cross a soft level together cannot both be auto-approved.
+    # ``budget_reasons`` are the words for each check, in the same order.
+    budgets: tuple[BudgetCheck, ...] = ()
+    budget_reasons: tuple[str, ...] = ()
+    offers: tuple[Offer, ...] = ()  # what the service quotes requests from
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +435,26 @@ class Store(Protocol):
 
     def update_instance(self, instance_id: str, **fields: Any) -> Instance:
         """Set non-state fields (idle_since, node_name, address, last_error...). Not audited."""
+        ...
+
+    def extend_instance(
+        self, instance_id: str, extra_s: float, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
+    ) -> Instance:
+        """Move a live instance's ``expires_at`` ``extra_s`` later (audited), with ``budget``'s
+        checks (each scope locked, in order, as :meth:`create_intent`) in the same transaction:
+        the check's ``asked_usd`` is replaced by what the longer life adds to the instance's
+        projected cost, read under the lock. Raises :class:`burst.errors.BudgetExceeded`
+        (nothing written) when a check says no; RecordNotFound / ValueError when the instance
+        is unknown, terminated or has no expiry."""
+        ...
+
+    def audit_once(
+        self, *, lock: str, at: Timestamp, actor: str, kind: str, subject: str, action: str, reason: str,
+        data: Mapping[str, Any],
+    ) -> bool:
+        """Append the audit row unless one with the same kind, subject, action and data exists;
+        True when it was written. Decided under the lock row ``lock``, so concurrent callers
+        write (and, after True, tell people) exactly once."""
         ...
 
     # ---- audit -------------------------------------------------------------------------
@@ -540,6 +570,14 @@ class Store(Protocol):
 
     # ---- user settings (ssh keys) ------------------------------------------------------
     def set_user_setting(self, user: str, key: str, value: str, *, now: Timestamp) -> None: ...
+
+    def change_user_setting(
+        self, user: str, key: str, change: Callable[[str | None], str], *, now: Timestamp
+    ) -> str:
+        """Read-modify-write one setting atomically: ``change(current)`` (None: unset) runs with
+        the row locked and returns the new value, which is stored and returned. Concurrent
+        changes are serialised, so none is lost. An exception from ``change`` writes nothing."""
+        ...
 
     def get_user_setting(self, user: str, key: str) -> str | None: ...
 

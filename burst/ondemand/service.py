@@ -38,7 +38,7 @@ from burst.domain import (
     day_start,
     month_start,
 )
-from burst.errors import DuplicateRecord, InputError, StoreError
+from burst.errors import BudgetExceeded, DuplicateRecord, InputError, StoreError
 from burst.ondemand.errors import Denied, ServiceError
 from burst.ondemand.messages import clean_text, fmt_hours, notify_quietly, slack_escape
 from burst.ondemand.quota import quota_check
@@ -332,10 +332,16 @@ class OnDemandService:
             over = self.budgets.request_reasons(draft.team, estimate, now)
             if over:
                 verdict = QuotaVerdict(False, [*verdict.reasons, *over])
-        quota = (
-            dataclasses.replace(quota_check(self.store, self.settings, draft, now), reason=f"within quota; about ${estimate:,.2f}")
-            if verdict.auto_approve else None
-        )
+        quota = None
+        if verdict.auto_approve:
+            # The budgets are checked again by the store under their locks, with the requests
+            # approved but not launched yet on top: two requests that pass a soft level together
+            # cannot both be auto-approved on what each read before the other was recorded.
+            checks, words = self.budgets.request_checks(draft.team, estimate, now) if self.budgets else ((), ())
+            quota = dataclasses.replace(
+                quota_check(self.store, self.settings, draft, now), reason=f"within quota; about ${estimate:,.2f}",
+                budgets=checks, budget_reasons=words, offers=self.offers,
+            )
         keyed = f"r-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:6]}" if idempotency_key else ""
         req = draft
         for attempt in range(8):
@@ -352,7 +358,11 @@ class OnDemandService:
                 continue
         else:  # pragma: no cover - 8 collisions in 16M ids
             raise ServiceError("Could not allocate a request id; try again.")
-        if verdict.auto_approve and req.state is RequestState.REQUESTED:
+        held = [r.reason for r in self.store.audit_rows(subject=req.id, kind="request", limit=10)
+                if r.action == "needs-approval"] if verdict.auto_approve and req.state is RequestState.REQUESTED else []
+        if held:
+            verdict = QuotaVerdict(False, held[0].split("; "))
+        elif verdict.auto_approve and req.state is RequestState.REQUESTED:
             # Within quota when read, but concurrent requests took it before the locked check.
             verdict = check_quota(
                 req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, estimate, now),
@@ -411,30 +421,48 @@ class OnDemandService:
             req, self.store.requests(states=ACTIVE_REQUEST_STATES), self.usage_for(req, usd, now),
             self.limits_for(req.user, req.team), extra_hours=hours,
         )
+        admin = self.is_admin(user)
         if self.budgets is not None:
-            # A longer limit raises what the instance is committed to cost: past a soft level or
-            # a hard cap, only an admin may extend (their decision, audited as over quota).
+            # A longer limit raises what the instance is committed to cost: past a soft level,
+            # only an admin may extend (their decision, audited as over quota); past a hard cap,
+            # nobody may. With an instance, both are decided below under the budgets' locks (this
+            # read only words an admin's extension); without one, nothing more is committed.
             over = self.budgets.request_reasons(req.team, usd, now)
-            if over:
+            if over and req.instance_id:
+                if admin:
+                    verdict = QuotaVerdict(False, verdict.reasons)
+            elif over:
                 verdict = QuotaVerdict(False, [*verdict.reasons, *over])
-        if not verdict.auto_approve and not self.is_admin(user):
+        if not verdict.auto_approve and not admin:
             raise ServiceError(
                 "Extension is over quota: " + "; ".join(verdict.reasons) + ". Ask an admin to extend it."
             )
-        fields = {"expires_at": req.expires_at + hours * 3600.0, "hours": req.hours + hours}
         why = f"extended by {fmt_hours(hours)}" + ("" if verdict.auto_approve else " by an admin over quota")
+        expires_at = req.expires_at + hours * 3600.0
+        if req.instance_id:
+            # The instance's longer life is what the budgets count: it is checked against every
+            # hard cap (and, unless an admin extends, every soft level) and written in one
+            # transaction with the budgets' rows locked, so concurrent extensions and launches
+            # cannot pass a cap together. Running work is never stopped: a refusal keeps the
+            # current limit.
+            checks = self.budgets.extend_checks(req.team, now, soft=not admin) if self.budgets else ()
+            try:
+                self.store.extend_instance(req.instance_id, hours * 3600.0, now=now, actor=user, reason=why, budget=checks)
+            except BudgetExceeded as e:
+                assert self.budgets is not None
+                hard, words = self.budgets.refusal(e)
+                if hard:
+                    raise ServiceError(f"Extension refused: {words}. Your instance keeps its current time limit; "
+                                       "an admin can raise the cap (`/burst budget set`).") from None
+                raise ServiceError(f"Extension is over quota: {words}. Ask an admin to extend it.") from None
+            except (StoreError, ValueError):
+                pass  # the instance is gone or ending: only the request's limit moves
+        fields = {"expires_at": expires_at, "hours": req.hours + hours}
         if req.state is RequestState.READY:
             # The table has no READY -> READY edge: re-arm through EXPIRING, so the reminder goes
             # out again before the new limit.
             self.store.transition_request(req.id, RequestState.EXPIRING, now=now, actor=user, reason=f"{why}: re-arming the time limit")
-        req = self.store.transition_request(req.id, RequestState.READY, now=now, actor=user, reason=why, **fields)
-        inst_id = req.instance_id
-        if inst_id:
-            try:
-                self.store.update_instance(inst_id, expires_at=req.expires_at)
-            except StoreError:
-                pass
-        return req
+        return self.store.transition_request(req.id, RequestState.READY, now=now, actor=user, reason=why, **fields)
 
     def release(self, user: str, rid: str) -> OnDemandRequest:
         req = self._own(user, rid, "release")

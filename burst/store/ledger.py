@@ -7,13 +7,18 @@ here too, so both stores decide it identically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 
-from burst.domain import Instance, Timestamp
+from burst.domain import Instance, Offer, OnDemandRequest, RequestState, Timestamp
 from burst.errors import BudgetExceeded
 from burst.ports import BudgetArg, BudgetCheck, SpendEntry
+from policies.requests import offers_for_request
 
 BILLING_MINIMUM_S = 60.0  # clouds bill at least a minute per instance that ran
+PENDING_STATES = (RequestState.APPROVED, RequestState.AUTO_APPROVED)
+"""Requests cleared to launch whose intent is not written yet (the controller moves a request to
+PROVISIONING after its intent): their cost is not in any instance's projection yet."""
 
 
 def ledger_entry(inst: Instance) -> SpendEntry:
@@ -77,3 +82,28 @@ def budget_breach(check: BudgetCheck, ledger_usd: float, live: Iterable[Instance
     if committed + check.asked_usd > check.cap_usd + 1e-9:
         return BudgetExceeded(check.scope, check.cap_usd, committed, check.asked_usd)
     return None
+
+
+def extend_breach(
+    check: BudgetCheck, ledger_usd: float, live: Iterable[Instance], before: Instance, after: Instance, now: Timestamp
+) -> BudgetExceeded | None:
+    """The check of an extension: ``live`` holds the instance as it is (``before``); what the
+    longer life adds to its projected cost (``after`` less ``before``) is what it asks."""
+    assert check.project_live_s is not None, "an extension is checked in projection mode"
+    added = projected_usd(after, now, check.project_live_s, check.expiry_late_s) - projected_usd(
+        before, now, check.project_live_s, check.expiry_late_s
+    )
+    return budget_breach(dataclasses.replace(check, asked_usd=max(0.0, added)), ledger_usd, live, now)
+
+
+def pending_usd(check: BudgetCheck, pending: Iterable[OnDemandRequest], offers: Sequence[Offer]) -> float:
+    """What the approved on-demand requests not launched yet (``pending``) of ``check``'s scope
+    are expected to cost: as the service quotes a request, its hours at the cheapest of
+    ``offers`` that fits it (the dearest offer when none does)."""
+    dearest = max((o.price_per_hour for o in offers), default=0.0)
+
+    def usd(r: OnDemandRequest) -> float:
+        fit = [o.price_per_hour for o in offers_for_request(offers, r) if o.gpu_count >= r.gpus]
+        return r.hours * (min(fit) if fit else dearest)
+
+    return sum(usd(r) for r in pending if in_scope(check, r.team))

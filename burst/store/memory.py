@@ -11,7 +11,7 @@ import bisect
 import dataclasses
 import json
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from burst.domain import (
@@ -27,9 +27,18 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import DuplicateRecord, LeaseLost, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetArg, Lease, MirrorRecord, QuotaCheck, SpendEntry
+from burst.ports import AuditRow, Backoff, BudgetArg, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
-from burst.store.ledger import BILLING_MINIMUM_S, budget_breach, checks_of, in_scope, ledger_entry
+from burst.store.ledger import (
+    BILLING_MINIMUM_S,
+    PENDING_STATES,
+    budget_breach,
+    checks_of,
+    extend_breach,
+    in_scope,
+    ledger_entry,
+    pending_usd,
+)
 from burst.store.quota_rules import ahead_of, quota_breaches
 
 
@@ -71,8 +80,7 @@ class MemoryStore:
         if existing is not None:
             return existing
         for check in checks_of(budget):
-            ledger = sum(e.usd for e in self._ledger if e.end >= check.period_start and in_scope(check, e.team))
-            breach = budget_breach(check, ledger, self._live.values(), now)
+            breach = budget_breach(check, self._ledger_usd(check), self._live.values(), now)
             if breach is not None:
                 raise breach
         if inst.state is not InstanceState.PLANNED:
@@ -129,7 +137,42 @@ class MemoryStore:
             self._live[instance_id] = new
         return new
 
+    def extend_instance(
+        self, instance_id: str, extra_s: float, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
+    ) -> Instance:
+        with self._quota_lock:  # the check and the write as one step, as SQL's transaction
+            before = self._instances.get(instance_id)
+            if before is None:
+                raise RecordNotFound(f"instance {instance_id!r}")
+            if before.state is InstanceState.TERMINATED or before.expires_at is None:
+                raise ValueError(f"instance {instance_id!r} is {before.state} and cannot be extended")
+            after = dataclasses.replace(before, expires_at=before.expires_at + extra_s)
+            for check in checks_of(budget):
+                breach = extend_breach(check, self._ledger_usd(check), self._live.values(), before, after, now)
+                if breach is not None:
+                    raise breach
+            self._instances[instance_id] = after
+            self._live[instance_id] = after
+            self.audit(at=now, actor=actor, kind="instance", subject=instance_id, action="extended", reason=reason,
+                       data={"expires_at": after.expires_at, "was": before.expires_at})
+            return after
+
+    def _ledger_usd(self, check: BudgetCheck) -> float:
+        return sum(e.usd for e in self._ledger if e.end >= check.period_start and in_scope(check, e.team))
+
     # ---- audit -------------------------------------------------------------------------
+    def audit_once(
+        self, *, lock: str, at: Timestamp, actor: str, kind: str, subject: str, action: str, reason: str,
+        data: Mapping[str, Any],
+    ) -> bool:
+        want = json.loads(json.dumps(dict(data)))
+        with self._quota_lock:
+            if any(r.kind == kind and r.subject == subject and r.action == action and dict(r.data) == want
+                   for r in self._audit):
+                return False
+            self.audit(at=at, actor=actor, kind=kind, subject=subject, action=action, reason=reason, data=want)
+            return True
+
     def audit(
         self,
         *,
@@ -206,11 +249,26 @@ class MemoryStore:
             if req.id in self._requests:
                 raise DuplicateRecord(f"request {req.id!r}")
             breaches = quota_breaches(quota, req, self._requests.values()) if quota is not None else None
+            over = self._budget_breaches(quota, now) if quota is not None else []
             self._requests[req.id] = req
             self.audit(at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
-            if quota is not None and not breaches:
+            if over:
+                self.audit(at=now, actor="budget", kind="request", subject=req.id, action="needs-approval",
+                           reason="; ".join(over))
+            elif quota is not None and not breaches:
                 return self.transition_request(req.id, RequestState.AUTO_APPROVED, now=now, actor="quota", reason=quota.reason)
             return req
+
+    def _budget_breaches(self, quota: QuotaCheck, now: Timestamp) -> list[str]:
+        """As SqlStore's: the budget checks the request would not fit under, with the approved
+        requests not launched yet on top."""
+        pending = [r for r in self._requests.values() if r.state in PENDING_STATES]
+        out = []
+        for i, check in enumerate(quota.budgets):
+            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, quota.offers))
+            if budget_breach(wait, self._ledger_usd(check), self._live.values(), now) is not None:
+                out.append(quota.budget_reasons[i] if i < len(quota.budget_reasons) else f"budget {check.scope}")
+        return out
 
     def recheck_request_quota(
         self, request_id: str, quota: QuotaCheck, *, now: Timestamp, actor: str
@@ -333,6 +391,14 @@ class MemoryStore:
 
     def set_user_setting(self, user: str, key: str, value: str, *, now: Timestamp) -> None:
         self._settings[(user, key)] = value
+
+    def change_user_setting(
+        self, user: str, key: str, change: Callable[[str | None], str], *, now: Timestamp
+    ) -> str:
+        with self._quota_lock:
+            value = change(self._settings.get((user, key)))
+            self._settings[(user, key)] = value
+            return value
 
     def get_user_setting(self, user: str, key: str) -> str | None:
         return self._settings.get((user, key))

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import json
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, select, update
@@ -52,10 +52,18 @@ from burst.domain import (
     check_request_transition,
 )
 from burst.errors import DuplicateRecord, LeaseLost, RecordNotFound
-from burst.ports import AuditRow, Backoff, BudgetArg, Lease, MirrorRecord, QuotaCheck, SpendEntry
+from burst.ports import AuditRow, Backoff, BudgetArg, BudgetCheck, Lease, MirrorRecord, QuotaCheck, SpendEntry
 from burst.store.challenge_rules import check_challenge_fields, released, restored
 from burst.store.engine import WRITE, make_engine
-from burst.store.ledger import BILLING_MINIMUM_S, budget_breach, checks_of, ledger_entry
+from burst.store.ledger import (
+    BILLING_MINIMUM_S,
+    PENDING_STATES,
+    budget_breach,
+    checks_of,
+    extend_breach,
+    ledger_entry,
+    pending_usd,
+)
 from burst.store.models import (
     AuditModel,
     Base,
@@ -308,16 +316,9 @@ class SqlStore:
             existing = s.get(InstanceRow, inst.id)
             if existing is not None:
                 return _to_instance(existing)
-            if checks:
-                live = [
-                    _to_instance(r)
-                    for r in s.scalars(select(InstanceRow).where(InstanceRow.state != InstanceState.TERMINATED.value))
-                ]
+            live = self._live_rows(s) if checks else []
             for check in checks:
-                q = select(func.coalesce(func.sum(SpendLedgerRow.usd), 0.0)).where(SpendLedgerRow.end_at >= check.period_start)
-                if check.team:
-                    q = q.where(SpendLedgerRow.team.in_([check.team, *check.teams]))
-                breach = budget_breach(check, float(s.scalar(q) or 0.0), live, now)
+                breach = budget_breach(check, self._ledger_usd(s, check), live, now)
                 if breach is not None:
                     raise breach
             if inst.state is not InstanceState.PLANNED:
@@ -330,6 +331,46 @@ class SqlStore:
                 s, at=now, actor=actor, kind="instance", subject=inst.id, action="->planned", reason=reason
             )
             return _to_instance(row)
+
+    def _lock_budgets(self, s: Session, checks: Sequence[BudgetCheck]) -> None:
+        """Lock the scopes' rows in scope order: whoever holds them sees every intent,
+        extension and approval committed before it."""
+        for scope in sorted({c.scope for c in checks}):
+            self._ensure_locked(s, BudgetLockRow, {"scope": scope}, scope)
+
+    @staticmethod
+    def _live_rows(s: Session) -> list[Instance]:
+        return [_to_instance(r) for r in s.scalars(select(InstanceRow).where(InstanceRow.state != InstanceState.TERMINATED.value))]
+
+    @staticmethod
+    def _ledger_usd(s: Session, check: BudgetCheck) -> float:
+        q = select(func.coalesce(func.sum(SpendLedgerRow.usd), 0.0)).where(SpendLedgerRow.end_at >= check.period_start)
+        if check.team:
+            q = q.where(SpendLedgerRow.team.in_([check.team, *check.teams]))
+        return float(s.scalar(q) or 0.0)
+
+    def extend_instance(
+        self, instance_id: str, extra_s: float, *, now: Timestamp, actor: str, reason: str, budget: BudgetArg = None
+    ) -> Instance:
+        checks = checks_of(budget)
+        with self._write() as s:
+            self._lock_budgets(s, checks)
+            row = self._locked(s, InstanceRow, instance_id)
+            if row is None:
+                raise RecordNotFound(f"instance {instance_id!r}")
+            before = _to_instance(row)
+            if before.state is InstanceState.TERMINATED or before.expires_at is None:
+                raise ValueError(f"instance {instance_id!r} is {before.state} and cannot be extended")
+            after = dataclasses.replace(before, expires_at=before.expires_at + extra_s)
+            live = self._live_rows(s) if checks else []
+            for check in checks:
+                breach = extend_breach(check, self._ledger_usd(s, check), live, before, after, now)
+                if breach is not None:
+                    raise breach
+            row.expires_at = after.expires_at
+            self._audit(s, at=now, actor=actor, kind="instance", subject=instance_id, action="extended", reason=reason,
+                        data={"expires_at": after.expires_at, "was": before.expires_at})
+            return after
 
     def get_instance(self, instance_id: str) -> Instance | None:
         with self._read() as s:
@@ -425,6 +466,21 @@ class SqlStore:
                 s, at=at, actor=actor, kind=kind, subject=subject, action=action, reason=reason, data=data
             )
 
+    def audit_once(
+        self, *, lock: str, at: Timestamp, actor: str, kind: str, subject: str, action: str, reason: str,
+        data: Mapping[str, Any],
+    ) -> bool:
+        want = json.loads(json.dumps(dict(data)))  # as stored: JSON
+        with self._write() as s:
+            self._ensure_locked(s, BudgetLockRow, {"scope": lock}, lock)
+            q = select(AuditModel.data).where(
+                AuditModel.kind == kind, AuditModel.subject == subject, AuditModel.action == action
+            )
+            if any(dict(d or {}) == want for d in s.scalars(q)):
+                return False
+            self._audit(s, at=at, actor=actor, kind=kind, subject=subject, action=action, reason=reason, data=want)
+            return True
+
     def audit_rows(
         self, *, subject: str | None = None, kind: str | None = None, limit: int = 100
     ) -> list[AuditRow]:
@@ -505,15 +561,20 @@ class SqlStore:
             raise ValueError("a request checked against a quota is added as requested")
         try:
             with self._write() as s:
+                self._lock_budgets(s, quota.budgets)  # "budget:..." sorts before "quota:...": one lock order
                 self._lock_quota(s, req)
                 if s.get(OnDemandRequestRow, req.id) is not None:
                     raise DuplicateRecord(f"request {req.id!r}")
                 holding = self._holding(s, req)
+                over = self._budget_breaches(s, quota, now)
                 row = OnDemandRequestRow(**_request_values(req))
                 s.add(row)
                 s.flush()
                 self._audit(s, at=now, actor=actor, kind="request", subject=req.id, action=f"->{req.state}", reason="created")
-                if not quota_breaches(quota, req, holding):
+                if over:
+                    self._audit(s, at=now, actor="budget", kind="request", subject=req.id, action="needs-approval",
+                                reason="; ".join(over))
+                elif not quota_breaches(quota, req, holding):
                     check_request_transition(req.state, RequestState.AUTO_APPROVED)
                     row.state = RequestState.AUTO_APPROVED.value
                     self._audit(s, at=now, actor="quota", kind="request", subject=req.id,
@@ -547,6 +608,21 @@ class SqlStore:
                         action=f"{req.state}->{RequestState.REQUESTED}",
                         reason="held before launch: " + "; ".join(breaches))
             return _to_request(row)
+
+    def _budget_breaches(self, s: Session, quota: QuotaCheck, now: Timestamp) -> list[str]:
+        """The words of every budget check of ``quota`` that the request (with the approved
+        requests not launched yet) would not fit under; read under the budgets' locks."""
+        if not quota.budgets:
+            return []
+        live = self._live_rows(s)
+        pending = [_to_request(r) for r in s.scalars(
+            select(OnDemandRequestRow).where(OnDemandRequestRow.state.in_([str(x) for x in PENDING_STATES])))]
+        out = []
+        for i, check in enumerate(quota.budgets):
+            wait = dataclasses.replace(check, asked_usd=check.asked_usd + pending_usd(check, pending, quota.offers))
+            if budget_breach(wait, self._ledger_usd(s, check), live, now) is not None:
+                out.append(quota.budget_reasons[i] if i < len(quota.budget_reasons) else f"budget {check.scope}")
+        return out
 
     def _lock_quota(self, s: Session, req: OnDemandRequest) -> None:
         for scope in lock_scopes(req):
@@ -729,6 +805,21 @@ class SqlStore:
                 s, UserSettingRow, {"user": user, "key": key, "value": value, "updated_at": now}, user, key
             )
             row.value, row.updated_at = value, now
+
+    def change_user_setting(
+        self, user: str, key: str, change: Callable[[str | None], str], *, now: Timestamp
+    ) -> str:
+        with self._write() as s:
+            # Lock the row, or (when unset) a lock row of its own: the first two writers of a
+            # setting that does not exist yet must not both read None.
+            self._ensure_locked(s, BudgetLockRow, {"scope": f"setting:{user}:{key}"}, f"setting:{user}:{key}")
+            row = self._locked(s, UserSettingRow, user, key)
+            value = change(None if row is None else row.value)
+            if row is None:
+                s.add(UserSettingRow(user=user, key=key, value=value, updated_at=now))
+            else:
+                row.value, row.updated_at = value, now
+            return value
 
     def get_user_setting(self, user: str, key: str) -> str | None:
         with self._read() as s:

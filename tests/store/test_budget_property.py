@@ -1,9 +1,14 @@
 """Issue 13, budget property: whatever the interleaving of ticks, concurrent on-demand launches
-(the controller's launch of an approved request), boots, releases, time limits and raised caps,
-spend plus what live instances are still committed to cost never exceeds a hard cap.
+(the controller's launch of an approved request) and extensions of running instances, boots,
+releases, time limits, raised caps and concurrent ``budget set`` calls (which may lower a cap below
+what is committed: running work is never stopped), no launch or extension takes spend plus what
+live instances are still committed to cost past a hard cap (nor further past it, when a cap was
+lowered), and no concurrent ``budget set`` is lost.
 
 The launches go through the production path: :meth:`burst.budgets.BudgetBook.checks_for` (the
-executor's ``budget_for``) and ``Store.create_intent``, several at once from threads with a
+executor's ``budget_for``) and ``Store.create_intent``; the extensions through
+:meth:`burst.budgets.BudgetBook.extend_checks` and ``Store.extend_instance`` (the service's
+extend); the sets through :meth:`burst.budgets.BudgetBook.set_limit`; several at once from threads with a
 store each (as separate controller processes would) on real PostgreSQL and SQLite, and in turn on
 the memory store. The invariant is computed here from first principles (ledger rows, and each
 live instance's price up to its time limit plus the termination lag), not with the code under
@@ -23,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from burst.budgets import BudgetBook
+from burst.budgets import BudgetBook, BudgetInputError
 from burst.config import BudgetSettings
 from burst.domain import Instance, InstanceState, Launch, Market, Offer, Purpose, day_start, month_start
 from burst.errors import BudgetExceeded
@@ -59,9 +64,18 @@ def offer(price: float) -> Offer:
 
 @dataclass(frozen=True)
 class LaunchMany:
-    """k on-demand launches released together (approved requests of several users/controllers)."""
+    """k on-demand launches and extensions released together (approved requests of several
+    users/controllers, and users extending their running instances)."""
 
     who: tuple[tuple[int, int, int], ...]  # (team index, price index, hours index) each
+    extend: tuple[tuple[int, int], ...] = ()  # (running instance pick, hours index) each
+
+
+@dataclass(frozen=True)
+class SetMany:
+    """Admins' ``budget set`` calls released together: (budget, level, dollars) each."""
+
+    sets: tuple[tuple[str, str, float], ...]
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,10 @@ class Raise:
 
 steps = st.one_of(
     st.builds(LaunchMany, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3)),
-                                   min_size=1, max_size=4).map(tuple)),
+                                   min_size=1, max_size=4).map(tuple),
+              st.lists(st.tuples(st.integers(0, 50), st.integers(0, 3)), max_size=2).map(tuple)),
+    st.builds(SetMany, st.lists(st.tuples(st.sampled_from(sorted(CAPS)), st.sampled_from(("soft", "hard", "hard")),
+                                          st.floats(1.0, 50.0)), min_size=1, max_size=3).map(tuple)),
     st.builds(Boot, st.integers(0, 50)),
     st.builds(Release, st.integers(0, 50)),
     st.builds(Tick, st.floats(1.0, 5 * 3600.0), st.floats(0.0, LATE_S)),
@@ -107,6 +124,13 @@ class World:
     ids: itertools.count[int] = field(default_factory=itertools.count)
     launched: int = 0
     refused: int = 0
+    extended: int = 0
+    ext_refused: int = 0
+    sets: int = 0
+    set_refused: int = 0
+    # Per budget, the most it may hold: its cap, or what was already committed when a cap was
+    # lowered below it (running work is never stopped; it only must not grow).
+    ceiling: dict[str, float] = field(default_factory=lambda: dict(CAPS))
 
     @property
     def store(self) -> Store:
@@ -116,6 +140,14 @@ class World:
         return BudgetBook(store, budget_settings(), project_s=PROJECT_S, late_s=LATE_S)
 
     def launch_many(self, step: LaunchMany) -> None:
+        extends: list[tuple[Instance, float]] = []
+        for pick, h in step.extend:  # a user extends a running instance (one still planned boots first)
+            inst = self._pick(pick, {InstanceState.PLANNED, InstanceState.RUNNING})
+            if inst is not None and inst.state is InstanceState.PLANNED:
+                self.boot(Boot(0), inst)
+                inst = self.store.get_instance(inst.id)
+            if inst is not None and inst.state is InstanceState.RUNNING:
+                extends.append((inst, HOURS[h]))
         launches = []
         for team_i, price_i, hours_i in step.who:
             n = next(self.ids)
@@ -124,10 +156,30 @@ class World:
                 owner=f"u{n}", team=TEAMS[team_i], request_id=f"r-{n}",
                 expires_at=self.now + HOURS[hours_i] * 3600.0 + MARGIN_S,
             ))
-        barrier = threading.Barrier(len(launches))
+        barrier = threading.Barrier(len(launches) + len(extends))
         errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def extend(j: int) -> None:
+            store = self.stores[(len(launches) + j) % len(self.stores)]
+            inst, hours = extends[j]
+            checks = self.book(store).extend_checks(inst.team, self.now, soft=False)
+            barrier.wait()
+            try:
+                store.extend_instance(inst.id, hours * 3600.0, now=self.now, actor=inst.owner, reason="extended",
+                                      budget=checks)
+                with lock:
+                    self.extended += 1
+            except BudgetExceeded:
+                with lock:
+                    self.ext_refused += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
 
         def one(i: int) -> None:
+            if i >= len(launches):
+                extend(i - len(launches))
+                return
             store = self.stores[i % len(self.stores)]
             a = launches[i]
             inst = Instance(
@@ -139,13 +191,15 @@ class World:
             try:
                 store.create_intent(inst, now=self.now, actor="controller", reason=a.reason,
                                     budget=self.book(store).checks_for(a, self.now))
-                self.launched += 1
+                with lock:
+                    self.launched += 1
             except BudgetExceeded:
-                self.refused += 1
+                with lock:
+                    self.refused += 1
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(launches))]
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(launches) + len(extends))]
         for t in threads:
             t.start()
         for t in threads:
@@ -156,8 +210,8 @@ class World:
         live = [i for i in self.store.live_instances() if i.state in states]
         return live[pick % len(live)] if live else None
 
-    def boot(self, step: Boot) -> None:
-        inst = self._pick(step.pick, {InstanceState.PLANNED})
+    def boot(self, step: Boot, inst: Instance | None = None) -> None:
+        inst = inst or self._pick(step.pick, {InstanceState.PLANNED})
         if inst is None:
             return
         s = self.store
@@ -192,6 +246,48 @@ class World:
     def raise_cap(self, step: Raise) -> None:
         self.caps[step.budget] += step.usd
         self.book(self.store).set_limit("admin", step.budget, "hard", f"{self.caps[step.budget]:.6f}", now=self.now)
+        self.ceiling[step.budget] = max(self.caps[step.budget], self.committed()[step.budget])
+
+    def set_many(self, step: SetMany) -> None:
+        """Concurrent sets from separate stores: each that was not refused is in force unless
+        another of the same budget and level came with it (then one of theirs is)."""
+        barrier = threading.Barrier(len(step.sets))
+        done: list[tuple[str, str, float]] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            name, level, usd = step.sets[i]
+            book = self.book(self.stores[i % len(self.stores)])
+            barrier.wait()
+            try:
+                book.set_limit("admin", name, level, f"{usd:.6f}", now=self.now)
+                with lock:
+                    done.append(step.sets[i])
+            except BudgetInputError:  # a soft level above the hard cap, or the reverse: refused
+                with lock:
+                    self.set_refused += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(step.sets))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        self.sets += len(done)
+        now = {lim.name: lim for lim in self.book(self.store).limits()}
+        for name, level, _ in done:
+            got = getattr(now[name], f"{level}_usd")
+            assert any(round(u, 6) == round(got, 6) for n, lv, u in done if (n, lv) == (name, level)), (
+                f"{name} {level}: a concurrent set was lost ({got} in force; sets {done})")
+        committed = self.committed()
+        for name in CAPS:
+            cap = now[name].hard_usd
+            if cap != self.caps[name]:
+                self.caps[name] = cap
+                self.ceiling[name] = max(cap, committed[name])
 
     def apply(self, step: object) -> None:
         if isinstance(step, LaunchMany):
@@ -204,28 +300,41 @@ class World:
             self.tick(step)
         elif isinstance(step, Raise):
             self.raise_cap(step)
+        elif isinstance(step, SetMany):
+            self.set_many(step)
 
     # ---- the invariant, from first principles -------------------------------------------------
-    def check(self) -> None:
+    def committed(self) -> dict[str, float]:
+        """Per budget: its ledger this period plus each live instance's price from its launch (or
+        intent) to its time limit plus the termination lag."""
         team_of = {"b-one": "b", "b-two": "b"}
         starts = {"month": month_start(self.now), "day": day_start(self.now)}
         entries = self.store.spend_entries(since=min(starts.values()))
         live = self.store.live_instances()
-        for name, cap in self.caps.items():
+        out = {}
+        for name in CAPS:
             scope, _, period = name.rpartition(":")
             team = scope.removeprefix("team:") if scope != "site" else ""
 
             def mine(t: str, team: str = team) -> bool:
                 return not team or team_of.get(t, t) == team
 
-            spent = sum(e.usd for e in entries if e.end >= starts[period] and mine(e.team))
-            committed = 0.0
+            total = sum(e.usd for e in entries if e.end >= starts[period] and mine(e.team))
             for i in live:
                 if mine(i.team):
                     assert i.expires_at is not None
                     start = i.launched_at if i.launched_at is not None else i.created_at
-                    committed += max(60.0, max(i.expires_at + LATE_S, self.now) - start) * i.price_per_hour / 3600.0
-            assert spent + committed <= cap + 1e-6, f"{name}: spent {spent:.4f} + committed {committed:.4f} > cap {cap}"
+                    total += max(60.0, max(i.expires_at + LATE_S, self.now) - start) * i.price_per_hour / 3600.0
+            out[name] = total
+        return out
+
+    def check(self) -> None:
+        """Nothing is committed past a cap; past a lowered one, never more than when it was
+        lowered. The ceiling comes down to the cap as work ends and never goes back up."""
+        for name, total in self.committed().items():
+            assert total <= self.ceiling[name] + 1e-6, (
+                f"{name}: committed {total:.4f} > cap {self.caps[name]} (ceiling {self.ceiling[name]:.4f})")
+            self.ceiling[name] = max(self.caps[name], min(self.ceiling[name], total))
 
 
 def run(world: World, plan: list[object]) -> None:
@@ -239,11 +348,9 @@ COUNTS: dict[str, list[int]] = {}
 
 
 def _count(kind: str, w: World, n_steps: int) -> None:
-    c = COUNTS.setdefault(kind, [0, 0, 0, 0])
-    c[0] += 1
-    c[1] += n_steps
-    c[2] += w.launched
-    c[3] += w.refused
+    c = COUNTS.setdefault(kind, [0] * 8)
+    for k, v in enumerate((1, n_steps, w.launched, w.refused, w.extended, w.ext_refused, w.sets, w.set_refused)):
+        c[k] += v
 
 
 # ---- memory store: many examples ---------------------------------------------------------------
@@ -311,6 +418,7 @@ def test_concurrent_launches_against_a_small_cap_admit_only_what_fits(sql_url: s
 
 def teardown_module() -> None:
     """Print the counts the issue asks for (run with -s to see them)."""
-    for kind, (examples, n_steps, launched, refused) in sorted(COUNTS.items()):
+    for kind, (examples, n_steps, launched, refused, ext, ext_refused, sets, set_refused) in sorted(COUNTS.items()):
         print(f"budget property [{kind}]: {examples} interleavings, {n_steps} steps, "
-              f"{launched} launches admitted, {refused} refused at a hard cap")
+              f"{launched} launches admitted, {refused} refused at a hard cap; {ext} extensions admitted, "
+              f"{ext_refused} refused; {sets} budget sets, {set_refused} refused (soft above hard)")
