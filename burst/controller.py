@@ -65,6 +65,7 @@ from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
 from policies.grand_challenge import ChallengeSettings, overflow_view
+from policies.pending_index import PendingIndex, index_for
 from policies.reconcile import (
     NOTHING,
     BootSample,
@@ -199,6 +200,10 @@ class Controller:
         # Spot offer key -> [reclaims, instance-hours] seen by this controller (the reclaim
         # factor's evidence, policies/spot.py). In memory: a restart starts again from the prior.
         self._reclaims: dict[str, list[float]] = {}
+        # The pending queue's replay order and may-burst counts (policies/pending_index.py),
+        # reused while the queue source hands back the same pending tuple. It holds only that
+        # tuple, which the last TickResult's snapshot holds anyway.
+        self._pending_index: PendingIndex | None = None
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -483,6 +488,7 @@ class Controller:
                 day_cap_usd=self.caps.day_usd,
             )
         backoffs = self.store.backoffs(now)
+        self._pending_index = index_for(pending, self._pending_index)
         return Snapshot(
             now=now,
             cluster=self.cluster,
@@ -499,6 +505,7 @@ class Controller:
             requests=tuple(self.store.requests(states=ACTIVE_REQUEST_STATES)),
             reclaims=self.reclaim_history() if self._reclaims else {},
             team_gpu_hours=self._team_gpu_hours(now),
+            pending_index=self._pending_index,
         )
 
     def _team_gpu_hours(self, now: Timestamp) -> Mapping[str, float]:

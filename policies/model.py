@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
 from policies.fairness import FairnessConfig
+from policies.pending_index import PendingIndex
 from policies.spot import ReclaimCostModel, ReclaimHistory
 
 
@@ -51,6 +52,9 @@ class Snapshot:
     # burst GPU-hours of *ended* overflow instances per team within the fairness window (the
     # ledger side of fair share; live instances are in ``instances``). Empty without teams.
     team_gpu_hours: Mapping[str, float] = field(default_factory=_empty)
+    # The pending queue's order and may-burst counts, kept by the controller from a tick that saw
+    # the same pending tuple (policies/pending_index.py); None: the overflow pass computes them.
+    pending_index: PendingIndex | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
