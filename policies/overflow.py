@@ -124,6 +124,9 @@ def build_pools(
     by_instance: dict[str, Instance] = {i.id: i for i in instances}
     node_of: set[str] = set()
     free_onprem: dict[tuple[int, str], int] = {}
+    # Joined nodes counted per kind, then added one kind at a time: the pool's buckets get the
+    # same keys in the same order as adding node by node (first occurrence), for far fewer adds.
+    free_joined: dict[tuple[str, str, int, str, int], int] = {}
     for n in nodes:
         if n.instance_id:
             inst = by_instance.get(n.instance_id)
@@ -145,17 +148,18 @@ def build_pools(
                 if inst is not None and inst.for_jobs and inst.for_jobs[0] in running_ids:
                     stray_holds.append(inst.id)
                 continue
-            loc, model = (
-                joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model)
-                if inst is not None
-                else joined_key("cloud", "?", n.gpus, n.gpu_model)
-            )
-            joined.add(n.gpus_free, loc, model)
+            free = n.gpus_free
+            if free > 0:
+                kind = (inst.cloud, inst.region, n.gpus, n.gpu_model, free) if inst is not None else ("cloud", "?", n.gpus, n.gpu_model, free)
+                free_joined[kind] = free_joined.get(kind, 0) + 1
         elif n.schedulable and n.gpus > n.gpus_used:
             key = (n.gpus - n.gpus_used, n.gpu_model)
             free_onprem[key] = free_onprem.get(key, 0) + 1
     for (free, model), c in free_onprem.items():  # one add per kind of node, not per node
         onprem.add(free, ONPREM, model, c)
+    for (cloud, region, gpus, model, free), c in free_joined.items():
+        loc, m = joined_key(cloud, region, gpus, model)
+        joined.add(free, loc, m, c)
     for i in instances:
         if i.purpose is Purpose.ON_DEMAND:
             continue  # a user's own instance: never capacity for queued work

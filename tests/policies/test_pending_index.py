@@ -1,6 +1,7 @@
 """The pending index (policies/pending_index.py) kept between ticks decides exactly what the
 overflow pass decides without it, first use or reused; the controller keeps it while the queue
-source hands back the same pending tuple and drops it when the tuple changes.
+source hands back the same pending tuple and drops it when the tuple changes. Also: the joined
+pool that build_pools counts per kind of node is the pool it built node by node.
 
 The equivalence is a contract like test_overflow_fast_path.py's: random small snapshots checked
 field by field against the full walk, with the index used once and then again (its order,
@@ -15,13 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from burst.controller import Controller
-from burst.domain import Job, Node, QueueSnapshot
+from burst.domain import GANG_HOLD_LABEL, InstanceState, Job, Node, Purpose, QueueSnapshot
 from burst.sim.clock import VirtualClock
 from burst.sim.cloud import SimProvider
 from burst.store.memory import MemoryStore
 from policies import decide
 from policies.model import PolicyConfig
-from policies.overflow import select_overflow
+from policies.overflow import build_pools, joined_key, select_overflow
+from policies.packing import SlotPool
 from policies.pending_index import PendingIndex, index_for
 from tests.policies.helpers import MIN, NOW, job, snap
 from tests.policies.test_overflow_fast_path import OFFERS, _same, worlds
@@ -123,3 +125,36 @@ def test_controller_keeps_the_index_while_the_queue_tuple_is_the_same() -> None:
     third = ctl.tick(NOW + 60).snapshot
     assert third is not None and third.pending_index is not first.pending_index
     assert third.pending_index is not None and third.pending_index.describes(q.snap.pending)
+
+
+def _joined_node_by_node(nodes: tuple[Node, ...], instances: tuple, pending_gangs: frozenset[str]) -> SlotPool:  # type: ignore[type-arg]
+    """The joined pool as build_pools made it before it counted per kind: one add per node."""
+    pool = SlotPool()
+    by_id = {i.id: i for i in instances}
+    for n in nodes:
+        if not n.instance_id:
+            continue
+        inst = by_id.get(n.instance_id)
+        if inst is not None and (inst.state is InstanceState.DRAINING or inst.purpose is Purpose.ON_DEMAND):
+            continue
+        held = GANG_HOLD_LABEL in n.labels
+        if (inst is not None and inst.gang_id and inst.for_jobs and inst.for_jobs[0] in pending_gangs
+                and n.schedulable and n.idle and inst.state is InstanceState.JOINED):
+            continue
+        if held:
+            continue
+        loc, model = joined_key(inst.cloud, inst.region, n.gpus, n.gpu_model) if inst is not None else joined_key("cloud", "?", n.gpus, n.gpu_model)
+        pool.add(n.gpus_free, loc, model)
+    return pool
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_joined_pool_counted_per_kind_is_the_node_by_node_pool(world) -> None:  # type: ignore[no-untyped-def]
+    """Same buckets, same keys in the same order (first fit walks them in that order)."""
+    pending, nodes, instances, _running, _cfg = world
+    gangs = frozenset(j.id for j in pending if j.is_gang)
+    got = build_pools(nodes, instances, gangs).joined
+    want = _joined_node_by_node(nodes, instances, gangs)
+    assert [(k, list(b.items())) for k, b in got.buckets.items()] == [(k, list(b.items())) for k, b in want.buckets.items()]
+    assert (got.total, got.max_free) == (want.total, want.max_free)
