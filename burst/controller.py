@@ -68,6 +68,7 @@ from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
 from policies.grand_challenge import ChallengeSettings, overflow_view
 from policies.overflow import base_threshold, threshold_for
+from policies.pending_index import PendingIndex, index_for
 from policies.reconcile import (
     NOTHING,
     BootSample,
@@ -212,6 +213,10 @@ class Controller:
         # Run times of the jobs seen finishing (burst/durations.py): overflow predicts on-prem
         # starts from them. In memory: a restart learns again.
         self.durations = DurationLearner()
+        # The pending queue's replay order and may-burst counts (policies/pending_index.py),
+        # reused while the queue source hands back the same pending tuple. It holds only that
+        # tuple, which the last TickResult's snapshot holds anyway.
+        self._pending_index: PendingIndex | None = None
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -544,6 +549,7 @@ class Controller:
                 day_cap_usd=self.caps.day_usd,
             )
         backoffs = self.store.backoffs(now)
+        self._pending_index = index_for(pending, self._pending_index)
         return Snapshot(
             now=now,
             cluster=self.cluster,
@@ -561,6 +567,7 @@ class Controller:
             reclaims=self.reclaim_history() if self._reclaims else {},
             team_gpu_hours=self._team_gpu_hours(now),
             durations=self.durations.model() if self.policy.overflow.predict_starts else None,
+            pending_index=self._pending_index,
         )
 
     def _team_gpu_hours(self, now: Timestamp) -> Mapping[str, float]:

@@ -78,7 +78,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
-        limit=room * widest, durations=snap.durations,
+        limit=room * widest, durations=snap.durations, index=snap.pending_index,
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)
@@ -185,9 +185,12 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         bins, unplaceable = pack_small_jobs(
             small, rank_small, pack=cfg.selection.pack, min_saving=cfg.selection.pack_min_saving
         )
-        planned: list[tuple[float, list[Launch]]] = []
+        # Groups are planned cheaply (an id, a size, a builder) and their Launches built only for
+        # the groups the limits let through: a tick plans up to room x widest jobs but launches
+        # at most room instances, and building a Launch (its id and reason) is most of the cost.
+        groups: list[_Group] = []
         for b in bins:
-            planned.append((min(j.submit_time for j in b.jobs), [_launch(snap, b, ov.threshold_s)]))
+            groups.append(_Group(snap, b, ov.threshold_s, min(j.submit_time for j in b.jobs), 1))
         for g, where, missing in ov.gang_topups[: room]:
             exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
             here = [
@@ -199,9 +202,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 gangs.append(g)  # nothing left to buy in that region: a whole gang elsewhere
                 continue
             gang_id = deterministic_id(snap.cluster, "gang", repr(now), g.id, here[0].key, "topup", prefix="g")
-            planned.append(
-                (g.submit_time, [_launch(snap, Bin(here[0], (g,)), ov.threshold_s, gang_id=gang_id, index=k) for k in range(missing)])
-            )
+            groups.append(_Group(snap, Bin(here[0], (g,)), ov.threshold_s, g.submit_time, missing, gang_id))
         for g in gangs:
             exact = max(cfg.selection.gang_gpus_per_node, g.per_node)
             offers = ranker(Need(g.per_node, g.gpu_model, g.min_gpu_memory_gib, exact, allow_spot))
@@ -210,14 +211,12 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
                 continue
             offer = offers[0]
             gang_id = deterministic_id(snap.cluster, "gang", repr(now), g.id, offer.key, prefix="g")
-            group = [
-                _launch(snap, Bin(offer, (g,)), ov.threshold_s, gang_id=gang_id, index=k) for k in range(g.nodes)
-            ]
-            planned.append((g.submit_time, group))
-        planned.sort(key=lambda p: (p[0], p[1][0].intent_id))
+            groups.append(_Group(snap, Bin(offer, (g,)), ov.threshold_s, g.submit_time, g.nodes, gang_id))
+        groups = _in_order(groups)
         if cfg.fairness.enabled:  # teams configured: fair share and team limits (policies/fairness.py)
-            planned, fair_notes = order_planned(planned, considered, snap, cfg.fairness)
+            planned, fair_notes = order_planned([(gr.submit, gr.build()) for gr in groups], considered, snap, cfg.fairness)
             notes.extend(fair_notes)
+            groups = [_Group.built(group) for _, group in planned]
         for j in unplaceable:
             notes.append(f"no eligible offer for {j.id} ({j.gpus} GPU {j.gpu_model or 'any'}); all backed off or filtered")
 
@@ -225,16 +224,16 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         live = len(snap.instances)
         cloud_gpus = sum(i.gpus for i in snap.instances)
         budget_slots = cfg.overflow.max_launches_per_tick
-        for _, group in planned:
-            n = len(group)
-            g_gpus = sum(lc.offer.gpu_count for lc in group)
+        for gr in groups:
+            n = gr.size
+            g_gpus = gr.gpus
             if n > budget_slots or live + n > cfg.overflow.max_instances or cloud_gpus + g_gpus > cfg.overflow.max_cloud_gpus:
-                notes.append(f"limit reached: {group[0].for_jobs[0]} waits (fleet {live} instances, {cloud_gpus} GPUs)")
+                notes.append(f"limit reached: {gr.first_job} waits (fleet {live} instances, {cloud_gpus} GPUs)")
                 continue
             budget_slots -= n
             live += n
             cloud_gpus += g_gpus
-            launches.extend(group)
+            launches.extend(gr.build())
 
         # 5. budget ------------------------------------------------------------------------------
         br = admit(launches, snap.spend, cfg.budget)
@@ -292,10 +291,78 @@ def _widest(offers: tuple[Offer, ...]) -> int:
     return w
 
 
+class _Group:
+    """Launches planned together (one bin, or every node of a gang), not built yet: what the
+    ordering and the limits need (oldest submit time, the first launch's intent id, size, GPUs,
+    first job) without the Launches, which :meth:`build` makes for the groups the limits keep.
+    ``built`` wraps Launches already made (the fair-share reordering works on those)."""
+
+    __slots__ = ("snap", "bin", "threshold", "submit", "size", "gang_id", "_first_id", "_launches")
+
+    def __init__(self, snap: Snapshot, b: Bin, threshold: float, submit: float, size: int, gang_id: str = "") -> None:
+        self.snap, self.bin, self.threshold, self.submit, self.size, self.gang_id = snap, b, threshold, submit, size, gang_id
+        self._first_id: str | None = None
+        self._launches: list[Launch] | None = None
+
+    @classmethod
+    def built(cls, launches: list[Launch]) -> _Group:
+        first = launches[0]
+        g = cls.__new__(cls)
+        g.snap, g.bin, g.threshold, g.submit, g.size, g.gang_id = None, None, 0.0, 0.0, len(launches), first.gang_id  # type: ignore[assignment]
+        g._first_id, g._launches = first.intent_id, launches
+        return g
+
+    @property
+    def first_id(self) -> str:
+        """Intent id of the group's first launch (the tie-break between equal submit times)."""
+        if self._first_id is None:
+            self._first_id = _intent_id(self.snap, self.bin, 0)
+        return self._first_id
+
+    @property
+    def gpus(self) -> int:
+        if self._launches is not None:
+            return sum(lc.offer.gpu_count for lc in self._launches)
+        return self.size * self.bin.offer.gpu_count
+
+    @property
+    def first_job(self) -> str:
+        if self._launches is not None:
+            return self._launches[0].for_jobs[0]
+        return self.bin.jobs[0].id
+
+    def build(self) -> list[Launch]:
+        if self._launches is None:
+            self._launches = [
+                _launch(self.snap, self.bin, self.threshold, gang_id=self.gang_id, index=k) for k in range(self.size)
+            ]
+        return self._launches
+
+
+def _in_order(groups: list[_Group]) -> list[_Group]:
+    """Sorted by (oldest submit time, first intent id), the plan's order. The intent id is
+    computed only where submit times tie: a stable sort by time, then each run of equal times
+    sorted by id, is the same order as one sort by the pair."""
+    groups = sorted(groups, key=lambda g: g.submit)
+    out: list[_Group] = []
+    i, n = 0, len(groups)
+    while i < n:
+        j = i + 1
+        while j < n and groups[j].submit == groups[i].submit:
+            j += 1
+        out.extend(groups[i:j] if j - i == 1 else sorted(groups[i:j], key=lambda g: g.first_id))
+        i = j
+    return out
+
+
+def _intent_id(snap: Snapshot, b: Bin, index: int) -> str:
+    return deterministic_id(snap.cluster, "overflow", repr(snap.now), b.offer.key, str(index), *(j.id for j in b.jobs))
+
+
 def _launch(snap: Snapshot, b: Bin, threshold: float, *, gang_id: str = "", index: int = 0) -> Launch:
     job_ids = tuple(j.id for j in b.jobs)
     first = b.jobs[0]
-    iid = deterministic_id(snap.cluster, "overflow", repr(snap.now), b.offer.key, str(index), *job_ids)
+    iid = _intent_id(snap, b, index)
     return Launch(
         intent_id=iid,
         offer=b.offer,

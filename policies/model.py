@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
 from policies.fairness import FairnessConfig
+from policies.pending_index import PendingIndex
 from policies.remaining import DurationModel
 from policies.spot import ReclaimCostModel, ReclaimHistory
 
@@ -55,6 +56,9 @@ class Snapshot:
     # Run times of finished jobs, learnt online by the controller (burst/durations.py); None:
     # no predictor, on-prem starts are not predicted (policies/forecast.py).
     durations: DurationModel | None = None
+    # The pending queue's order and may-burst counts, kept by the controller from a tick that saw
+    # the same pending tuple (policies/pending_index.py); None: the overflow pass computes them.
+    pending_index: PendingIndex | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
