@@ -302,8 +302,14 @@ def test_spec_image_and_describe(standin: ArmStandin) -> None:
 def test_a_create_nobody_polls_still_finishes(standin: ArmStandin) -> None:
     """A controller killed while waiting for a create: the next one finds the VM pending, and it
     becomes running as the cloud is watched (the stand-in progresses on reads, as ARM would in time)."""
-    standin.slow(3)
-    provider = make_provider(standin, launch_wait_s=0.0)
+    # The SDK polls the operation in a thread of its own; with no interval between polls it could
+    # use up a few polls before launch() looks (a loaded machine: CI 2026-12-03). A 30 s interval
+    # (the SDK polls once at once, then waits) and 6 polls to go leave the rest to the reads below,
+    # as for a controller killed mid-create.
+    standin.slow(6)
+    provider = make_provider(standin, launch_wait_s=0.0, lro_polling_interval_s=30.0)
     assert provider.launch(make_spec("b-orphan-op", azure_offer())).state is CloudState.PENDING
-    states = [make_provider(standin).find("b-orphan-op").state for _ in range(3)]  # type: ignore[union-attr]
+    states: list[CloudState] = []
+    while len(states) < 8 and CloudState.RUNNING not in states:
+        states.append(make_provider(standin).find("b-orphan-op").state)  # type: ignore[union-attr]
     assert states[-1] is CloudState.RUNNING and standin.state.created == 1
