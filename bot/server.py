@@ -7,7 +7,11 @@ request threads. The app is built in each worker after the fork by a factory
 (:class:`bot.runtime.BotFactory`), so no database connection crosses a fork. Bolt runs with
 ``process_before_response=True``: the ack listener runs in the request's own thread and its
 result is the HTTP response; lazy listeners go to the worker's lazy pool after that. Behind a
-TLS-terminating proxy (Slack requires HTTPS). ``burst bot serve`` starts it.
+TLS-terminating proxy (Slack requires HTTPS). ``burst bot serve`` starts it. gunicorn has no
+deadline for a request's line and headers (a client that sends a byte of them now and then holds a
+request thread for ever; its ``timeout`` is the worker's heartbeat, which gthread's main loop keeps
+beating): :func:`header_deadline_worker` adds one (see there); the body's deadline is the front
+door's.
 
 HTTP, tests: :class:`HttpServer`, the same WSGI app behind the standard library's ``wsgiref``
 server made threaded with ``ThreadingMixIn``, in-process and on any free port.
@@ -29,7 +33,7 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.frontdoor import FrontDoor, Limits
+from bot.frontdoor import FrontDoor, Limits, Watchdog
 from burst.logsafe import install_safe_logging
 
 log = logging.getLogger("burst.bot")
@@ -100,17 +104,66 @@ class HttpServer:
             self._thread.join(timeout=5)
 
 
+# The header deadline of this process's connections: one watchdog thread (started at its first
+# arm, so in the worker after the fork), and the token of the deadline armed for the connection a
+# request thread is reading, which the WSGI app disarms as it starts (the headers are in by then).
+_HEADER_WATCHDOG = Watchdog()
+_HEADER_DEADLINE = threading.local()
+
+
+def _headers_in() -> None:
+    token = getattr(_HEADER_DEADLINE, "token", None)
+    if token is not None:
+        _HEADER_DEADLINE.token = None
+        _HEADER_WATCHDOG.disarm(token)
+
+
+def header_deadline_worker(timeout_s: float) -> type:
+    """gunicorn's ``gthread`` worker with a deadline on each request's line and headers: when a
+    request thread takes a connection, its read side is shut (the front door's :class:`Watchdog`)
+    unless the request reaches the WSGI app within ``timeout_s``; the parser then sees the end of
+    the stream and gunicorn closes the connection (logged at debug level, no response: the client
+    never finished a request). So a client that sends its headers a byte at a time, or a part of
+    them and then nothing, holds a thread for ``timeout_s`` at most, and any number of them cannot
+    stop the bot (gunicorn 27's own guard covers only a connection that sends nothing at all, for
+    5 s). A kept-alive connection's next request gets a deadline of its own. The body's deadline
+    is the front door's (``read_timeout_s``), armed when the app starts."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class HeaderDeadlineWorker(ThreadWorker):
+        def handle(self, conn: Any) -> Any:
+            _HEADER_DEADLINE.token = _HEADER_WATCHDOG.arm(conn.sock, timeout_s)
+            try:
+                return super().handle(conn)
+            finally:
+                _headers_in()  # the app never ran (a bad request line, a client gone): disarm
+
+    HeaderDeadlineWorker.__qualname__ = HeaderDeadlineWorker.__name__
+    return HeaderDeadlineWorker
+
+
+def _disarming_headers(app: Any) -> Any:
+    """The WSGI app, first disarming the header deadline of the connection it is called for."""
+
+    def run(environ: dict[str, Any], start_response: Any) -> Any:
+        _headers_in()
+        return app(environ, start_response)
+
+    return run
+
+
 def gunicorn_options(
     host: str = "127.0.0.1", port: int = 3000, *, workers: int = 2, threads: int = 16, timeout_s: int = 30,
-    log_level: str = "info",
+    log_level: str = "info", header_timeout_s: float = Limits().read_timeout_s,
 ) -> dict[str, Any]:
-    """Settings for :func:`gunicorn_application` (gunicorn's names)."""
+    """Settings for :func:`gunicorn_application` (gunicorn's names). ``header_timeout_s``: a
+    request's line and headers must arrive within this (:func:`header_deadline_worker`)."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {
         "bind": [bind],
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": header_deadline_worker(header_timeout_s),  # gthread, with a header deadline
         "timeout": timeout_s,
         "graceful_timeout": 10,
         "keepalive": 5,
@@ -138,7 +191,7 @@ def gunicorn_application(wsgi_factory: Callable[[], Any], options: dict[str, Any
         def load(self) -> Any:
             # In the worker: gunicorn's own log lines get the same escaping as the app's.
             install_safe_logging(logging.getLogger("gunicorn.error"))
-            return wsgi_factory()
+            return _disarming_headers(wsgi_factory())
 
     return _App()
 

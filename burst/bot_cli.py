@@ -112,10 +112,14 @@ def serve(
     if not path.startswith("/"):
         _fail(f"--path: must start with '/', got {path!r}")
     factory = _prepare(config, "SLACK_BOT_TOKEN", slack_api_url, lazy_workers, signing_secret=True)
+    from bot.runtime import bot_settings, load_burst_config
     from bot.server import gunicorn_application, gunicorn_options
 
     log.info("burst bot: http://%s:%d%s, %d worker(s) x %d thread(s)", host, port, path, workers, threads)
-    opts = gunicorn_options(host, port, workers=workers, threads=threads, log_level=log_level.lower())
+    # a request's line and headers get the same deadline as its body (slack.http_read_timeout_s)
+    read_timeout_s = bot_settings(load_burst_config(factory.config_path).slack).http_read_timeout_s
+    opts = gunicorn_options(host, port, workers=workers, threads=threads, log_level=log_level.lower(),
+                            header_timeout_s=read_timeout_s)
     gunicorn_application(functools.partial(factory.wsgi, path), opts).run()
 
 

@@ -177,6 +177,10 @@ class ChallengeRunner:
         self.store.audit(at=now, actor=self.actor, kind="challenge", subject=cid, action=action, reason=reason,
                          data={"jobs": list(jobs)} if jobs else None)
 
+    def _held_recorded(self, cid: str) -> set[str]:
+        rows = self.store.audit_rows(subject=cid, kind="challenge", limit=100_000)
+        return {j for r in rows if r.action == "hold" for j in (r.data or {}).get("jobs", [])}
+
     def _notify(self, audience: str, text: str) -> bool:
         if self.notifier is None:
             return False
@@ -213,8 +217,17 @@ class ChallengeRunner:
             self._audit(a.challenge_id, now, "checkpoint", a.reason, a.job_ids)
             crash_point("between-signal-and-hold")
         elif isinstance(a, Hold):
+            # The record first, once per job: a process killed between the call and a record
+            # written after it left held jobs with none (the next tick sees them held and never
+            # holds them again). A job recorded whose call never took effect is held again on a
+            # later tick (it still runs), recorded as "hold-again".
+            recorded = self._held_recorded(a.challenge_id)
+            first = [j for j in a.job_ids if j not in recorded]
+            if first:
+                self._audit(a.challenge_id, now, "hold", a.reason, first)
+            if len(first) < len(a.job_ids):
+                self._audit(a.challenge_id, now, "hold-again", a.reason, [j for j in a.job_ids if j in recorded])
             self.queue.hold(a.job_ids)
-            self._audit(a.challenge_id, now, "hold", a.reason, a.job_ids)
             crash_point("after-hold")
         elif isinstance(a, ReleaseJobs):
             for jid, prio in zip(a.job_ids, a.priorities, strict=True):

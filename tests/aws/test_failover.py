@@ -87,8 +87,10 @@ def test_failover_reaches_the_third_offer_with_one_call_per_failed_offer(
     assert moto.count("RunInstances") == 3  # one per offer: no retry of capacity 500s
     total = moto.count()
     assert total <= 12, moto.calls  # RunInstances plus one-off lookups (SSM, AMI root device)
-    # the wall time is printed, not asserted: it is a benchmark figure, and a loaded CI machine
-    # took over 5 s where a quiet one takes 2.4 s (the call counts above are the contract)
+    # The call counts above are the proof (no retry, no loop). The wall time is only a coarse guard
+    # against a sleep of our own (a Retry-After or backoff wait is minutes): six moto calls take
+    # 0.3-3 s here depending on the load, and CI machines are shared, so 5 s failed a CI run (16:48 UTC, 2026-12-03).
+    assert wall < 30.0, wall
     with capsys.disabled():
         print(
             f"\n[failover] capacity on offer 3 of 3 after {total} API calls "

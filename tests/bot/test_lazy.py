@@ -23,13 +23,15 @@ from tests.support.fake_slack import FakeSlack
 
 def test_lazy_task_waits_while_an_ack_is_in_progress() -> None:
     gate = AckGate()
-    ex = YieldingExecutor(gate, 1, quiet_s=0.01, max_defer_s=5.0)
+    ex = YieldingExecutor(gate, 1, quiet_s=0.01, max_defer_s=60.0)
     ran = threading.Event()
     gate.begin()
     ex.submit(ran.set)
     assert not ran.wait(0.2)  # an ack is in progress: the lazy task waits
     gate.end()
-    assert ran.wait(2.0)  # the ack ended and the worker stayed quiet: it runs
+    # the ack ended and the worker stayed quiet: it runs (long before its 60 s max defer; the
+    # generous wait is for a loaded machine)
+    assert ran.wait(10.0)
     ex.shutdown()
 
 
@@ -39,18 +41,20 @@ def test_lazy_task_is_never_starved() -> None:
     gate.begin()  # acks never stop
     t0 = time.monotonic()
     fut = ex.submit(lambda: time.monotonic())
-    ran_at = fut.result(timeout=3)
-    assert 0.25 <= ran_at - t0 < 2.0
+    ran_at = fut.result(timeout=10)
+    assert 0.25 <= ran_at - t0 < 5.0  # ran after its max defer, not starved (generous: loaded CI)
     gate.end()
     ex.shutdown()
 
 
 def test_idle_worker_runs_lazy_work_at_once() -> None:
     gate = AckGate()
-    ex = YieldingExecutor(gate, 2)
+    # a long max defer: a worker that waited for it instead of running at once would take 60 s,
+    # which no load explains (a 0.5 s bound against the 1 s default could fail on a loaded machine)
+    ex = YieldingExecutor(gate, 2, max_defer_s=60.0)
     t0 = time.monotonic()
-    assert ex.submit(lambda x: x + 1, 41).result(timeout=2) == 42
-    assert time.monotonic() - t0 < 0.5
+    assert ex.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+    assert time.monotonic() - t0 < 10.0
     ex.shutdown()
 
 

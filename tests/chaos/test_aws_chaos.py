@@ -47,7 +47,7 @@ from tests.chaos.harness import (
 )
 from tests.support.moto_server import MotoServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # see CHAOS_BUDGET_S
 
 SEED = int(os.environ.get("CHAOS_SEED", "7"))
 MIN_KILLS = int(os.environ.get("CHAOS_MIN_KILLS", "30"))
@@ -85,9 +85,12 @@ LAUNCH_SIDE = ("after-intent", "after-launch")
 FORCED_WAIT_S = 20.0  # a generation with a forced crash point lives this long at most
 MAX_EXTRA_JOBS = 30
 MAX_STRAYS = 8
-CHAOS_BUDGET_S = 300.0  # the kill phase (90 s here, 120 s with both cores busy); the whole test stays under ~6 minutes
+# The kill phase: 90 s here, 120 s with both cores busy, 257 s in a CI run on a machine shared by
+# other work (2026-12-03), so 300 s was too close. A liveness bound, not a speed claim: generous,
+# with the test's own pytest timeout raised to match.
+CHAOS_BUDGET_S = 480.0
 SCALE_IN_BUDGET_S = 60.0
-LEADER_WITHIN_S = 20.0
+LEADER_WITHIN_S = 45.0  # a restarted process: interpreter start, imports, the 5 s TTL of the killed one
 
 
 def plant_stray(ec2: object, moto: MotoServer, name: str) -> str:

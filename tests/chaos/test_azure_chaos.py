@@ -57,7 +57,7 @@ from tests.support.arm_standin import (
     client_kwargs,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # see CHAOS_BUDGET_S
 
 CLUSTER = "azchaos"
 REGION = "eastus"
@@ -65,9 +65,11 @@ SEED = int(os.environ.get("CHAOS_SEED", "7"))
 MIN_KILLS = int(os.environ.get("CHAOS_MIN_KILLS", "30"))
 POINTS = ("after-intent", "after-launch", "before-terminate-call", "after-terminate-call", "orphan-terminate")
 LAUNCH_SIDE = POINTS[:2]
-CHAOS_BUDGET_S = 240.0  # the kill phase: ~100-125 s on a quiet 2-core machine, more when it is shared
+# The kill phase: ~100-125 s on a quiet 2-core machine, 147 s in a CI run on a shared one
+# (2026-12-03). A liveness bound, not a speed claim: generous, with the test's pytest timeout raised.
+CHAOS_BUDGET_S = 400.0
 SCALE_IN_BUDGET_S = 40.0
-LEADER_WITHIN_S = 20.0
+LEADER_WITHIN_S = 45.0  # a restarted process: interpreter start, imports, the 5 s TTL of the killed one
 FORCED_WAIT_S = {"after-intent": 4.0, "after-launch": 4.0}  # launches come fast; a termination
 FORCED_WAIT_DEFAULT_S = 12.0  # waits for a job to end and its VM to idle out (or a stray's grace)
 MAX_EXTRA_JOBS = 40

@@ -397,3 +397,32 @@ def test_random_crashes_at_every_point_over_the_whole_challenge(
         sj = w.job(p.job_id)
         assert sj.signals <= 1 and sj.holds == sj.hold_calls == 1 and sj.releases == sj.release_calls == 1
     assert len(w.starts["burst-gc-1"]) == 1 and w.cluster.reservations == {}
+
+
+@pytest.mark.parametrize("before_the_call", [False, True])
+def test_a_kill_next_to_the_hold_call_leaves_one_hold_record_per_job(store: Store, before_the_call: bool) -> None:
+    """SIGKILL just after the scheduler accepted a hold (before anything after the call ran), or
+    just before the call: every preempted job still has exactly one ``hold`` record and is held
+    once. (The chaos test on real Slurm lost the records of four jobs so, CI 2026-12-03.)"""
+    w = World(store)
+    fill(w)
+    real_hold = w.cluster.hold
+    killed: list[bool] = []
+
+    def hold_then_die(job_ids: list[str]) -> None:
+        if not killed:
+            killed.append(True)
+            if before_the_call:
+                raise Crash("before-hold-call")
+            real_hold(job_ids)
+            raise Crash("after-hold-call")
+        real_hold(job_ids)
+
+    w.cluster.hold = hold_then_die  # type: ignore[method-assign]
+    gc = w.until_state(C.DONE)
+    assert killed
+    rows = w.store.audit_rows(subject="gc-1", kind="challenge", limit=1000)
+    holds = [j for r in rows if r.action == "hold" for j in (r.data or {}).get("jobs", [])]
+    assert sorted(holds) == sorted(p.job_id for p in gc.preempted_jobs), holds
+    for p in gc.preempted_jobs:
+        assert w.job(p.job_id).holds == 1, (p.job_id, w.job(p.job_id))

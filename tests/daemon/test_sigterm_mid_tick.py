@@ -40,7 +40,9 @@ def test_sigterm_during_a_launch_finishes_the_tick_then_hands_over(
         wait_for("ctl-a's launch", lambda: bool(sent), 60.0)
         t1 = wait_for("ctl-b to take over", lambda: (lease() or Lease("", "", 0, 0)).holder == "ctl-b", 30.0)
         print(f"\nfailover after SIGTERM mid-tick: {t1 - sent[0]:.2f} s (tick {TICK_S:.0f} s, lease TTL 60 s)")
-        assert t1 - sent[0] <= 2 * TICK_S + 1.0
+        # the rest of ctl-a's tick plus ctl-b's next tick (about 1 s here even at load 10), with room
+        # for a slower CI machine; still far below the 60 s TTL a leader that did not release costs
+        assert t1 - sent[0] <= 2 * TICK_S + 4.0
         assert a.proc is not None and a.proc.wait(timeout=30) == 0
         log = a.text()
         assert "SIGTERM: stopping after the current tick" in log and "ctl-a released the lease" in log

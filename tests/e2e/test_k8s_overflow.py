@@ -423,7 +423,8 @@ def test_k8s_gang_members_join_held_and_are_released_together(
         for inst in store.live_instances():
             if not inst.cloud_id or inst.id in cloud.node_of:
                 continue
-            if inst.gang_id and joined_at and time.monotonic() - min(joined_at.values()) < 2.0:
+            # held back for 2 s, and for one step at least (a loaded machine's step can be longer)
+            if inst.gang_id and joined_at and (time.monotonic() - min(joined_at.values()) < 2.0 or not held_back):
                 held_back.add(inst.id)
                 continue
             if not inst.gang_id and not joined_at:

@@ -115,7 +115,9 @@ def test_clean_watch_timeouts_resume_without_gaps(kube: FakeKube, make_queue: Ma
         kube.add_pod(f"p{i}", "ml", gpus=1)
         time.sleep(0.3)
     eventually(lambda: pending_ids(q) == {f"ml/pod/p{i}" for i in range(6)})
-    assert kube.watches(PODS) >= 2 and kube.lists(PODS) == 1
+    # the re-watch after a server-side timeout may lag on a loaded machine: polled, not assumed
+    eventually(lambda: kube.watches(PODS) >= 2, what="a new watch after the server-side timeout")
+    assert kube.lists(PODS) == 1
     assert q.watch_stats()["pods"]["failures"] == 0
 
 
@@ -228,7 +230,9 @@ def test_close_stops_the_watchers_promptly(kube: FakeKube, queue: KubernetesQueu
     assert len(watcher_threads()) == 3
     t0 = time.monotonic()
     queue.close()
-    assert not watcher_threads() and time.monotonic() - t0 < 1
+    # prompt: a close that did not interrupt the watches would wait for each join's timeout_s + 1
+    # (6 s) and leave the threads alive; 4 s leaves room for a loaded machine
+    assert not watcher_threads() and time.monotonic() - t0 < 4
     queue.close()  # idempotent
     kube.add_pod("a", "ml", gpus=1)
     assert pending_ids(queue) == {"ml/pod/a"}  # a later snapshot syncs again

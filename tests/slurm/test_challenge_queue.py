@@ -36,7 +36,7 @@ def test_checkpoint_of_a_pending_job_returns_at_once(cluster: SlurmCluster, queu
     pend = cluster.sbatch("--gres=gpu:8", "--nodelist=gpu01")
     t0 = time.monotonic()
     queue.checkpoint([pend, "999999"])
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 7.0  # not the client's 10 s timeout (room for a loaded machine)
     assert cluster.job_state(pend) == "PENDING"
 
 

@@ -386,7 +386,7 @@ def test_hard_caps_hold_on_sql_stores_under_concurrency(sql_url: str) -> None:
     stores: list[Store] = [SqlStore.from_url(sql_url, upgrade=False) for _ in range(4)]
     n = 0
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(st.lists(steps, min_size=1, max_size=20))
     def prop(plan: list[object]) -> None:
         nonlocal n

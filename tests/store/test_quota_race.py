@@ -83,7 +83,7 @@ def test_ten_concurrent_8_gpu_requests_approve_one(url: str) -> None:
     assert [r.state for r in reqs].count(RequestState.REQUESTED) == 9  # the rest wait for an admin
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(1, 8), min_size=2, max_size=8), quota=st.integers(1, 12))
 def test_approved_gpus_never_exceed_the_quota_sqlite(tmp_path_factory: pytest.TempPathFactory, sizes: list[int], quota: int) -> None:
     u = f"sqlite:///{tmp_path_factory.mktemp('q')}/q.db"

@@ -161,7 +161,7 @@ class FakeSlack:
     def responses(self, key: str | None = None) -> list[Call]:
         return [c for c in self.calls("response") if key is None or c.path == f"/response/{key}"]
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+    def wait_for(self, method: str, count: int = 1, timeout: float = 15.0) -> list[Call]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

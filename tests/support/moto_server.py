@@ -342,7 +342,9 @@ class MotoServer:
     def reset(self) -> None:
         """Clear moto's state (POST /moto-api/reset) and the middleware's faults and counters."""
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        # moto resets every backend in this request: seconds on a loaded machine, and 10 s timed
+        # out once in CI (2026-12-03); the wait ends as soon as the answer comes
+        with urllib.request.urlopen(req, timeout=120) as resp:
             resp.read()
         self.middleware.clear()
 

@@ -84,6 +84,18 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def port_bindable(port: int) -> bool:
+    """Could a daemon bind 127.0.0.1:``port`` now? Probed as Slurm binds (SO_REUSEADDR: a
+    TIME_WAIT left by an earlier daemon is no obstacle; a socket still bound to it is)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _which(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
@@ -329,6 +341,8 @@ class SlurmCluster:
 
     def start_ctld(self, timeout: float = 20.0) -> None:
         """Start slurmctld (clean state) and wait until it answers."""
+        if self.ctld_port:  # a restart: the port is the configured one, free it must be
+            wait_for(lambda: port_bindable(self.ctld_port), 30, f"slurmctld's port {self.ctld_port} to be free")
         out = open(self.root / "log" / "slurmctld.out", "ab")  # noqa: SIM115
         self.procs["slurmctld"] = subprocess.Popen(
             [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)],
@@ -374,17 +388,37 @@ class SlurmCluster:
             with gres.open("a") as f:
                 f.write(line + "\n")
         (self.root / "spool" / node).mkdir(parents=True, exist_ok=True)
-        out = open(self.root / "log" / f"slurmd-{node}.out", "ab")  # noqa: SIM115
         conf = f"CPUs=16 RealMemory=64000 Gres=gpu:{self.gpu_type}:{self.gpus_per_node} Feature={features}"
+        log = self.root / "log" / f"slurmd-{node}.log"
         t0 = time.monotonic()
-        self.procs[f"slurmd-{node}"] = subprocess.Popen(
-            [_which("slurmd"), "-D", "-Z", "-N", node, "--conf", conf, "-f", str(self.conf)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(self.env, BURST_TEST_NODE=node),
-        )
-        out.close()
-        wait_for(lambda: self._node_in_service(node), timeout, f"dynamic node {node} to register")
-        return time.monotonic() - t0
+        # Every dynamic node listens on the one SlurmdPort: the last one's socket (a stray of it
+        # still exiting) can hold it for a moment, and a slurmd that cannot bind it never
+        # registers (a CI run waited 20 s for one so, 2026-12-03). Wait for the port; start again
+        # if the bind still failed.
+        for _ in range(3):
+            wait_for(lambda: port_bindable(self.dynamic_port), 30, f"the dynamic nodes' port {self.dynamic_port} to be free")
+            seen = log.stat().st_size if log.exists() else 0
+            out = open(self.root / "log" / f"slurmd-{node}.out", "ab")  # noqa: SIM115
+            self.procs[f"slurmd-{node}"] = subprocess.Popen(
+                [_which("slurmd"), "-D", "-Z", "-N", node, "--conf", conf, "-f", str(self.conf)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=dict(self.env, BURST_TEST_NODE=node),
+            )
+            out.close()
+
+            def up_or_unbound(seen: int = seen) -> str:
+                if self._node_in_service(node):
+                    return "up"
+                if log.exists() and b"Unable to bind listen port" in log.read_bytes()[seen:]:
+                    return "unbound"
+                return ""
+
+            got = wait_for(up_or_unbound, timeout, f"dynamic node {node} to register")
+            if got == "up":
+                return time.monotonic() - t0
+            self._kill(f"slurmd-{node}")
+            self.kill_strays(node)
+        raise RuntimeError(f"dynamic node {node}: slurmd could not bind port {self.dynamic_port} in 3 attempts")
 
     def slurmd_running(self, node: str) -> bool:
         p = self.procs.get(f"slurmd-{node}")
