@@ -38,7 +38,6 @@ from burst.sim.trace import TraceJob
 ONPREM = "onprem"
 RESERVATION_LABEL = "burst.dev/reservation"  # node label in the snapshot: the reservation holding it
 _JOB = attrgetter("job")
-_RUNNING_VIEW = attrgetter("running_view")
 
 
 @dataclass(slots=True)
@@ -148,6 +147,11 @@ class SimCluster:
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
         self._running: dict[str, SimJob] = {}
+        # The running jobs' snapshot views, kept beside ``_running`` with the same insertions and
+        # removals (so in the same order): the snapshot copies its values at C speed instead of
+        # mapping over every running job. Invariant: ``_rviews == {id: sj.running_view for
+        # id, sj in _running.items()}`` (tests/sim/test_pending_list.py checks it).
+        self._rviews: dict[str, Job] = {}
         self._ends: list[tuple[float, int, str]] = []
         self._seq = 0
         # Snapshot views of the nodes still in the scheduler, by index (in index order), kept
@@ -302,6 +306,7 @@ class SimCluster:
     def _stop(self, jid: str) -> SimJob:
         """Take a running job off its nodes (GPUs freed); the caller decides where it goes."""
         sj = self._running.pop(jid)
+        del self._rviews[jid]
         for idx in sj.nodes:
             node = self.nodes[idx]
             node.jobs.pop(jid, None)
@@ -352,6 +357,7 @@ class SimCluster:
             if sj is None or sj.end != t:
                 continue
             del self._running[jid]
+            del self._rviews[jid]
             self.finished[jid] = sj
             for idx in sj.nodes:
                 node = self.nodes[idx]
@@ -396,6 +402,7 @@ class SimCluster:
             time_limit_s=sj.time_limit,
         )
         self._running[sj.trace.id] = sj
+        self._rviews[sj.trace.id] = sj.running_view
         self._seq += 1
         heapq.heappush(self._ends, (sj.end, self._seq, sj.trace.id))
         if self.on_start is not None:
@@ -482,14 +489,21 @@ class SimCluster:
         pending = self._pending
         while True:
             best: tuple[tuple[int, float, int], str, list[SimNode], list[tuple[tuple[int, float, int], str]]] | None = None
-            for shape, heap in shapes:
+            # A shape whose first job did not fit cannot fit later in this pass (capacity only
+            # shrinks): it is not tried again. Shapes skipped for order are kept.
+            kept: list[tuple[tuple[int, int, str, bool], list[tuple[tuple[int, float, int], str]]]] = []
+            for item in shapes:
+                shape, heap = item
                 while heap:
                     key, jid = heap[0]
                     sj = pending.get(jid)
                     if sj is not None and not sj.reservation and key == (-sj.priority, sj.submit, sj.seq):
                         break
                     heapq.heappop(heap)  # stale: started, held, reordered or a challenge job
-                if not heap or (best is not None and heap[0][0] >= best[0]):
+                if not heap:
+                    continue
+                if best is not None and heap[0][0] >= best[0]:
+                    kept.append(item)
                     continue
                 nodes, per, model, may_burst = shape
                 chosen: list[SimNode] | None
@@ -504,8 +518,10 @@ class SimCluster:
                         chosen = self._fit_gang(self._cloud, nodes, per, model, True)
                 if chosen is not None:
                     best = (heap[0][0], heap[0][1], chosen, heap)
+                    kept.append(item)
             if best is None:
                 break
+            shapes = kept
             heapq.heappop(best[3])
             sj = pending.pop(best[1])
             self._unlist(sj)
@@ -556,7 +572,7 @@ class SimCluster:
             # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
                 pending=tuple(self._pending_list()) + tuple(map(_JOB, self._held.values())),
-                running=tuple(filter(None, map(_RUNNING_VIEW, self._running.values()))),
+                running=tuple(self._rviews.values()),
                 nodes=self._nodes_t,
             )
         return self._snap
@@ -653,6 +669,7 @@ class SimCluster:
                 self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
                 sj.running_view = dataclasses.replace(sj.running_view, priority=priority)
+                self._rviews[job_id] = sj.running_view  # same key: its place in the order stays
             self._pending_sorted = False
             self._capacity_grew = True
             self._snap = None
