@@ -65,6 +65,9 @@ class SimJob:
     releases: int = 0  # held -> pending changes
     release_calls: int = 0  # every release call naming it, effective or not
     seq: int = 0  # arrival order: breaks ties in submit time (a trace's own order)
+    # (-priority, submit, seq): the queue order, kept because the scheduling pass compares it
+    # per shape per start. Set by SimCluster.submit and set_priority (the only writers of these).
+    order: tuple[int, float, int] = (0, 0.0, 0)
 
 
 @dataclass(slots=True)
@@ -292,10 +295,11 @@ class SimCluster:
             time_limit_s=time_limit,
         )
         self._arrivals += 1
-        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals)
+        order = (-priority, at, self._arrivals)
+        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals, order=order)
         if self._plist is not None:
             self._plist.append(job)
-            self._pkeys.append((-priority, at, self._arrivals))
+            self._pkeys.append(order)
         self._index(sj)
         if priority:
             self._pending_sorted = False
@@ -336,7 +340,7 @@ class SimCluster:
         tj = sj.trace
         heapq.heappush(
             self._shapes.setdefault((tj.nodes, tj.per_node, tj.gpu_model, tj.may_burst), []),
-            ((-sj.priority, sj.submit, sj.seq), tj.id),
+            (sj.order, tj.id),
         )
 
     def next_completion(self) -> float | None:
@@ -444,7 +448,7 @@ class SimCluster:
         if plist is None:
             return
         keys = self._pkeys
-        i = bisect.bisect_left(keys, (-sj.priority, sj.submit, sj.seq))
+        i = bisect.bisect_left(keys, sj.order)
         if i < len(plist) and plist[i] is sj.job:
             del plist[i]
             del keys[i]
@@ -497,7 +501,7 @@ class SimCluster:
                 while heap:
                     key, jid = heap[0]
                     sj = pending.get(jid)
-                    if sj is not None and not sj.reservation and key == (-sj.priority, sj.submit, sj.seq):
+                    if sj is not None and not sj.reservation and key == sj.order:
                         break
                     heapq.heappop(heap)  # stale: started, held, reordered or a challenge job
                 if not heap:
@@ -536,7 +540,7 @@ class SimCluster:
         if self._plist is None:
             vals = self._pending.values()
             self._plist = list(map(_JOB, vals))
-            self._pkeys = [(-sj.priority, sj.submit, sj.seq) for sj in vals]
+            self._pkeys = [sj.order for sj in vals]
         return self._plist
 
     # ---- QueueSource ---------------------------------------------------------------------------
@@ -663,6 +667,7 @@ class SimCluster:
             if sj is None:
                 continue
             sj.priority = priority
+            sj.order = (-priority, sj.submit, sj.seq)
             sj.job = dataclasses.replace(sj.job, priority=priority)
             self._plist = None
             if d is self._pending:
