@@ -146,6 +146,11 @@ class SimCluster:
         # from the dict. Invariant when not None: ``_plist == [sj.job for sj in _pending.values()]``.
         self._plist: list[Job] | None = []
         self._pkeys: list[tuple[int, float, int]] = []
+        # The snapshot's pending tuple (pending then held), kept until the pending or held jobs
+        # change: a snapshot after completions only hands out the very same tuple, which lets
+        # the controller keep what it derived from it (an identity check, not a compare).
+        # Every writer of _pending/_held (or of a queued job's view) sets it to None.
+        self._pend_t: tuple[Job, ...] | None = None
         self._arrivals = 0
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
@@ -297,6 +302,7 @@ class SimCluster:
         self._arrivals += 1
         order = (-priority, at, self._arrivals)
         self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals, order=order)
+        self._pend_t = None
         if self._plist is not None:
             self._plist.append(job)
             self._pkeys.append(order)
@@ -329,6 +335,7 @@ class SimCluster:
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
+        self._pend_t = None
         self._plist = None
         self._index(sj)
         self._pending_sorted = False
@@ -440,15 +447,18 @@ class SimCluster:
 
     def _sort_pending(self) -> None:
         self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[1].seq)))
+        self._pend_t = None
         self._plist = None
 
     def _unlist(self, sj: SimJob) -> None:
         """``sj`` has just left ``_pending``: take its view out of ``_plist`` (or drop the list)."""
         plist = self._plist
         if plist is None:
+            self._pend_t = None
             return
         keys = self._pkeys
         i = bisect.bisect_left(keys, sj.order)
+        self._pend_t = None
         if i < len(plist) and plist[i] is sj.job:
             del plist[i]
             del keys[i]
@@ -543,6 +553,11 @@ class SimCluster:
             self._pkeys = [sj.order for sj in vals]
         return self._plist
 
+    def _pending_tuple(self) -> tuple[Job, ...]:
+        if self._pend_t is None:
+            self._pend_t = tuple(self._pending_list()) + tuple(map(_JOB, self._held.values()))
+        return self._pend_t
+
     # ---- QueueSource ---------------------------------------------------------------------------
     def snapshot(self) -> QueueSnapshot:
         if self.fail_next_snapshot:
@@ -575,7 +590,7 @@ class SimCluster:
             # Built at C speed (no Python-level step per job): a tick over a long queue pays
             # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
-                pending=tuple(self._pending_list()) + tuple(map(_JOB, self._held.values())),
+                pending=self._pending_tuple(),
                 running=tuple(self._rviews.values()),
                 nodes=self._nodes_t,
             )
@@ -638,6 +653,7 @@ class SimCluster:
             self._capacity_grew = True
             sj.job = dataclasses.replace(sj.job, state=JobState.HELD, reason="JobHeldAdmin", priority=sj.priority)
             self._held[jid] = sj
+            self._pend_t = None
             self._snap = None
             self.version += 1
 
@@ -654,6 +670,7 @@ class SimCluster:
             sj.releases += 1
             sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
             self._pending[jid] = sj
+            self._pend_t = None
             self._plist = None
             self._index(sj)
             self._pending_sorted = False
@@ -670,6 +687,7 @@ class SimCluster:
             sj.order = (-priority, sj.submit, sj.seq)
             sj.job = dataclasses.replace(sj.job, priority=priority)
             self._plist = None
+            self._pend_t = None
             if d is self._pending:
                 self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
@@ -765,6 +783,7 @@ class SimCluster:
             else:
                 sj2 = self._pending.pop(jid, None) or self._held.pop(jid, None)
                 self._plist = None
+                self._pend_t = None
                 if sj2 is None:
                     continue
                 sj = sj2
@@ -796,6 +815,7 @@ class SimCluster:
                 chosen = sorted(fit, key=lambda n: (n.free, n.idx))[: tj.nodes] if tj.nodes == 1 else fit[: tj.nodes]
                 del self._pending[tj.id]
                 self._plist = None
+                self._pend_t = None
                 self._start(sj, chosen, now)
                 started += 1
         if started:

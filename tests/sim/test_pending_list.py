@@ -100,3 +100,22 @@ def test_running_view_follows_a_priority_change() -> None:
     after = c.snapshot().running
     assert [(j.id, j.priority) for j in after] == [("r0", 0), ("r1", 5), ("r2", 0)]
     assert after[1] is c._running["r1"].running_view
+
+
+def test_pending_tuple_is_kept_while_the_queue_is_unchanged() -> None:
+    """A snapshot after changes that leave the queue alone (a completion, a drain) hands out the
+    very same pending tuple; an arrival gives a new one."""
+    c = SimCluster(1)
+    c.submit(TraceJob(id="run", submit=0.0, duration=100.0, gpus=8, nodes=1, per_node=8), 0.0)
+    c.schedule(0.0)
+    c.submit(TraceJob(id="wait", submit=0.0, duration=100.0, gpus=16, nodes=2, per_node=8), 1.0)
+    first = c.snapshot()
+    c.complete_until(200.0)
+    c.drain_node("onprem-0001", "test")
+    second = c.snapshot()
+    assert second is not first and not second.running
+    assert second.pending is first.pending
+    c.submit(TraceJob(id="next", submit=0.0, duration=100.0, gpus=1, nodes=1, per_node=1), 201.0)
+    third = c.snapshot()
+    assert third.pending is not first.pending
+    assert [j.id for j in third.pending] == ["wait", "next"]
