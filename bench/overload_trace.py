@@ -22,10 +22,13 @@ reported as ``>timeout``. Last line: JSON.
 
 Status against issue 15's goal (<= 20 s per policy), PARTIAL: the per-tick rebuild of the
 pending tuple (what grew with the queue under ``never``) is gone (burst/sim/cluster.py keeps the
-list), which made ``never`` about 3.4x faster side by side; ``greedy`` and ``burst`` are bound by
-per-tick work over every live instance (policies/overflow.build_pools, the controller's
-reconcile, policies/scale_in), not by the queue, and are still well over 20 s (60-160 s on the
-shared machine at load 5-6). Making those proportional to what changed is the next step.
+list, and since 2026-12-03 the tuple itself until the queue changes; running views come from a
+dict kept beside the running jobs; a scheduling pass stops retrying shapes that did not fit).
+``never`` was about 13.7 s on a quiet machine. ``greedy`` and ``burst`` are bound by the
+controller's per-tick work over every live instance and node (policies/overflow.build_pools,
+the controller's reconcile, policies/scale_in: together about 60% of a ``burst`` replay's
+profile; the simulator's own share is under 20%), not by the queue, and are still well over
+20 s (about 50 CPU-seconds each). Compare sides by ``cpu_s`` on a shared machine.
 """
 
 from __future__ import annotations
