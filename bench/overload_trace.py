@@ -22,10 +22,14 @@ reported as ``>timeout``. Last line: JSON.
 
 Status against issue 15's goal (<= 20 s per policy), PARTIAL: the per-tick rebuild of the
 pending tuple (what grew with the queue under ``never``) is gone (burst/sim/cluster.py keeps the
-list), which made ``never`` about 3.4x faster side by side; ``greedy`` and ``burst`` are bound by
-per-tick work over every live instance (policies/overflow.build_pools, the controller's
-reconcile, policies/scale_in), not by the queue, and are still well over 20 s (60-160 s on the
-shared machine at load 5-6). Making those proportional to what changed is the next step.
+list, and since 2026-12-03 the tuple itself until the queue changes; running views come from a
+dict kept beside the running jobs; a scheduling pass stops retrying shapes that did not fit).
+``never`` was about 13.7 s on a quiet machine. ``greedy`` and ``burst`` are bound by the
+controller's per-tick work over every live instance and node (policies/overflow.build_pools,
+the controller's reconcile, policies/scale_in: together about 60% of a ``burst`` replay's
+profile; the simulator's own share is under 20%), not by the queue, and are still well over
+20 s (41-42 CPU-seconds each on 2026-12-03, base and this branch alike). Compare sides by
+``cpu_s`` on a shared machine.
 """
 
 from __future__ import annotations
@@ -96,11 +100,13 @@ def replay_one(trace: Path, policy: str, nodes: int) -> dict[str, object]:
     from burst.sim.trace import load_trace
 
     jobs = load_trace(trace)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     runs = run_policies(jobs, (policy,), settings=SimSettings(nodes=nodes), offers=b1_offers())
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     f = runs[0].figures
-    return {"policy": policy, "wall_s": wall, "sim_wall_s": f.get("wall_s"), "ticks": f.get("ticks"),
+    # cpu_s: this process's CPU seconds for the replay. On a shared, loaded machine the wall time
+    # stretches with the load; the CPU time much less, so it is the figure to compare sides by.
+    return {"policy": policy, "wall_s": wall, "cpu_s": cpu, "sim_wall_s": f.get("wall_s"), "ticks": f.get("ticks"),
             "p95_wait_min": f.get("p95_wait_min"), "cloud_usd": f.get("cloud_usd"), "unfinished": f.get("unfinished")}
 
 
@@ -152,12 +158,16 @@ def main() -> int:
             found[side][pol] = run_side(sides[side], trace, pol, args.nodes, args.timeout)
             r = found[side][pol]
             wall = r.get("wall_s")
-            print(f"{side:>4} {pol:12s} " + (f"{wall:8.2f} s" if isinstance(wall, float) else f">{args.timeout:.0f} s (timed out)"), flush=True)
+            cpu = r.get("cpu_s")
+            print(f"{side:>4} {pol:12s} " + (f"{wall:8.2f} s" if isinstance(wall, float) else f">{args.timeout:.0f} s (timed out)")
+                  + (f"  (CPU {cpu:.2f} s)" if isinstance(cpu, float) else ""), flush=True)
     if "old" in found:
         for pol in found["new"]:
             n, o = found["new"][pol].get("wall_s"), found["old"][pol].get("wall_s")
             if isinstance(n, float) and isinstance(o, float):
-                print(f"{pol:12s} old/new {o / n:.2f}x")
+                oc, nc = found["old"][pol].get("cpu_s"), found["new"][pol].get("cpu_s")
+                by_cpu = f", CPU {oc / nc:.2f}x" if isinstance(oc, float) and isinstance(nc, float) and nc else ""
+                print(f"{pol:12s} old/new {o / n:.2f}x{by_cpu}")
     made = {} if args.trace else {"jobs": args.jobs, "days": args.days, "load": args.load, "seed": args.seed}
     print(json.dumps({"bench": "overload", "trace": str(trace), **made, "nodes": args.nodes, "results": found}, default=float))
     return 0

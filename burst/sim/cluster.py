@@ -38,7 +38,6 @@ from burst.sim.trace import TraceJob
 ONPREM = "onprem"
 RESERVATION_LABEL = "burst.dev/reservation"  # node label in the snapshot: the reservation holding it
 _JOB = attrgetter("job")
-_RUNNING_VIEW = attrgetter("running_view")
 
 
 @dataclass(slots=True)
@@ -66,6 +65,9 @@ class SimJob:
     releases: int = 0  # held -> pending changes
     release_calls: int = 0  # every release call naming it, effective or not
     seq: int = 0  # arrival order: breaks ties in submit time (a trace's own order)
+    # (-priority, submit, seq): the queue order, kept because the scheduling pass compares it
+    # per shape per start. Set by SimCluster.submit and set_priority (the only writers of these).
+    order: tuple[int, float, int] = (0, 0.0, 0)
 
 
 @dataclass(slots=True)
@@ -145,10 +147,20 @@ class SimCluster:
         # from the dict. Invariant when not None: ``_plist == [sj.job for sj in _pending.values()]``.
         self._plist: list[Job] | None = []
         self._pkeys: list[tuple[int, float, int]] = []
+        # The snapshot's pending tuple (pending then held), kept until the pending or held jobs
+        # change: a snapshot after completions only hands out the very same tuple, which lets
+        # the controller keep what it derived from it (an identity check, not a compare).
+        # Every writer of _pending/_held (or of a queued job's view) sets it to None.
+        self._pend_t: tuple[Job, ...] | None = None
         self._arrivals = 0
         self._new_since_pass: list[str] = []
         self._capacity_grew = True
         self._running: dict[str, SimJob] = {}
+        # The running jobs' snapshot views, kept beside ``_running`` with the same insertions and
+        # removals (so in the same order): the snapshot copies its values at C speed instead of
+        # mapping over every running job. Invariant: ``_rviews == {id: sj.running_view for
+        # id, sj in _running.items()}`` (tests/sim/test_pending_list.py checks it).
+        self._rviews: dict[str, Job] = {}
         self._ends: list[tuple[float, int, str]] = []
         self._seq = 0
         # Snapshot views of the nodes still in the scheduler, by index (in index order), kept
@@ -292,10 +304,12 @@ class SimCluster:
             time_limit_s=time_limit,
         )
         self._arrivals += 1
-        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals)
+        order = (-priority, at, self._arrivals)
+        self._pending[tj.id] = sj = SimJob(tj, at, job, priority=priority, time_limit=time_limit, seq=self._arrivals, order=order)
+        self._pend_t = None
         if self._plist is not None:
             self._plist.append(job)
-            self._pkeys.append((-priority, at, self._arrivals))
+            self._pkeys.append(order)
         self._index(sj)
         if priority:
             self._pending_sorted = False
@@ -308,6 +322,7 @@ class SimCluster:
         sj = self._running.pop(jid)
         if self.on_stop is not None and sj.start is not None:
             self.on_stop(sj, self.now)
+        del self._rviews[jid]
         for idx in sj.nodes:
             node = self.nodes[idx]
             node.jobs.pop(jid, None)
@@ -326,6 +341,7 @@ class SimCluster:
         sj.requeues += 1
         self.requeues += 1
         self._pending[jid] = sj
+        self._pend_t = None
         self._plist = None
         self._index(sj)
         self._pending_sorted = False
@@ -337,7 +353,7 @@ class SimCluster:
         tj = sj.trace
         heapq.heappush(
             self._shapes.setdefault((tj.nodes, tj.per_node, tj.gpu_model, tj.may_burst), []),
-            ((-sj.priority, sj.submit, sj.seq), tj.id),
+            (sj.order, tj.id),
         )
 
     def next_completion(self) -> float | None:
@@ -358,6 +374,7 @@ class SimCluster:
             if sj is None or sj.end != t:
                 continue
             del self._running[jid]
+            del self._rviews[jid]
             self.finished[jid] = sj
             for idx in sj.nodes:
                 node = self.nodes[idx]
@@ -402,6 +419,7 @@ class SimCluster:
             time_limit_s=sj.time_limit,
         )
         self._running[sj.trace.id] = sj
+        self._rviews[sj.trace.id] = sj.running_view
         self._seq += 1
         heapq.heappush(self._ends, (sj.end, self._seq, sj.trace.id))
         if self.on_start is not None:
@@ -435,15 +453,18 @@ class SimCluster:
 
     def _sort_pending(self) -> None:
         self._pending = dict(sorted(self._pending.items(), key=lambda kv: (-kv[1].priority, kv[1].submit, kv[1].seq)))
+        self._pend_t = None
         self._plist = None
 
     def _unlist(self, sj: SimJob) -> None:
         """``sj`` has just left ``_pending``: take its view out of ``_plist`` (or drop the list)."""
         plist = self._plist
         if plist is None:
+            self._pend_t = None
             return
         keys = self._pkeys
-        i = bisect.bisect_left(keys, (-sj.priority, sj.submit, sj.seq))
+        i = bisect.bisect_left(keys, sj.order)
+        self._pend_t = None
         if i < len(plist) and plist[i] is sj.job:
             del plist[i]
             del keys[i]
@@ -488,14 +509,21 @@ class SimCluster:
         pending = self._pending
         while True:
             best: tuple[tuple[int, float, int], str, list[SimNode], list[tuple[tuple[int, float, int], str]]] | None = None
-            for shape, heap in shapes:
+            # A shape whose first job did not fit cannot fit later in this pass (capacity only
+            # shrinks): it is not tried again. Shapes skipped for order are kept.
+            kept: list[tuple[tuple[int, int, str, bool], list[tuple[tuple[int, float, int], str]]]] = []
+            for item in shapes:
+                shape, heap = item
                 while heap:
                     key, jid = heap[0]
                     sj = pending.get(jid)
-                    if sj is not None and not sj.reservation and key == (-sj.priority, sj.submit, sj.seq):
+                    if sj is not None and not sj.reservation and key == sj.order:
                         break
                     heapq.heappop(heap)  # stale: started, held, reordered or a challenge job
-                if not heap or (best is not None and heap[0][0] >= best[0]):
+                if not heap:
+                    continue
+                if best is not None and heap[0][0] >= best[0]:
+                    kept.append(item)
                     continue
                 nodes, per, model, may_burst = shape
                 chosen: list[SimNode] | None
@@ -510,8 +538,10 @@ class SimCluster:
                         chosen = self._fit_gang(self._cloud, nodes, per, model, True)
                 if chosen is not None:
                     best = (heap[0][0], heap[0][1], chosen, heap)
+                    kept.append(item)
             if best is None:
                 break
+            shapes = kept
             heapq.heappop(best[3])
             sj = pending.pop(best[1])
             self._unlist(sj)
@@ -526,8 +556,13 @@ class SimCluster:
         if self._plist is None:
             vals = self._pending.values()
             self._plist = list(map(_JOB, vals))
-            self._pkeys = [(-sj.priority, sj.submit, sj.seq) for sj in vals]
+            self._pkeys = [sj.order for sj in vals]
         return self._plist
+
+    def _pending_tuple(self) -> tuple[Job, ...]:
+        if self._pend_t is None:
+            self._pend_t = tuple(self._pending_list()) + tuple(map(_JOB, self._held.values()))
+        return self._pend_t
 
     # ---- QueueSource ---------------------------------------------------------------------------
     def snapshot(self) -> QueueSnapshot:
@@ -561,8 +596,8 @@ class SimCluster:
             # Built at C speed (no Python-level step per job): a tick over a long queue pays
             # a copy of pointers, not a loop.
             self._snap = QueueSnapshot(
-                pending=tuple(self._pending_list()) + tuple(map(_JOB, self._held.values())),
-                running=tuple(filter(None, map(_RUNNING_VIEW, self._running.values()))),
+                pending=self._pending_tuple(),
+                running=tuple(self._rviews.values()),
                 nodes=self._nodes_t,
             )
         return self._snap
@@ -624,6 +659,7 @@ class SimCluster:
             self._capacity_grew = True
             sj.job = dataclasses.replace(sj.job, state=JobState.HELD, reason="JobHeldAdmin", priority=sj.priority)
             self._held[jid] = sj
+            self._pend_t = None
             self._snap = None
             self.version += 1
 
@@ -640,6 +676,7 @@ class SimCluster:
             sj.releases += 1
             sj.job = dataclasses.replace(sj.job, state=JobState.PENDING, reason="Priority", priority=sj.priority)
             self._pending[jid] = sj
+            self._pend_t = None
             self._plist = None
             self._index(sj)
             self._pending_sorted = False
@@ -653,12 +690,15 @@ class SimCluster:
             if sj is None:
                 continue
             sj.priority = priority
+            sj.order = (-priority, sj.submit, sj.seq)
             sj.job = dataclasses.replace(sj.job, priority=priority)
             self._plist = None
+            self._pend_t = None
             if d is self._pending:
                 self._index(sj)  # filed again under its new order; the old entry goes stale
             if sj.running_view is not None:
                 sj.running_view = dataclasses.replace(sj.running_view, priority=priority)
+                self._rviews[job_id] = sj.running_view  # same key: its place in the order stays
             self._pending_sorted = False
             self._capacity_grew = True
             self._snap = None
@@ -749,6 +789,7 @@ class SimCluster:
             else:
                 sj2 = self._pending.pop(jid, None) or self._held.pop(jid, None)
                 self._plist = None
+                self._pend_t = None
                 if sj2 is None:
                     continue
                 sj = sj2
@@ -780,6 +821,7 @@ class SimCluster:
                 chosen = sorted(fit, key=lambda n: (n.free, n.idx))[: tj.nodes] if tj.nodes == 1 else fit[: tj.nodes]
                 del self._pending[tj.id]
                 self._plist = None
+                self._pend_t = None
                 self._start(sj, chosen, now)
                 started += 1
         if started:

@@ -142,17 +142,16 @@ class SimWorld:
     # ---- moving the world ----------------------------------------------------------------------
     def next_event(self) -> float | None:
         """When the next world event (arrival, completion, boot, reclaim) falls, if any."""
-        cands: list[float] = []
-        if self.submitted < len(self.trace):
-            cands.append(TRACE_EPOCH + self.trace[self.submitted].submit)
+        # Called once per world step: the earliest of three sources, without building a list.
+        best = TRACE_EPOCH + self.trace[self.submitted].submit if self.submitted < len(self.trace) else None
         c = self.cluster.next_completion()
-        if c is not None:
-            cands.append(c)
+        if c is not None and (best is None or c < best):
+            best = c
         for p in self._plist:
             e = p.next_event()
-            if e is not None:
-                cands.append(e)
-        return min(cands) if cands else None
+            if e is not None and (best is None or e < best):
+                best = e
+        return best
 
     def step_to(self, t: float) -> None:
         """Apply every world event due at ``t``: completions, boots/reclaims, arrivals; schedule."""

@@ -1,5 +1,5 @@
 """The simulator's snapshot hands out the pending jobs from a list it keeps between snapshots
-(appended on submit, one entry taken out per start, dropped and rebuilt on anything else); it
+(and the running jobs' views from a dict kept beside the running jobs) (appended on submit, one entry taken out per start, dropped and rebuilt on anything else); it
 must always be exactly what rebuilding from the pending dict gives: the same Job objects, in
 the same order (priority, then submission), held jobs after them.
 
@@ -77,6 +77,45 @@ def test_kept_pending_list_is_the_rebuilt_one(steps: list[tuple]) -> None:  # ty
             want = _rebuilt(c)  # after the snapshot: it put the dict in order first
             assert len(got) == len(want)
             assert all(a is b for a, b in zip(got, want, strict=True))
+            # The running views come from a dict kept beside the running jobs (SimCluster._rviews):
+            # the same views, in the running dict's order, as mapping over the running jobs gives.
+            run_got = c.snapshot().running
+            run_want = tuple(sj.running_view for sj in c._running.values())
+            assert len(run_got) == len(run_want)
+            assert all(a is b for a, b in zip(run_got, run_want, strict=True))
     c.schedule(now)
     got = c.snapshot().pending
     assert all(a is b for a, b in zip(got, _rebuilt(c), strict=True)) and len(got) == len(_rebuilt(c))
+
+
+def test_running_view_follows_a_priority_change() -> None:
+    """A running job's new priority shows in the next snapshot, in the job's old place."""
+    c = SimCluster(2)
+    for k in range(3):
+        c.submit(TraceJob(id=f"r{k}", submit=0.0, duration=600.0, gpus=4, nodes=1, per_node=4), float(k))
+    c.schedule(10.0)
+    before = c.snapshot().running
+    assert [j.id for j in before] == ["r0", "r1", "r2"]
+    c.set_priority("r1", 5)
+    after = c.snapshot().running
+    assert [(j.id, j.priority) for j in after] == [("r0", 0), ("r1", 5), ("r2", 0)]
+    assert after[1] is c._running["r1"].running_view
+
+
+def test_pending_tuple_is_kept_while_the_queue_is_unchanged() -> None:
+    """A snapshot after changes that leave the queue alone (a completion, a drain) hands out the
+    very same pending tuple; an arrival gives a new one."""
+    c = SimCluster(1)
+    c.submit(TraceJob(id="run", submit=0.0, duration=100.0, gpus=8, nodes=1, per_node=8), 0.0)
+    c.schedule(0.0)
+    c.submit(TraceJob(id="wait", submit=0.0, duration=100.0, gpus=16, nodes=2, per_node=8), 1.0)
+    first = c.snapshot()
+    c.complete_until(200.0)
+    c.drain_node("onprem-0001", "test")
+    second = c.snapshot()
+    assert second is not first and not second.running
+    assert second.pending is first.pending
+    c.submit(TraceJob(id="next", submit=0.0, duration=100.0, gpus=1, nodes=1, per_node=1), 201.0)
+    third = c.snapshot()
+    assert third.pending is not first.pending
+    assert [j.id for j in third.pending] == ["wait", "next"]
