@@ -89,6 +89,7 @@ from policies.spot import (
     noticed,
     plan_notices,
     plan_releases,
+    spot_possible,
 )
 
 log = logging.getLogger("burst.controller")
@@ -538,7 +539,7 @@ class Controller:
         nodes, live = leaving_view(nodes, tuple(self.store.live_instances()))
         if self._spot_holds:
             ov, tick = self.policy.overflow, self.policy.tick_interval_s
-            base = base_threshold(ov, self.boot_estimate(), tick)
+            base = base_threshold(ov, self.boot_estimate(), tick, spot=spot_possible(self.policy.selection.allow_spot, self.offers))
             pending = held_view(tuple(pending), self._spot_holds.keys(), now, lambda j: threshold_for(j, ov, base), tick)
         spend = SpendView()
         if self.caps.month_usd or self.caps.day_usd:

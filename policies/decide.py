@@ -44,7 +44,7 @@ from policies.packing import Bin, pack_small_jobs
 from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
 from policies.selection import Context, Need, Ranker
-from policies.spot import reclaim_factors
+from policies.spot import reclaim_factors, spot_possible
 
 
 def _launch_reason(jobs: tuple[Job, ...], offer: Offer, now: float, threshold_s: float) -> str:
@@ -79,6 +79,7 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
         limit=room * widest, durations=snap.durations, index=snap.pending_index,
+        spot=spot_possible(cfg.selection.allow_spot, snap.offers),
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)

@@ -197,12 +197,21 @@ def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> S
     return pool
 
 
-def base_threshold(cfg: OverflowConfig, boot_estimate_s: float | None, tick_s: float) -> float:
-    """How long a job waits before it bursts (see OverflowConfig)."""
+def base_threshold(cfg: OverflowConfig, boot_estimate_s: float | None, tick_s: float, *, spot: bool = False) -> float:
+    """How long a job waits before it bursts (see OverflowConfig).
+
+    ``spot``: the launch may be a spot instance (spot allowed and offered). A spot instance can
+    be taken back before it joins, and then without notice (its node agent is not running yet),
+    or its job can be requeued off it and lose its place to other work; either way the job
+    needs capacity launched again, one more boot. The promise is the wait target, so the wait
+    left when the job bursts must cover two boots, not one: the threshold is one boot earlier.
+    Not weighted by the reclaim rate: a rate makes the *expected* wait fit, the target is a bound
+    on every job's wait."""
     if cfg.wait_threshold_s is not None:
         return cfg.wait_threshold_s
     boot = cfg.default_boot_s if boot_estimate_s is None else boot_estimate_s
-    return max(0.0, cfg.wait_target_s - boot - tick_s - cfg.safety_margin_s)
+    boots = 2 if spot else 1
+    return max(0.0, cfg.wait_target_s - boots * boot - tick_s - cfg.safety_margin_s)
 
 
 def threshold_for(job: Job, cfg: OverflowConfig, base: float) -> float:
@@ -226,6 +235,7 @@ def select_overflow(
     tail_min: int = TAIL_MIN,
     durations: DurationModel | None = None,
     index: PendingIndex | None = None,
+    spot: bool = False,
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``.
 
@@ -247,8 +257,11 @@ def select_overflow(
     as waiting, and looked at again next tick.
 
     ``index``: the queue's order and may-burst counts kept from an earlier tick
-    (policies/pending_index.py); used only when it describes ``pending``, same result."""
-    base = base_threshold(cfg, boot_estimate_s, tick_s)
+    (policies/pending_index.py); used only when it describes ``pending``, same result.
+
+    ``spot``: launches may be spot instances; the threshold leaves room for a second boot
+    (:func:`base_threshold`)."""
+    base = base_threshold(cfg, boot_estimate_s, tick_s, spot=spot)
     if fast and not cfg.enabled and not instances and not any(map(_INSTANCE_ID, nodes)):
         # Overflow off and no burst capacity at all: nothing to walk, nothing to give back.
         return OverflowResult((), (), base, 0, 0, 0, None)
@@ -379,7 +392,7 @@ def select_overflow(
         # Only a job that can still afford to be held: if the forecast fails, it bursts next
         # tick and its instance must still join within the target.
         boot = cfg.default_boot_s if boot_estimate_s is None else boot_estimate_s
-        last = cfg.wait_target_s - boot - 2 * tick_s
+        last = cfg.wait_target_s - (2 if spot else 1) * boot - 2 * tick_s
         holdable = [j for j in listed if now - j.submit_time <= last]
         starts = predicted_starts(
             now, order, holdable, nodes, running, durations,

@@ -311,6 +311,13 @@ def held_view(
     )
 
 
+def spot_possible(allow_spot: bool, offers: Iterable[Offer]) -> bool:
+    """Whether a launch may be a spot instance: spot allowed and some spot offer known. Overflow
+    then bursts a boot earlier (:func:`policies.overflow.base_threshold`): capacity that can be
+    reclaimed before it serves its job may cost the job a second boot within its wait target."""
+    return allow_spot and any(o.market is Market.SPOT for o in offers)
+
+
 def leaving_view(
     nodes: tuple[Node, ...], instances: tuple[Instance, ...]
 ) -> tuple[tuple[Node, ...], tuple[Instance, ...]]:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from burst.domain import Instance, InstanceState, Job, JobState, Market, Node, Offer, Purpose
-from policies.model import OverflowConfig
+from burst.domain import Instance, InstanceState, Job, JobState, Launch, Market, Node, Offer, Purpose
+from policies import PolicyConfig, decide
+from policies.model import OverflowConfig, SelectionConfig, Snapshot
 from policies.overflow import base_threshold, select_overflow, threshold_for
 from policies.selection import Context, Need, rank
 from policies.spot import (
@@ -190,3 +191,49 @@ def test_held_view_keeps_a_younger_jobs_in_flight_instance_its_own() -> None:
     assert shown[0].submit_time == now - base - 30.0
     assert burst(shown) == ["old"]
     assert held_view((old, young), set(), now, lambda j: base, 30.0) == (old, young)
+
+
+# ---- the threshold when capacity can be reclaimed before it serves its job ------------------------
+
+
+def test_spot_threshold_leaves_the_wait_target_room_for_a_second_boot() -> None:
+    """A spot launch can be reclaimed before it joins (no notice: its agent is not running) or its
+    job requeued off it and its place taken: one more boot. So when launches may be spot, a job
+    bursts one boot earlier, and what is left of its wait target when it bursts covers two boots
+    (plus the tick and the safety margin). A job that has waited between the two thresholds
+    bursts only when spot is possible. An explicit ``wait_threshold_s`` is kept as set."""
+    cfg = OverflowConfig()
+    boot, tick = 240.0, 30.0
+    od, sp = base_threshold(cfg, boot, tick), base_threshold(cfg, boot, tick, spot=True)
+    assert od - sp == boot
+    assert sp + 2 * boot + tick + cfg.safety_margin_s == cfg.wait_target_s
+    now = T0
+    between = Job("between", 8, now - sp - 10.0, gpus_per_node=8, may_burst=True)
+
+    def burst(spot: bool) -> tuple[list[str], int]:
+        r = select_overflow(now, (between,), (), (), cfg, boot_estimate_s=boot, tick_s=tick, spot=spot)
+        return [j.id for j in r.burst], r.waiting
+
+    assert burst(spot=True) == (["between"], 0)
+    assert burst(spot=False) == ([], 1)
+    fixed = OverflowConfig(wait_threshold_s=60.0)
+    assert base_threshold(fixed, boot, tick, spot=True) == base_threshold(fixed, boot, tick) == 60.0
+
+
+@pytest.mark.parametrize(
+    ("allow_spot", "markets", "launches"),
+    [
+        (True, (Market.ON_DEMAND, Market.SPOT), 1),  # a spot launch is possible: burst a boot earlier
+        (False, (Market.ON_DEMAND, Market.SPOT), 0),  # spot not allowed: the on-demand threshold
+        (True, (Market.ON_DEMAND,), 0),  # allowed, but nothing offered on spot: nothing to reclaim
+    ],
+)
+def test_decide_bursts_a_boot_earlier_only_when_a_launch_may_be_spot(
+    allow_spot: bool, markets: tuple[Market, ...], launches: int,
+) -> None:
+    cfg = PolicyConfig(name="t", selection=SelectionConfig(allow_spot=allow_spot))
+    sp = base_threshold(cfg.overflow, None, cfg.tick_interval_s, spot=True)
+    job = Job("j", 8, T0 - sp - 10.0, gpus_per_node=8, may_burst=True)
+    offers = tuple(_offer(m, 32.0 if m is Market.ON_DEMAND else 12.0, f"p4d-{m}") for m in markets)
+    plan = decide(Snapshot(T0, "c", (job,), (), (), (), offers), cfg)
+    assert sum(isinstance(a, Launch) for a in plan.actions) == launches

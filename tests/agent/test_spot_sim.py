@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from burst.controller import Controller
-from burst.domain import InstanceState, Market
+from burst.domain import InstanceState, Job, JobState, Market, QueueSnapshot
 from burst.ports import Store
 from burst.sim.runner import SimSettings, Simulation, b1_offers
 from burst.sim.trace import TraceJob
@@ -17,6 +17,7 @@ from burst.sim.world import TRACE_EPOCH
 from burst.store.sql import SqlStore
 from policies import PolicyConfig
 from policies.model import SelectionConfig
+from policies.overflow import base_threshold
 from policies.spot import NOTICE_LEAD_S
 
 TICK = 30.0
@@ -174,3 +175,26 @@ def test_reclaim_history_and_spot_holds_survive_a_controller_restart(db: str, tm
     assert before[first.offer_key].reclaims == 1
     after = _restarted(sim, reopen()).reclaim_history()
     assert after == before
+
+
+@pytest.mark.parametrize("spot_offered", [True, False])
+def test_held_jobs_are_shown_due_behind_the_spot_threshold(spot_offered: bool) -> None:
+    """With spot launches possible, overflow's threshold is a boot earlier
+    (policies.overflow.base_threshold), and a spot-held job must be shown due behind the jobs due
+    by *that* threshold: shown by the on-demand one, it would sit in front of a job that waited
+    between the two thresholds and take the instance booting for it. The controller rebuilds the
+    hold from its audit row and shows the held job at ``now - threshold - tick``."""
+    sim = _world("aws")
+    sim.store.audit(at=TRACE_EPOCH, actor="controller", kind="spot", subject="i-gone", action="requeue",
+                    reason="spot reclaim", data={"jobs": ["old"], "priorities": [0], "hold": True})
+    offers = sim.offers if spot_offered else [o for o in b1_offers() if o.cloud == "aws" and o.gpu_count == 8]
+    assert any(o.market is Market.SPOT for o in offers) is spot_offered
+    ctl = Controller(cluster=sim.s.cluster, queue=sim.cluster, providers=sim.providers, store=sim.store,
+                     offers=offers, policy=sim.policy, challenge_queue=sim.cluster)
+    assert set(ctl.spot_holds()) == {"old"}
+    now = TRACE_EPOCH + 3 * 3600
+    old = Job("old", 8, TRACE_EPOCH - 3600, JobState.HELD, gpus_per_node=8, may_burst=True)
+    snap = ctl.build_snapshot(now, QueueSnapshot((old,), (), ()))
+    base = base_threshold(sim.policy.overflow, ctl.boot_estimate(), TICK, spot=spot_offered)
+    (shown,) = snap.pending
+    assert shown.submit_time == now - base - TICK
