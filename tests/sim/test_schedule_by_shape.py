@@ -50,6 +50,7 @@ def _walk(self: SimCluster, now: float) -> int:
             continue
         del self._pending[tj.id]
         self._plist = None  # the snapshot's kept pending list (SimCluster._plist) is rebuilt
+        self._pend_t = None  # and its kept pending tuple (SimCluster._pend_t)
         self._start(sj, chosen, now)
         started += 1
     if started:
