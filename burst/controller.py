@@ -63,6 +63,7 @@ from burst.ports import (
     mirror_backoff_key,
 )
 from burst.ports import Mirror as MirrorPort
+from burst.reconcile_memo import ReconcileMemo
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
@@ -75,7 +76,6 @@ from policies.reconcile import (
     Decision,
     ReconcileSettings,
     Transition,
-    reconcile_instance,
 )
 from policies.requests import ACTIVE_REQUEST_STATES
 from policies.spot import (
@@ -217,6 +217,12 @@ class Controller:
         # reused while the queue source hands back the same pending tuple. It holds only that
         # tuple, which the last TickResult's snapshot holds anyway.
         self._pending_index: PendingIndex | None = None
+        # Instances whose reconcile answered nothing, with the very objects it was asked about:
+        # the same objects again answer nothing again (burst/reconcile_memo.py says why).
+        self._reconcile_memo = ReconcileMemo()
+        # The last listing per provider (the objects it returned) and what was built from them:
+        # a provider that hands back the same sequence object lists the same instances.
+        self._listed: tuple[tuple[object, ...], dict[str, CloudInstance]] | None = None
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -305,15 +311,25 @@ class Controller:
 
     # ---- observe -------------------------------------------------------------------------------
     def _observe_clouds(self) -> tuple[dict[str, CloudInstance], set[str]]:
-        by_id: dict[str, CloudInstance] = {}
+        """Every provider's listing by burst id. The returned dict is read only by the caller:
+        when every provider listed and handed back the same sequence objects as last tick (the
+        simulator's providers do while nothing changed), the dict built from them last time is
+        returned again. Only tuples count: a tuple of frozen listings cannot have changed, while
+        a list could have been changed in place by whoever returned it."""
         unobserved: set[str] = set()
+        listings: list[Sequence[CloudInstance]] = []
         for name, p in self.providers.items():
             try:
-                listed = p.list_instances()
+                listings.append(p.list_instances())
             except ProviderError as e:
                 log.warning("cannot list %s instances: %s", name, e)
                 unobserved.add(name)
-                continue
+        if not unobserved:
+            last = self._listed
+            if last is not None and len(last[0]) == len(listings) and all(a is b for a, b in zip(last[0], listings, strict=True)):
+                return last[1], unobserved
+        by_id: dict[str, CloudInstance] = {}
+        for listed in listings:
             for ci in listed:
                 key = ci.burst_id or f"untagged:{ci.cloud}:{ci.cloud_id}"
                 prev = by_id.get(key)
@@ -323,6 +339,8 @@ class Controller:
                     by_id[f"dup:{ci.cloud}:{ci.cloud_id}"] = ci
                 else:
                     by_id[key] = ci
+        tuples = not unobserved and all(isinstance(x, tuple) for x in listings)
+        self._listed = (tuple(listings), by_id) if tuples else None
         return by_id, unobserved
 
     # ---- reconcile -----------------------------------------------------------------------------
@@ -344,6 +362,8 @@ class Controller:
         known: set[str] = set()
         settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
         decided: list[tuple[Instance, Decision]] = []
+        memo = self._reconcile_memo
+        memo.start()
         for inst in live:
             known.add(inst.id)
             jobs_pending = True
@@ -351,7 +371,7 @@ class Controller:
                 if pending_ids is None:
                     pending_ids = {j.id for j in qs.pending}
                 jobs_pending = any(j in pending_ids for j in inst.for_jobs)
-            d = reconcile_instance(
+            d = memo.decide(
                 inst, cloud.get(inst.id), nodes_by_instance.get(inst.id), now, settings,
                 observed=inst.cloud not in unobserved, jobs_pending=jobs_pending,
             )
