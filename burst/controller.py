@@ -71,9 +71,7 @@ from policies.grand_challenge import ChallengeSettings, overflow_view
 from policies.overflow import base_threshold, threshold_for
 from policies.pending_index import PendingIndex, index_for
 from policies.reconcile import (
-    NOTHING,
     BootSample,
-    Decision,
     ReconcileSettings,
     Transition,
 )
@@ -358,26 +356,12 @@ class Controller:
         live = self.store.live_instances()
         # Looked up only by a live instance's id: with none live, no pass over the nodes.
         nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id} if live else {}
-        pending_ids: set[str] | None = None
-        known: set[str] = set()
+        known = {inst.id for inst in live}
         settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
-        decided: list[tuple[Instance, Decision]] = []
-        memo = self._reconcile_memo
-        memo.start()
-        for inst in live:
-            known.add(inst.id)
-            jobs_pending = True
-            if inst.state is InstanceState.PLANNED and inst.for_jobs:
-                if pending_ids is None:
-                    pending_ids = {j.id for j in qs.pending}
-                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
-            d = memo.decide(
-                inst, cloud.get(inst.id), nodes_by_instance.get(inst.id), now, settings,
-                observed=inst.cloud not in unobserved, jobs_pending=jobs_pending,
-            )
-            if d is NOTHING:
-                continue
-            decided.append((inst, d))
+        # Per instance, as reconcile_instance decides (burst/reconcile_memo.py: the same objects
+        # that needed nothing last tick need nothing again, without asking).
+        decided = self._reconcile_memo.decide_all(live, cloud, nodes_by_instance, unobserved, qs.pending, now, settings)
+        for inst, d in decided:
             if d.recovered:
                 res.recovered.append(inst.id)
             if d.due is not None:

@@ -17,7 +17,9 @@ adapter builds new ones each tick and simply never hits.
 
 from __future__ import annotations
 
-from burst.domain import CloudInstance, Instance, InstanceState, Node, Timestamp
+from collections.abc import Iterable, Mapping
+
+from burst.domain import CloudInstance, Instance, InstanceState, Job, Node, Timestamp
 from policies.reconcile import NOTHING, Decision, ReconcileSettings, reconcile_instance
 
 _Key = tuple[Instance, CloudInstance | None, Node | None]
@@ -58,3 +60,47 @@ class ReconcileMemo:
         if d is NOTHING and observed and inst.state is not InstanceState.PLANNED:
             self._next[inst.id] = (inst, cloud, node)
         return d
+
+    def decide_all(
+        self,
+        live: Iterable[Instance],
+        cloud: Mapping[str, CloudInstance],
+        nodes: Mapping[str, Node],
+        unobserved: set[str],
+        pending: Iterable[Job],
+        now: Timestamp,
+        settings: ReconcileSettings,
+    ) -> list[tuple[Instance, Decision]]:
+        """One tick (``start()`` included): each live instance's decision, in ``live``'s order,
+        with the NOTHINGs left out. Same as calling :meth:`decide` per instance with its listing
+        (``cloud[id]``), its node (``nodes[id]``), ``observed`` (its cloud not in
+        ``unobserved``) and, for a PLANNED intent, whether one of its jobs is in ``pending``;
+        the remembered case is checked here without a call per instance (the hot path)."""
+        quiet = self._quiet = self._next
+        nxt: dict[str, _Key] = {}
+        self._next = nxt
+        planned = InstanceState.PLANNED
+        pending_ids: set[str] | None = None
+        out: list[tuple[Instance, Decision]] = []
+        for inst in live:
+            iid = inst.id
+            c = cloud.get(iid)
+            n = nodes.get(iid)
+            observed = inst.cloud not in unobserved
+            if observed:
+                q = quiet.get(iid)
+                if q is not None and q[0] is inst and q[1] is c and q[2] is n:
+                    nxt[iid] = q
+                    continue
+            jobs_pending = True
+            if inst.state is planned and inst.for_jobs:
+                if pending_ids is None:
+                    pending_ids = {j.id for j in pending}
+                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
+            d = reconcile_instance(inst, c, n, now, settings, observed=observed, jobs_pending=jobs_pending)
+            if d is NOTHING:
+                if observed and inst.state is not planned:
+                    nxt[iid] = (inst, c, n)
+                continue
+            out.append((inst, d))
+        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -83,3 +84,49 @@ def test_the_same_quiet_objects_skip_the_call_and_anything_new_does_not(monkeypa
     memo.start()  # a tick that did not decide it: forgotten
     memo.decide(busy, ci, n, NOW, SETTINGS, observed=True, jobs_pending=True)
     assert len(calls) == 3
+
+
+POOL_BY_ID = {iid: [i for i in INSTANCES if i.id == iid] for iid in ("i-1", "i-2")}
+tick_inputs = st.lists(
+    st.tuples(
+        st.floats(0.0, 5000.0),
+        st.dictionaries(  # instance id -> (pool index, cloud, node, a copy of the row)
+            st.sampled_from(sorted(POOL_BY_ID)),
+            st.tuples(st.integers(0, len(POOL_BY_ID["i-1"]) - 1), st.integers(0, len(CLOUD_OBJS) - 1),
+                      st.integers(0, len(NODE_OBJS) - 1), st.booleans()),
+        ),
+        st.booleans(),  # the cloud unobserved
+        st.booleans(),  # the planned-for job still pending
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tick_inputs)
+def test_decide_all_answers_what_reconcile_instance_answers_per_instance(
+    seq: list[tuple[float, dict[str, tuple[int, int, int, bool]], bool, bool]],
+) -> None:
+    memo = ReconcileMemo()
+    now = NOW
+    for dt, picks, unobserved, job_pending in seq:
+        now += dt
+        live, cloud, nodes = [], {}, {}
+        for iid, (k, c, n, copy) in sorted(picks.items()):
+            inst = POOL_BY_ID[iid][k]
+            live.append(dataclasses.replace(inst) if copy else inst)
+            ci, nd = CLOUD_OBJS[c], NODE_OBJS[n]
+            if ci is not None:
+                cloud[iid] = ci
+            if nd is not None:
+                nodes[iid] = nd
+        pending = [SimpleNamespace(id="job-1")] if job_pending else [SimpleNamespace(id="job-9")]
+        skip = {"aws"} if unobserved else set()
+        got = memo.decide_all(live, cloud, nodes, skip, pending, now, SETTINGS)  # type: ignore[arg-type]
+        want = []
+        for inst in live:
+            d = reconcile_instance(inst, cloud.get(inst.id), nodes.get(inst.id), now, SETTINGS,
+                                   observed=not unobserved, jobs_pending=job_pending or inst.state is not InstanceState.PLANNED)
+            if d is not NOTHING:
+                want.append((inst, d))
+        assert got == want
