@@ -26,10 +26,16 @@ list, and since 2026-12-03 the tuple itself until the queue changes; running vie
 dict kept beside the running jobs; a scheduling pass stops retrying shapes that did not fit).
 ``never`` was about 13.7 s on a quiet machine. ``greedy`` and ``burst`` are bound by the
 controller's per-tick work over every live instance and node (policies/overflow.build_pools,
-the controller's reconcile, policies/scale_in: together about 60% of a ``burst`` replay's
-profile; the simulator's own share is under 20%), not by the queue, and are still well over
-20 s (41-42 CPU-seconds each on 2026-12-03, base and this branch alike). Compare sides by
-``cpu_s`` on a shared machine.
+the controller's reconcile, policies/scale_in), not by the queue. Since 2026-12-03 (branch
+wp-b5) the reconcile asks nothing about an instance whose store row, cloud listing and node are
+the very objects that needed nothing last tick (burst/reconcile_memo.py), the cloud listing is
+reused while the simulated providers hand back the same tuple, and build_pools/scale-in test
+the cheap fields first: same decisions (B1 identical), CPU seconds side by side on a loaded
+machine: ``greedy`` 42-50 -> 33-36, ``burst`` 44-50 -> 35-42 (about 1.25-1.4x). Still over 20 s:
+what remains is build_pools (about a fifth of a ``burst`` replay: every node and instance every
+tick; incremental pools need the simulator's changed-node set handed to the policy, keeping the
+pools' bucket order) and decide_scale_in (a tenth). Compare sides by ``cpu_s`` on a shared
+machine.
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ from burst.ports import (
     mirror_backoff_key,
 )
 from burst.ports import Mirror as MirrorPort
+from burst.reconcile_memo import ReconcileMemo
 from policies import PolicyConfig, Snapshot, SpendView
 from policies import decide as default_decide
 from policies.fairness import ended_gpu_hours
@@ -70,12 +71,9 @@ from policies.grand_challenge import ChallengeSettings, overflow_view
 from policies.overflow import base_threshold, threshold_for
 from policies.pending_index import PendingIndex, index_for
 from policies.reconcile import (
-    NOTHING,
     BootSample,
-    Decision,
     ReconcileSettings,
     Transition,
-    reconcile_instance,
 )
 from policies.requests import ACTIVE_REQUEST_STATES
 from policies.spot import (
@@ -218,6 +216,12 @@ class Controller:
         # reused while the queue source hands back the same pending tuple. It holds only that
         # tuple, which the last TickResult's snapshot holds anyway.
         self._pending_index: PendingIndex | None = None
+        # Instances whose reconcile answered nothing, with the very objects it was asked about:
+        # the same objects again answer nothing again (burst/reconcile_memo.py says why).
+        self._reconcile_memo = ReconcileMemo()
+        # The last listing per provider (the objects it returned) and what was built from them:
+        # a provider that hands back the same sequence object lists the same instances.
+        self._listed: tuple[tuple[object, ...], dict[str, CloudInstance]] | None = None
 
     # ---- the tick ------------------------------------------------------------------------------
     def tick(self, now: Timestamp) -> TickResult:
@@ -306,15 +310,25 @@ class Controller:
 
     # ---- observe -------------------------------------------------------------------------------
     def _observe_clouds(self) -> tuple[dict[str, CloudInstance], set[str]]:
-        by_id: dict[str, CloudInstance] = {}
+        """Every provider's listing by burst id. The returned dict is read only by the caller:
+        when every provider listed and handed back the same sequence objects as last tick (the
+        simulator's providers do while nothing changed), the dict built from them last time is
+        returned again. Only tuples count: a tuple of frozen listings cannot have changed, while
+        a list could have been changed in place by whoever returned it."""
         unobserved: set[str] = set()
+        listings: list[Sequence[CloudInstance]] = []
         for name, p in self.providers.items():
             try:
-                listed = p.list_instances()
+                listings.append(p.list_instances())
             except ProviderError as e:
                 log.warning("cannot list %s instances: %s", name, e)
                 unobserved.add(name)
-                continue
+        if not unobserved:
+            last = self._listed
+            if last is not None and len(last[0]) == len(listings) and all(a is b for a, b in zip(last[0], listings, strict=True)):
+                return last[1], unobserved
+        by_id: dict[str, CloudInstance] = {}
+        for listed in listings:
             for ci in listed:
                 key = ci.burst_id or f"untagged:{ci.cloud}:{ci.cloud_id}"
                 prev = by_id.get(key)
@@ -324,6 +338,8 @@ class Controller:
                     by_id[f"dup:{ci.cloud}:{ci.cloud_id}"] = ci
                 else:
                     by_id[key] = ci
+        tuples = not unobserved and all(isinstance(x, tuple) for x in listings)
+        self._listed = (tuple(listings), by_id) if tuples else None
         return by_id, unobserved
 
     # ---- reconcile -----------------------------------------------------------------------------
@@ -341,24 +357,12 @@ class Controller:
         live = self.store.live_instances()
         # Looked up only by a live instance's id: with none live, no pass over the nodes.
         nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id} if live else {}
-        pending_ids: set[str] | None = None
-        known: set[str] = set()
+        known = {inst.id for inst in live}
         settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
-        decided: list[tuple[Instance, Decision]] = []
-        for inst in live:
-            known.add(inst.id)
-            jobs_pending = True
-            if inst.state is InstanceState.PLANNED and inst.for_jobs:
-                if pending_ids is None:
-                    pending_ids = {j.id for j in qs.pending}
-                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
-            d = reconcile_instance(
-                inst, cloud.get(inst.id), nodes_by_instance.get(inst.id), now, settings,
-                observed=inst.cloud not in unobserved, jobs_pending=jobs_pending,
-            )
-            if d is NOTHING:
-                continue
-            decided.append((inst, d))
+        # Per instance, as reconcile_instance decides (burst/reconcile_memo.py: the same objects
+        # that needed nothing last tick need nothing again, without asking).
+        decided = self._reconcile_memo.decide_all(live, cloud, nodes_by_instance, unobserved, qs.pending, now, settings)
+        for inst, d in decided:
             if d.recovered:
                 res.recovered.append(inst.id)
             if d.due is not None:

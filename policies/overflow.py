@@ -139,7 +139,8 @@ def build_pools(
             if inst is not None and inst.purpose is Purpose.ON_DEMAND:
                 continue
             held = GANG_HOLD_LABEL in n.labels
-            if inst is not None and for_pending_gang(inst) and n.schedulable and n.idle and inst.state is InstanceState.JOINED:
+            # Cheapest tests first (all pure): a busy node or no gang pending costs no call.
+            if pending_gangs and inst is not None and inst.state is InstanceState.JOINED and n.schedulable and n.idle and for_pending_gang(inst):
                 own(inst)
                 reserved.add(inst.id)
                 gang_joined.setdefault(inst.for_jobs[0], []).append((inst.id, held, inst.gpus, inst.gpu_model))
@@ -150,7 +151,7 @@ def build_pools(
                 if inst is not None and inst.for_jobs and inst.for_jobs[0] in running_ids:
                     stray_holds.append(inst.id)
                 continue
-            free = n.gpus_free
+            free = n.gpus - n.gpus_used if n.schedulable else 0  # Node.gpus_free, inlined (hot)
             if free > 0:
                 kind = (inst.cloud, inst.region, n.gpus, n.gpu_model, free) if inst is not None else ("cloud", "?", n.gpus, n.gpu_model, free)
                 free_joined[kind] = free_joined.get(kind, 0) + 1

@@ -73,7 +73,7 @@ def decide_scale_in(
         if st is InstanceState.JOINED:
             if node is None or inst.id in wanted:
                 continue
-            if not node.idle or inst.idle_since is None:
+            if inst.idle_since is None or not node.idle:  # the field before the property (hot)
                 continue
             due = inst.idle_since + cfg.idle_timeout_s
             if now >= due:
