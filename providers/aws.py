@@ -42,9 +42,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from burst.domain import (
     REQUIRED_TAGS,
@@ -69,10 +69,10 @@ from burst.errors import (
 from providers.bootstrap import (
     SAFE_VALUE,
     USER_DATA_VARIABLES,
+    known_template,
     load_template,
     node_variables,
     render_user_data,
-    template_name_problem,
 )
 from providers.errors import aws_error_code, map_aws_error
 
@@ -146,7 +146,9 @@ class AwsSettings(BaseModel):
     )
     root_volume_type: str = "gp3"
     root_device_name: str | None = Field(default=None, description="default: the AMI's RootDeviceName")
-    user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
+    user_data_template: Annotated[str, AfterValidator(known_template)] = Field(
+        default="", description="path, builtin:slurm|builtin:k8s, or inline text"
+    )
     template_vars: dict[str, str] = Field(default_factory=dict)
     harbor_host: str = ""
     node_name_prefix: str = ""
@@ -167,14 +169,6 @@ class AwsSettings(BaseModel):
     def _some_region(cls, v: dict[str, AwsRegionSettings]) -> dict[str, AwsRegionSettings]:
         if not v:
             raise ValueError("at least one region is needed")
-        return v
-
-    @field_validator("user_data_template")
-    @classmethod
-    def _known_template(cls, v: str) -> str:
-        problem = template_name_problem(v)
-        if problem is not None:
-            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

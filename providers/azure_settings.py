@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, template_name_problem
+from providers.bootstrap import SAFE_VALUE, USER_DATA_VARIABLES, known_template
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$", re.I)
@@ -85,7 +85,9 @@ class AzureSettings(BaseModel):
     )
     connection_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
-    user_data_template: str = Field(default="", description="path, builtin:slurm|builtin:k8s, or inline text")
+    user_data_template: Annotated[str, AfterValidator(known_template)] = Field(
+        default="", description="path, builtin:slurm|builtin:k8s, or inline text"
+    )
     template_vars: dict[str, str] = Field(
         default_factory=dict,
         description="extra template variables: slurmctld_host, munge_key_secret_url (Key Vault secret URL), "
@@ -100,14 +102,6 @@ class AzureSettings(BaseModel):
     )
     node_name_prefix: str = ""
     base_url: str | None = Field(default=None, description="ARM endpoint; default the public cloud's (tests: the stand-in)")
-
-    @field_validator("user_data_template")
-    @classmethod
-    def _known_template(cls, v: str) -> str:
-        problem = template_name_problem(v)
-        if problem is not None:
-            raise ValueError(problem)
-        return v
 
     @field_validator("subscription_id")
     @classmethod

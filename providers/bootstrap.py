@@ -94,6 +94,15 @@ def template_name_problem(source: str) -> str | None:
     return None
 
 
+def known_template(source: str) -> str:
+    """``source`` itself, or ValueError with :func:`template_name_problem`'s reason: the
+    validator both clouds' ``user_data_template`` settings use (``AfterValidator``)."""
+    problem = template_name_problem(source)
+    if problem is not None:
+        raise ValueError(problem)
+    return source
+
+
 def load_template(source: str, *, where: str = "user_data_template", cloud: str = "aws") -> str:
     """Template text from ``builtin:slurm``/``builtin:k8s``, a file path, or inline text.
     ``where`` names the setting in errors (e.g. ``aws.user_data_template``); ``cloud`` picks the
