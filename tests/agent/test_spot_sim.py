@@ -198,3 +198,38 @@ def test_held_jobs_are_shown_due_behind_the_spot_threshold(spot_offered: bool) -
     base = base_threshold(sim.policy.overflow, ctl.boot_estimate(), TICK, spot=spot_offered)
     (shown,) = snap.pending
     assert shown.submit_time == now - base - TICK
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_a_job_reclaimed_twice_is_requeued_twice_and_loses_no_checkpointed_work(cloud: str) -> None:
+    """The replacement is spot too and is reclaimed as well: the second notice is handled like
+    the first (checkpoint, hold, a second replacement, release once it joins), the job keeps
+    everything up to its last checkpoint across both, and finishes. Nothing is left live."""
+    sim, t, reclaim_at = _on_spot_then_noticed(cloud)
+    cl = sim.cluster
+    first = sim.store.instances()[0]
+    # Wait until the replacement has joined and B runs on it for a while.
+    t = _drive(sim, reclaim_at + 3600, stop=lambda: (j := cl.job("B")) is not None and j.start is not None
+               and j.start > reclaim_at and sim.clock.now() > j.start + 20 * 60)
+    b = cl.job("B")
+    assert b is not None and b.cloud and b.holds == 1
+    (second,) = [i for i in sim.store.live_instances() if i.joined_at is not None and i.id != first.id
+                 and "B" in i.for_jobs]
+    saved_after_first = b.done_work
+    reclaim2 = t + 300.0
+    sim.providers[cloud].reclaim(second.cloud_id, reclaim2)
+    ran_before_second = cl.progress(b, reclaim2 - NOTICE_LEAD_S[cloud])
+    _drive(sim, reclaim2 + 4 * 3600, stop=lambda: "B" in cl.finished)
+    assert "B" in cl.finished
+    b = cl.finished["B"]
+    assert b.signals == 2 and b.holds == 2 and b.releases == 2
+    assert b.done_work >= max(saved_after_first, ran_before_second) - 1e-6
+    assert 0.0 <= b.lost_work < 2 * NOTICE_LEAD_S[cloud]
+    actions = [r.action for r in reversed(sim.store.audit_rows(subject=second.id, kind="spot", limit=10))]
+    assert actions == ["notice", "checkpoint", "requeue", "release"]
+    third = [i for i in sim.store.instances() if i.id not in (first.id, second.id) and "B" in i.for_jobs]
+    assert third and min(i.created_at for i in third) < reclaim2
+    assert sim.controller.reclaim_history()[second.offer_key].reclaims == 2
+    assert sim.controller.last is not None and not sim.controller.last.executed.errors
+    _drive(sim, sim.clock.now() + 1800)
+    assert sim.store.live_instances() == []  # the last replacement was scaled in once B was done
