@@ -274,9 +274,10 @@ class Simulation:
                     last_version = cluster.version
                     change_tick = None
                 else:
-                    mark = self._mark()
-                    live = tuple(self.store.live_instances()) if self._may_elide else ()
-                    queued = cluster.pending_count + cluster.held_count
+                    if self._may_elide:
+                        mark = self._mark()
+                        queued = cluster.pending_count + cluster.held_count
+                        live = () if queued else tuple(self.store.live_instances())  # queued: not idle anyway
                     res = self.controller.tick(t)
                     self.ticks += 1
                     idle_mark = mark if self._may_elide and self._idle_after(res, mark, live, queued) else None
