@@ -136,7 +136,7 @@ provider_step = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(provider_step, min_size=1, max_size=40))
-def test_unchanged_count_means_the_same_listing(steps: list[tuple[Any, ...]]) -> None:
+def test_unchanged_count_means_the_same_listing_and_unchanged_instances_keep_their_view(steps: list[tuple[Any, ...]]) -> None:
     clock = VirtualClock(0.0)
     offers = {o.market: o for o in b1_offers(spot=True) if o.cloud == "aws"}
     p = SimProvider("aws", "sim", clock, notice_lead_s=120.0, spot_interrupt_mean_s=600.0, seed=1,
@@ -162,4 +162,12 @@ def test_unchanged_count_means_the_same_listing(steps: list[tuple[Any, ...]]) ->
         if last is not None and last[0] == p.changes:
             assert listing is last[1]  # the very same tuple (and so the same views)
             assert seen == last[2]
+        if last is not None:
+            # An instance whose listing did not change is the very same view object, even
+            # when others changed (what the controller's per-instance memo keys on).
+            before = {v.cloud_id: v for v in last[1]}
+            for v in listing:
+                old = before.get(v.cloud_id)
+                if old is not None and (old.state, old.interrupted) == (v.state, v.interrupted):
+                    assert v is old
         last = (p.changes, listing, seen)
