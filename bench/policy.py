@@ -132,8 +132,9 @@ def main() -> int:
     b5 = b5_replay(trace, 80 if 80 in sizes else sizes[0])
     console.print(
         f"  B5: {scenario} under burst at {b5['nodes']} nodes, {b5['sim_days']:.1f} days replayed in "
-        f"{b5['wall_s']:.2f} s wall, {b5['cpu_s']:.2f} s CPU (goal <= 1.5 s; {b5['sim_days'] * 86400 / b5['wall_s']:,.0f}x "
-        f"real time); {b5['ticks']:,} controller ticks, {b5['ticks_elided']:,} of them proven idle and not run"
+        f"{b5['wall_s']:.2f} s wall, {b5['cpu_s']:.2f} s CPU{' (goal <= 1.5 s)' if scenario == 'itp-c04' else ''}, "
+        f"{b5['sim_days'] * 86400 / b5['wall_s']:,.0f}x real time; {b5['ticks']:,} controller ticks, "
+        f"{b5['ticks_elided']:,} of them proven idle and not run"
     )
     out.update(
         {
