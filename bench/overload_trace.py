@@ -36,16 +36,14 @@ machine: ``greedy`` 42-50 -> 33-36, ``burst`` 44-50 -> 35-42 (about 1.25-1.4x).
 Since 2026-12-03 (branch wp-b5sim) the simulator also counts without running the ticks it can
 prove idle (burst/sim/runner.py, ``Simulation._idle_after``): a tick driven only by an on-prem
 change while nothing is queued, after a tick that acted on nothing. Here that is the stretches
-where bursting has emptied the queue: of ``burst``'s 151,876 ticks 68,906 are elided, and the
-replays' figures are the same (ticks, p95, cost, unfinished). ``never`` keeps a queue all along
-and elides nothing. Side by side with the code before (``--old``), CPU seconds on a heavily
-loaded machine (load average about 5 on 2 cores, so both sides' CPU times are inflated):
-``greedy`` 50.8 -> 25.7 (1.98x), ``burst`` 50.0 -> 29.9 (1.68x), ``never`` 16.3 -> 16.3.
-Scaled by the old side's quiet figures (``greedy`` 33 s, ``burst`` 31 s) that is about 17 s
-and 18.5 s: within 20 s, but not with much room; what remains is the controller's work on the
-ticks that are run (build_pools, decide_scale_in, the reconcile), about three quarters of a
-``burst`` replay, and the world's own steps (about a quarter). Compare sides by ``cpu_s`` on
-a shared machine; ``ticks_elided`` is null for a checkout that runs every tick.
+where bursting has emptied the queue: ``greedy`` elides 101,047 of its 157,440 ticks, ``burst``
+68,906 of 151,876, ``never`` (a queue all along) 1,007 of 145,476; the figures are the same on
+both sides (ticks, p95, cost, unfinished). CPU seconds side by side with ``--old`` (the code
+before): ``greedy`` 39.6 -> 19.7 (2.0x), ``burst`` 33.8 -> 23.7 (1.4x), ``never`` 14.0 -> 11.7.
+``burst`` is still over 20 s, PARTIAL: its run ticks keep a queue, and the controller's work
+on them (build_pools, decide_scale_in, the reconcile) is about three quarters of the replay,
+the world's own steps about a quarter. Compare sides by ``cpu_s`` on a shared machine;
+``ticks_elided`` is null for a checkout that runs every tick.
 """
 
 from __future__ import annotations
