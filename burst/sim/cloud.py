@@ -106,6 +106,9 @@ class SimProvider:
         self._list_cache: tuple[CloudInstance, ...] | None = None
         self._closed_usd = 0.0
         self._closed_gpu_h = 0.0
+        # Bumped on every launch, end and applied event (boot, ready, notice, reclaim): equal
+        # counts mean nothing about this cloud changed in between (the runner's idle ticks).
+        self.changes = 0
 
     # ---- Provider ------------------------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> CloudInstance:
@@ -149,6 +152,7 @@ class SimProvider:
                 inst.notice_at = max(now, inst.interrupt_at - self.notice_lead_s)
                 self._push(inst.notice_at, cid)
         self._list_cache = None
+        self.changes += 1
         return self._view(inst)
 
     def list_instances(self) -> Sequence[CloudInstance]:
@@ -216,6 +220,7 @@ class SimProvider:
         inst.view = None
         self._live.pop(inst.cloud_id, None)
         self._list_cache = None
+        self.changes += 1
         if self.on_gone is not None:
             self.on_gone(inst, now)
 
@@ -236,6 +241,7 @@ class SimProvider:
             if inst.terminated_at is not None:
                 continue
             n += 1
+            self.changes += 1
             if inst.interrupt_at is not None and t >= inst.interrupt_at:
                 self.interruptions += 1
                 self._end(inst, t, interrupted=True)

@@ -170,6 +170,10 @@ class SimCluster:
         self._nodes_t: tuple[Node, ...] | None = None  # the snapshot's nodes, while unchanged
         self._snap: QueueSnapshot | None = None
         self.version = 0
+        # Bumped whenever a burst node's snapshot view changes (or one joins or leaves): equal
+        # counts mean every burst node of the snapshot is the very same view as before. The
+        # simulator's runner uses it to tell a tick whose change was on-prem only.
+        self.cloud_version = 0
         self.on_start = on_start
         self.on_finish = on_finish
         # Called when a running job is stopped before its end (its node left, a hold, a cancel),
@@ -210,6 +214,8 @@ class SimCluster:
         """A node changed (or came or went): its snapshot view and the node tuple are stale."""
         self._dirty.add(idx)
         self._nodes_t = None
+        if self.nodes[idx].location != ONPREM:
+            self.cloud_version += 1
 
     def _add_node(self, name: str, gpus: int, model: str, location: str, instance_id: str) -> SimNode:
         self._ensure(gpus)

@@ -5,8 +5,11 @@ The world (simulated cluster, clouds and virtual clock) is the adapter set
 and drives both. Discrete events (arrivals, completions, boots, reclaims) move a virtual clock. The controller
 ticks on the daemon's grid (every ``tick_s`` seconds, like the APScheduler interval job) but
 only on grid points where something changed or the last Plan asked to be woken (``wake_at``);
-on the other grid points the daemon's tick would find nothing to do. The simulated cluster
-schedules continuously, as a real scheduler does between controller ticks.
+on the other grid points the daemon's tick would find nothing to do. A tick driven only by an
+on-prem change while nothing is queued, after a tick that acted on nothing, is idle too and is
+counted without being run (``Simulation._idle_after`` says why that is exact; most ticks of a
+B1 replay are such). The simulated cluster schedules continuously, as a real scheduler does
+between controller ticks.
 
 Time zero of the ITP traces is taken as 2021-03-04T00:00Z (:data:`TRACE_EPOCH`, the start of their
 collection), so day and month budgets fall on real calendar boundaries.
@@ -20,14 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from burst.catalog import Catalog, OfferFilter
-from burst.controller import BudgetCaps, Controller
-from burst.domain import Market, Offer
+from burst.controller import BudgetCaps, Controller, TickResult
+from burst.domain import Instance, Market, Offer
 from burst.ports import Store
 from burst.sim.trace import TraceJob
 from burst.sim.world import TRACE_EPOCH, SimSettings, SimWorld, node_name_for
 from burst.store.memory import MemoryStore
 from policies import PolicyConfig
 from policies.grand_challenge import ChallengeSettings
+from policies.requests import ACTIVE_REQUEST_STATES
 
 __all__ = ["TRACE_EPOCH", "SimResult", "SimSettings", "Simulation", "b1_offers", "node_name_for"]
 
@@ -63,7 +67,7 @@ class SimResult:
     instances: int
     wall_s: float
     sim_s: float
-    ticks: int
+    ticks: int  # the daemon's ticks, elided idle ones included (the same count either way)
     capacity_errors: int = 0
     interruptions: int = 0
     requeues: int = 0
@@ -71,6 +75,7 @@ class SimResult:
     unfinished: int = 0
     series: Series = field(default_factory=Series)
     plans: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    ticks_elided: int = 0  # of ``ticks``: proven idle and not run (Simulation._idle_after)
 
     def figures(self) -> dict[str, float | int | str]:
         w = sorted(self.waits_s)
@@ -121,6 +126,7 @@ class Simulation:
         store: Store | None = None,
         record_plans: bool = False,
         challenge_settings: ChallengeSettings | None = None,
+        elide_idle_ticks: bool = True,
     ) -> None:
         if not trace:
             raise ValueError("empty trace")
@@ -150,7 +156,11 @@ class Simulation:
         self.series = Series()
         self.clock_origin = self.clock.now()
         self.ticks = 0
+        self.ticks_elided = 0  # of ``ticks``: the idle ones answered without running (_idle_after)
         self.plans: list[tuple[float, tuple[str, ...]]] = []
+        # Ticks proven idle may be elided (see _idle_after) unless the policy learns from every
+        # tick's observation (run-time prediction) or re-asks sooner than the grid does.
+        self._may_elide = elide_idle_ticks and not policy.overflow.predict_starts and policy.tick_interval_s <= settings.tick_s
 
     # ---- the world's hooks, for a daemon that drives this simulation's world -------------------
     def advance_to(self, target: float) -> None:
@@ -160,6 +170,58 @@ class Simulation:
     def after_tick(self, now: float) -> None:
         """:meth:`SimWorld.after_tick`: ``run()`` and a daemon both call it after a tick."""
         self.world.after_tick(now)
+
+    # ---- idle ticks ---------------------------------------------------------------------------
+    def _mark(self) -> tuple[int, int]:
+        """What moves when anything the controller reads of the world changes, apart from on-prem
+        nodes and running jobs: the burst nodes' views and every cloud's instances."""
+        return self.cluster.cloud_version, sum(p.changes for p in self.providers.values())
+
+    def _idle_after(self, res: TickResult, mark: tuple[int, int], live: tuple[Instance, ...], queued: int) -> bool:
+        """Whether the tick just run was idle in the sense that lets the next change-driven
+        tick be elided while ``_still_idle(mark)`` holds.
+
+        Idle: it acted on nothing (no plan action, no executor outcome, nothing recovered,
+        no orphan terminated, not skipped), wrote no instance row (the same live row objects
+        before and after), moved no burst node or cloud instance (``mark`` unchanged), and saw
+        and left no pending or held job; and nothing that follows its own clock is in play
+        (no active on-demand request, no grand challenge, no spot hold; the policy's
+        run-time learner is off, see ``_may_elide``).
+
+        Why a later tick is then idle too, with the same wake_at, while only on-prem nodes
+        and running jobs changed and no deadline it asked for has passed (``t < wake_tick``):
+        with no job pending, what the tick reads is the store (unchanged: only ticks write it),
+        the cloud listings and the burst nodes (the very same objects: ``mark``) and the
+        clock. Overflow has no job to place; the jobs it asks about in ``running`` are the
+        ones instances were launched for, and in the simulator such a job can only start or
+        stop between ticks through a burst node (a requeue needs a node to leave) or a
+        controller action. Scale-in and reconcile read only instance rows, listings and burst
+        nodes, and the clock only through deadlines they return as wake_at: absolute ones are
+        the same again, and a relative one (``now + tick``, at most the grid step) already made
+        the next grid point a wake tick. A surplus booting instance is kept only while it is
+        about to join, which stays true as time passes. So the tick answers nothing, writes
+        nothing and asks for the same wake; eliding it leaves every later tick the same.
+        tests/sim/test_idle_ticks.py replays with and without elision and compares everything."""
+        ex = res.executed
+        if (
+            res.skipped or res.plan.actions or res.recovered or res.orphans_terminated
+            or ex.launched or ex.failed or ex.terminated or ex.drained or ex.mirrored or ex.errors or ex.notified
+        ):
+            return False
+        c = self.cluster
+        if queued or c.pending_count or c.held_count or self._mark() != mark:
+            return False
+        after = self.store.live_instances()
+        if len(after) != len(live) or any(a is not b for a, b in zip(after, live, strict=True)):
+            return False
+        return not (
+            self.controller.spot_holds() or self.store.requests(states=ACTIVE_REQUEST_STATES) or self.store.challenges()
+        )
+
+    def _still_idle(self, mark: tuple[int, int]) -> bool:
+        """No job queued and no burst node or cloud instance changed since the idle tick."""
+        c = self.cluster
+        return not c.pending_count and not c.held_count and self._mark() == mark
 
     def _grid(self, t: float) -> float:
         base = self.clock_origin
@@ -171,13 +233,20 @@ class Simulation:
         n = len(trace)
         start = self.clock_origin
         span = max(1.0, trace[-1].submit - trace[0].submit)
-        next_tick: float | None = None
+        # The next tick is the earlier of two grid points: ``wake_tick``, what the last tick
+        # asked for (its wake_at, the tick after acting, a retry), and ``change_tick``, the
+        # first grid point after a change that no tick has seen yet.
+        wake_tick: float | None = None
+        change_tick: float | None = None
         last_version = -1
         next_sample = start
         cluster = self.cluster
         world = self.world
         last_progress = 0.0
+        # What the last tick saw, when it was idle (see _idle_after); None otherwise.
+        idle_mark: tuple[int, int] | None = None
         while True:
+            next_tick = change_tick if wake_tick is None else wake_tick if change_tick is None else min(wake_tick, change_tick)
             t_world = world.next_event()
             if t_world is None and next_tick is None:
                 break
@@ -193,25 +262,40 @@ class Simulation:
                 # changes no node, but the daemon's next tick would see it and replace it.
                 world.cloud_events = 0
                 g = self._grid(t)
-                next_tick = g if next_tick is None else min(next_tick, g)
+                change_tick = g if change_tick is None else min(change_tick, g)
+            next_tick = change_tick if wake_tick is None else wake_tick if change_tick is None else min(wake_tick, change_tick)
             if next_tick is not None and t >= next_tick:
-                res = self.controller.tick(t)
-                self.ticks += 1
-                self.after_tick(t)
-                last_version = cluster.version
-                next_tick = None
-                if res.wake_at is not None:  # the plan's wake_at or a controller deadline
-                    next_tick = self._grid(max(res.wake_at, t + self.s.tick_s))
-                if res.plan.actions:
-                    # Acting changed the store and the clouds (e.g. a Terminate of in-flight
-                    # capacity uncovers a job) in ways the cluster's version does not show:
-                    # the daemon's next tick would see that, so tick then too.
-                    g = self._grid(t + self.s.tick_s)
-                    next_tick = g if next_tick is None else min(next_tick, g)
-                if self.record_plans and res.plan.actions:
-                    self.plans.append((t, tuple(_describe(a) for a in res.plan.actions)))
-                if res.skipped:
-                    next_tick = self._grid(t + self.s.tick_s)
+                if idle_mark is not None and (wake_tick is None or t < wake_tick) and self._still_idle(idle_mark):
+                    # The daemon's tick here would find nothing to do (see _idle_after): it is
+                    # counted, not run, and leaves everything as that tick would have.
+                    self.ticks += 1
+                    self.ticks_elided += 1
+                    self.after_tick(t)
+                    last_version = cluster.version
+                    change_tick = None
+                else:
+                    if self._may_elide:
+                        mark = self._mark()
+                        queued = cluster.pending_count + cluster.held_count
+                        live = () if queued else tuple(self.store.live_instances())  # queued: not idle anyway
+                    res = self.controller.tick(t)
+                    self.ticks += 1
+                    idle_mark = mark if self._may_elide and self._idle_after(res, mark, live, queued) else None
+                    self.after_tick(t)
+                    last_version = cluster.version
+                    change_tick = wake_tick = None
+                    if res.wake_at is not None:  # the plan's wake_at or a controller deadline
+                        wake_tick = self._grid(max(res.wake_at, t + self.s.tick_s))
+                    if res.plan.actions:
+                        # Acting changed the store and the clouds (e.g. a Terminate of in-flight
+                        # capacity uncovers a job) in ways the cluster's version does not show:
+                        # the daemon's next tick would see that, so tick then too.
+                        g = self._grid(t + self.s.tick_s)
+                        wake_tick = g if wake_tick is None else min(wake_tick, g)
+                    if self.record_plans and res.plan.actions:
+                        self.plans.append((t, tuple(_describe(a) for a in res.plan.actions)))
+                    if res.skipped:
+                        wake_tick = self._grid(t + self.s.tick_s)
             if t >= next_sample:
                 self._sample(t)
                 next_sample = t + self.s.sample_every_s
@@ -240,6 +324,7 @@ class Simulation:
             wall_s=wall,
             sim_s=end - start,
             ticks=self.ticks,
+            ticks_elided=self.ticks_elided,
             capacity_errors=sum(p.capacity_errors for p in providers),
             interruptions=sum(p.interruptions for p in providers),
             requeues=self.cluster.requeues,

@@ -9,6 +9,8 @@ undrains, reservations made and deleted, holds and cancels; a snapshot after som
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,12 +49,11 @@ def _name(i: int) -> str:
     return f"onprem-{i % 3 + 1:04d}" if i < 3 else f"burst-{i - 3}"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(step, st.booleans()), min_size=1, max_size=60))
-def test_kept_node_views_are_the_fresh_ones(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+def _drive(steps: list[tuple], look: Callable[[SimCluster], None]) -> None:  # type: ignore[type-arg]
+    """Apply ``steps`` to a 3-node cluster, calling ``look`` after the steps that ask for it."""
     c = SimCluster(3)
     now, k, joined = 0.0, 0, 0
-    for s, look in steps:
+    for s, looking in steps:
         if s[0] == "submit":
             gpus, may_burst, dur = s[1:]
             nodes = gpus // 8 if gpus > 8 else 1
@@ -81,8 +82,48 @@ def test_kept_node_views_are_the_fresh_ones(steps: list[tuple]) -> None:  # type
         elif s[0] == "cancel":
             c.cancel([f"j{s[1]:03d}"])
         c.schedule(now)
-        if look:
-            assert c.snapshot().nodes == _fresh(c)
+        if looking:
+            look(c)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(step, st.booleans()), min_size=1, max_size=60))
+def test_kept_node_views_are_the_fresh_ones(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    def look(c: SimCluster) -> None:
+        assert c.snapshot().nodes == _fresh(c)
+
+    _drive(steps, look)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(step, st.booleans()), min_size=1, max_size=60))
+def test_unchanged_cloud_version_means_the_same_burst_node_views(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    """``cloud_version`` (the simulator's idle-tick test, burst/sim/runner.py) equal between two
+    snapshots: every burst node of the second is the very object of the first, and none came or
+    went. On-prem changes do not count."""
+    seen: list[tuple[int, tuple[Node, ...]]] = []
+
+    def look(c: SimCluster) -> None:
+        burst_nodes = tuple(n for n in c.snapshot().nodes if n.instance_id)
+        assert burst_nodes == tuple(n for n in _fresh(c) if n.instance_id)
+        if seen and seen[-1][0] == c.cloud_version:
+            before = seen[-1][1]
+            assert len(before) == len(burst_nodes) and all(a is b for a, b in zip(before, burst_nodes, strict=True))
+        seen.append((c.cloud_version, burst_nodes))
+
+    _drive(steps, look)
+
+
+def test_an_onprem_change_leaves_cloud_version_alone() -> None:
+    c = SimCluster(2)
+    c.add_cloud_node("burst-0", 8, "A100", "aws/us-east-1", "i-0")
+    v = c.cloud_version
+    c.submit(TraceJob(id="j", submit=0.0, duration=60.0, gpus=8, may_burst=False), 0.0)
+    c.schedule(0.0)
+    c.drain_node("onprem-0002", "maintenance")
+    assert c.cloud_version == v and c.running_count == 1
+    c.drain_node("burst-0", "spot notice")
+    assert c.cloud_version > v
 
 
 def test_a_change_on_one_node_keeps_the_other_views() -> None:
