@@ -422,6 +422,7 @@ def select_overflow(
     surplus: dict[tuple[str, str], int] = {}
     # A gang's booting members go back only once the gang is seen running elsewhere: a job
     # missing from one snapshot (pods being recreated) must not cancel a whole gang.
+    # Only gang instances naming a job can be surplus: none (gang_asked empty), no pass.
     gang_surplus = tuple(
         sorted(
             i.id
@@ -429,7 +430,7 @@ def select_overflow(
             if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and i.gang_id and i.for_jobs
             and i.for_jobs[0] not in pending_ids and i.for_jobs[0] in running_ids
         )
-    )
+    ) if gang_asked else ()
     for i in instances:
         if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and not i.gang_id:
             key = in_flight_key(i)

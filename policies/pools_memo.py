@@ -32,7 +32,7 @@ from itertools import compress, count
 from operator import is_, is_not
 
 from burst.domain import GANG_HOLD_LABEL, Instance, InstanceState, Node, Purpose
-from policies.overflow import ONPREM, Pools, build_pools, joined_key
+from policies.overflow import IN_FLIGHT, ONPREM, Pools, build_pools, in_flight_key, joined_key
 from policies.packing import SlotPool
 
 # What one node adds: None (nothing), ("o", free, model), ("j", cloud, region, gpus, model, free),
@@ -133,22 +133,48 @@ class PoolsMemo:
 
     def _rebuild(self, nodes: tuple[Node, ...], instances: tuple[Instance, ...],
                  args: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> Pools:
-        pools = build_pools(nodes, instances, *args)
+        """From scratch, in one pass over the nodes: each node's part, then the instances in
+        flight. A node in the gang bookkeeping (rare: a gang pending or seen running with
+        nodes of its own) leaves it all to ``build_pools``."""
         self.rebuilds += 1
         by_instance = {i.id: i for i in instances}
-        gangs, _, running_ids = args
+        gangs, pending_ids, running_ids = args
         parts = [
             _part(n, by_instance.get(n.instance_id) if n.instance_id else None, gangs, running_ids) for n in nodes
         ]
         where: dict[tuple[object, ...], set[int]] = {}
+        special = False
         for pos, p in enumerate(parts):
-            if p is not None and p is not _GANG:
+            if p is _GANG:
+                special = True
+            elif p is not None:
                 where.setdefault(p, set()).add(pos)
         self._nodes, self._instances, self._args = nodes, instances, args
         self._by_instance, self._parts, self._where = by_instance, parts, where
-        self._flying = _copy(pools.flying)
-        self._gang = (pools.gang_own, pools.reserved, pools.gang_joined, pools.stray_holds)
-        return pools
+        if special:
+            pools = build_pools(nodes, instances, *args)
+            self._flying = _copy(pools.flying)
+            self._gang = (pools.gang_own, pools.reserved, pools.gang_joined, pools.stray_holds)
+            return pools
+        # build_pools's instance pass, kept in step with it (no node here is a gang's own)
+        node_of = {n.instance_id for n in nodes if n.instance_id}
+        flying = SlotPool()
+        gang_own: dict[str, list[tuple[str, int, str]]] = {}
+        for i in instances:
+            if i.purpose is Purpose.ON_DEMAND:
+                continue
+            if i.state in IN_FLIGHT and i.id not in node_of:
+                if i.gang_id and i.for_jobs:
+                    if i.for_jobs[0] in gangs:
+                        gang_own.setdefault(i.for_jobs[0], []).append((f"{i.cloud}/{i.region}", i.gpus, i.gpu_model))
+                        continue
+                    if i.for_jobs[0] not in pending_ids:
+                        continue
+                loc, model = in_flight_key(i)
+                flying.add(i.gpus, loc, model)
+        self._flying = flying
+        self._gang = (gang_own, frozenset(), {}, ())
+        return self._assemble()
 
     def _assemble(self) -> Pools:
         onprem, joined = SlotPool(), SlotPool()
