@@ -94,6 +94,9 @@ class ReconcileMemo:
         ``unobserved``) and, for a PLANNED intent, whether one of its jobs is in ``pending``;
         the remembered case is checked here without a call per instance (the hot path)."""
         live = list(live)
+        if not live:  # nothing live (overflow off, say): nothing to remember, no bookkeeping
+            self._quiet, self._next, self._live = self._next, {}, None
+            return []
         last = self._live
         if not unobserved and last is not None and len(live) == len(last) and all(map(is_, live, last)):
             return self._same_live(live, cloud, nodes, pending, now, settings)

@@ -68,6 +68,8 @@ class ScaleInMemo:
         self, now: Timestamp, instances: tuple[Instance, ...], nodes_by_instance: dict[str, Node],
         cfg: ScaleInConfig, tick_s: float,
     ) -> ScaleInResult:
+        if not instances:  # nothing to scale in; the positions kept stay valid (compared by identity)
+            return ScaleInResult((), None)
         nodes = list(map(nodes_by_instance.get, map(_ID, instances)))
         if (cfg is not self._cfg and cfg != self._cfg) or len(instances) != len(self._instances):
             self._due = [due_at(i, n, cfg) for i, n in zip(instances, nodes, strict=True)]
