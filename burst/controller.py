@@ -89,6 +89,7 @@ from policies.spot import (
     plan_releases,
     spot_possible,
 )
+from policies.tick_memo import TickMemo
 
 log = logging.getLogger("burst.controller")
 
@@ -219,6 +220,9 @@ class Controller:
         # Instances whose reconcile answered nothing, with the very objects it was asked about:
         # the same objects again answer nothing again (burst/reconcile_memo.py says why).
         self._reconcile_memo = ReconcileMemo()
+        # What the policies keep between ticks (capacity pools, scale-in, nodes by instance),
+        # reused where the snapshot hands the same objects again (policies/tick_memo.py).
+        self._memo = TickMemo()
         # The last listing per provider (the objects it returned) and what was built from them:
         # a provider that hands back the same sequence object lists the same instances.
         self._listed: tuple[tuple[object, ...], dict[str, CloudInstance]] | None = None
@@ -356,7 +360,7 @@ class Controller:
         and has the executor do it; outcomes and errors go to ``res.executed``."""
         live = self.store.live_instances()
         # Looked up only by a live instance's id: with none live, no pass over the nodes.
-        nodes_by_instance: dict[str, Node] = {n.instance_id: n for n in qs.nodes if n.instance_id} if live else {}
+        nodes_by_instance: dict[str, Node] = self._memo.nodes_by_instance(qs.nodes) if live else {}
         known = {inst.id for inst in live}
         settings = ReconcileSettings(self.list_grace_s, self.planned_timeout_s, self.policy.tick_interval_s)
         # Per instance, as reconcile_instance decides (burst/reconcile_memo.py: the same objects
@@ -573,6 +577,7 @@ class Controller:
             team_gpu_hours=self._team_gpu_hours(now),
             durations=self.durations.model() if self.policy.overflow.predict_starts else None,
             pending_index=self._pending_index,
+            memo=self._memo,
         )
 
     def _team_gpu_hours(self, now: Timestamp) -> Mapping[str, float]:

@@ -43,6 +43,7 @@ from policies.overflow import in_flight_key, joined_key, select_overflow
 from policies.packing import Bin, pack_small_jobs
 from policies.requests import decide_requests
 from policies.scale_in import decide_scale_in
+from policies.scale_in import nodes_by_instance as by_instance
 from policies.selection import Context, Need, Ranker
 from policies.spot import reclaim_factors, spot_possible
 
@@ -75,19 +76,24 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> Plan:
         max(0, cfg.overflow.max_instances - len(snap.instances)),
     )
     widest = _widest(snap.offers)
+    memo = snap.memo
     ov = select_overflow(
         now, snap.pending, snap.nodes, snap.instances, cfg.overflow,
         boot_estimate_s=snap.boot_estimate_s, tick_s=cfg.tick_interval_s, running=snap.running,
         limit=room * widest, durations=snap.durations, index=snap.pending_index,
-        spot=spot_possible(cfg.selection.allow_spot, snap.offers),
+        spot=spot_possible(cfg.selection.allow_spot, snap.offers), pools_memo=memo.pools if memo is not None else None,
     )
     if ov.wake_at is not None:
         wakes.append(ov.wake_at)
 
     # 2. scale-in --------------------------------------------------------------------------
     # Looked up only by the id of one of snap.instances: with none, no pass over the nodes.
-    nodes_by_instance = {n.instance_id: n for n in snap.nodes if n.instance_id} if snap.instances else {}
-    si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
+    if memo is not None:  # kept from the last tick where the inputs are the same objects
+        nodes_by_instance = memo.nodes_by_instance(snap.nodes) if snap.instances else {}
+        si = memo.scale_in.decide(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
+    else:
+        nodes_by_instance = by_instance(snap.nodes) if snap.instances else {}
+        si = decide_scale_in(now, snap.instances, nodes_by_instance, cfg.scale_in, cfg.tick_interval_s)
     scale_actions = list(si.actions)
     if any(isinstance(a, Drain) for a in scale_actions):
         # Pending work counted on an idle joined node (a gang being topped up counts on the

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from burst.domain import Instance, Job, Node, Offer, OnDemandRequest, Timestamp
 from policies.fairness import FairnessConfig
 from policies.pending_index import PendingIndex
 from policies.remaining import DurationModel
 from policies.spot import ReclaimCostModel, ReclaimHistory
+
+if TYPE_CHECKING:
+    from policies.tick_memo import TickMemo
 
 
 def _empty() -> Mapping[str, float]:
@@ -59,6 +63,9 @@ class Snapshot:
     # The pending queue's order and may-burst counts, kept by the controller from a tick that saw
     # the same pending tuple (policies/pending_index.py); None: the overflow pass computes them.
     pending_index: PendingIndex | None = field(default=None, compare=False)
+    # What the policies keep from the last tick (pools, scale-in, nodes by instance), held by the
+    # controller (policies/tick_memo.py); None: everything is computed from scratch.
+    memo: TickMemo | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

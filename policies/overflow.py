@@ -20,6 +20,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import compress, count, islice
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from burst.domain import GANG_HOLD_LABEL, Instance, InstanceState, Job, Node, Purpose, Timestamp
 from policies.forecast import predicted_starts
@@ -28,6 +29,9 @@ from policies.packing import SlotPool, model_ok
 from policies.pending_index import PendingIndex
 from policies.pending_index import is_sorted as _is_sorted
 from policies.remaining import DurationModel
+
+if TYPE_CHECKING:
+    from policies.pools_memo import PoolsMemo
 
 ONPREM = "onprem"
 TAIL_MIN = 64  # jobs: a shorter exhausted tail is walked, not split (see select_overflow)
@@ -237,6 +241,7 @@ def select_overflow(
     durations: DurationModel | None = None,
     index: PendingIndex | None = None,
     spot: bool = False,
+    pools_memo: PoolsMemo | None = None,
 ) -> OverflowResult:
     """Pure: which pending jobs need new cloud capacity at ``now``.
 
@@ -261,7 +266,10 @@ def select_overflow(
     (policies/pending_index.py); used only when it describes ``pending``, same result.
 
     ``spot``: launches may be spot instances; the threshold leaves room for a second boot
-    (:func:`base_threshold`)."""
+    (:func:`base_threshold`).
+
+    ``pools_memo``: the pools of an earlier tick, updated for what changed
+    (policies/pools_memo.py); same pools as :func:`build_pools`, same result."""
     base = base_threshold(cfg, boot_estimate_s, tick_s, spot=spot)
     if fast and not cfg.enabled and not instances and not any(map(_INSTANCE_ID, nodes)):
         # Overflow off and no burst capacity at all: nothing to walk, nothing to give back.
@@ -279,7 +287,11 @@ def select_overflow(
         hits = known.with_ids(gang_asked) if known is not None else list(compress(pending, map(gang_asked.__contains__, map(_ID, pending))))
     pending_ids = frozenset(j.id for j in hits)
     running_ids = frozenset(asked.intersection(map(_ID, running))) if asked else frozenset()
-    pools = build_pools(nodes, instances, frozenset(j.id for j in hits if j.is_gang), pending_ids, running_ids)
+    pending_gangs = frozenset(j.id for j in hits if j.is_gang)
+    pools = (
+        pools_memo.build(nodes, instances, pending_gangs, pending_ids, running_ids) if pools_memo is not None
+        else build_pools(nodes, instances, pending_gangs, pending_ids, running_ids)
+    )
     release: list[str] = list(pools.stray_holds)
     onprem, joined, flying, gang_own = pools.onprem, pools.joined, pools.flying, pools.gang_own
     draining = draining_pool(nodes, instances)
@@ -410,6 +422,7 @@ def select_overflow(
     surplus: dict[tuple[str, str], int] = {}
     # A gang's booting members go back only once the gang is seen running elsewhere: a job
     # missing from one snapshot (pods being recreated) must not cancel a whole gang.
+    # Only gang instances naming a job can be surplus: none (gang_asked empty), no pass.
     gang_surplus = tuple(
         sorted(
             i.id
@@ -417,7 +430,7 @@ def select_overflow(
             if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and i.gang_id and i.for_jobs
             and i.for_jobs[0] not in pending_ids and i.for_jobs[0] in running_ids
         )
-    )
+    ) if gang_asked else ()
     for i in instances:
         if i.purpose is Purpose.OVERFLOW and i.state in IN_FLIGHT and not i.gang_id:
             key = in_flight_key(i)

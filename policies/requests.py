@@ -238,11 +238,12 @@ def decide_requests(snap: Snapshot, cfg: PolicyConfig) -> tuple[list[Action], fl
         if wake is None or t < wake:
             wake = t
 
-    by_request: dict[str, list[Instance]] = {}
-    for inst in snap.instances:
-        if inst.request_id:
-            by_request.setdefault(inst.request_id, []).append(inst)
     active: dict[str, OnDemandRequest] = {r.id: r for r in snap.requests if r.state in ACTIVE_REQUEST_STATES}
+    by_request: dict[str, list[Instance]] = {}
+    if active:  # read only per active request: none, no pass over the instances for it
+        for inst in snap.instances:
+            if inst.request_id:
+                by_request.setdefault(inst.request_id, []).append(inst)
 
     for req in sorted(active.values(), key=lambda r: (r.created_at, r.id)):
         live = [i for i in by_request.get(req.id, []) if i.state not in _GONE]

@@ -14,6 +14,7 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from burst.domain import Action, Drain, Instance, InstanceState, Node, Purpose, Terminate, Timestamp
@@ -24,6 +25,11 @@ from policies.model import ScaleInConfig
 class ScaleInResult:
     actions: tuple[Action, ...]
     wake_at: Timestamp | None
+
+
+def nodes_by_instance(nodes: Iterable[Node]) -> dict[str, Node]:
+    """Burst nodes by the id of their instance (the last one wins if two claim the same id)."""
+    return {n.instance_id: n for n in nodes if n.instance_id}
 
 
 def _fmt_min(seconds: float) -> str:

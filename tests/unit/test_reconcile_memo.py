@@ -8,7 +8,7 @@ import itertools
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import burst.reconcile_memo as memo_mod
@@ -127,6 +127,66 @@ def test_decide_all_answers_what_reconcile_instance_answers_per_instance(
         for inst in live:
             d = reconcile_instance(inst, cloud.get(inst.id), nodes.get(inst.id), now, SETTINGS,
                                    observed=not unobserved, jobs_pending=job_pending or inst.state is not InstanceState.PLANNED)
+            if d is not NOTHING:
+                want.append((inst, d))
+        assert got == want
+
+
+FLEET = [dataclasses.replace(i, id=f"f-{k}") for k, i in enumerate(INSTANCES[::3])]
+fleet_ticks = st.lists(
+    st.tuples(
+        st.sampled_from((0.0, 30.0, 600.0)),
+        st.sampled_from((True, True, True, False)),  # the same live objects as the last tick (decide_all's fast path)
+        # live, when not the same: (instance, its listing (mostly running), its node)
+        st.lists(st.tuples(st.integers(0, len(FLEET) - 1), st.sampled_from((2, 2, 2, 1, 0)), st.integers(0, len(NODE_OBJS) - 1)),
+                 unique_by=lambda t: t[0], min_size=1, max_size=4),
+        st.dictionaries(st.integers(0, 3), st.tuples(st.integers(0, len(CLOUD_OBJS) - 1), st.integers(0, len(NODE_OBJS) - 1),
+                                                     st.sampled_from(("cloud", "node", "both"))),
+                        min_size=1, max_size=2),  # positions whose listing, node or both change
+        st.booleans(),  # the cloud unobserved
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(fleet_ticks)
+# a joined instance on a busy node (quiet), then its node only turns idle / its listing only ends
+@example([(0.0, False, [(8, 2, 2)], {}, False), (30.0, True, [], {0: (2, 1, "node")}, False)])
+@example([(0.0, False, [(8, 2, 2)], {}, False), (30.0, True, [], {0: (3, 2, "cloud")}, False)])
+def test_decide_all_over_the_same_live_objects_answers_per_instance(
+    seq: list[tuple[float, bool, list[tuple[int, int, int]], dict[int, tuple[int, int, str]], bool]],
+) -> None:
+    """Ticks that hand back the very same live instances (the simulator's store does while
+    nothing changed), with some listings and nodes replaced: decide_all answers exactly what
+    reconcile_instance answers per instance, tick after tick."""
+    memo = ReconcileMemo()
+    now = NOW
+    live: list[Instance] = []
+    clouds: list[object] = []
+    nodes: list[object] = []
+    for dt, same, picks, changes, unobserved in seq:
+        now += dt
+        if not same:
+            live = [FLEET[k] for k, _, _ in picks]
+            clouds = [CLOUD_OBJS[c] for _, c, _ in picks]
+            nodes = [NODE_OBJS[n] for _, _, n in picks]
+        else:
+            live = list(live)  # a new list of the same objects, as the store returns
+        for pos, (c, n, what) in changes.items():
+            if pos < len(live):
+                if what != "node":
+                    clouds[pos] = CLOUD_OBJS[c]
+                if what != "cloud":
+                    nodes[pos] = NODE_OBJS[n]
+        cloud = {i.id: c for i, c in zip(live, clouds, strict=True) if c is not None}
+        by_node = {i.id: n for i, n in zip(live, nodes, strict=True) if n is not None}
+        skip = {"aws"} if unobserved else set()
+        got = memo.decide_all(live, cloud, by_node, skip, [SimpleNamespace(id="job-1")], now, SETTINGS)  # type: ignore[arg-type]
+        want = []
+        for inst in live:
+            d = reconcile_instance(inst, cloud.get(inst.id), by_node.get(inst.id), now, SETTINGS,
+                                   observed=not unobserved, jobs_pending=True if inst.state is not InstanceState.PLANNED else "job-1" in inst.for_jobs)
             if d is not NOTHING:
                 want.append((inst, d))
         assert got == want
