@@ -69,13 +69,19 @@ def _part(n: Node, inst: Instance | None, pending_gangs: frozenset[str], running
 class PoolsMemo:
     """One per controller: ``build`` answers as :func:`build_pools` does, for any inputs."""
 
-    __slots__ = ("rebuilds", "_nodes", "_instances", "_args", "_by_instance", "_parts", "_where", "_flying", "_gang")
+    __slots__ = ("rebuilds", "_nodes", "_instances", "_args", "_by_instance", "_parts", "_where", "_flying", "_gang",
+                 "_uses_args")
 
     def __init__(self) -> None:
         self.rebuilds = 0  # full rebuilds so far (what the memo could not spare)
         self._nodes: tuple[Node, ...] | None = None
         self._instances: tuple[Instance, ...] = ()
         self._args: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
+        # Whether the last inputs read the job sets at all: only a gang instance or a held node
+        # does (see _part and the instance pass). Without either, the pools do not depend on
+        # them, and a tick whose pending/running sets moved (most ticks of a busy queue) is not
+        # a reason to rebuild.
+        self._uses_args = True
         self._by_instance: dict[str, Instance] = {}
         self._parts: list[_Part] = []
         self._where: dict[tuple[object, ...], set[int]] = {}  # part -> positions that add it
@@ -99,7 +105,7 @@ class PoolsMemo:
         if (
             last is None
             or len(nodes) != len(last)
-            or args != self._args
+            or (self._uses_args and args != self._args)
             or len(instances) != len(self._instances)
             or not all(map(is_, instances, self._instances))
         ):
@@ -110,7 +116,7 @@ class PoolsMemo:
             fresh: list[tuple[int, _Part]] = []
             for pos in changed:
                 n, old = nodes[pos], last[pos]
-                if n.instance_id != old.instance_id:
+                if n.instance_id != old.instance_id or (GANG_HOLD_LABEL in n.labels and not self._uses_args):
                     return self._rebuild(nodes, instances, args)
                 p = _part(n, by_instance.get(n.instance_id) if n.instance_id else None, pending_gangs, running_ids)
                 if p is _GANG or parts[pos] is _GANG:
@@ -129,6 +135,7 @@ class PoolsMemo:
                     where.setdefault(p, set()).add(pos)
                 parts[pos] = p
             self._nodes = nodes
+        self._args = args
         return self._assemble()
 
     def _rebuild(self, nodes: tuple[Node, ...], instances: tuple[Instance, ...],
@@ -150,6 +157,8 @@ class PoolsMemo:
             elif p is not None:
                 where.setdefault(p, set()).add(pos)
         self._nodes, self._instances, self._args = nodes, instances, args
+        self._uses_args = any(i.gang_id for i in instances) or any(GANG_HOLD_LABEL in n.labels for n in nodes
+                                                                   if n.instance_id)
         self._by_instance, self._parts, self._where = by_instance, parts, where
         if special:
             pools = build_pools(nodes, instances, *args)
