@@ -38,11 +38,12 @@ prove idle (burst/sim/runner.py, ``Simulation._idle_after``): a tick driven only
 change while nothing is queued, after a tick that acted on nothing. Here that is the stretches
 where bursting has emptied the queue: ``greedy`` elides 101,047 of its 157,440 ticks, ``burst``
 68,906 of 151,876, ``never`` (a queue all along) 1,007 of 145,476; the figures are the same on
-both sides (ticks, p95, cost, unfinished). CPU seconds side by side with ``--old`` (the code
-before): ``greedy`` 39.6 -> 19.7 (2.0x), ``burst`` 33.8 -> 23.7 (1.4x), ``never`` 14.0 -> 11.7.
-``burst`` is still over 20 s, PARTIAL: its run ticks keep a queue, and the controller's work
-on them (build_pools, decide_scale_in, the reconcile) is about three quarters of the replay,
-the world's own steps about a quarter. Compare sides by ``cpu_s`` on a shared machine;
+both sides (ticks, p95, cost, unfinished). With the policy-side memos merged too
+(policies/tick_memo.py), CPU seconds side by side with ``--old`` (the code at the start of
+2026-12-03), one quiet run: ``greedy`` 36.2 -> 23.0 (1.6x), ``burst`` 35.7 -> 20.5 (1.7x),
+``never`` 11.9 -> 13.0 (noise; repeated new-side runs 12.9-17.1). PARTIAL, still over 20 s:
+the ticks that run keep a queue and a fleet that changes every tick, so the pools memo
+rebuilds on about half of them; the rest is many small per-tick costs, not one hotspot. Compare sides by ``cpu_s`` on a shared machine;
 ``ticks_elided`` is null for a checkout that runs every tick.
 """
 
