@@ -34,6 +34,25 @@ _Key = tuple[Instance, CloudInstance | None, Node | None]
 _ID = attrgetter("id")
 
 
+class _PendingIds:
+    """Whether a PLANNED intent still has a job pending (``reconcile_instance``'s
+    ``jobs_pending``; True for any other instance). The id set is built on the first ask: most
+    ticks have no PLANNED intent and never pay for it."""
+
+    __slots__ = ("_jobs", "_ids")
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self._jobs = jobs
+        self._ids: set[str] | None = None
+
+    def any_for(self, inst: Instance) -> bool:
+        if inst.state is not InstanceState.PLANNED or not inst.for_jobs:
+            return True
+        if self._ids is None:
+            self._ids = {j.id for j in self._jobs}
+        return any(j in self._ids for j in inst.for_jobs)
+
+
 class ReconcileMemo:
     """Per controller. ``start()`` once per tick, then ``decide`` per live instance: instances
     not decided this tick are forgotten at the next ``start()``."""
@@ -104,7 +123,7 @@ class ReconcileMemo:
         nxt: dict[str, _Key] = {}
         self._next = nxt
         planned = InstanceState.PLANNED
-        pending_ids: set[str] | None = None
+        waiting = _PendingIds(pending)
         out: list[tuple[Instance, Decision]] = []
         loud: list[int] = []
         for pos, inst in enumerate(live):
@@ -117,12 +136,7 @@ class ReconcileMemo:
                 if q is not None and q[0] is inst and q[1] is c and q[2] is n:
                     nxt[iid] = q
                     continue
-            jobs_pending = True
-            if inst.state is planned and inst.for_jobs:
-                if pending_ids is None:
-                    pending_ids = {j.id for j in pending}
-                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
-            d = reconcile_instance(inst, c, n, now, settings, observed=observed, jobs_pending=jobs_pending)
+            d = reconcile_instance(inst, c, n, now, settings, observed=observed, jobs_pending=waiting.any_for(inst))
             if d is NOTHING and observed and inst.state is not planned:
                 nxt[iid] = (inst, c, n)
                 continue
@@ -162,7 +176,7 @@ class ReconcileMemo:
         # The remembered dict is carried over: the quiet positions not in todo keep their entry.
         quiet = self._quiet = self._next
         planned = InstanceState.PLANNED
-        pending_ids: set[str] | None = None
+        waiting = _PendingIds(pending)
         out: list[tuple[Instance, Decision]] = []
         loud: list[int] = []
         for pos in sorted(todo):
@@ -171,12 +185,7 @@ class ReconcileMemo:
             q = quiet.get(iid)
             if q is not None and q[0] is inst and q[1] is c and q[2] is n:
                 continue
-            jobs_pending = True
-            if inst.state is planned and inst.for_jobs:
-                if pending_ids is None:
-                    pending_ids = {j.id for j in pending}
-                jobs_pending = any(j in pending_ids for j in inst.for_jobs)
-            d = reconcile_instance(inst, c, n, now, settings, observed=True, jobs_pending=jobs_pending)
+            d = reconcile_instance(inst, c, n, now, settings, observed=True, jobs_pending=waiting.any_for(inst))
             if d is NOTHING and inst.state is not planned:
                 quiet[iid] = (inst, c, n)
                 continue

@@ -115,7 +115,6 @@ def build_pools(
     run: its last pod counts on them)."""
     onprem = SlotPool()
     joined = SlotPool()
-    flying = SlotPool()
     gang_own: GangOwn = {}
     reserved: set[str] = set()
     gang_joined: dict[str, list[tuple[str, bool, int, str]]] = {}
@@ -167,19 +166,28 @@ def build_pools(
     for (cloud, region, gpus, model, free), c in free_joined.items():
         loc, m = joined_key(cloud, region, gpus, model)
         joined.add(free, loc, m, c)
+    flying = in_flight_pool(instances, node_of, pending_gangs, pending_ids, gang_own)
+    return Pools(onprem, joined, flying, gang_own, frozenset(reserved), gang_joined, tuple(sorted(stray_holds)))
+
+
+def in_flight_pool(instances: tuple[Instance, ...], node_of: set[str], pending_gangs: frozenset[str],
+                   pending_ids: frozenset[str], gang_own: GangOwn) -> SlotPool:
+    """build_pools's instance pass (also policies/pools_memo.py's): the instances in flight
+    with no node yet, as capacity; a pending gang's own go to ``gang_own`` instead (added to)."""
+    flying = SlotPool()
     for i in instances:
         if i.purpose is Purpose.ON_DEMAND:
             continue  # a user's own instance: never capacity for queued work
         if i.state in IN_FLIGHT and i.id not in node_of:
             if i.gang_id and i.for_jobs:
                 if i.for_jobs[0] in pending_gangs:
-                    own(i)
+                    gang_own.setdefault(i.for_jobs[0], []).append((f"{i.cloud}/{i.region}", i.gpus, i.gpu_model))
                     continue
                 if i.for_jobs[0] not in pending_ids:
                     continue  # its gang started: given back while booting (decide.py)
             loc, model = in_flight_key(i)
             flying.add(i.gpus, loc, model)
-    return Pools(onprem, joined, flying, gang_own, frozenset(reserved), gang_joined, tuple(sorted(stray_holds)))
+    return flying
 
 
 def draining_pool(nodes: tuple[Node, ...], instances: tuple[Instance, ...]) -> SlotPool:

@@ -32,7 +32,7 @@ from itertools import compress, count
 from operator import is_, is_not
 
 from burst.domain import GANG_HOLD_LABEL, Instance, InstanceState, Node, Purpose
-from policies.overflow import IN_FLIGHT, ONPREM, Pools, build_pools, in_flight_key, joined_key
+from policies.overflow import ONPREM, Pools, build_pools, in_flight_pool, joined_key
 from policies.packing import SlotPool
 
 # What one node adds: None (nothing), ("o", free, model), ("j", cloud, region, gpus, model, free),
@@ -165,22 +165,9 @@ class PoolsMemo:
             self._flying = _copy(pools.flying)
             self._gang = (pools.gang_own, pools.reserved, pools.gang_joined, pools.stray_holds)
             return pools
-        # build_pools's instance pass, kept in step with it (no node here is a gang's own)
         node_of = {n.instance_id for n in nodes if n.instance_id}
-        flying = SlotPool()
         gang_own: dict[str, list[tuple[str, int, str]]] = {}
-        for i in instances:
-            if i.purpose is Purpose.ON_DEMAND:
-                continue
-            if i.state in IN_FLIGHT and i.id not in node_of:
-                if i.gang_id and i.for_jobs:
-                    if i.for_jobs[0] in gangs:
-                        gang_own.setdefault(i.for_jobs[0], []).append((f"{i.cloud}/{i.region}", i.gpus, i.gpu_model))
-                        continue
-                    if i.for_jobs[0] not in pending_ids:
-                        continue
-                loc, model = in_flight_key(i)
-                flying.add(i.gpus, loc, model)
+        flying = in_flight_pool(instances, node_of, gangs, pending_ids, gang_own)
         self._flying = flying
         self._gang = (gang_own, frozenset(), {}, ())
         return self._assemble()
